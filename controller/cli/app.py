@@ -1,0 +1,27 @@
+"""Root of the ``synthloop`` command: campaign commands plus the groups other modules add.
+
+Why groups in separate modules: each package's commands (drivers, simulated lab, XRD,
+recipes, benchmarks) evolve with that package; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import campaign_cmds
+
+app = typer.Typer(
+    name="synthloop",
+    help="Closed-loop autonomous solid-state synthesis: propose, plan, make, measure, learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+campaign_cmds.register(app)
+
+# Command groups contributed by other parts of the system are added below, one line each.
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,346 @@
+"""Campaign configuration: one YAML file, validated by pydantic models.
+
+Why strict: a typo in a lab configuration (``yeild_threshold``) that is silently ignored
+means a campaign runs with a default nobody chose, and furnace time is spent on it. Every
+model here forbids unknown keys, and :func:`load_config` turns pydantic's errors into
+messages that name the file, the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_ELEMENTS = frozenset(
+    """H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge
+    As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu
+    Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu
+    Am Cm Bk Cf Es Fm Md No Lr""".split()
+)
+
+EXAMPLE_CONFIG_NAME = "campaign.example.yaml"
+
+
+class ConfigError(ValueError):
+    """A campaign configuration that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- campaign
+
+
+class Budget(_Strict):
+    """When the campaign stops for lack of resources (whichever limit is reached first)."""
+
+    max_experiments: int = Field(100, ge=1, le=1_000_000)
+    max_lab_days: float | None = Field(None, gt=0)
+    max_targets: int | None = Field(None, ge=1)
+
+
+class CampaignSection(_Strict):
+    name: str = Field(..., min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    budget: Budget = Budget()
+    approval_mode: bool = False
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- chemistry
+
+
+_SYSTEM_RE = re.compile(r"^[A-Z][a-z]?(-[A-Z][a-z]?)+$")
+
+
+class SubstitutionSource(_Strict):
+    """GNoME-style ion substitution on seed structures of known phases."""
+
+    kind: Literal["substitution"]
+    threshold: float = Field(1e-3, gt=0, lt=1, description="pymatgen substitution probability cutoff")
+    max_per_seed: int = Field(50, ge=1)
+
+
+class CifDirSource(_Strict):
+    """Candidates read from a folder of CIF files (e.g. from a collaborator)."""
+
+    kind: Literal["cif_dir"]
+    path: str = Field(..., min_length=1)
+
+
+class PrototypeSource(_Strict):
+    """Decoration of common prototypes (perovskite, spinel, rocksalt, ...)."""
+
+    kind: Literal["prototypes"]
+    prototypes: list[str] = Field(default_factory=lambda: ["perovskite", "spinel", "rocksalt"])
+
+
+CandidateSource = Annotated[
+    SubstitutionSource | CifDirSource | PrototypeSource, Field(discriminator="kind")
+]
+
+
+class ChemicalSpace(_Strict):
+    systems: list[str] = Field(..., min_length=1)
+    candidate_sources: list[CandidateSource] = Field(
+        default_factory=lambda: [SubstitutionSource(kind="substitution")]
+    )
+    max_candidates: int = Field(5000, ge=1, le=10_000_000)
+    require_charge_balance: bool = True
+
+    @field_validator("systems")
+    @classmethod
+    def _systems_are_element_lists(cls, systems: list[str]) -> list[str]:
+        for system in systems:
+            if not _SYSTEM_RE.match(system):
+                raise ValueError(
+                    f"{system!r} is not a chemical system; write element symbols joined by '-', e.g. 'Li-Mn-O'"
+                )
+            unknown = [el for el in system.split("-") if el not in _ELEMENTS]
+            if unknown:
+                raise ValueError(f"{system!r} names unknown element(s) {', '.join(unknown)}")
+            if len(set(system.split("-"))) != len(system.split("-")):
+                raise ValueError(f"{system!r} repeats an element")
+        return systems
+
+
+# --------------------------------------------------------------------------- surrogate
+
+
+class SurrogateSection(_Strict):
+    architecture: Literal["cgcnn", "megnet"] = "cgcnn"
+    ensemble_size: int = Field(5, ge=1, le=64)
+    hidden: int = Field(64, ge=4, le=1024)
+    layers: int = Field(3, ge=1, le=12)
+    cutoff_angstrom: float = Field(8.0, gt=1.0, le=15.0)
+    max_neighbors: int = Field(12, ge=1, le=64)
+    epochs: int = Field(150, ge=1, le=10_000)
+    learning_rate: float = Field(3e-3, gt=0, lt=1)
+    retrain_every: int = Field(8, ge=1, description="retrain after this many new XRD-verified results")
+    auxiliary_targets: list[Literal["charge_balance", "mean_electronegativity", "volume_per_atom"]] = []
+
+
+# --------------------------------------------------------------------------- acquisition
+
+
+class AcquisitionSection(_Strict):
+    strategy: Literal["qlogei", "qucb", "thompson", "greedy", "random"] = "qlogei"
+    objective: Literal["stable_and_makeable", "stability", "expected_yield"] = "stable_and_makeable"
+    batch_size: int = Field(4, ge=1, le=1024)
+    ucb_beta: float = Field(2.0, gt=0)
+    stability_threshold_ev: float = Field(
+        0.05, ge=0, le=1, description="decomposition energy (eV/atom) below which a phase counts as stable"
+    )
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class RecipeSection(_Strict):
+    max_recipes_per_target: int = Field(5, ge=1, le=50)
+    yield_threshold: float = Field(0.5, gt=0, le=1)
+    stock: list[str] | str | None = Field(
+        None, description="precursor formulas on the shelf, or a file listing them; None = whole library"
+    )
+    extra_precursors: str | None = Field(None, description="YAML file of additional precursors")
+    min_temperature_c: float = Field(300, ge=20, le=2000)
+    max_temperature_c: float = Field(1300, ge=20, le=2000)
+    min_driving_force_mev: float = Field(50, ge=0, le=2000)
+
+    @model_validator(mode="after")
+    def _temperature_window(self) -> RecipeSection:
+        if self.min_temperature_c >= self.max_temperature_c:
+            raise ValueError(
+                f"min_temperature_c ({self.min_temperature_c}) must be below max_temperature_c ({self.max_temperature_c})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- lab
+
+
+class FaultSection(_Strict):
+    """Faults a simulated lab injects on purpose, to rehearse recovery."""
+
+    instrument_error_rate: float = Field(0.0, ge=0, le=1)
+    drop_rate: float = Field(0.0, ge=0, le=1)
+    duplicate_rate: float = Field(0.0, ge=0, le=1)
+    delay_ms: float = Field(0.0, ge=0, le=60_000)
+
+
+class AuthSection(_Strict):
+    enabled: bool = False
+    keys_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthSection:
+        if self.enabled and not self.keys_dir:
+            raise ValueError("auth.enabled is true but auth.keys_dir is not set")
+        return self
+
+
+class LabSection(_Strict):
+    kind: Literal["simulated", "drivers"] = "simulated"
+    world: str | None = Field("demo", description="bundled world name or path to a world file")
+    bind: str = Field("tcp://127.0.0.1:*", description="ROUTER endpoint the controller binds")
+    speedup: float = Field(1e6, gt=0, description="simulated seconds per wall second")
+    heartbeat_s: float = Field(1.0, gt=0, le=600)
+    lost_after_heartbeats: int = Field(5, ge=1, le=1000)
+    step_retries: int = Field(2, ge=0, le=20)
+    auth: AuthSection = AuthSection()
+    faults: FaultSection = FaultSection()
+
+    @field_validator("bind")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^(tcp://[^\s:]+:(\d+|\*)|ipc://\S+|inproc://\S+)$", value):
+            raise ValueError(
+                f"{value!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT, tcp://HOST:* or ipc://PATH"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _world_when_simulated(self) -> LabSection:
+        if self.kind == "simulated" and not self.world:
+            raise ValueError("lab.kind is 'simulated' but no lab.world is given")
+        return self
+
+
+# --------------------------------------------------------------------------- store & web
+
+
+class StoreSection(_Strict):
+    url: str = Field(
+        "sqlite:///campaign.db",
+        description="SQLAlchemy URL; a relative sqlite path is relative to the campaign directory",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _supported_url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError(
+                f"{value!r} is not a supported database URL; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
+        return value
+
+
+class WebSection(_Strict):
+    token: str | None = Field(None, min_length=8, description="bearer token for write actions")
+    read_only: bool = False
+
+
+class CampaignConfig(_Strict):
+    """The whole campaign, as written in one YAML file."""
+
+    campaign: CampaignSection
+    chemical_space: ChemicalSpace
+    surrogate: SurrogateSection = SurrogateSection()
+    acquisition: AcquisitionSection = AcquisitionSection()
+    recipes: RecipeSection = RecipeSection()
+    lab: LabSection = LabSection()
+    store: StoreSection = StoreSection()
+    web: WebSection = WebSection()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _describe_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in {"substitution", "cif_dir", "prototypes"} and parts and parts[-1].endswith("]"):
+            continue  # discriminated-union tag pydantic inserts into the path
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the model tree along ``loc`` (minus the unknown key) to list the allowed keys."""
+    current: Any = model
+    for item in loc[:-1]:
+        if isinstance(item, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(item)
+        if field is None:
+            break
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = candidates[0] if candidates else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid campaign configuration ({exc.error_count()} problem(s))"]
+    for err in exc.errors():
+        path = _describe_location(err["loc"])
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(CampaignConfig, err["loc"])
+            lines.append(
+                f"  - {path}: unknown key (value {value!r}); allowed keys here: {', '.join(allowed)}"
+            )
+        elif err["type"] == "missing":
+            lines.append(f"  - {path}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {path}: bad value {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> CampaignConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections "
+            f"(campaign, chemical_space, ...), not {type(data).__name__}"
+        )
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file; raises :class:`ConfigError` naming the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, str(path))
+
+
+def example_config_text() -> str:
+    """The commented example that ``synthloop init`` writes (shipped inside the package)."""
+    return resources.files("controller").joinpath(EXAMPLE_CONFIG_NAME).read_text(encoding="utf-8")

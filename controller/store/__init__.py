@@ -1,0 +1,37 @@
+"""The campaign store: SQLModel tables, the experiment state machine, migrations."""
+
+from .arrays import pack_array, unpack_array
+from .models import (
+    Campaign,
+    Candidate,
+    Event,
+    Experiment,
+    Measurement,
+    ModelVersion,
+    PhaseAnalysisRow,
+    Prediction,
+    Recipe,
+    StepCommand,
+    Target,
+    utcnow,
+)
+from .states import (
+    ACTIVE_STATES,
+    STEP_TRANSITIONS,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    ExperimentState,
+    IllegalTransition,
+    StepState,
+    TargetState,
+    check_transition,
+)
+from .store import AppendOnlyViolation, Store, StoreError, iso, resolve_url
+
+__all__ = [
+    "ACTIVE_STATES", "STEP_TRANSITIONS", "TERMINAL_STATES", "TRANSITIONS",
+    "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState",
+    "IllegalTransition", "Measurement", "ModelVersion", "PhaseAnalysisRow", "Prediction", "Recipe",
+    "StepCommand", "StepState", "Store", "StoreError", "Target", "TargetState", "check_transition",
+    "iso", "pack_array", "resolve_url", "unpack_array", "utcnow",
+]

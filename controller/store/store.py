@@ -1,0 +1,295 @@
+"""The campaign store: engine setup, migrations, transactional state transitions.
+
+Why one transaction per transition: a state change of an experiment and the event row that
+records it must both exist or neither, so that a ``kill -9`` between them can never leave a
+state nobody logged (or a log line for a change that never happened).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session as _OrmSession
+from sqlmodel import Session, create_engine, select
+
+from .models import Campaign, Event, Experiment, StepCommand, utcnow
+from .states import STEP_TRANSITIONS, ExperimentState, StepState, check_transition
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot be done (missing row, wrong campaign, ...)."""
+
+
+class AppendOnlyViolation(StoreError):
+    """Raised when code tries to change or delete a row of the event log."""
+
+
+@sa_event.listens_for(_OrmSession, "before_flush")
+def _guard_event_log(session: _OrmSession, _ctx: Any, _instances: Any) -> None:
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, Event) and (obj in session.deleted or session.is_modified(obj)):
+            raise AppendOnlyViolation("the event log is append-only: events are never changed or deleted")
+
+
+def resolve_url(url: str, base_dir: str | Path | None) -> str:
+    """Make a relative SQLite path relative to the campaign directory, not the CWD."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        db_path = Path(parsed.database)
+        if not db_path.is_absolute() and base_dir is not None:
+            db_path = Path(base_dir) / db_path
+        return str(parsed.set(database=str(db_path.resolve())))
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling defers BEGIN; we issue it ourselves so a
+            # transaction really spans every statement of a unit of work.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+class Store:
+    """Access to one campaign database; opening it migrates the schema to the newest revision."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        self.engine = _make_engine(url)
+        if migrate:
+            self.upgrade()
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def for_campaign_dir(cls, campaign_dir: str | Path, url: str = "sqlite:///campaign.db") -> Store:
+        return cls(resolve_url(url, campaign_dir))
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with Alembic (a no-op when already there)."""
+        from alembic import command
+
+        cfg = alembic_config(self.engine)
+        with self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed on normal exit, rolled back entirely on any exception."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    # ------------------------------------------------------------------ events
+    @staticmethod
+    def log(
+        session: Session,
+        kind: str,
+        *,
+        campaign_id: int | None = None,
+        entity: str | None = None,
+        entity_id: int | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        actor: str | None = None,
+        message: str | None = None,
+        data: dict | None = None,
+    ) -> Event:
+        """Append an event inside the caller's transaction (it commits with the change it records)."""
+        ev = Event(
+            campaign_id=campaign_id,
+            kind=kind,
+            entity=entity,
+            entity_id=entity_id,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            message=message,
+            data=data,
+        )
+        session.add(ev)
+        return ev
+
+    # ------------------------------------------------------------------ campaigns
+    def ensure_campaign(self, name: str, *, seed: int = 0, config_yaml: str = "") -> Campaign:
+        """Return the campaign called ``name``, creating it (and logging that) if new."""
+        with self.session() as s:
+            existing = s.exec(select(Campaign).where(Campaign.name == name)).first()
+            if existing is not None:
+                return existing
+            campaign = Campaign(name=name, seed=seed, config_yaml=config_yaml)
+            s.add(campaign)
+            s.flush()
+            self.log(s, "campaign.created", campaign_id=campaign.id, entity="campaign",
+                     entity_id=campaign.id, actor="controller", message=f"campaign {name!r} created")
+            return campaign
+
+    def get_campaign(self, name: str | None = None) -> Campaign:
+        with self.session() as s:
+            query = select(Campaign)
+            if name is not None:
+                query = query.where(Campaign.name == name)
+            found = s.exec(query.order_by(Campaign.id)).first()
+        if found is None:
+            raise StoreError(f"no campaign {name!r} in this store" if name else "this store holds no campaign")
+        return found
+
+    # ------------------------------------------------------------------ transitions
+    def transition(
+        self,
+        experiment_id: int,
+        to_state: ExperimentState | str,
+        *,
+        reason: str | None = None,
+        actor: str = "controller",
+        data: dict | None = None,
+        session: Session | None = None,
+        **fields: Any,
+    ) -> Experiment:
+        """Move an experiment to ``to_state`` and log it, atomically.
+
+        Extra keyword ``fields`` (e.g. ``target_yield=0.62``) are set on the row in the same
+        transaction. Pass ``session`` to join a larger unit of work; otherwise one is opened
+        and committed here.
+        """
+        if session is None:
+            with self.session() as s:
+                return self.transition(experiment_id, to_state, reason=reason, actor=actor,
+                                       data=data, session=s, **fields)
+        query = select(Experiment).where(Experiment.id == experiment_id)
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        exp = session.exec(query).first()
+        if exp is None:
+            raise StoreError(f"no experiment with id {experiment_id}")
+        previous = exp.state
+        new = check_transition(experiment_id, previous, str(to_state))
+        exp.state = new.value
+        exp.updated_at = utcnow()
+        if reason is not None:
+            exp.reason = reason
+        for key, value in fields.items():
+            if not hasattr(exp, key):
+                raise StoreError(f"experiment has no field {key!r}")
+            setattr(exp, key, value)
+        session.add(exp)
+        self.log(session, "experiment.transition", campaign_id=exp.campaign_id, entity="experiment",
+                 entity_id=exp.id, from_state=previous, to_state=new.value, actor=actor,
+                 message=reason, data=data)
+        session.flush()
+        return exp
+
+    def step_transition(
+        self,
+        session: Session,
+        command_id: str,
+        to_state: StepState | str,
+        *,
+        result: dict | None = None,
+        error: str | None = None,
+        driver: str | None = None,
+    ) -> StepCommand:
+        """Move a step command to ``to_state`` inside the caller's transaction, with its event."""
+        step = session.exec(select(StepCommand).where(StepCommand.command_id == command_id)).first()
+        if step is None:
+            raise StoreError(f"no step command {command_id}")
+        cur, new = StepState(step.state), StepState(str(to_state))
+        if new not in STEP_TRANSITIONS[cur]:
+            raise StoreError(f"step {command_id}: cannot go from {cur.value!r} to {new.value!r}")
+        step.state = new.value
+        step.updated_at = utcnow()
+        if result is not None:
+            step.result = result
+        if error is not None:
+            step.error = error
+        if driver is not None:
+            step.driver = driver
+        session.add(step)
+        exp = session.get(Experiment, step.experiment_id)
+        self.log(session, "step.transition", campaign_id=exp.campaign_id if exp else None,
+                 entity="step", entity_id=step.id, from_state=cur.value, to_state=new.value,
+                 actor="controller", message=error, data={"command_id": command_id, "step": step.step})
+        session.flush()
+        return step
+
+    # ------------------------------------------------------------------ reading
+    def experiment_counts(self, campaign_id: int) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.exec(
+                select(Experiment.state, func.count())
+                .where(Experiment.campaign_id == campaign_id)
+                .group_by(Experiment.state)
+            ).all()
+        return {state: int(n) for state, n in rows}
+
+    def recent_events(self, campaign_id: int, limit: int = 10) -> list[Event]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(Event).where(Event.campaign_id == campaign_id).order_by(Event.id.desc()).limit(limit)
+                ).all()
+            )
+
+
+def iso(ts: datetime | None) -> str | None:
+    return ts.isoformat(timespec="seconds") if ts else None

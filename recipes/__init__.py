@@ -1,0 +1,1 @@
+"""Precursor library, reaction thermodynamics, initial recipes and active-learning replacement."""

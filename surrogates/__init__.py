@@ -1,0 +1,1 @@
+"""Crystal graphs, GNN ensembles, BoTorch acquisition over candidate pools, candidate generation."""
