@@ -21,6 +21,7 @@ app = typer.Typer(
 campaign_cmds.register(app)
 
 # Command groups contributed by other parts of the system are added below, one line each.
+# (keep this marker line: each group inserts its registration right after it)
 
 
 def main() -> None:
