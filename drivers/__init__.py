@@ -1,1 +1,108 @@
-"""Instrument protocol, ZeroMQ transport, driver SDK and conformance kit (pyzmq and pydantic only)."""
+"""Instrument protocol, ZeroMQ transport, driver SDK and conformance kit (pyzmq and pydantic only).
+
+The face other packages use:
+
+- protocol: :data:`PROTOCOL_VERSION`, the messages (:class:`Register`, :class:`Heartbeat`,
+  :class:`Command`, :class:`Ack`, :class:`Progress`, :class:`Result`, :class:`StatusQuery`,
+  :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
+  :class:`ProtocolError`;
+- driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`;
+- controller side: :class:`Dispatcher`, :class:`Outcome`, :class:`DriverInfo`;
+- steps: params/result models of dose_mix, heat, recover, xrd and :func:`validate_params`,
+  :func:`validate_result`, :func:`example_params`;
+- transport extras: :class:`FaultConfig` (seeded drop/duplicate/delay), :class:`CurveConfig`,
+  :func:`generate_keys`;
+- conformance kit: :func:`check_driver`, :class:`ConformanceReport`.
+"""
+
+from .dispatcher import Dispatcher, DriverInfo, Outcome
+from .faults import FaultConfig, FaultInjector, FaultStats
+from .ledger import INTERRUPTED, Ledger, LedgerEntry, LedgerError
+from .protocol import (
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    Ack,
+    Command,
+    Error,
+    Goodbye,
+    Heartbeat,
+    Message,
+    Progress,
+    ProtocolError,
+    Register,
+    Result,
+    StatusQuery,
+    StatusReply,
+    decode,
+    encode,
+)
+from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn
+from .security import CurveConfig, CurveError, generate_keys
+from .steps import (
+    STANDARD_CAPABILITIES,
+    STEP_MODELS,
+    DoseMixParams,
+    DoseMixResult,
+    HeatParams,
+    HeatResult,
+    HeatSegment,
+    RecoverParams,
+    RecoverResult,
+    StepError,
+    XrdParams,
+    XrdResult,
+    example_params,
+    validate_params,
+    validate_result,
+)
+
+__all__ = [
+    "CANCELLED",
+    "INTERRUPTED",
+    "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
+    "STANDARD_CAPABILITIES",
+    "STEP_MODELS",
+    "Ack",
+    "Command",
+    "CurveConfig",
+    "CurveError",
+    "DoseMixParams",
+    "DoseMixResult",
+    "Driver",
+    "DriverInfo",
+    "Dispatcher",
+    "Error",
+    "FaultConfig",
+    "FaultInjector",
+    "FaultStats",
+    "Goodbye",
+    "HeatParams",
+    "HeatResult",
+    "HeatSegment",
+    "Heartbeat",
+    "InstrumentError",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "Message",
+    "Outcome",
+    "Progress",
+    "ProgressFn",
+    "ProtocolError",
+    "RecoverParams",
+    "RecoverResult",
+    "Register",
+    "Result",
+    "StatusQuery",
+    "StatusReply",
+    "StepError",
+    "XrdParams",
+    "XrdResult",
+    "decode",
+    "encode",
+    "example_params",
+    "generate_keys",
+    "validate_params",
+    "validate_result",
+]

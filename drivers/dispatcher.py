@@ -1,0 +1,624 @@
+"""Controller side: an asyncio dispatcher on one ROUTER socket.
+
+It keeps a registry of connected drivers (capabilities, capacity, load, liveness), routes each
+submitted :class:`~drivers.protocol.Command` to a live driver with the capability and free
+capacity, and resolves an awaitable :class:`Outcome` when the terminal result arrives, the
+deadline passes, or the driver is declared lost.
+
+Reliability without duplicate execution: a command once sent to a driver is *pinned* to it
+(only that driver's ledger knows it). Until the result arrives the dispatcher re-sends the same
+command whenever it has heard nothing about it for ``retry_s``; the driver answers a re-sent id
+from its ledger (ack "running" or the stored result), never by executing again. This turns
+dropped, duplicated or delayed frames into, at worst, extra idempotent messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+
+from .faults import FaultConfig, FaultInjector
+from .protocol import (
+    Ack,
+    Command,
+    Error,
+    Goodbye,
+    Heartbeat,
+    Progress,
+    ProtocolError,
+    Register,
+    Result,
+    StatusQuery,
+    StatusReply,
+    decode,
+    encode,
+)
+from .security import CurveConfig
+
+log = logging.getLogger("drivers.dispatcher")
+
+OutcomeStatus = Literal["succeeded", "failed", "lost", "expired"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Terminal answer to one submitted command.
+
+    ``lost``: the driver went silent (or said goodbye) while the command was in flight — it may
+    or may not have run; reconcile with :meth:`Dispatcher.query_status` once the driver is back.
+    ``expired``: no terminal answer within the deadline (or the driver cancelled it at the
+    deadline).
+    """
+
+    command_id: str
+    status: OutcomeStatus
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    driver: str | None = None
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """A registered driver as the dispatcher sees it."""
+
+    identity: str
+    capabilities: tuple[str, ...]
+    capacity: int
+    in_flight: int
+    alive: bool
+    version: str = ""
+
+
+@dataclass
+class _Driver:
+    identity: str
+    capabilities: tuple[str, ...]
+    capacity: int
+    version: str
+    instance: str
+    last_seen: float
+    alive: bool = True
+    in_flight: set[str] = field(default_factory=set)
+    busy_until: float = 0.0
+
+    def free(self) -> int:
+        return self.capacity - len(self.in_flight)
+
+
+@dataclass
+class _Pending:
+    command: Command
+    future: asyncio.Future[Outcome]
+    submitted: float
+    deadline_at: float
+    driver: str | None = None
+    last_contact: float = 0.0
+    acked: bool = False
+    sends: int = 0
+    expiry: asyncio.TimerHandle | None = None
+    on_progress: Callable[[str, float, str], None] | None = None
+
+
+class Dispatcher:
+    """ROUTER-side registry and router of commands; see the module docstring.
+
+    ``heartbeat_s``: interval of heartbeats sent and expected; ``lost_after``: silent intervals
+    before a driver is declared lost; ``retry_s``: re-send an unanswered command after this long
+    (default 2 heartbeats); ``grace_s``: slack added to a command's deadline before the outcome
+    is ``expired`` (default 2 heartbeats). ``on_lost(identity, command_ids)`` is called when a
+    driver is declared lost.
+    """
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:*",
+        *,
+        heartbeat_s: float = 1.0,
+        lost_after: int = 5,
+        curve: CurveConfig | None = None,
+        faults: FaultConfig | None = None,
+        retry_s: float | None = None,
+        grace_s: float | None = None,
+        on_lost: Callable[[str, list[str]], None] | None = None,
+    ) -> None:
+        if heartbeat_s <= 0 or lost_after < 1:
+            raise ValueError("heartbeat_s must be > 0 and lost_after >= 1")
+        self.bind = bind
+        self.heartbeat_s = heartbeat_s
+        self.lost_after = lost_after
+        self.curve = curve
+        self.faults = faults
+        self.retry_s = retry_s if retry_s is not None else 2 * heartbeat_s
+        self.grace_s = grace_s if grace_s is not None else 2 * heartbeat_s
+        self.on_lost = on_lost
+        self.endpoint: str = ""
+        self.injector: FaultInjector | None = None
+        self.errors: list[tuple[str, Error]] = []  # Error messages received (identity, msg)
+        self.lost_reports: list[tuple[str, list[str]]] = []
+        self.retransmits = 0
+        self._ctx: zmq.asyncio.Context | None = None
+        self._auth: Any = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._drivers: dict[str, _Driver] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._queue: list[str] = []
+        self._owner: dict[str, str] = {}
+        self._queries: dict[str, tuple[asyncio.Future[None], set[str], dict[str, dict[str, str]]]]
+        self._queries = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the ROUTER socket (``self.endpoint`` becomes the resolved address) and start
+        the receive and housekeeping loops."""
+        self._ctx = zmq.asyncio.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted driver takes over its identity
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self.curve is not None:
+            from zmq.auth.asyncio import AsyncioAuthenticator
+
+            if self.curve.allowed_dir is None:
+                raise ValueError("the controller's CurveConfig needs allowed_dir")
+            self._auth = AsyncioAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(self.curve.allowed_dir))
+            self.curve.apply_server(sock)
+        try:
+            sock.bind(self.bind)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise OSError(f"dispatcher cannot bind {self.bind}: {exc}") from exc
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+
+        async def raw_send(frames: list[bytes]) -> None:
+            await sock.send_multipart(frames)
+
+        self.injector = FaultInjector(self.faults, raw_send) if self.faults else None
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._recv_loop()), loop.create_task(self._tick_loop())]
+        log.info("dispatcher bound at %s", self.endpoint)
+
+    async def close(self) -> None:
+        """Stop the loops and close the socket; unresolved submits resolve as ``lost``."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for cid, pend in list(self._pending.items()):
+            self._resolve(cid, "lost", error="dispatcher closed before the command finished",
+                          driver=pend.driver)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+
+    async def __aenter__(self) -> Dispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- public API ---------------------------------------------------------------------
+    def drivers(self) -> list[DriverInfo]:
+        """Snapshot of the registry."""
+        return [
+            DriverInfo(d.identity, d.capabilities, d.capacity, len(d.in_flight), d.alive,
+                       d.version)
+            for d in self._drivers.values()
+        ]
+
+    async def wait_for(self, capabilities: set[str] | list[str], timeout: float) -> None:
+        """Wait until live drivers cover every capability; TimeoutError names the missing ones."""
+        want = set(capabilities)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            have = {c for d in self._drivers.values() if d.alive for c in d.capabilities}
+            missing = want - have
+            if not missing:
+                return
+            left = end - loop.time()
+            if left <= 0:
+                raise TimeoutError(
+                    f"no live driver for capabilities {sorted(missing)} after {timeout:g} s "
+                    f"(connected: {sorted(d.identity for d in self._drivers.values() if d.alive)})"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
+
+    async def submit(
+        self,
+        command: Command,
+        *,
+        driver: str | None = None,
+        on_progress: Callable[[str, float, str], None] | None = None,
+    ) -> Outcome:
+        """Send ``command`` to a suitable driver and wait for its :class:`Outcome`.
+
+        Re-submitting an id that is still pending joins the same outcome. ``driver`` pins the
+        command to one identity (used after reconciliation, when that driver's ledger holds
+        the id; ids seen in :meth:`query_status` replies are pinned automatically).
+        """
+        if self._sock is None or self._closed:
+            raise RuntimeError("dispatcher not started (call await start()) or closed")
+        if not isinstance(command, Command):
+            raise TypeError(f"submit expects a Command, got {type(command).__name__}")
+        cid = command.command_id
+        existing = self._pending.get(cid)
+        if existing is not None:
+            return await asyncio.shield(existing.future)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pend = _Pending(
+            command=command,
+            future=loop.create_future(),
+            submitted=now,
+            deadline_at=now + command.deadline_s + self.grace_s,
+            on_progress=on_progress,
+        )
+        if driver is not None:
+            self._owner[cid] = driver
+        pend.expiry = loop.call_at(pend.deadline_at, self._expire, cid)
+        self._pending[cid] = pend
+        self._queue.append(cid)
+        await self._assign()
+        return await asyncio.shield(pend.future)
+
+    async def query_status(
+        self, command_ids: list[str], *, timeout: float | None = None
+    ) -> dict[str, str]:
+        """Ask every live driver about ``command_ids`` (reconciliation after a restart).
+
+        Per id: "unknown" | "running" | "succeeded" | "failed" (a driver-side "expired" is
+        reported as "failed"). The driver holding an id is remembered so re-submitting the same
+        command fetches the stored result from that driver's ledger.
+        """
+        ids = list(dict.fromkeys(command_ids))
+        targets = {d.identity for d in self._drivers.values() if d.alive}
+        replies: dict[str, dict[str, str]] = {}
+        if ids and targets:
+            loop = asyncio.get_running_loop()
+            qid = str(uuid.uuid4())
+            done: asyncio.Future[None] = loop.create_future()
+            self._queries[qid] = (done, set(targets), replies)
+            query = StatusQuery(query_id=qid, command_ids=ids)
+            wait = timeout if timeout is not None else max(1.0, 3 * self.heartbeat_s)
+            try:
+                for ident in targets:
+                    await self._send(ident, query)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(done), wait)
+            finally:
+                self._queries.pop(qid, None)
+        rank = {"unknown": 0, "running": 1, "failed": 2, "expired": 2, "succeeded": 3}
+        out: dict[str, str] = {}
+        for cid in ids:
+            best, owner = "unknown", None
+            for ident, statuses in replies.items():
+                state = statuses.get(cid, "unknown")
+                if rank.get(state, 0) > rank[best]:
+                    best, owner = state, ident
+            if owner is not None:
+                self._owner[cid] = owner
+            out[cid] = "failed" if best == "expired" else best
+        return out
+
+    async def send_raw(self, identity: str, frames: list[bytes]) -> None:
+        """Send arbitrary frames to a driver (conformance and fuzz tests of the driver side)."""
+        assert self._sock is not None
+        await self._sock.send_multipart([identity.encode("utf-8"), *frames])
+
+    # ---- internals ----------------------------------------------------------------------
+    async def _send(self, identity: str, msg: BaseModel) -> None:
+        sock = self._sock
+        if sock is None or sock.closed:
+            return
+        frames = [identity.encode("utf-8"), encode(msg)]
+        try:
+            if self.injector is not None:
+                await self.injector.send(frames)
+            else:
+                await sock.send_multipart(frames)
+        except zmq.ZMQError as exc:
+            log.debug("send to %s failed: %s", identity, exc)
+
+    def _resolve(
+        self,
+        cid: str,
+        status: OutcomeStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        driver: str | None = None,
+    ) -> None:
+        pend = self._pending.pop(cid, None)
+        if pend is None:
+            return
+        if pend.expiry is not None:
+            pend.expiry.cancel()
+        with contextlib.suppress(ValueError):
+            self._queue.remove(cid)
+        if pend.driver is not None:
+            drv = self._drivers.get(pend.driver)
+            if drv is not None:
+                drv.in_flight.discard(cid)
+        if not pend.future.done():
+            pend.future.set_result(Outcome(cid, status, result, error, driver))
+        self._changed.set()
+
+    def _expire(self, cid: str) -> None:
+        pend = self._pending.get(cid)
+        if pend is None:
+            return
+        if pend.driver is None:
+            caps = pend.command.capability
+            live = [d.identity for d in self._drivers.values() if d.alive and caps in d.capabilities]
+            why = (f"no live driver with capability {caps!r}" if not live
+                   else f"drivers {live} stayed at capacity")
+            error = f"expired: not sent within the deadline of {pend.command.deadline_s:g} s ({why})"
+        else:
+            error = (f"expired: no result from driver {pend.driver!r} within the deadline of "
+                     f"{pend.command.deadline_s:g} s (+{self.grace_s:g} s grace)")
+        log.warning("command %s %s", cid, error)
+        self._resolve(cid, "expired", error=error, driver=pend.driver)
+
+    async def _assign(self) -> None:
+        """Route queued commands to live drivers with the capability and free capacity."""
+        if not self._queue:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        still: list[str] = []
+        for cid in self._queue:
+            pend = self._pending.get(cid)
+            if pend is None:
+                continue
+            cap = pend.command.capability
+            owner = self._owner.get(cid)
+            if owner is not None:
+                drv = self._drivers.get(owner)
+                candidates = [drv] if drv is not None and drv.alive else []
+            else:
+                candidates = [d for d in self._drivers.values() if d.alive and cap in d.capabilities]
+            candidates = [d for d in candidates if d.free() > 0 and d.busy_until <= now]
+            if not candidates:
+                still.append(cid)
+                continue
+            drv = max(candidates, key=lambda d: (d.free() / d.capacity, d.free()))
+            pend.driver = drv.identity
+            drv.in_flight.add(cid)
+            self._owner.pop(cid, None)
+            await self._transmit(pend, now)
+        self._queue = still
+
+    async def _transmit(self, pend: _Pending, now: float) -> None:
+        remaining = max(1e-3, pend.deadline_at - self.grace_s - now)
+        cmd = pend.command
+        if abs(remaining - cmd.deadline_s) > 1e-3:
+            cmd = cmd.model_copy(update={"deadline_s": remaining})
+        pend.last_contact = now
+        pend.sends += 1
+        if pend.sends > 1:
+            self.retransmits += 1
+        assert pend.driver is not None
+        await self._send(pend.driver, cmd)
+
+    async def _recv_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                await self._handle(frames)
+            except Exception:  # noqa: BLE001 - the dispatcher must survive any one message
+                log.exception("internal error handling a frame")
+
+    async def _handle(self, frames: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        if len(frames) != 2:
+            log.warning("dropping frame set of %d parts (expected identity + payload)",
+                        len(frames))
+            if len(frames) >= 1:
+                await self._send_error(frames[0], "malformed", f"expected 1 frame, got {len(frames) - 1}")
+            return
+        ident_b, payload = frames
+        try:
+            identity = ident_b.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("dropping message from a peer with a non-UTF-8 identity")
+            return
+        try:
+            msg = decode(payload)
+        except ProtocolError as exc:
+            log.warning("malformed message from %r: %s", identity, exc.detail)
+            await self._send(identity, Error(code=exc.code, detail=exc.detail))
+            return
+        now = loop.time()
+        drv = self._drivers.get(identity)
+        if isinstance(msg, Register):
+            await self._on_register(identity, msg, now)
+            return
+        if drv is None or not drv.alive:
+            if isinstance(msg, Error):
+                self.errors.append((identity, msg))
+                return
+            if isinstance(msg, Result | StatusReply):
+                # a late answer from an unknown/lost peer is still information: use it
+                pass
+            else:
+                await self._send(
+                    identity,
+                    Error(code="unregistered", detail="register first (controller restarted?)"),
+                )
+                return
+        if drv is not None:
+            drv.last_seen = now
+        if isinstance(msg, Heartbeat):
+            for cid in msg.running:
+                pend = self._pending.get(cid)
+                if pend is not None and pend.driver == identity:
+                    pend.last_contact = now
+        elif isinstance(msg, Ack):
+            pend = self._pending.get(msg.command_id)
+            if pend is not None and pend.driver == identity:
+                pend.acked = True
+                pend.last_contact = now
+        elif isinstance(msg, Progress):
+            pend = self._pending.get(msg.command_id)
+            if pend is not None and pend.driver == identity:
+                pend.last_contact = now
+                if pend.on_progress is not None:
+                    try:
+                        pend.on_progress(msg.command_id, msg.fraction, msg.message)
+                    except Exception:  # noqa: BLE001 - a callback bug must not stop routing
+                        log.exception("on_progress callback failed")
+        elif isinstance(msg, Result):
+            pend = self._pending.get(msg.command_id)
+            if pend is not None and pend.driver in (identity, None):
+                self._resolve(msg.command_id, msg.status, result=msg.result, error=msg.error,
+                              driver=identity)
+                await self._assign()
+        elif isinstance(msg, StatusReply):
+            entry = self._queries.get(msg.query_id)
+            if entry is not None:
+                done, waiting, replies = entry
+                replies[identity] = dict(msg.statuses)
+                waiting.discard(identity)
+                if not waiting and not done.done():
+                    done.set_result(None)
+        elif isinstance(msg, Error):
+            self.errors.append((identity, msg))
+            await self._on_error(identity, msg, now)
+        elif isinstance(msg, Goodbye):
+            log.info("driver %s said goodbye: %s", identity, msg.reason)
+            if drv is not None:
+                self._declare_lost(drv, f"driver {identity!r} shut down ({msg.reason})")
+        else:
+            await self._send(
+                identity, Error(code="malformed", detail=f"a controller does not accept {msg.type!r}")
+            )
+
+    async def _send_error(self, ident_b: bytes, code: str, detail: str) -> None:
+        try:
+            await self._send(ident_b.decode("utf-8"), Error(code=code, detail=detail))
+        except UnicodeDecodeError:
+            return
+
+    async def _on_register(self, identity: str, msg: Register, now: float) -> None:
+        if msg.identity != identity:
+            await self._send(identity, Error(
+                code="malformed",
+                detail=f"register names identity {msg.identity!r} but the socket is {identity!r}",
+            ))
+            return
+        old = self._drivers.get(identity)
+        drv = _Driver(identity, tuple(msg.capabilities), msg.capacity, msg.version, msg.instance,
+                      last_seen=now)
+        if old is not None:
+            drv.in_flight = old.in_flight
+            if old.instance != msg.instance:
+                log.warning("driver %s restarted (new instance); re-asking its in-flight commands",
+                            identity)
+            elif not old.alive:
+                log.info("driver %s is back", identity)
+        else:
+            log.info("driver %s registered: %s x%d", identity, ",".join(msg.capabilities),
+                     msg.capacity)
+        self._drivers[identity] = drv
+        await self._send(identity, Heartbeat())
+        # whatever it had in flight: ask again now (the ledger answers; nothing runs twice)
+        for cid in list(drv.in_flight):
+            pend = self._pending.get(cid)
+            if pend is None:
+                drv.in_flight.discard(cid)
+            elif cid not in msg.running:
+                await self._transmit(pend, now)
+        self._changed.set()
+        await self._assign()
+
+    async def _on_error(self, identity: str, msg: Error, now: float) -> None:
+        cid = msg.command_id
+        pend = self._pending.get(cid) if cid else None
+        if pend is None or pend.driver != identity:
+            log.warning("driver %s reported %s: %s", identity, msg.code, msg.detail)
+            return
+        if msg.code == "busy":
+            drv = self._drivers.get(identity)
+            if drv is not None:
+                drv.in_flight.discard(cid)
+                drv.busy_until = now + min(0.05, self.heartbeat_s)
+            pend.driver = None
+            self._queue.insert(0, cid)
+        else:
+            self._resolve(cid, "failed", error=f"{msg.code}: {msg.detail}", driver=identity)
+
+    def _declare_lost(self, drv: _Driver, why: str) -> None:
+        drv.alive = False
+        lost = sorted(drv.in_flight)
+        for cid in lost:
+            self._resolve(
+                cid,
+                "lost",
+                error=f"{why}; the command was in flight and may have run — reconcile with "
+                "query_status once the driver is back",
+                driver=drv.identity,
+            )
+        drv.in_flight.clear()
+        self.lost_reports.append((drv.identity, lost))
+        if lost:
+            log.warning("%s with %d command(s) in flight: %s", why, len(lost), lost)
+        if self.on_lost is not None:
+            try:
+                self.on_lost(drv.identity, lost)
+            except Exception:  # noqa: BLE001
+                log.exception("on_lost callback failed")
+        self._changed.set()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = min(self.heartbeat_s, self.retry_s) / 2
+        next_beat = 0.0
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_s
+                beat = Heartbeat(sent_at=time.time())
+                for drv in list(self._drivers.values()):
+                    if drv.alive:
+                        await self._send(drv.identity, beat)
+            for drv in list(self._drivers.values()):
+                silent = now - drv.last_seen
+                if drv.alive and silent > self.lost_after * self.heartbeat_s:
+                    self._declare_lost(
+                        drv, f"driver {drv.identity!r} lost: silent for {silent:.1f} s "
+                        f"(> {self.lost_after} heartbeats)"
+                    )
+            for pend in list(self._pending.values()):
+                if pend.driver is not None and now - pend.last_contact > self.retry_s:
+                    await self._transmit(pend, now)
+            await self._assign()

@@ -1,0 +1,183 @@
+"""Durable SQLite ledger of command ids on the driver side: the at-most-once guarantee.
+
+Why: a furnace must never fire twice for one command, whatever the network or the processes do.
+The rule is simple and checked in one place:
+
+1. A command id is written as ``running`` (and the write is committed to disk) *before* the
+   instrument is touched.
+2. A command id already in the ledger is never executed again: a finished one is answered
+   from the stored result; a running one is acknowledged as a duplicate.
+3. On start-up, every row still ``running`` belongs to a process that died mid-command. Those
+   are marked ``failed`` with :data:`INTERRUPTED` — the instrument may be in any state, so a
+   person or a recovery policy must look; re-running would risk doing the action twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+INTERRUPTED = (
+    "interrupted: driver restarted mid-command; instrument state must be checked "
+    "(the action may have partly run and was not repeated)"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    command_id   TEXT PRIMARY KEY,
+    capability   TEXT NOT NULL,
+    params       TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('running','succeeded','failed','expired')),
+    result       TEXT,
+    error        TEXT,
+    received_at  REAL NOT NULL,
+    finished_at  REAL
+)
+"""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One command as the ledger knows it."""
+
+    command_id: str
+    capability: str
+    state: str
+    result: dict[str, Any] | None
+    error: str | None
+    received_at: float
+    finished_at: float | None
+
+
+class LedgerError(RuntimeError):
+    """The ledger file cannot be opened or written (names the path)."""
+
+
+class Ledger:
+    """SQLite file (WAL) of command id → state/result; one per driver identity.
+
+    ``sync="full"`` fsyncs every commit (survives power loss); ``"normal"`` survives a killed
+    process (SIGKILL) but not a power cut, and is several times faster on slow disks.
+    """
+
+    def __init__(self, path: str | Path, *, sync: Literal["full", "normal"] = "full") -> None:
+        self.path = Path(path)
+        if sync not in ("full", "normal"):
+            raise ValueError(f"ledger sync must be 'full' or 'normal', got {sync!r}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open driver ledger {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, row: tuple[Any, ...] | None) -> LedgerEntry | None:
+        if row is None:
+            return None
+        cid, cap, state, result, error, received, finished = row
+        return LedgerEntry(
+            command_id=cid,
+            capability=cap,
+            state=state,
+            result=json.loads(result) if result is not None else None,
+            error=error,
+            received_at=received,
+            finished_at=finished,
+        )
+
+    def get(self, command_id: str) -> LedgerEntry | None:
+        """The entry for an id, or None if this driver never saw it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT command_id, capability, state, result, error, received_at, finished_at "
+                "FROM commands WHERE command_id = ?",
+                (command_id,),
+            ).fetchone()
+        return self._row(row)
+
+    def begin(self, command_id: str, capability: str, params: dict[str, Any]) -> LedgerEntry | None:
+        """Record a command as running (committed) and return None; if the id is already known,
+        change nothing and return the existing entry — the caller must not execute then."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO commands (command_id, capability, params, state, "
+                "received_at) VALUES (?, ?, ?, 'running', ?)",
+                (command_id, capability, json.dumps(params), time.time()),
+            )
+            inserted = cur.rowcount == 1
+        return None if inserted else self.get(command_id)
+
+    def finish(
+        self,
+        command_id: str,
+        state: Literal["succeeded", "failed", "expired"],
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Store the terminal state of a running command (a terminal row is never changed)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE commands SET state = ?, result = ?, error = ?, finished_at = ? "
+                "WHERE command_id = ? AND state = 'running'",
+                (
+                    state,
+                    json.dumps(result) if result is not None else None,
+                    error,
+                    time.time(),
+                    command_id,
+                ),
+            )
+
+    def record_failure(self, command_id: str, capability: str, params: dict[str, Any],
+                       error: str) -> None:
+        """Record a command that was refused before execution (e.g. invalid params)."""
+        if self.begin(command_id, capability, params) is None:
+            self.finish(command_id, "failed", error=error)
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark every row left ``running`` by a dead process as failed/interrupted (rule 3)."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT command_id FROM commands WHERE state = 'running'"
+                ).fetchall()
+            ]
+            self._db.execute(
+                "UPDATE commands SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE state = 'running'",
+                (INTERRUPTED, time.time()),
+            )
+        return ids
+
+    def statuses(self, command_ids: list[str]) -> dict[str, str]:
+        """State per id ("unknown" for ids never seen)."""
+        out = {cid: "unknown" for cid in command_ids}
+        with self._lock:
+            for start in range(0, len(command_ids), 500):
+                chunk = command_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, state in self._db.execute(
+                    f"SELECT command_id, state FROM commands WHERE command_id IN ({marks})", chunk
+                ):
+                    out[cid] = state
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])

@@ -1,0 +1,439 @@
+"""Driver SDK: the base class a lab engineer subclasses for one instrument.
+
+A subclass declares ``capabilities``, ``capacity`` and ``version`` and implements
+``async execute(command, progress) -> dict``. Everything else is the SDK's job: the DEALER
+socket with the driver's identity, registration, heartbeats both ways, reconnection with
+exponential back-off when the controller goes silent, validation of every frame and of the
+standard step params/results, deadlines, and the durable ledger that makes execution
+at-most-once (see :mod:`drivers.ledger`).
+
+Why at-most-once and not "retry until done": re-running a furnace program or a dosing step is
+worse than reporting a clear failure, so a command the driver died in the middle of is
+answered with :data:`~drivers.ledger.INTERRUPTED` and left for a person or a policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+
+from .faults import FaultConfig, FaultInjector
+from .ledger import Ledger
+from .protocol import (
+    Ack,
+    Command,
+    Error,
+    Goodbye,
+    Heartbeat,
+    Progress,
+    ProtocolError,
+    Register,
+    Result,
+    StatusQuery,
+    StatusReply,
+    decode,
+    encode,
+)
+from .security import CurveConfig
+from .steps import STANDARD_CAPABILITIES, StepError, validate_params, validate_result
+
+ProgressFn = Callable[[float, str], Awaitable[None]]
+
+CANCELLED = (
+    "cancelled: driver shut down mid-command; instrument state must be checked "
+    "(the action may have partly run and was not repeated)"
+)
+
+
+class InstrumentError(Exception):
+    """Raised by ``execute`` when the instrument fails; ``reason`` is reported to the controller
+    as the command's error and stored in the ledger (a replay returns the same failure)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Driver:
+    """Base class of an instrument driver (one process, one identity, one ledger file).
+
+    Options (keyword-only): ``heartbeat_s`` interval of heartbeats; ``lost_after`` silent
+    intervals before the controller is considered gone and the socket is rebuilt;
+    ``backoff_s`` (first, max) reconnect delays; ``faults`` seeded fault injection on sent
+    frames; ``ledger_sync`` "full" (fsync each commit) or "normal"; ``drain_s`` how long a
+    graceful stop waits for running commands; ``validate_steps`` check standard step
+    params/results against :mod:`drivers.steps`.
+    """
+
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    capacity: ClassVar[int] = 1
+    version: ClassVar[str] = "0"
+
+    def __init__(
+        self,
+        identity: str,
+        ledger_path: str | Path,
+        *,
+        heartbeat_s: float = 1.0,
+        lost_after: int = 5,
+        backoff_s: tuple[float, float] = (0.1, 5.0),
+        faults: FaultConfig | None = None,
+        ledger_sync: Literal["full", "normal"] = "full",
+        drain_s: float = 5.0,
+        validate_steps: bool = True,
+    ) -> None:
+        if not identity or len(identity) > 200:
+            raise ValueError(f"driver identity must be 1..200 characters, got {identity!r}")
+        if not self.capabilities or not all(isinstance(c, str) and c for c in self.capabilities):
+            raise TypeError(
+                f"{type(self).__name__}.capabilities must be a non-empty tuple of names, "
+                f"got {self.capabilities!r}"
+            )
+        if not isinstance(self.capacity, int) or self.capacity < 1:
+            raise TypeError(f"{type(self).__name__}.capacity must be an int >= 1")
+        if heartbeat_s <= 0 or lost_after < 1:
+            raise ValueError("heartbeat_s must be > 0 and lost_after >= 1")
+        self.identity = identity
+        self.ledger_path = Path(ledger_path)
+        self.heartbeat_s = heartbeat_s
+        self.lost_after = lost_after
+        self.backoff_s = backoff_s
+        self.faults = faults
+        self.ledger_sync = ledger_sync
+        self.drain_s = drain_s
+        self.validate_steps = validate_steps
+        self.instance = str(uuid.uuid4())
+        self.log = logging.getLogger(f"drivers.driver.{identity}")
+        self.executions = 0  # calls of execute() in this process (tests and stats)
+        self.sessions = 0  # sockets opened (1 + reconnects)
+        self.ledger: Ledger | None = None
+        self.injector: FaultInjector | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._draining = False
+        self._last_heard = 0.0
+        self._rng = random.Random(self.instance)
+
+    # ---- to implement -------------------------------------------------------------------
+    async def execute(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
+        """Run one command on the instrument and return its result payload.
+
+        Raise :class:`InstrumentError` for an instrument failure. ``await progress(f, msg)``
+        reports progress (fraction in [0, 1]). Called at most once per command id, ever.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    async def on_start(self) -> None:
+        """Hook: called once in :meth:`serve` before connecting (open the instrument)."""
+
+    async def on_stop(self) -> None:
+        """Hook: called once when :meth:`serve` ends (release the instrument)."""
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, endpoint: str, *, curve: CurveConfig | None = None) -> None:
+        """Blocking: serve until SIGINT/SIGTERM, then shut down gracefully."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+            await self.serve(endpoint, stop=stop, curve=curve)
+
+        asyncio.run(main())
+
+    async def serve(
+        self,
+        endpoint: str,
+        *,
+        stop: asyncio.Event | None = None,
+        curve: CurveConfig | None = None,
+    ) -> None:
+        """Connect to the controller's ROUTER at ``endpoint`` and serve until ``stop`` is set.
+
+        Reconnects (new socket, re-registration) with exponential back-off and jitter whenever
+        the controller is silent for ``lost_after`` heartbeats.
+        """
+        stop = stop or asyncio.Event()
+        self.ledger = Ledger(self.ledger_path, sync=self.ledger_sync)
+        interrupted = self.ledger.recover_interrupted()
+        for cid in interrupted:
+            self.log.warning("command %s was running when this driver died: marked interrupted",
+                             cid)
+        ctx = zmq.asyncio.Context()
+        attempt = 0
+        await self.on_start()
+        try:
+            while not stop.is_set():
+                self._sock = self._open(ctx, endpoint, curve)
+                self.sessions += 1
+                reason = await self._session(stop)
+                if reason == "stop":
+                    break
+                delay = min(self.backoff_s[1], self.backoff_s[0] * 2**attempt)
+                delay *= 0.5 + self._rng.random()  # jitter: restarted drivers do not stampede
+                attempt += 1
+                self.log.warning("controller silent for %d heartbeats; reconnecting in %.2f s",
+                                 self.lost_after, delay)
+                self._sock.close(linger=0)
+                self._sock = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if reason == "heard":
+                    attempt = 0
+        finally:
+            await self._shutdown()
+            ctx.destroy(linger=0)
+            await self.on_stop()
+            self.ledger.close()
+
+    def _open(
+        self, ctx: zmq.asyncio.Context, endpoint: str, curve: CurveConfig | None
+    ) -> zmq.asyncio.Socket:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.identity.encode("utf-8"))
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.RECONNECT_IVL, int(self.backoff_s[0] * 1000))
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_s[1] * 1000))
+        if curve is not None:
+            curve.apply_client(sock)
+        sock.connect(endpoint)
+        raw_send = self._raw_send_factory(sock)
+        self.injector = FaultInjector(self.faults, raw_send) if self.faults else None
+        return sock
+
+    @staticmethod
+    def _raw_send_factory(sock: zmq.asyncio.Socket) -> Callable[[list[bytes]], Awaitable[None]]:
+        async def send(frames: list[bytes]) -> None:
+            await sock.send_multipart(frames)
+
+        return send
+
+    async def _send(self, msg: BaseModel) -> None:
+        """Send one message on the current socket; a closed socket just loses it (the
+        controller retransmits what it still needs)."""
+        sock = self._sock
+        if sock is None or sock.closed:
+            return
+        frames = [encode(msg)]
+        try:
+            if self.injector is not None:
+                await self.injector.send(frames)
+            else:
+                await sock.send_multipart(frames)
+        except (zmq.ZMQError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self.log.debug("send failed (%s); message lost", exc)
+
+    def _register_msg(self) -> Register:
+        return Register(
+            identity=self.identity,
+            capabilities=list(self.capabilities),
+            capacity=self.capacity,
+            version=str(self.version),
+            instance=self.instance,
+            running=list(self._tasks),
+        )
+
+    async def _session(self, stop: asyncio.Event) -> str:
+        """One connection: register, heartbeat, handle frames. Returns why it ended."""
+        loop = asyncio.get_running_loop()
+        sock = self._sock
+        assert sock is not None
+        self._last_heard = loop.time()
+        heard_any = False
+        await self._send(self._register_msg())
+        beat = loop.create_task(self._heartbeats())
+        poll_ms = max(1, int(self.heartbeat_s * 250))
+        try:
+            while not stop.is_set():
+                if loop.time() - self._last_heard > self.lost_after * self.heartbeat_s:
+                    return "heard" if heard_any else "lost"
+                if not await sock.poll(timeout=poll_ms):
+                    continue
+                frames = await sock.recv_multipart()
+                self._last_heard = loop.time()
+                heard_any = True
+                await self._handle(frames)
+            return "stop"
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self._send(Heartbeat(running=list(self._tasks)))
+
+    async def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self.log.warning("malformed frame set of %d parts from controller", len(frames))
+            await self._send(Error(code="malformed", detail=f"expected 1 frame, got {len(frames)}"))
+            return
+        try:
+            msg = decode(frames[0])
+        except ProtocolError as exc:
+            self.log.warning("malformed message from controller: %s", exc.detail)
+            await self._send(Error(code=exc.code, detail=exc.detail))
+            return
+        try:
+            if isinstance(msg, Command):
+                await self._on_command(msg)
+            elif isinstance(msg, StatusQuery):
+                await self._on_status(msg)
+            elif isinstance(msg, Heartbeat):
+                pass
+            elif isinstance(msg, Error):
+                if msg.code == "unregistered":
+                    await self._send(self._register_msg())
+                else:
+                    self.log.warning("controller reported error %s: %s", msg.code, msg.detail)
+            else:
+                await self._send(
+                    Error(code="malformed", detail=f"a driver does not accept {msg.type!r}")
+                )
+        except Exception as exc:  # noqa: BLE001 - one bad message must not kill the driver
+            self.log.exception("internal error handling %s", type(msg).__name__)
+            await self._send(
+                Error(
+                    code="internal",
+                    detail=f"{type(exc).__name__}: {exc}"[:4000],
+                    command_id=getattr(msg, "command_id", None),
+                )
+            )
+
+    async def _on_status(self, query: StatusQuery) -> None:
+        assert self.ledger is not None
+        statuses = self.ledger.statuses(list(query.command_ids))
+        await self._send(StatusReply(query_id=query.query_id, statuses=statuses))  # type: ignore[arg-type]
+
+    async def _on_command(self, cmd: Command) -> None:
+        """Admission. No ``await`` before ``ledger.begin``: duplicates are decided atomically."""
+        ledger = self.ledger
+        assert ledger is not None
+        cid = cmd.command_id
+        if cid in self._tasks:
+            await self._send(Ack(command_id=cid, duplicate=True, state="running"))
+            return
+        entry = ledger.get(cid)
+        if entry is not None:
+            if entry.state == "running":
+                await self._send(Ack(command_id=cid, duplicate=True, state="running"))
+            else:
+                await self._send(
+                    Result(
+                        command_id=cid,
+                        status=entry.state,  # type: ignore[arg-type]
+                        result=entry.result,
+                        error=entry.error,
+                        replay=True,
+                    )
+                )
+            return
+        if cmd.capability not in self.capabilities:
+            await self._send(
+                Error(
+                    code="unsupported",
+                    detail=f"driver {self.identity!r} has no capability {cmd.capability!r} "
+                    f"(has {', '.join(self.capabilities)})",
+                    command_id=cid,
+                )
+            )
+            return
+        if self._draining or len(self._tasks) >= self.capacity:
+            why = "draining (shutting down)" if self._draining else f"at capacity {self.capacity}"
+            await self._send(Error(code="busy", detail=f"driver {why}", command_id=cid))
+            return
+        params = cmd.params
+        if self.validate_steps and cmd.capability in STANDARD_CAPABILITIES:
+            try:
+                params = validate_params(cmd.capability, cmd.params)
+            except StepError as exc:
+                error = f"invalid params: {exc}"
+                ledger.record_failure(cid, cmd.capability, cmd.params, error)
+                await self._send(Result(command_id=cid, status="failed", error=error))
+                return
+        if ledger.begin(cid, cmd.capability, params) is not None:  # pragma: no cover - raced
+            await self._send(Ack(command_id=cid, duplicate=True, state="running"))
+            return
+        run = cmd.model_copy(update={"params": params})
+        self._tasks[cid] = asyncio.get_running_loop().create_task(self._run(run))
+        await self._send(Ack(command_id=cid))
+
+    async def _run(self, cmd: Command) -> None:
+        ledger = self.ledger
+        assert ledger is not None
+        cid = cmd.command_id
+
+        async def progress(fraction: float, message: str = "") -> None:
+            frac = min(1.0, max(0.0, float(fraction)))
+            await self._send(Progress(command_id=cid, fraction=frac, message=str(message)[:2000]))
+
+        status: Literal["succeeded", "failed", "expired"]
+        payload: dict[str, Any] | None = None
+        error: str | None = None
+        self.executions += 1
+        try:
+            try:
+                out = await asyncio.wait_for(self.execute(cmd, progress), timeout=cmd.deadline_s)
+                if self.validate_steps:
+                    out = validate_result(cmd.capability, out)
+                elif not isinstance(out, dict):
+                    raise StepError(f"result must be a dict, got {type(out).__name__}")
+                json.dumps(out, allow_nan=False)
+                status, payload = "succeeded", out
+            except TimeoutError:
+                status = "expired"
+                error = (f"expired: deadline of {cmd.deadline_s:g} s exceeded; execution was "
+                         "cancelled, instrument state must be checked")
+            except InstrumentError as exc:
+                status, error = "failed", exc.reason or type(exc).__name__
+            except StepError as exc:
+                status, error = "failed", f"driver returned an invalid result: {exc}"
+            except (TypeError, ValueError) as exc:
+                status, error = "failed", f"driver returned an unserialisable result: {exc}"
+            except asyncio.CancelledError:
+                ledger.finish(cid, "failed", error=CANCELLED)
+                raise
+            except Exception as exc:  # noqa: BLE001 - a driver bug is a failed command, not a crash
+                self.log.exception("execute(%s) raised", cid)
+                status, error = "failed", f"driver error: {type(exc).__name__}: {exc}"[:4000]
+            ledger.finish(cid, status, result=payload, error=error)
+        finally:
+            self._tasks.pop(cid, None)
+        await self._send(Result(command_id=cid, status=status, result=payload, error=error))
+
+    async def _shutdown(self) -> None:
+        """Graceful stop: refuse new commands, let running ones finish (up to ``drain_s``),
+        cancel the rest (recorded as failed/cancelled), say goodbye."""
+        self._draining = True
+        if self._tasks:
+            self.log.info("draining %d running command(s)", len(self._tasks))
+            _, still = await asyncio.wait(list(self._tasks.values()), timeout=self.drain_s)
+            cancelled = [cid for cid, task in self._tasks.items() if task in still]
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2.0)
+            for cid in cancelled:
+                await self._send(Result(command_id=cid, status="failed", error=CANCELLED))
+        await self._send(Goodbye(reason="driver stopped"))
+        if self._sock is not None and not self._sock.closed:
+            await asyncio.sleep(0.05)  # let the goodbye leave before the socket closes
+            self._sock.close(linger=200)
+        self._sock = None
