@@ -1,0 +1,701 @@
+"""Read model of the web app: what each page and API endpoint shows, as plain JSON-able dicts.
+
+Why a separate read model: the pages and the JSON API must show the same numbers, and the
+queries must stay fast on a store with 10,000+ experiments while the loop writes to it. Every
+function here runs a handful of indexed SQL queries (aggregates in SQL, lists paged and
+capped) and never loads XRD blobs or model checkpoints unless one experiment or model is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, case, exists, func, or_
+from sqlmodel import Session, select
+
+from ..config import CampaignConfig
+from ..store import (
+    Campaign,
+    Event,
+    Experiment,
+    ExperimentState,
+    Measurement,
+    ModelVersion,
+    PhaseAnalysisRow,
+    Prediction,
+    Recipe,
+    StepCommand,
+    StepState,
+    Target,
+    TargetState,
+    iso,
+    unpack_array,
+)
+
+IN_FLIGHT_STATES: tuple[str, ...] = (
+    ExperimentState.APPROVED.value,
+    ExperimentState.QUEUED.value,
+    ExperimentState.RUNNING.value,
+    ExperimentState.MEASURED.value,
+    ExperimentState.ANALYSED.value,
+    ExperimentState.UNKNOWN.value,
+)
+FINISHED_STATES: tuple[str, ...] = (
+    ExperimentState.SUCCEEDED.value,
+    ExperimentState.FAILED.value,
+    ExperimentState.CANCELLED.value,
+)
+ACTIVE_STEP_STATES: tuple[str, ...] = (StepState.SENT.value, StepState.ACKED.value)
+MAX_LIST = 500  # rows a list page shows at most; the API pages with limit/offset
+
+
+class NotFound(LookupError):
+    """An id that names no row of this campaign; the app turns it into a 404 with this message."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _f(value: Any) -> float | None:
+    """A finite float or None (JSON has no NaN; a NaN in the store must not break a page)."""
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _fmt_num(x: float) -> str:
+    return f"{x:g}" if abs(x - round(x)) > 1e-9 else str(int(round(x)))
+
+
+def reaction_text(recipe: Recipe, target_formula: str) -> str:
+    """The balanced reaction a recipe stands for, as the planner recorded it or from its precursors.
+
+    Why a fallback: the planner stores its full reaction in ``details``; recipes entered by
+    hand (planner ``manual``) may only list precursors, and a researcher still wants to read
+    "2 Li2CO3 + 4 Mn2O3 + O2 → 4 LiMn2O4"-like text rather than a JSON blob.
+    """
+    details = recipe.details or {}
+    for key in ("reaction", "equation", "balanced_reaction"):
+        if isinstance(details.get(key), str) and details[key]:
+            return details[key]
+    parts = []
+    for p in recipe.precursors or []:
+        moles = _f(p.get("moles")) if isinstance(p, dict) else None
+        formula = p.get("formula", "?") if isinstance(p, dict) else str(p)
+        parts.append(f"{_fmt_num(moles)} {formula}" if moles not in (None, 1.0) else formula)
+    return " + ".join(parts) + f" → {target_formula}" if parts else f"? → {target_formula}"
+
+
+def recipe_dict(recipe: Recipe, target_formula: str) -> dict[str, Any]:
+    profile = recipe.profile or []
+    peak = max((_f(seg.get("setpoint_c")) or 0.0 for seg in profile if isinstance(seg, dict)), default=None)
+    dwell = sum(_f(seg.get("dwell_min")) or 0.0 for seg in profile if isinstance(seg, dict))
+    return {
+        "id": recipe.id,
+        "target_id": recipe.target_id,
+        "ordinal": recipe.ordinal,
+        "reaction": reaction_text(recipe, target_formula),
+        "precursors": recipe.precursors or [],
+        "profile": profile,
+        "max_temperature_c": peak,
+        "total_dwell_min": dwell if profile else None,
+        "atmosphere": recipe.atmosphere,
+        "planner": recipe.planner,
+        "rationale": recipe.rationale,
+        "driving_force_mev_per_atom": _f(recipe.driving_force_mev_per_atom),
+        "predicted_yield": _f(recipe.predicted_yield),
+        "replaces_recipe_id": recipe.replaces_recipe_id,
+        "details": recipe.details or {},
+        "created_at": iso(recipe.created_at),
+    }
+
+
+def experiment_dict(exp: Experiment, formula: str | None = None) -> dict[str, Any]:
+    return {
+        "id": exp.id,
+        "target_id": exp.target_id,
+        "target": formula,
+        "recipe_id": exp.recipe_id,
+        "sample_id": exp.sample_id,
+        "state": exp.state,
+        "target_yield": _f(exp.target_yield),
+        "reason": exp.reason,
+        "attempt": exp.attempt,
+        "created_at": iso(exp.created_at),
+        "updated_at": iso(exp.updated_at),
+    }
+
+
+def step_dict(step: StepCommand) -> dict[str, Any]:
+    result = step.result or {}
+    return {
+        "id": step.id,
+        "command_id": step.command_id,
+        "experiment_id": step.experiment_id,
+        "step": step.step,
+        "sequence": step.sequence,
+        "attempt": step.attempt,
+        "state": step.state,
+        "driver": step.driver,
+        "error": step.error,
+        "sim_time_min": _f(result.get("sim_time_min")) if isinstance(result, dict) else None,
+        "deadline_at": iso(step.deadline_at),
+        "created_at": iso(step.created_at),
+        "updated_at": iso(step.updated_at),
+    }
+
+
+def event_dict(ev: Event) -> dict[str, Any]:
+    return {
+        "id": ev.id,
+        "ts": iso(ev.ts),
+        "kind": ev.kind,
+        "entity": ev.entity,
+        "entity_id": ev.entity_id,
+        "from_state": ev.from_state,
+        "to_state": ev.to_state,
+        "actor": ev.actor,
+        "message": ev.message,
+        "data": ev.data,
+    }
+
+
+def _campaign_experiment(session: Session, campaign_id: int, experiment_id: int) -> Experiment:
+    exp = session.get(Experiment, experiment_id)
+    if exp is None or exp.campaign_id != campaign_id:
+        raise NotFound(f"no experiment with id {experiment_id} in this campaign")
+    return exp
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig) -> dict[str, Any]:
+    """Budget, targets made / attempted, success rates, lab time and what each instrument does."""
+    budget = cfg.campaign.budget
+    base: dict[str, Any] = {
+        "campaign": cfg.campaign.name,
+        "description": cfg.campaign.description,
+        "approval_mode": cfg.campaign.approval_mode,
+        "budget": {"max_experiments": budget.max_experiments, "max_lab_days": budget.max_lab_days,
+                   "max_targets": budget.max_targets},
+    }
+    if campaign is None:
+        return base | {"status": "not started", "experiments": {}, "experiments_total": 0,
+                       "budget_used": 0, "budget_fraction": 0.0, "targets": {}, "targets_attempted": 0,
+                       "targets_made": 0, "target_success_rate": None, "recipe_success_rate": None,
+                       "lab_time": {"instrument_hours": 0.0, "lab_days": None, "wall_hours": None},
+                       "instruments": [], "waiting_steps": 0, "recent_events": []}
+    cid = campaign.id
+    counts = {
+        state: int(n)
+        for state, n in session.exec(
+            select(Experiment.state, func.count()).where(Experiment.campaign_id == cid).group_by(Experiment.state)
+        ).all()
+    }
+    total = sum(counts.values())
+    # a cancelled experiment consumed budget only if some instrument command was written for it
+    cancelled_used = session.exec(
+        select(func.count()).select_from(Experiment).where(
+            Experiment.campaign_id == cid,
+            Experiment.state == ExperimentState.CANCELLED.value,
+            exists().where(StepCommand.experiment_id == Experiment.id),
+        )
+    ).one()
+    used = total - counts.get("proposed", 0) - counts.get("cancelled", 0) + int(cancelled_used)
+
+    target_counts = {
+        state: int(n)
+        for state, n in session.exec(
+            select(Target.state, func.count()).where(Target.campaign_id == cid).group_by(Target.state)
+        ).all()
+    }
+    attempted = session.exec(
+        select(func.count(func.distinct(Experiment.target_id))).where(
+            Experiment.campaign_id == cid,
+            Experiment.state.notin_((ExperimentState.PROPOSED.value, ExperimentState.CANCELLED.value)),
+        )
+    ).one()
+    made = target_counts.get(TargetState.MADE.value, 0)
+    succeeded, failed = counts.get("succeeded", 0), counts.get("failed", 0)
+
+    sim_minutes = session.exec(
+        select(func.coalesce(func.sum(StepCommand.result["sim_time_min"].as_float()), 0.0))
+        .join(Experiment, Experiment.id == StepCommand.experiment_id)
+        .where(Experiment.campaign_id == cid, StepCommand.state == StepState.SUCCEEDED.value)
+    ).one()
+    first_ts, last_ts = session.exec(
+        select(func.min(Event.ts), func.max(Event.ts)).where(Event.campaign_id == cid)
+    ).one()
+    lab_days = None
+    last_lab = session.exec(
+        select(Event.data).where(Event.campaign_id == cid, Event.kind == "campaign.lab_time")
+        .order_by(Event.id.desc()).limit(1)
+    ).first()
+    if isinstance(last_lab, dict):
+        lab_days = _f(last_lab.get("lab_days"))
+
+    return base | {
+        "status": campaign.status,
+        "stop_reason": campaign.stop_reason,
+        "seed": campaign.seed,
+        "created_at": iso(campaign.created_at),
+        "experiments": counts,
+        "experiments_total": total,
+        "budget_used": used,
+        "budget_fraction": used / budget.max_experiments,
+        "targets": target_counts,
+        "targets_total": sum(target_counts.values()),
+        "targets_attempted": int(attempted),
+        "targets_made": made,
+        "target_success_rate": made / attempted if attempted else None,
+        "recipe_success_rate": succeeded / (succeeded + failed) if succeeded + failed else None,
+        "lab_time": {
+            "instrument_hours": float(sim_minutes or 0.0) / 60.0,
+            "lab_days": lab_days,
+            "wall_hours": ((_aware(last_ts) - _aware(first_ts)).total_seconds() / 3600.0
+                           if first_ts and last_ts else None),
+        },
+        "instruments": instruments(session, cid),
+        "waiting_steps": int(session.exec(
+            select(func.count()).select_from(StepCommand)
+            .join(Experiment, Experiment.id == StepCommand.experiment_id)
+            .where(Experiment.campaign_id == cid, StepCommand.state == StepState.PENDING.value)
+        ).one()),
+        "recent_events": [event_dict(e) for e in session.exec(
+            select(Event).where(Event.campaign_id == cid).order_by(Event.id.desc()).limit(15)
+        ).all()],
+    }
+
+
+def _aware(ts: datetime) -> datetime:
+    from datetime import UTC
+
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def instruments(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """Every driver the campaign has used, with the commands it is executing right now.
+
+    Derived from the step-command rows (sent/acked = in the instrument's hands), because the
+    store is the one record both a live run and a finished campaign share.
+    """
+    active = session.exec(
+        select(StepCommand, Experiment.sample_id)
+        .join(Experiment, Experiment.id == StepCommand.experiment_id)
+        .where(Experiment.campaign_id == campaign_id, StepCommand.state.in_(ACTIVE_STEP_STATES))
+        .order_by(StepCommand.updated_at)
+    ).all()
+    stats = session.exec(
+        select(StepCommand.driver, func.count(), func.max(StepCommand.updated_at),
+               func.sum(case((StepCommand.state == StepState.FAILED.value, 1), else_=0)))
+        .join(Experiment, Experiment.id == StepCommand.experiment_id)
+        .where(Experiment.campaign_id == campaign_id, StepCommand.driver.is_not(None))
+        .group_by(StepCommand.driver)
+    ).all()
+    by_driver: dict[str, dict[str, Any]] = {}
+    for driver, n, last, n_failed in stats:
+        by_driver[driver] = {"driver": driver, "commands": int(n), "failed": int(n_failed or 0),
+                             "last_activity": iso(last), "busy": [], "status": "idle"}
+    for step, sample_id in active:
+        name = step.driver or "(unassigned)"
+        entry = by_driver.setdefault(name, {"driver": name, "commands": 0, "failed": 0,
+                                            "last_activity": iso(step.updated_at), "busy": [],
+                                            "status": "idle"})
+        entry["busy"].append({"step": step.step, "state": step.state, "experiment_id": step.experiment_id,
+                              "sample_id": sample_id, "command_id": step.command_id,
+                              "since": iso(step.updated_at)})
+        entry["status"] = "busy"
+    return sorted(by_driver.values(), key=lambda d: d["driver"])
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+def _latest_predictions(session: Session, candidate_ids: list[int]) -> dict[int, dict[str, dict]]:
+    """Per candidate, the newest model version's prediction for each objective."""
+    if not candidate_ids:
+        return {}
+    rows = session.exec(
+        select(Prediction.candidate_id, Prediction.objective, Prediction.mean, Prediction.std,
+               ModelVersion.version, ModelVersion.kind)
+        .join(ModelVersion, ModelVersion.id == Prediction.model_version_id)
+        .where(Prediction.candidate_id.in_(candidate_ids))
+        .order_by(ModelVersion.version)
+    ).all()
+    out: dict[int, dict[str, dict]] = defaultdict(dict)
+    for cand, objective, mean, std, version, kind in rows:  # ascending: newest version wins
+        out[cand][objective] = {"mean": _f(mean), "std": _f(std), "model_version": version, "model_kind": kind}
+    return out
+
+
+def target_dict(target: Target, predictions: dict[str, dict] | None = None) -> dict[str, Any]:
+    predicted = target.predicted or {}
+    return {
+        "id": target.id,
+        "formula": target.formula,
+        "candidate_id": target.candidate_id,
+        "state": target.state,
+        "reason": target.reason,
+        "acquisition_value": _f(target.acquisition_value),
+        "predicted": predicted,
+        "predictions": predictions or {},
+        "best_yield": _f(target.best_yield),
+        "created_at": iso(target.created_at),
+    }
+
+
+def proposals(session: Session, campaign: Campaign | None, *, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+    """Proposed experiments grouped by target (highest acquisition value first) with their recipes."""
+    if campaign is None:
+        return {"total": 0, "targets": [], "limit": limit, "offset": offset}
+    cid = campaign.id
+    where = and_(Experiment.campaign_id == cid, Experiment.state == ExperimentState.PROPOSED.value)
+    total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
+    rows = session.exec(
+        select(Experiment, Recipe, Target)
+        .join(Recipe, Recipe.id == Experiment.recipe_id)
+        .join(Target, Target.id == Experiment.target_id)
+        .where(where)
+        .order_by(Target.acquisition_value.desc().nulls_last(), Target.id, Recipe.ordinal, Experiment.id)
+        .limit(min(limit, MAX_LIST)).offset(offset)
+    ).all()
+    preds = _latest_predictions(session, sorted({t.candidate_id for _, _, t in rows if t.candidate_id}))
+    groups: dict[int, dict[str, Any]] = {}
+    for exp, recipe, target in rows:
+        group = groups.get(target.id)
+        if group is None:
+            group = groups[target.id] = target_dict(target, preds.get(target.candidate_id or -1)) | {"proposals": []}
+        group["proposals"].append({"experiment": experiment_dict(exp, target.formula),
+                                   "recipe": recipe_dict(recipe, target.formula)})
+    return {"total": int(total), "limit": limit, "offset": offset, "targets": list(groups.values())}
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def in_flight(session: Session, campaign: Campaign | None, *, limit: int = 200) -> dict[str, Any]:
+    """Approved-but-unfinished experiments with the step each one is at."""
+    if campaign is None:
+        return {"total": 0, "experiments": []}
+    where = and_(Experiment.campaign_id == campaign.id, Experiment.state.in_(IN_FLIGHT_STATES))
+    total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
+    rows = session.exec(
+        select(Experiment, Target.formula, Recipe)
+        .join(Target, Target.id == Experiment.target_id)
+        .join(Recipe, Recipe.id == Experiment.recipe_id)
+        .where(where).order_by(Experiment.updated_at.desc(), Experiment.id.desc())
+        .limit(min(limit, MAX_LIST))
+    ).all()
+    ids = [exp.id for exp, _, _ in rows]
+    current: dict[int, StepCommand] = {}
+    if ids:
+        for step in session.exec(
+            select(StepCommand).where(StepCommand.experiment_id.in_(ids))
+            .order_by(StepCommand.sequence, StepCommand.attempt, StepCommand.id)
+        ).all():
+            current[step.experiment_id] = step  # the last one in order is where it is now
+    out = []
+    for exp, formula, recipe in rows:
+        step = current.get(exp.id)
+        out.append(experiment_dict(exp, formula) | {
+            "current_step": step_dict(step) if step else None,
+            "max_temperature_c": recipe_dict(recipe, formula)["max_temperature_c"],
+        })
+    return {"total": int(total), "experiments": out}
+
+
+def results(session: Session, campaign: Campaign | None, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """Finished experiments, newest first, with yield and reason (paged)."""
+    if campaign is None:
+        return {"total": 0, "limit": limit, "offset": offset, "experiments": []}
+    where = and_(Experiment.campaign_id == campaign.id,
+                 Experiment.state.in_((ExperimentState.SUCCEEDED.value, ExperimentState.FAILED.value)))
+    total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
+    rows = session.exec(
+        select(Experiment, Target.formula).join(Target, Target.id == Experiment.target_id)
+        .where(where).order_by(Experiment.updated_at.desc(), Experiment.id.desc())
+        .limit(min(limit, MAX_LIST)).offset(offset)
+    ).all()
+    return {"total": int(total), "limit": limit, "offset": offset,
+            "experiments": [experiment_dict(exp, formula) for exp, formula in rows]}
+
+
+def _array_field(obj: Any) -> list[float] | None:
+    """Fitted curves may be stored as a list of numbers or as a packed array (hex/bytes)."""
+    if isinstance(obj, list) and obj and all(isinstance(v, int | float) for v in obj[:5]):
+        return [float(v) for v in obj]
+    if isinstance(obj, str):
+        try:
+            return unpack_array(bytes.fromhex(obj)).tolist()
+        except ValueError:
+            return None
+    return None
+
+
+def fitted_curves(analysis: PhaseAnalysisRow | None, n_points: int) -> dict[str, Any]:
+    """Pull the fitted pattern (and per-phase contributions) out of an analysis' details, if stored.
+
+    Recognised: ``details["fitted"|"calculated"|"fit"]`` as a number list the length of the
+    observed pattern (or ``{"intensities": [...]}``), and ``details["phase_patterns"]`` as
+    ``{name: [...]}``. Anything else is ignored: the plot then shows the observed pattern only.
+    """
+    if analysis is None or not isinstance(analysis.details, dict):
+        return {}
+    details = analysis.details
+    out: dict[str, Any] = {}
+    for key in ("fitted", "calculated", "fit", "y_calc"):
+        value = details.get(key)
+        if isinstance(value, dict):
+            value = value.get("intensities") or value.get("y")
+        arr = _array_field(value)
+        if arr is not None and len(arr) == n_points:
+            out["fitted"] = arr
+            break
+    phase_patterns = details.get("phase_patterns")
+    if isinstance(phase_patterns, dict):
+        out["phases"] = {name: arr for name, v in phase_patterns.items()
+                         if (arr := _array_field(v)) is not None and len(arr) == n_points}
+    return out
+
+
+def phase_ticks(analysis: PhaseAnalysisRow | None) -> dict[str, list[float]]:
+    """Reflection positions per phase (``phases[i]["peaks"]`` or ``details["peaks"][name]``)."""
+    if analysis is None:
+        return {}
+    ticks: dict[str, list[float]] = {}
+    for phase in analysis.phases or []:
+        if isinstance(phase, dict) and isinstance(phase.get("peaks"), list):
+            ticks[str(phase.get("name") or phase.get("formula"))] = [
+                float(p) for p in phase["peaks"] if isinstance(p, int | float)]
+    peaks = (analysis.details or {}).get("peaks") if isinstance(analysis.details, dict) else None
+    if isinstance(peaks, dict):
+        for name, values in peaks.items():
+            if isinstance(values, list):
+                ticks.setdefault(str(name), [float(p) for p in values if isinstance(p, int | float)])
+    return ticks
+
+
+def experiment_detail(session: Session, campaign: Campaign | None, experiment_id: int) -> dict[str, Any]:
+    """One experiment: recipe, steps, measurements and phase analyses (the XRD arrays separately)."""
+    if campaign is None:
+        raise NotFound(f"no experiment with id {experiment_id}: the campaign has not started")
+    exp = _campaign_experiment(session, campaign.id, experiment_id)
+    target = session.get(Target, exp.target_id)
+    recipe = session.get(Recipe, exp.recipe_id)
+    formula = target.formula if target else None
+    steps = session.exec(select(StepCommand).where(StepCommand.experiment_id == exp.id)
+                         .order_by(StepCommand.sequence, StepCommand.attempt, StepCommand.id)).all()
+    measurements = session.exec(
+        select(Measurement.id, Measurement.kind, Measurement.n_points, Measurement.wavelength_angstrom,
+               Measurement.source, Measurement.created_at)
+        .where(Measurement.experiment_id == exp.id).order_by(Measurement.id)
+    ).all()
+    analyses = session.exec(select(PhaseAnalysisRow).where(PhaseAnalysisRow.experiment_id == exp.id)
+                            .order_by(PhaseAnalysisRow.id)).all()
+    return {
+        "experiment": experiment_dict(exp, formula),
+        "target": target_dict(target) if target else None,
+        "recipe": recipe_dict(recipe, formula or "?") if recipe else None,
+        "steps": [step_dict(s) for s in steps],
+        "measurements": [{"id": m[0], "kind": m[1], "n_points": m[2], "wavelength_angstrom": m[3],
+                          "source": m[4], "created_at": iso(m[5])} for m in measurements],
+        "analyses": [{"id": a.id, "measurement_id": a.measurement_id, "phases": a.phases or [],
+                      "rwp": _f(a.rwp), "target_yield": _f(a.target_yield), "method": a.method,
+                      "method_version": a.method_version, "created_at": iso(a.created_at)}
+                     for a in analyses],
+    }
+
+
+def xrd_data(session: Session, campaign: Campaign | None, experiment_id: int) -> dict[str, Any]:
+    """The newest XRD pattern of an experiment with its fit (if stored), difference and phase ticks."""
+    if campaign is None:
+        raise NotFound(f"no experiment with id {experiment_id}: the campaign has not started")
+    exp = _campaign_experiment(session, campaign.id, experiment_id)
+    m = session.exec(select(Measurement).where(Measurement.experiment_id == exp.id, Measurement.kind == "xrd")
+                     .order_by(Measurement.id.desc()).limit(1)).first()
+    if m is None:
+        raise NotFound(f"experiment {experiment_id} has no XRD measurement yet (state {exp.state!r})")
+    analysis = session.exec(select(PhaseAnalysisRow).where(PhaseAnalysisRow.measurement_id == m.id)
+                            .order_by(PhaseAnalysisRow.id.desc()).limit(1)).first()
+    two_theta, observed = unpack_array(m.two_theta), unpack_array(m.intensities)
+    curves = fitted_curves(analysis, len(observed))
+    fitted = curves.get("fitted")
+    return {
+        "experiment_id": exp.id,
+        "measurement_id": m.id,
+        "wavelength_angstrom": m.wavelength_angstrom,
+        "two_theta": two_theta.tolist(),
+        "observed": observed.tolist(),
+        "fitted": fitted,
+        "difference": (observed - np.asarray(fitted)).tolist() if fitted is not None else None,
+        "phase_patterns": curves.get("phases", {}),
+        "phase_ticks": phase_ticks(analysis),
+        "phases": (analysis.phases or []) if analysis else [],
+        "rwp": _f(analysis.rwp) if analysis else None,
+        "target_yield": _f(analysis.target_yield) if analysis else None,
+    }
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(session: Session, campaign: Campaign | None, *, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+    if campaign is None:
+        return {"total": 0, "targets": []}
+    where = Target.campaign_id == campaign.id
+    total = session.exec(select(func.count()).select_from(Target).where(where)).one()
+    rows = session.exec(select(Target).where(where).order_by(Target.id.desc())
+                        .limit(min(limit, MAX_LIST)).offset(offset)).all()
+    ids = [t.id for t in rows]
+    n_exp: dict[int, int] = {}
+    if ids:
+        n_exp = dict(session.exec(select(Experiment.target_id, func.count()).where(
+            Experiment.target_id.in_(ids)).group_by(Experiment.target_id)).all())
+    return {"total": int(total), "limit": limit, "offset": offset,
+            "targets": [target_dict(t) | {"experiments": int(n_exp.get(t.id, 0))} for t in rows]}
+
+
+def recipe_history(session: Session, campaign: Campaign | None, target_id: int) -> dict[str, Any]:
+    """All recipes of a target in the order they were proposed: which replaced which, why, and how it went."""
+    target = session.get(Target, target_id)
+    if campaign is None or target is None or target.campaign_id != campaign.id:
+        raise NotFound(f"no target with id {target_id} in this campaign")
+    recipes = session.exec(select(Recipe).where(Recipe.target_id == target_id).order_by(Recipe.id)).all()
+    exps = session.exec(select(Experiment).where(Experiment.target_id == target_id).order_by(Experiment.id)).all()
+    by_recipe: dict[int, list[dict]] = defaultdict(list)
+    for e in exps:
+        by_recipe[e.recipe_id].append(experiment_dict(e, target.formula))
+    replaced_by: dict[int, list[int]] = defaultdict(list)
+    for r in recipes:
+        if r.replaces_recipe_id is not None:
+            replaced_by[r.replaces_recipe_id].append(r.id)
+    preds = _latest_predictions(session, [target.candidate_id] if target.candidate_id else [])
+    return {
+        "target": target_dict(target, preds.get(target.candidate_id or -1)),
+        "recipes": [recipe_dict(r, target.formula) | {"experiments": by_recipe.get(r.id, []),
+                                                      "replaced_by": replaced_by.get(r.id, [])}
+                    for r in recipes],
+    }
+
+
+# --------------------------------------------------------------------------- models
+
+
+_MODEL_COLUMNS = (ModelVersion.id, ModelVersion.kind, ModelVersion.version, ModelVersion.n_train,
+                  ModelVersion.metrics, ModelVersion.created_at)  # never the checkpoint blob
+
+
+def _model_row(row: Any) -> dict[str, Any]:
+    return {"id": row[0], "kind": row[1], "version": row[2], "n_train": row[3], "metrics": row[4] or {},
+            "created_at": iso(row[5])}
+
+
+def models(session: Session, campaign: Campaign | None) -> dict[str, Any]:
+    if campaign is None:
+        return {"models": []}
+    rows = session.exec(select(*_MODEL_COLUMNS).where(ModelVersion.campaign_id == campaign.id)
+                        .order_by(ModelVersion.kind, ModelVersion.version)).all()
+    counts = dict(session.exec(
+        select(Prediction.model_version_id, func.count())
+        .where(Prediction.model_version_id.in_([r[0] for r in rows] or [-1]))
+        .group_by(Prediction.model_version_id)).all())
+    return {"models": [_model_row(r) | {"predictions": int(counts.get(r[0], 0))} for r in rows]}
+
+
+# normal quantiles for central intervals 10 %, 20 %, ... 90 %, 95 % (no scipy import at page time)
+_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+_Z = (0.12566, 0.25335, 0.38532, 0.52440, 0.67449, 0.84162, 1.03643, 1.28155, 1.64485, 1.95996)
+
+
+def _pairs_from_metrics(metrics: dict[str, Any]) -> list[dict[str, float | None]]:
+    """Parity points a trainer stored with its metrics: ``parity: {y_true, y_pred, y_std}`` or a list."""
+    parity = metrics.get("parity")
+    points: list[dict[str, float | None]] = []
+    if isinstance(parity, dict):
+        true = parity.get("y_true") or parity.get("true") or []
+        pred = parity.get("y_pred") or parity.get("pred") or []
+        std = parity.get("y_std") or parity.get("std") or [None] * len(pred)
+        for t, p, s in zip(true, pred, std, strict=False):
+            points.append({"observed": _f(t), "predicted": _f(p), "std": _f(s)})
+    elif isinstance(parity, list):
+        for item in parity:
+            if isinstance(item, dict):
+                points.append({"observed": _f(item.get("y_true", item.get("observed"))),
+                               "predicted": _f(item.get("y_pred", item.get("predicted"))),
+                               "std": _f(item.get("y_std", item.get("std")))})
+    return [p for p in points if p["observed"] is not None and p["predicted"] is not None]
+
+
+def model_quality(session: Session, campaign: Campaign | None, model_id: int, *, max_points: int = 2000) -> dict[str, Any]:
+    """Parity (predicted vs observed) and calibration (nominal vs observed interval coverage) of one version.
+
+    Observed values come from what the trainer stored in ``metrics["parity"]`` (held-out
+    points); for yield models without it, the campaign's own measured yields are joined to the
+    version's ``yield`` predictions through the target's candidate — the honest test of a
+    yield model is the lab.
+    """
+    row = session.exec(select(*_MODEL_COLUMNS).where(ModelVersion.id == model_id)).first()
+    if campaign is None or row is None or session.get(ModelVersion, model_id).campaign_id != campaign.id:
+        raise NotFound(f"no model version with id {model_id} in this campaign")
+    info = _model_row(row)
+    points = _pairs_from_metrics(info["metrics"])
+    source = "metrics.parity" if points else None
+    if not points:
+        observed = session.exec(
+            select(Prediction.mean, Prediction.std, func.max(Experiment.target_yield), Target.formula)
+            .join(Target, Target.candidate_id == Prediction.candidate_id)
+            .join(Experiment, Experiment.target_id == Target.id)
+            .where(Prediction.model_version_id == model_id, Prediction.objective == "yield",
+                   Target.campaign_id == campaign.id, Experiment.target_yield.is_not(None))
+            .group_by(Prediction.id, Target.formula).limit(max_points)
+        ).all()
+        points = [{"observed": _f(y), "predicted": _f(m), "std": _f(s), "label": f}
+                  for m, s, y, f in observed if _f(y) is not None and _f(m) is not None]
+        source = "measured yields" if points else None
+    points = points[:max_points]
+    calibration = []
+    with_std = [p for p in points if p.get("std")]
+    if with_std:
+        z = np.array([abs(p["observed"] - p["predicted"]) / p["std"] for p in with_std])
+        calibration = [{"nominal": lvl, "observed": float(np.mean(z <= q))} for lvl, q in zip(_LEVELS, _Z, strict=True)]
+    obs = np.array([p["observed"] for p in points]) if points else np.zeros(0)
+    pred = np.array([p["predicted"] for p in points]) if points else np.zeros(0)
+    summary = {}
+    if len(points):
+        summary = {"n": len(points), "mae": float(np.mean(np.abs(obs - pred))),
+                   "rmse": float(np.sqrt(np.mean((obs - pred) ** 2)))}
+        if len(points) > 2 and np.std(obs) > 0 and np.std(pred) > 0:
+            summary["pearson_r"] = float(np.corrcoef(obs, pred)[0, 1])
+    objectives = dict(session.exec(select(Prediction.objective, func.count())
+                                   .where(Prediction.model_version_id == model_id)
+                                   .group_by(Prediction.objective)).all())
+    return info | {"parity": points, "parity_source": source, "calibration": calibration,
+                   "summary": summary, "prediction_counts": {k: int(v) for k, v in objectives.items()}}
+
+
+# --------------------------------------------------------------------------- events
+
+
+def events_after(session: Session, campaign: Campaign | None, after: int = 0, limit: int = 200) -> list[dict[str, Any]]:
+    """Events with id > ``after`` in id order (the SSE stream polls this)."""
+    if campaign is None:
+        return []
+    query = select(Event).where(or_(Event.campaign_id == campaign.id, Event.campaign_id.is_(None)),
+                                Event.id > after).order_by(Event.id).limit(limit)
+    return [event_dict(e) for e in session.exec(query).all()]
+
+
+def last_event_id(session: Session, campaign: Campaign | None) -> int:
+    if campaign is None:
+        return 0
+    return int(session.exec(select(func.coalesce(func.max(Event.id), 0))
+                            .where(Event.campaign_id == campaign.id)).one())
