@@ -1,4 +1,4 @@
-"""Campaign commands: init, validate, run, status, demo."""
+"""Campaign commands: init, validate, run, status, demo, approve, reject, pause, resume, stop, report."""
 
 from __future__ import annotations
 
@@ -107,47 +107,149 @@ def status(
         console.print(f"  {iso(e.ts)} {e.kind}{arrow} {e.message or ''}", highlight=False)
 
 
-def run(campaign_dir: Path = typer.Argument(..., help="campaign directory with campaign.yaml")) -> None:
-    """Run (or resume) the closed-loop campaign in CAMPAIGN_DIR."""
+def run(
+    campaign_dir: Path = typer.Argument(..., help="campaign directory with campaign.yaml"),
+    strategy: str = typer.Option("full", "--strategy",
+                                 help="full | random_recipes | no_active_learning | random_targets"),
+    external_lab: bool = typer.Option(
+        False, "--external-lab",
+        help="the simulated lab's instruments already run on their own (connected to lab.bind); "
+             "do not start them here"),
+    live: bool = typer.Option(True, "--live/--no-live", help="show the live progress view"),
+    max_wall_s: float = typer.Option(0.0, "--max-wall-s", help="stop after this many seconds (0 = no limit)"),
+) -> None:
+    """Run (or resume after a crash) the closed-loop campaign in CAMPAIGN_DIR."""
+    from ..loop import STRATEGIES, RunOptions, run_campaign
+
+    if strategy not in STRATEGIES:
+        _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    try:
+        load_config(_config_path(campaign_dir))
+    except ConfigError as exc:
+        _fail(str(exc))
+    result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None),
+                          external_lab=external_lab, live=live)
+    _print_result(result)
+
+
+def _print_result(result) -> None:  # noqa: ANN001 - CampaignResult (imported lazily)
+    s = result.summary
+    console.print(f"campaign [bold]{s.campaign}[/]: {s.status} ({s.stop_reason or '-'}); "
+                  f"{s.experiments} experiments, {s.targets_made} of {s.targets_attempted} targets made, "
+                  f"{s.model_versions} model version(s), {s.lab_days:.2f} lab days, {s.wall_s:.1f} s")
+    if result.report is not None:
+        console.print(f"report: {result.report.report}\nexperiments: {result.report.csv}, {result.report.json}")
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"user:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name (containers): still attributable
+        return "user:unknown"
+
+
+def _control(campaign_dir: Path, action, *args, **kwargs):  # noqa: ANN001, ANN202
+    from ..loop import ControlError
+
     try:
         store, name = open_campaign_store(campaign_dir)
     except ConfigError as exc:
         _fail(str(exc))
-    cfg = load_config(_config_path(campaign_dir))
     with store:
-        store.ensure_campaign(name, seed=cfg.campaign.seed,
-                              config_yaml=_config_path(campaign_dir).read_text(encoding="utf-8"))
-    _fail(
-        "the closed-loop scheduler is not built yet (issue: closed-loop campaign controller); "
-        f"the campaign store in {campaign_dir} is created and migrated, nothing was run",
-        code=3,
-    )
+        try:
+            return action(store, name, *args, actor=_actor(), **kwargs)
+        except (ControlError, StoreError) as exc:
+            _fail(str(exc))
+
+
+def approve(
+    campaign_dir: Path = typer.Argument(..., help="campaign directory"),
+    experiment_id: list[int] = typer.Argument(..., help="experiment id(s) to approve"),
+) -> None:
+    """Approve proposed experiment(s) (approval mode): the scheduler may then run them."""
+    from ..loop import approve as do
+
+    for eid in experiment_id:
+        exp = _control(campaign_dir, do, eid)
+        console.print(f"experiment {exp.id} ({exp.sample_id}) approved")
+
+
+def reject(
+    campaign_dir: Path = typer.Argument(..., help="campaign directory"),
+    experiment_id: list[int] = typer.Argument(..., help="experiment id(s) to reject"),
+    reason: str = typer.Option("", "--reason", help="why (kept in the event log)"),
+) -> None:
+    """Reject proposed experiment(s): they are cancelled and the planner moves on."""
+    from ..loop import reject as do
+
+    for eid in experiment_id:
+        exp = _control(campaign_dir, do, eid, reason=reason)
+        console.print(f"experiment {exp.id} ({exp.sample_id}) rejected")
+
+
+def pause(campaign_dir: Path = typer.Argument(..., help="campaign directory")) -> None:
+    """Pause: no new instrument step starts; steps already running finish and are recorded."""
+    from ..loop import pause as do
+
+    _control(campaign_dir, do)
+    console.print("campaign paused (resume with `synthloop resume`)")
+
+
+def resume(campaign_dir: Path = typer.Argument(..., help="campaign directory")) -> None:
+    """Resume a paused campaign."""
+    from ..loop import resume as do
+
+    _control(campaign_dir, do)
+    console.print("campaign resumed")
+
+
+def stop(campaign_dir: Path = typer.Argument(..., help="campaign directory")) -> None:
+    """Stop: unstarted experiments are cancelled, running ones finish, then the campaign ends."""
+    from ..loop import stop as do
+
+    _control(campaign_dir, do)
+    console.print("campaign stopping (a running controller finishes what is on the instruments)")
+
+
+def report(campaign_dir: Path = typer.Argument(..., help="campaign directory")) -> None:
+    """(Re)write the report (Markdown + PNG plots) and the CSV/JSON export from the store."""
+    from ..loop import write_report
+
+    try:
+        store, name = open_campaign_store(campaign_dir)
+        cfg = load_config(_config_path(campaign_dir))
+    except ConfigError as exc:
+        _fail(str(exc))
+    with store:
+        try:
+            files = write_report(store, name, campaign_dir / "report", threshold=cfg.recipes.yield_threshold)
+        except StoreError as exc:
+            _fail(str(exc))
+    console.print(f"report: {files.report}\nexperiments: {files.csv}, {files.json}")
 
 
 def demo(
     directory: Path = typer.Option(Path("demo-campaign"), "--dir", help="campaign directory to use"),
+    live: bool = typer.Option(True, "--live/--no-live", help="show the live progress view"),
 ) -> None:
-    """Run the demo on the embedded defaults (today: configuration and store only, and it says so)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg_path = directory / CONFIG_FILE
-    if not cfg_path.exists():
-        cfg_path.write_text(example_config_text(), encoding="utf-8")
-    cfg = load_config(cfg_path)
-    with Store.for_campaign_dir(directory, cfg.store.url) as store:
-        campaign = store.ensure_campaign(cfg.campaign.name, seed=cfg.campaign.seed,
-                                         config_yaml=cfg_path.read_text(encoding="utf-8"))
-        revision = store.current_revision()
-        tables = store.table_names()
-    console.print(f"demo campaign {campaign.name!r} in {directory}: configuration valid, "
-                  f"store at schema revision {revision} with {len(tables)} tables")
-    console.print(
-        "[yellow]The closed loop is not built yet:[/] this demo validated the configuration and "
-        "created the campaign store; instruments, planning and learning arrive with their issues."
-    )
+    """Run a real campaign on the bundled `demo` world (simulated instruments over ZeroMQ)."""
+    from ..loop import run_campaign
+    from ..loop.demo import DemoError, prepare_demo
+
+    try:
+        prepare_demo(directory)
+    except DemoError as exc:
+        _fail(str(exc))
+    console.print(f"demo campaign in {directory}: simulated instruments as separate processes over "
+                  "ZeroMQ on loopback, SQLite store")
+    result = run_campaign(directory, live=live)
+    _print_result(result)
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (init, validate, run, status, demo):
+    for fn in (init, validate, run, status, demo, approve, reject, pause, resume, stop, report):
         app.command(fn.__name__)(fn)
 
 

@@ -1,0 +1,101 @@
+"""Running a campaign directory: config + store + lab + brain + loop + live view + report.
+
+This is what ``synthloop run`` and ``synthloop demo`` call. ``asyncio`` runs in the calling
+thread; a ``kill -9`` at any moment leaves the store consistent and the next call resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import CampaignConfig, load_config
+from ..store import Store
+from .brain import Brain
+from .campaign import CampaignRunner, RunOptions, RunSummary
+from .lab import open_lab
+from .report import ReportFiles, write_report
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "campaign.yaml"
+
+
+@dataclass
+class CampaignResult:
+    summary: RunSummary
+    report: ReportFiles | None
+    truth: dict[str, Any] | None = None
+
+
+def _threads() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+async def run_async(
+    cfg: CampaignConfig,
+    campaign_dir: Path,
+    store: Store,
+    *,
+    options: RunOptions | None = None,
+    external_lab: bool = False,
+    live: Any | None = None,
+    config_yaml: str = "",
+    score: Any | None = None,
+) -> tuple[RunSummary, Any]:
+    """Run to the end (or to a stop); ``score(runner, lab)`` is called before the lab stops."""
+    async with open_lab(cfg, campaign_dir, external=external_lab) as lab:
+        brain = Brain(cfg, world=lab.world, strategy=(options or RunOptions()).strategy)
+        runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,
+                                on_update=(live.update if live is not None else None),
+                                config_yaml=config_yaml)
+        summary = await runner.run()
+        scored = score(runner, lab) if score is not None else None
+    return summary, scored
+
+
+def run_campaign(
+    campaign_dir: str | Path,
+    *,
+    options: RunOptions | None = None,
+    external_lab: bool = False,
+    live: bool = True,
+    report: bool = True,
+) -> CampaignResult:
+    """Run or resume the campaign in ``campaign_dir`` and write its report when it finishes."""
+    _threads()
+    campaign_dir = Path(campaign_dir)
+    cfg_path = campaign_dir / CONFIG_FILE if campaign_dir.is_dir() else campaign_dir
+    campaign_dir = cfg_path.parent
+    cfg = load_config(cfg_path)
+    config_yaml = cfg_path.read_text(encoding="utf-8")
+    with Store.for_campaign_dir(campaign_dir, cfg.store.url) as store:
+        view = None
+        if live:
+            from .display import LiveView
+
+            view = LiveView(store, cfg.campaign.budget.max_experiments)
+        if view is not None:
+            with view:
+                summary, _ = asyncio.run(run_async(cfg, campaign_dir, store, options=options,
+                                                   external_lab=external_lab, live=view,
+                                                   config_yaml=config_yaml))
+        else:
+            summary, _ = asyncio.run(run_async(cfg, campaign_dir, store, options=options,
+                                               external_lab=external_lab, config_yaml=config_yaml))
+        files = None
+        if report and summary.status == "finished":
+            files = write_report(store, cfg.campaign.name, campaign_dir / "report",
+                                 threshold=cfg.recipes.yield_threshold,
+                                 extra={"wall time of this run": f"{summary.wall_s:.1f} s"})
+    return CampaignResult(summary=summary, report=files)
