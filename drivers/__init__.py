@@ -15,6 +15,7 @@ The face other packages use:
 - conformance kit: :func:`check_driver`, :class:`ConformanceReport`.
 """
 
+from .conformance import CheckResult, ConformanceReport, check_driver, check_driver_async
 from .dispatcher import Dispatcher, DriverInfo, Outcome
 from .faults import FaultConfig, FaultInjector, FaultStats
 from .ledger import INTERRUPTED, Ledger, LedgerEntry, LedgerError
@@ -64,6 +65,8 @@ __all__ = [
     "STANDARD_CAPABILITIES",
     "STEP_MODELS",
     "Ack",
+    "CheckResult",
+    "ConformanceReport",
     "Command",
     "CurveConfig",
     "CurveError",
@@ -99,6 +102,8 @@ __all__ = [
     "StepError",
     "XrdParams",
     "XrdResult",
+    "check_driver",
+    "check_driver_async",
     "decode",
     "encode",
     "example_params",

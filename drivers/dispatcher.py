@@ -90,6 +90,7 @@ class _Driver:
     alive: bool = True
     in_flight: set[str] = field(default_factory=set)
     busy_until: float = 0.0
+    heartbeats: int = 0
 
     def free(self) -> int:
         return self.capacity - len(self.in_flight)
@@ -478,6 +479,8 @@ class Dispatcher:
         if drv is not None:
             drv.last_seen = now
         if isinstance(msg, Heartbeat):
+            if drv is not None:
+                drv.heartbeats += 1
             for cid in msg.running:
                 pend = self._pending.get(cid)
                 if pend is not None and pend.driver == identity:

@@ -22,6 +22,7 @@ campaign_cmds.register(app)
 
 # Command groups contributed by other parts of the system are added below, one line each.
 # (keep this marker line: each group inserts its registration right after it)
+__import__(f"{__package__}.driver_cmds", fromlist=["register"]).register(app)  # driver, keys
 __import__(f"{__package__}.web_cmds", fromlist=["register"]).register(app)  # synthloop serve
 
 

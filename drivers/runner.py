@@ -1,0 +1,118 @@
+"""Load a driver class by ``MODULE:CLASS`` and serve it; the engine behind
+``synthloop driver serve`` and ``python -m drivers serve`` (the latter starts fast: it imports
+only this package, which is what tests and lab PCs without the full controller want).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .faults import FaultConfig
+from .sdk import Driver
+from .security import CurveConfig
+
+
+class TargetError(ValueError):
+    """``MODULE:CLASS`` that cannot be loaded or is not a driver (names the problem)."""
+
+
+def load_target(spec: str) -> Callable[..., Driver]:
+    """Resolve ``package.module:ClassName`` to a Driver subclass (or a factory returning one)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"expected MODULE:CLASS (e.g. drivers.examples:ToyFurnace), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"cannot import module {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, type):
+        if not issubclass(obj, Driver):
+            raise TargetError(f"{spec} is a class but not a drivers.Driver subclass")
+        return obj
+    if callable(obj):
+        return obj
+    raise TargetError(f"{spec} is neither a Driver subclass nor a factory")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings → dict; values parsed as JSON when possible (numbers, bools)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"option must be key=value with a Python identifier key, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def default_identity(target: Callable[..., Driver]) -> str:
+    return f"{getattr(target, '__name__', 'driver').lower()}-{socket.gethostname()}"
+
+
+def build_driver(
+    target: Callable[..., Driver], identity: str, ledger: str | Path, options: dict[str, Any]
+) -> Driver:
+    """Instantiate; a TypeError from unknown options becomes a clear TargetError."""
+    try:
+        driver = target(identity, ledger, **options)
+    except TypeError as exc:
+        raise TargetError(f"cannot construct {getattr(target, '__name__', target)}: {exc}") from exc
+    if not isinstance(driver, Driver):
+        raise TargetError(f"factory returned {type(driver).__name__}, not a drivers.Driver")
+    return driver
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``python -m drivers serve MODULE:CLASS --connect ENDPOINT [...]`` (blocking)."""
+    p = argparse.ArgumentParser(prog="python -m drivers serve")
+    p.add_argument("target", help="MODULE:CLASS of a drivers.Driver subclass")
+    p.add_argument("--connect", required=True, help="controller ROUTER endpoint")
+    p.add_argument("--identity", default=None)
+    p.add_argument("--ledger", default=None, help="SQLite ledger path (default ./IDENTITY.ledger.sqlite)")
+    p.add_argument("--heartbeat", type=float, default=1.0)
+    p.add_argument("--lost-after", type=int, default=5)
+    p.add_argument("--option", action="append", default=[], help="key=value passed to the class")
+    p.add_argument("--curve-keys", default=None, help="key folder (synthloop keys generate)")
+    p.add_argument("--curve-name", default="driver")
+    p.add_argument("--fault-seed", type=int, default=None)
+    p.add_argument("--fault-drop", type=float, default=0.0)
+    p.add_argument("--fault-duplicate", type=float, default=0.0)
+    p.add_argument("--fault-delay", type=float, default=0.0)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        target = load_target(args.target)
+        options = parse_options(args.option)
+        identity = args.identity or default_identity(target)
+        ledger = args.ledger or f"{identity}.ledger.sqlite"
+        options.setdefault("heartbeat_s", args.heartbeat)
+        options.setdefault("lost_after", args.lost_after)
+        if args.fault_seed is not None:
+            options["faults"] = FaultConfig(seed=args.fault_seed, drop=args.fault_drop,
+                                            duplicate=args.fault_duplicate, delay=args.fault_delay)
+        curve = CurveConfig.client(args.curve_keys, args.curve_name) if args.curve_keys else None
+        driver = build_driver(target, identity, ledger, options)
+    except (TargetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    driver.run(args.connect, curve=curve)
+    return 0
