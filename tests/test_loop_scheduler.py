@@ -240,7 +240,7 @@ def test_failed_furnace_run_is_retried_then_fails_with_reason(bench, tmp_path: P
 
 def test_restart_reattaches_in_flight_commands_without_running_them_twice(bench, tmp_path: Path) -> None:
     """SQL says two heats are 'sent': one the driver ran (before the 'crash'), one it never got."""
-    from drivers import Command, Dispatcher
+    from drivers import Dispatcher
 
     endpoint, workdir, start = bench
     start()
