@@ -1,0 +1,70 @@
+"""Campaign benchmark: the four strategies on ``alab-like`` over three seeds.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/campaign.py [--world alab-like] [--seeds 0 1 2]
+        [--budget 355] [--strategies full random_recipes no_active_learning random_targets]
+
+Each run is ``synthloop bench campaign`` in-process (one JSON line per run on stdout), then a
+summary table (means over seeds) and the goal checks: ``full`` makes >= 80 % of the makeable
+targets with <= 4 experiments per made target, beats every baseline on the same seeds, has zero
+false claims and takes <= 5 min of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from statistics import mean
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", default="alab-like")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budget", type=int, default=355)
+    ap.add_argument("--strategies", nargs="+",
+                    default=["full", "random_recipes", "no_active_learning", "random_targets"])
+    args = ap.parse_args()
+
+    from controller.loop.bench import quiet_stdout, run_bench
+
+    rows = []
+    for strategy in args.strategies:
+        for seed in args.seeds:
+            with quiet_stdout():
+                r = run_bench(args.world, strategy, seed, budget=args.budget)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+
+    def agg(strategy: str, key: str) -> float:
+        vals = [r[key] for r in rows if r["strategy"] == strategy and r[key] is not None]
+        return mean(vals) if vals else float("nan")
+
+    print("\n| strategy | made / makeable | exp. per made target | false claims | experiments | lab days | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for s in args.strategies:
+        frac = mean(r["targets_made"] / max(r["targets_makeable"], 1) for r in rows if r["strategy"] == s)
+        print(f"| {s} | {agg(s, 'targets_made'):.1f} / {agg(s, 'targets_makeable'):.1f} ({frac:.0%}) | "
+              f"{agg(s, 'experiments_per_made_target'):.2f} | {agg(s, 'false_claims'):.1f} | "
+              f"{agg(s, 'experiments'):.0f} | {agg(s, 'lab_days'):.1f} | {agg(s, 'wall_s'):.0f} |")
+    full = [r for r in rows if r["strategy"] == "full"]
+    if full:
+        frac = mean(r["targets_made"] / max(r["targets_makeable"], 1) for r in full)
+        epm = agg("full", "experiments_per_made_target")
+        beats = all(
+            f["targets_made"] >= b["targets_made"]
+            for f in full for b in rows if b["strategy"] != "full" and b["seed"] == f["seed"]
+        )
+        print(f"\ngoal made >= 80 % of makeable: {frac:.0%} -> {'met' if frac >= 0.8 else 'NOT met'}")
+        print(f"goal <= 4 experiments per made target: {epm:.2f} -> {'met' if epm <= 4 else 'NOT met'}")
+        print(f"goal beats every baseline on the same seeds (targets made): {'met' if beats else 'NOT met'}")
+        fc = sum(r["false_claims"] for r in full)
+        print(f"goal zero false claims: {fc} -> {'met' if fc == 0 else 'NOT met'}")
+        wall = max(r["wall_s"] for r in full)
+        print(f"goal <= 300 s wall per campaign: max {wall:.0f} s -> {'met' if wall <= 300 else 'NOT met'}")
+        print(f"duplicate executions (all runs): {sum(r['duplicate_executions'] for r in rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

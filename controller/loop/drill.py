@@ -1,0 +1,183 @@
+"""Crash drill: kill the controller with SIGKILL at random moments and prove nothing is lost.
+
+Why this is product code and not only a test: a lab that runs unattended for weeks should be
+able to rehearse its recovery on demand (``benchmarks/crash.py`` runs 100 kills; the test
+suite runs 20). The instruments (a simulated lab with durable ledgers) run in this process's
+children and outlive every controller; the controller is a separate ``synthloop run
+--external-lab`` process that is killed and restarted. At the end we compare the store with
+the instruments' execution ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlmodel import func, select
+
+from ..config import parse_config
+from ..store import (
+    TERMINAL_STATES,
+    Event,
+    Experiment,
+    StepCommand,
+    StepState,
+    Store,
+)
+
+
+@dataclass
+class DrillReport:
+    kills: int
+    restarts: int
+    finished: bool
+    experiments: int
+    open_experiments: int
+    lost_experiments: int
+    unknown_commands: int
+    duplicate_executions: int
+    executed_commands: int
+    commands_not_in_store: int
+    wall_s: float
+    kill_offsets_s: list[float] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (self.finished and self.open_experiments == 0 and self.lost_experiments == 0
+                and self.duplicate_executions == 0 and self.commands_not_in_store == 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drill_config(world: str, systems: list[str], *, seed: int, budget: int, port: int,
+                 speedup: float) -> dict:
+    return {
+        "campaign": {"name": "crash-drill", "seed": seed, "budget": {"max_experiments": budget}},
+        "chemical_space": {"systems": systems, "max_candidates": 300},
+        "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 10, "retrain_every": 6},
+        "acquisition": {"strategy": "qlogei", "batch_size": 3},
+        "recipes": {"max_recipes_per_target": 3, "yield_threshold": 0.5},
+        "lab": {"kind": "simulated", "world": world, "bind": f"tcp://127.0.0.1:{port}",
+                "speedup": speedup, "heartbeat_s": 0.25, "lost_after_heartbeats": 8, "step_retries": 2},
+        "store": {"url": "sqlite:///campaign.db"},
+    }
+
+
+def _controller_cmd(campaign_dir: Path) -> list[str]:
+    return [sys.executable, "-c", "from controller.cli import main; main()", "run", str(campaign_dir),
+            "--external-lab", "--no-live"]
+
+
+def _started_count(store: Store) -> int:
+    with store.session() as s:
+        return int(s.exec(select(func.count()).select_from(Event)
+                          .where(Event.kind == "controller.started")).one())
+
+
+def run_drill(workdir: Path, *, world: str = "demo", points: int = 20, seed: int = 0,
+              budget: int = 16, speedup: float = 2e6, max_offset_s: float = 2.5,
+              final_timeout_s: float = 240.0, log: Any = None) -> DrillReport:
+    """Kill the controller ``points`` times at seeded random moments, then let it finish."""
+    from sim_lab import SimLab, load_world
+
+    say = log or (lambda *_: None)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    w = load_world(world)
+    port = free_port()
+    data = drill_config(world, sorted(w.systems), seed=seed, budget=budget, port=port, speedup=speedup)
+    parse_config(data, "crash drill config")
+    cdir = workdir / "campaign"
+    cdir.mkdir(exist_ok=True)
+    (cdir / "campaign.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    rng = random.Random(seed)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    out = open(workdir / "controller.log", "ab")  # noqa: SIM115 - closed in finally
+    started = time.monotonic()
+    kills, restarts, offsets, finished = 0, 0, [], False
+    lab = SimLab(w, seed=seed, speedup=speedup, faults=None, workdir=workdir / "lab")
+    lab.start(f"tcp://127.0.0.1:{port}", processes=True)
+    try:
+        with Store.for_campaign_dir(cdir) as store:
+            while kills < points:
+                before = _started_count(store)
+                proc = subprocess.Popen(_controller_cmd(cdir), env=env, stdout=out, stderr=out)
+                restarts += 1
+                # wait until this controller has started its loop (or exited), then a random delay
+                t0 = time.monotonic()
+                while proc.poll() is None and _started_count(store) == before and time.monotonic() - t0 < 120:
+                    time.sleep(0.05)
+                offset = rng.uniform(0.0, max_offset_s)
+                deadline = time.monotonic() + offset
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if proc.poll() is not None:
+                    if proc.returncode == 0:
+                        finished = True
+                        say(f"controller finished on its own after {kills} kills")
+                        break
+                    raise RuntimeError(f"controller exited with {proc.returncode}; see {workdir / 'controller.log'}")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+                offsets.append(round(offset, 3))
+                say(f"kill {kills}/{points} at +{offset:.2f} s")
+            if not finished:
+                proc = subprocess.Popen(_controller_cmd(cdir), env=env, stdout=out, stderr=out)
+                restarts += 1
+                rc = proc.wait(timeout=final_timeout_s)
+                if rc != 0:
+                    raise RuntimeError(f"final controller run exited with {rc}; see {workdir / 'controller.log'}")
+                finished = True
+            report = _inspect(store, lab.truth())
+    finally:
+        lab.stop()
+        out.close()
+    return DrillReport(kills=kills, restarts=restarts, finished=finished, wall_s=time.monotonic() - started,
+                       kill_offsets_s=offsets, **report)
+
+
+def _inspect(store: Store, truth: Any) -> dict[str, Any]:
+    """Compare the store with the instruments' ledger."""
+    camp = store.get_campaign("crash-drill")
+    with store.session() as s:
+        exps = s.exec(select(Experiment).where(Experiment.campaign_id == camp.id)).all()
+        proposed = s.exec(select(Event).where(Event.campaign_id == camp.id,
+                                              Event.kind == "experiment.proposed")).all()
+        steps = s.exec(select(StepCommand)).all()
+    known_ids = {st.command_id for st in steps}
+    ledger = truth.ledger()
+    executed = [str(line.get("command_id")) for line in ledger if line.get("command_id")]
+    samples_in_lab = {str(sid) for line in ledger for sid in (line.get("sample_ids") or
+                                                              [line.get("sample_id")]) if sid}
+    samples_in_store = {e.sample_id for e in exps}
+    return {
+        "experiments": len(exps),
+        "open_experiments": sum(e.state not in TERMINAL_STATES for e in exps),
+        # lost: an experiment the log says was proposed but whose row is gone, or a sample the
+        # lab worked on that the store does not know
+        "lost_experiments": (len({ev.entity_id for ev in proposed} - {e.id for e in exps})
+                             + len(samples_in_lab - samples_in_store)),
+        "unknown_commands": sum(st.state == StepState.UNKNOWN for st in steps),
+        "duplicate_executions": int(truth.duplicate_executions()),
+        "executed_commands": len(executed),
+        "commands_not_in_store": len(set(executed) - known_ids),
+        "stop_reason": camp.stop_reason,
+    }
