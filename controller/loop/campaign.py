@@ -125,6 +125,7 @@ class CampaignRunner:
         self._status = "running"
         self._rng = np.random.default_rng(cfg.campaign.seed)
         self._errors: list[BaseException] = []
+        self._pool_exhausted = False
 
     # ================================================================== entry point
     async def run(self) -> RunSummary:
@@ -433,7 +434,9 @@ class CampaignRunner:
             return self._create_experiment(target_id, recipe_id, attempt=1,
                                            why=f"replaces recipe {failed.id} (yield {last.target_yield or 0:.2f})")
         # 3. otherwise the next untried recipe in the planner's order
-        untried = [r for r in recipes if r.id not in tried]
+        # replacements first (newest first: the planner's latest word), then the initial order
+        untried = sorted((r for r in recipes if r.id not in tried),
+                         key=lambda r: (r.replaces_recipe_id is None, -r.id if r.replaces_recipe_id else r.ordinal))
         if not untried:
             with self.store.session() as s:
                 self._target_state(s, s.get(Target, target_id), TargetState.EXHAUSTED,
@@ -533,6 +536,7 @@ class CampaignRunner:
         strategy = "random" if self.options.strategy == "random_targets" else None
         picks = await asyncio.to_thread(self.brain.select, self._model, cands, want, pending,
                                         excluded, seed, strategy)
+        self._pool_exhausted = not picks and active == 0
         with self.store.session() as s:
             for pick in picks:
                 cand = cands[pick.index]
@@ -666,7 +670,8 @@ class CampaignRunner:
         if budget_reason:
             return True, budget_reason
         max_targets = self.cfg.campaign.budget.max_targets
-        if active == 0 and (n_targets >= n_cands or (max_targets is not None and n_targets >= max_targets)):
+        if active == 0 and (n_targets >= n_cands or (max_targets is not None and n_targets >= max_targets)
+                            or self._pool_exhausted):
             return True, f"all {n_targets} targets resolved"
         return False, ""
 
