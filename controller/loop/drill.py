@@ -29,6 +29,7 @@ from ..store import (
     TERMINAL_STATES,
     Event,
     Experiment,
+    ModelVersion,
     StepCommand,
     StepState,
     Store,
@@ -91,10 +92,74 @@ def _started_count(store: Store) -> int:
                           .where(Event.kind == "controller.started")).one())
 
 
+def _controller_child(campaign_dir: str, log_path: str) -> None:
+    """Body of a forked controller process: run the campaign against the external lab."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from .runtime import run_campaign
+
+    run_campaign(campaign_dir, external_lab=True, live=False)
+
+
+class _Controller:
+    """One controller process: forked from this (pre-imported) process, or a fresh exec."""
+
+    def __init__(self, campaign_dir: Path, log_path: Path, *, fork: bool, env: dict[str, str]):
+        self.fork = fork
+        if fork:
+            import multiprocessing
+
+            self.proc = multiprocessing.get_context("fork").Process(
+                target=_controller_child, args=(str(campaign_dir), str(log_path)), daemon=False)
+            self.proc.start()
+        else:
+            self._out = open(log_path, "ab")  # noqa: SIM115 - closed in wait/kill
+            self.proc = subprocess.Popen(_controller_cmd(campaign_dir), env=env, stdout=self._out,
+                                         stderr=self._out)
+
+    def poll(self) -> int | None:
+        if self.fork:
+            return None if self.proc.is_alive() else self.proc.exitcode
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        if self.fork:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.join(30)
+        else:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self._out.close()
+
+    def wait(self, timeout: float) -> int:
+        if self.fork:
+            self.proc.join(timeout)
+            if self.proc.is_alive():
+                self.kill()
+                raise TimeoutError(f"controller did not finish within {timeout:.0f} s")
+            return int(self.proc.exitcode)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._out.close()
+
+
+def _has_model(store: Store) -> bool:
+    """The first controller is let through its setup (pool + first model) before any kill."""
+    with store.session() as s:
+        return s.exec(select(ModelVersion.id)).first() is not None
+
+
 def run_drill(workdir: Path, *, world: str = "demo", points: int = 20, seed: int = 0,
               budget: int = 16, speedup: float = 2e6, max_offset_s: float = 2.5,
-              final_timeout_s: float = 240.0, log: Any = None) -> DrillReport:
-    """Kill the controller ``points`` times at seeded random moments, then let it finish."""
+              final_timeout_s: float = 240.0, fork: bool = True, log: Any = None) -> DrillReport:
+    """Kill the controller ``points`` times at seeded random moments, then let it finish.
+
+    ``fork=True`` forks each controller from this already-imported process (a real, separate
+    process killed with SIGKILL, without paying ~5 s of imports per restart); ``fork=False``
+    execs ``synthloop run --external-lab`` each time, exactly as an operator would.
+    """
     from sim_lab import SimLab, load_world
 
     say = log or (lambda *_: None)
@@ -107,9 +172,17 @@ def run_drill(workdir: Path, *, world: str = "demo", points: int = 20, seed: int
     cdir = workdir / "campaign"
     cdir.mkdir(exist_ok=True)
     (cdir / "campaign.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    if fork:  # import now, once, so every forked controller starts at once
+        import torch  # noqa: F401
+
+        from recipes import RecipePlanner  # noqa: F401
+        from surrogates import train_ensemble  # noqa: F401
+
+        from ..xrd import analyze  # noqa: F401
+        from . import runtime  # noqa: F401
     rng = random.Random(seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    out = open(workdir / "controller.log", "ab")  # noqa: SIM115 - closed in finally
+    log_path = workdir / "controller.log"
     started = time.monotonic()
     kills, restarts, offsets, finished = 0, 0, [], False
     lab = SimLab(w, seed=seed, speedup=speedup, faults=None, workdir=workdir / "lab")
@@ -118,38 +191,38 @@ def run_drill(workdir: Path, *, world: str = "demo", points: int = 20, seed: int
         with Store.for_campaign_dir(cdir) as store:
             while kills < points:
                 before = _started_count(store)
-                proc = subprocess.Popen(_controller_cmd(cdir), env=env, stdout=out, stderr=out)
+                ctl = _Controller(cdir, log_path, fork=fork, env=env)
                 restarts += 1
                 # wait until this controller has started its loop (or exited), then a random delay
                 t0 = time.monotonic()
-                while proc.poll() is None and _started_count(store) == before and time.monotonic() - t0 < 120:
-                    time.sleep(0.05)
+                while ctl.poll() is None and time.monotonic() - t0 < 180 and (
+                        _started_count(store) == before or not _has_model(store)):
+                    time.sleep(0.02)
                 offset = rng.uniform(0.0, max_offset_s)
                 deadline = time.monotonic() + offset
-                while proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if proc.poll() is not None:
-                    if proc.returncode == 0:
+                while ctl.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                rc = ctl.poll()
+                if rc is not None:
+                    if rc == 0:
                         finished = True
                         say(f"controller finished on its own after {kills} kills")
                         break
-                    raise RuntimeError(f"controller exited with {proc.returncode}; see {workdir / 'controller.log'}")
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
+                    raise RuntimeError(f"controller exited with {rc}; see {log_path}")
+                ctl.kill()
                 kills += 1
                 offsets.append(round(offset, 3))
                 say(f"kill {kills}/{points} at +{offset:.2f} s")
             if not finished:
-                proc = subprocess.Popen(_controller_cmd(cdir), env=env, stdout=out, stderr=out)
+                ctl = _Controller(cdir, log_path, fork=fork, env=env)
                 restarts += 1
-                rc = proc.wait(timeout=final_timeout_s)
+                rc = ctl.wait(final_timeout_s)
                 if rc != 0:
-                    raise RuntimeError(f"final controller run exited with {rc}; see {workdir / 'controller.log'}")
+                    raise RuntimeError(f"final controller run exited with {rc}; see {log_path}")
                 finished = True
             report = _inspect(store, lab.truth())
     finally:
         lab.stop()
-        out.close()
     return DrillReport(kills=kills, restarts=restarts, finished=finished, wall_s=time.monotonic() - started,
                        kill_offsets_s=offsets, **report)
 
