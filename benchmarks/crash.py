@@ -23,13 +23,15 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--max-offset-s", type=float, default=2.0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--exec", dest="exec_", action="store_true",
+                    help="exec `synthloop run` for every restart instead of forking (slower: imports each time)")
     args = ap.parse_args()
 
     from controller.loop.drill import run_drill
 
     with tempfile.TemporaryDirectory(prefix="synthloop-crash-") as tmp:
         report = run_drill(args.workdir or Path(tmp), world=args.world, points=args.points, seed=args.seed,
-                           budget=args.budget, max_offset_s=args.max_offset_s,
+                           budget=args.budget, max_offset_s=args.max_offset_s, fork=not args.exec_,
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(report.to_dict()))
     return 0 if report.ok else 1
