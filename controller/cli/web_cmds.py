@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
 
 
 def serve(

@@ -71,10 +71,15 @@ def approve(store: Store, campaign_id: int, experiment_id: int, body: ApproveReq
 
 
 def reject(store: Store, campaign_id: int, experiment_id: int, body: RejectRequest) -> dict[str, Any]:
-    """``proposed → cancelled`` with the reason; the loop never runs a cancelled experiment."""
-    _require_proposed(_experiment(store, campaign_id, experiment_id), "rejected")
-    exp = store.transition(experiment_id, ExperimentState.CANCELLED, actor=actor_name(body.user),
-                           reason=f"rejected: {body.reason}")
+    """``proposed|approved → cancelled`` with the reason (as ``synthloop reject``): not yet started,
+    so no instrument time is lost, and the loop never runs a cancelled experiment."""
+    exp = _experiment(store, campaign_id, experiment_id)
+    if exp.state not in (ExperimentState.PROPOSED.value, ExperimentState.APPROVED.value):
+        raise Conflict(f"experiment {experiment_id} is {exp.state!r}: only a proposed or approved "
+                       "experiment that has not started can be rejected")
+    actor = actor_name(body.user)
+    exp = store.transition(experiment_id, ExperimentState.CANCELLED, actor=actor,
+                           reason=f"rejected by {actor}: {body.reason}")
     return experiment_dict(exp)
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine, select
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import CampaignConfig
 from ..store import Campaign, IllegalTransition, Store, StoreError
@@ -219,8 +220,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     async def _bad_value(request: Request, exc: ValueError) -> Response:
         return _error(request, 422, str(exc))
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and the router's 404/405
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no page or endpoint at {request.url.path}"

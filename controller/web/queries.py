@@ -476,11 +476,15 @@ def phase_ticks(analysis: PhaseAnalysisRow | None) -> dict[str, list[float]]:
         if isinstance(phase, dict) and isinstance(phase.get("peaks"), list):
             ticks[str(phase.get("name") or phase.get("formula"))] = [
                 float(p) for p in phase["peaks"] if isinstance(p, int | float)]
-    peaks = (analysis.details or {}).get("peaks") if isinstance(analysis.details, dict) else None
+    details = analysis.details if isinstance(analysis.details, dict) else {}
+    peaks = details.get("peaks")
     if isinstance(peaks, dict):
         for name, values in peaks.items():
             if isinstance(values, list):
                 ticks.setdefault(str(name), [float(p) for p in values if isinstance(p, int | float)])
+    unexplained = details.get("unexplained_peaks")
+    if isinstance(unexplained, list) and unexplained:  # peaks no candidate phase accounts for
+        ticks["unexplained"] = [float(p) for p in unexplained if isinstance(p, int | float)]
     return ticks
 
 

@@ -20,6 +20,8 @@ CONFIG_FILE = "campaign.yaml"
 def load_campaign(campaign_dir: str | Path) -> tuple[CampaignConfig, Path]:
     """Config of a campaign directory (or of a YAML file given directly)."""
     path = Path(campaign_dir)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such campaign directory (create one with `synthloop init {path}`)")
     cfg_path = path / CONFIG_FILE if path.is_dir() else path
     if not cfg_path.exists():
         raise ConfigError(f"{cfg_path}: no such file (expected a campaign directory with {CONFIG_FILE})")

@@ -116,9 +116,13 @@ def xrd_svg(data: dict, title: str = "XRD pattern") -> str:
     ax = _Axes(float(x.min()), float(x.max()), min(lo, 0.0), hi, bottom=main_bottom)
     body = ax.frame("2θ (°)", "intensity (counts)")
     names = list(phase_curves)
-    for k in range(len(names)):
-        body.append(ax.polyline(xd, ds[2 + k] if fitted is not None else ds[1 + k],
-                                PHASE_COLOURS[k % len(PHASE_COLOURS)], 0.8, "phase"))
+    colours: dict[str, str] = {}  # one colour per phase name, shared by its curve and its ticks
+    for name in [*names, *ticks]:
+        if name not in colours:
+            colours[name] = "#999" if name == "unexplained" else PHASE_COLOURS[len(colours) % len(PHASE_COLOURS)]
+    first_phase = 2 if fitted is not None else 1
+    for k, name in enumerate(names):
+        body.append(ax.polyline(xd, ds[first_phase + k], colours[name], 0.8, "phase"))
     body.append(ax.polyline(xd, ds[0], "#000", 1.0, "observed"))
     legend = [("observed", "#000")]
     if fitted is not None:
@@ -133,15 +137,11 @@ def xrd_svg(data: dict, title: str = "XRD pattern") -> str:
         body.append(f'<text x="{MARGIN_L + 4}" y="{d_top + 10}" fill="#7f7f7f">difference</text>')
     row_y = H - MARGIN_B - tick_h
     for k, (name, positions) in enumerate(ticks.items()):
-        colour = PHASE_COLOURS[k % len(PHASE_COLOURS)]
         y = row_y + 12 * k + 2
         marks = "".join(f'<line x1="{float(ax.px(p)):.1f}" y1="{y}" x2="{float(ax.px(p)):.1f}" y2="{y + 9}"/>'
                         for p in positions if ax.x0 <= p <= ax.x1)
-        body.append(f'<g class="ticks" stroke="{colour}">{marks}</g>')
-        legend.append((name, colour))
-    for k, name in enumerate(names):
-        if name not in ticks:
-            legend.append((name, PHASE_COLOURS[k % len(PHASE_COLOURS)]))
+        body.append(f'<g class="ticks" stroke="{colours[name]}" stroke-width="1.5">{marks}</g>')
+    legend.extend(colours.items())
     for k, (name, colour) in enumerate(legend):
         body.append(f'<text x="{W - MARGIN_R - 8}" y="{MARGIN_T + 14 + 13 * k}" text-anchor="end" '
                     f'fill="{colour}">{escape(name)}</text>')

@@ -1,0 +1,159 @@
+"""End to end in headless Chromium: open the proposal queue of a campaign in approval mode,
+approve a proposal, and watch the experiment start — without reloading the page.
+
+Browser: Debian's ``chromium`` (installed here with apt-get if missing; the test is skipped
+with a printed reason if that fails), driven by Playwright for Python through
+``executable_path`` — never a browser download. Screenshots are saved under
+``tests/artifacts/web/`` (the path is printed).
+
+What moves the approved experiment on: a separate process (``python tests/test_web_e2e.py
+--mover DIR``) that plays the scheduler's part through the Store API: it sees ``approved``,
+queues it, writes the first step command and hands it to a dosing station (``running``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_web_support import (  # noqa: E402
+    TOKEN,
+    fill_small_campaign,
+    open_store,
+    running_server,
+    write_campaign_dir,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "web"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    print("\n[web e2e] /usr/bin/chromium missing: running apt-get install -y chromium", flush=True)
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, timeout=600,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"headless-Chromium test skipped: cannot install Debian chromium ({exc})"
+        print(msg, flush=True)
+        pytest.skip(msg)
+    if not Path(CHROMIUM).exists():
+        pytest.skip("headless-Chromium test skipped: apt-get ran but /usr/bin/chromium is still missing")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    path = _chromium()
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True,
+                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _mover(campaign_dir: Path, stop_after_s: float = 120.0) -> None:
+    """Move approved experiments to running with a dosing step in a station's hands (the scheduler's part)."""
+    from sqlmodel import select
+
+    from controller.store import Experiment, StepCommand
+
+    deadline = time.monotonic() + stop_after_s
+    with open_store(campaign_dir) as store:
+        while time.monotonic() < deadline:
+            with store.session() as s:
+                approved = s.exec(select(Experiment.id).where(Experiment.state == "approved")).all()
+            for exp_id in approved:
+                store.transition(exp_id, "queued", actor="controller", reason="instruments free")
+                cmd = str(uuid.uuid4())
+                with store.session() as s:
+                    s.add(StepCommand(command_id=cmd, experiment_id=exp_id, step="dose_mix", sequence=0,
+                                      payload={"params": {}}))
+                    s.flush()
+                    store.step_transition(s, cmd, "sent", driver="doser-1")
+                    store.transition(exp_id, "running", actor="controller", reason="dose_mix sent", session=s)
+                    store.step_transition(s, cmd, "acked")
+            time.sleep(0.2)
+
+
+def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Path) -> None:
+    from sqlmodel import select
+
+    from controller.store import Event, Experiment
+
+    campaign = write_campaign_dir(tmp_path / "camp", approval_mode=True)
+    with open_store(campaign) as store:
+        ids = fill_small_campaign(store)
+    exp_id = ids["experiments"]["C1"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    mover = subprocess.Popen([sys.executable, __file__, "--mover", str(campaign)], cwd=ROOT)
+    try:
+        with running_server(campaign) as base:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            watch = context.new_page()  # the in-flight page stays open and is never reloaded
+            watch.goto(base + "/in-flight")
+            watch.wait_for_selector("#live.on", timeout=10_000)
+            assert watch.locator(f'tr[data-experiment-id="{exp_id}"]').count() == 0
+
+            queue = context.new_page()
+            queue.goto(base + "/proposals")
+            proposal = queue.locator(f"#proposal-{exp_id}")
+            assert "CaCO3" in proposal.inner_text()  # the recipe's reaction is shown
+            assert "carbonate route" in proposal.inner_text()  # and its rationale
+            queue.fill("#token", TOKEN)
+            queue.screenshot(path=str(ARTIFACTS / "1-proposal-queue.png"), full_page=True)
+            proposal.locator("button.approve").click()
+            queue.wait_for_selector("#flash .ok", timeout=10_000)
+            assert "approved" in queue.inner_text("#flash")
+            # the queue refreshes itself from the event stream: the approved proposal leaves it
+            queue.wait_for_selector(f"#proposal-{exp_id}", state="detached", timeout=15_000)
+            queue.screenshot(path=str(ARTIFACTS / "2-after-approval.png"), full_page=True)
+
+            row = watch.locator(f'tr[data-experiment-id="{exp_id}"] .state-cell')
+            row.wait_for(timeout=15_000)
+            watch.wait_for_function(
+                "id => { const c = document.querySelector(`tr[data-experiment-id=\"${id}\"] .state-cell`);"
+                " return c && c.textContent.trim() === 'running'; }", arg=exp_id, timeout=15_000)
+            assert "dose_mix" in watch.inner_text(f'tr[data-experiment-id="{exp_id}"]')
+            assert "doser-1" in watch.inner_text(f'tr[data-experiment-id="{exp_id}"]')
+            watch.screenshot(path=str(ARTIFACTS / "3-in-flight-running.png"), full_page=True)
+
+            overview = context.new_page()
+            overview.goto(base + "/")
+            assert "doser-1" in overview.inner_text("#instruments")
+            overview.screenshot(path=str(ARTIFACTS / "4-overview.png"), full_page=True)
+            result = context.new_page()
+            result.goto(f"{base}/experiments/{ids['experiments']['A2']}")
+            assert result.locator("#xrd-plot svg polyline.fitted").count() == 1
+            result.screenshot(path=str(ARTIFACTS / "5-result-xrd.png"), full_page=True)
+            context.close()
+    finally:
+        mover.terminate()
+        mover.wait(timeout=10)
+    print(f"\n[web e2e] screenshots in {ARTIFACTS}")
+    with open_store(campaign) as store, store.session() as s:
+        assert s.get(Experiment, exp_id).state == "running"
+        approval = s.exec(select(Event).where(Event.entity == "experiment", Event.entity_id == exp_id,
+                                              Event.to_state == "approved")).one()
+        assert approval.actor.startswith("web:")
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--mover":
+        _mover(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python tests/test_web_e2e.py --mover CAMPAIGN_DIR")
