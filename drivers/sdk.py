@@ -206,6 +206,8 @@ class Driver:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity.encode("utf-8"))
         sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.RECONNECT_IVL, int(self.backoff_s[0] * 1000))
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_s[1] * 1000))
         if curve is not None:
@@ -218,13 +220,13 @@ class Driver:
     @staticmethod
     def _raw_send_factory(sock: zmq.asyncio.Socket) -> Callable[[list[bytes]], Awaitable[None]]:
         async def send(frames: list[bytes]) -> None:
-            await sock.send_multipart(frames)
+            await sock.send_multipart(frames, flags=zmq.NOBLOCK)
 
         return send
 
     async def _send(self, msg: BaseModel) -> None:
-        """Send one message on the current socket; a closed socket just loses it (the
-        controller retransmits what it still needs)."""
+        """Send one message on the current socket without blocking; a closed or unconnected
+        socket just loses it (the controller retransmits what it still needs)."""
         sock = self._sock
         if sock is None or sock.closed:
             return
@@ -233,10 +235,10 @@ class Driver:
             if self.injector is not None:
                 await self.injector.send(frames)
             else:
-                await sock.send_multipart(frames)
-        except (zmq.ZMQError, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+                # never block: with no controller connected (or a refused CURVE handshake) a
+                # DEALER send would wait forever; a lost frame is recovered by retransmission
+                await sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
             self.log.debug("send failed (%s); message lost", exc)
 
     def _register_msg(self) -> Register:
