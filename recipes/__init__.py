@@ -1,1 +1,42 @@
-"""Precursor library, reaction thermodynamics, initial recipes and active-learning replacement."""
+"""Precursor library, reaction thermodynamics, initial recipes and active-learning replacement.
+
+The face of the package: other packages import only the names listed in ``__all__``.
+"""
+
+from .library import Precursor, PrecursorLibrary, read_stock_file
+from .pathways import PairReaction, PathwayKnowledge
+from .planner import STRATEGIES, RecipePlanner
+from .thermo import Reaction, Thermo, gas_energy_ev
+from .types import (
+    Exhausted,
+    HeatingSegment,
+    MissingElementsError,
+    Observation,
+    PrecursorAmount,
+    Recipe,
+    RecipeError,
+    TargetSpec,
+)
+from .yield_model import YieldModel
+
+__all__ = [
+    "STRATEGIES",
+    "Exhausted",
+    "HeatingSegment",
+    "MissingElementsError",
+    "Observation",
+    "PairReaction",
+    "PathwayKnowledge",
+    "Precursor",
+    "PrecursorAmount",
+    "PrecursorLibrary",
+    "Reaction",
+    "Recipe",
+    "RecipeError",
+    "RecipePlanner",
+    "TargetSpec",
+    "Thermo",
+    "YieldModel",
+    "gas_energy_ev",
+    "read_stock_file",
+]
