@@ -239,11 +239,16 @@ class Brain:
             rc = self.cfg.recipes
             stock = list(self.world.precursors) if self.world is not None else (
                 rc.stock if isinstance(rc.stock, list) else None)
-            strategy = "random" if self.strategy == "random_recipes" else "full"
+            # random_recipes: the planner's random baseline; no_active_learning: recipes ranked
+            # by driving force alone (nothing learned from observations); else the full planner
+            strategy = {"random_recipes": "random", "no_active_learning": "driving_force"}.get(
+                self.strategy, "full")
             self._planner = RecipePlanner(stock=stock, max_recipes=rc.max_recipes_per_target,
                                           yield_threshold=rc.yield_threshold, strategy=strategy,
                                           seed=self.seed, min_temperature_c=rc.min_temperature_c,
-                                          max_temperature_c=rc.max_temperature_c)
+                                          max_temperature_c=rc.max_temperature_c,
+                                          min_driving_force_mev=rc.min_driving_force_mev,
+                                          extra_precursors=rc.extra_precursors)
         return self._planner
 
     def _observations(self, history: list[dict]) -> list[Any]:
@@ -252,11 +257,16 @@ class Brain:
         return [Observation(recipe=h["recipe"].to_recipe(), phases=h["phases"],
                             target_yield=h["target_yield"]) for h in history]
 
-    def initial_recipes(self, formula: str, e_form: float | None, history: list[dict]) -> list[RecipeSpec]:
-        from recipes import TargetSpec
+    def initial_recipes(self, formula: str, e_form: float | None,
+                        history: list[dict]) -> list[RecipeSpec] | str:
+        """Up to ``max_recipes`` recipes, or the planner's reason (a string) why there is none."""
+        from recipes import RecipeError, TargetSpec
 
-        recipes = self.planner.initial_recipes(TargetSpec(formula=formula, e_form_ev_per_atom=e_form),
-                                               self._observations(history))
+        try:
+            recipes = self.planner.initial_recipes(TargetSpec(formula=formula, e_form_ev_per_atom=e_form),
+                                                   self._observations(history))
+        except RecipeError as exc:
+            return f"planner: {exc}"
         return [RecipeSpec.from_recipe(r) for r in recipes]
 
     def replace(self, failed: RecipeSpec, observed: dict, history: list[dict]) -> RecipeSpec | str:

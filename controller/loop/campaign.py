@@ -383,9 +383,9 @@ class CampaignRunner:
                                             (target.predicted or {}).get("e_form"), self._history())
             with self.store.session() as s:
                 target = s.get(Target, target_id)
-                if not specs:
-                    self._target_state(s, target, TargetState.EXHAUSTED,
-                                       "the planner found no recipe from the precursors on the shelf")
+                if isinstance(specs, str) or not specs:
+                    self._target_state(s, target, TargetState.EXHAUSTED, specs if isinstance(specs, str)
+                                       else "the planner found no recipe from the precursors on the shelf")
                     return 0
                 for i, spec in enumerate(specs[:max_recipes], start=1):
                     s.add(self._recipe_row(target_id, spec, ordinal=i))
