@@ -143,91 +143,143 @@ class Brain:
         return out
 
     # ------------------------------------------------------------------ models
+    OUTPUTS = ("e_form", "yield")
+
     def _ensemble_config(self, seed: int) -> Any:
         from surrogates import EnsembleConfig
 
         sc = self.cfg.surrogate
         return EnsembleConfig(architecture=sc.architecture, members=sc.ensemble_size, hidden=sc.hidden,
                               layers=sc.layers, cutoff=sc.cutoff_angstrom, max_neighbors=sc.max_neighbors,
-                              epochs=sc.epochs, lr=sc.learning_rate, seed=seed)
+                              epochs=sc.epochs, lr=sc.learning_rate, seed=seed, workers=1,
+                              patience=max(10, sc.epochs // 3))
+
+    def _structures(self, cands: list[Any]) -> list[Any]:
+        from pymatgen.core import Structure
+
+        key = tuple(c.id for c in cands)
+        if getattr(self, "_struct_key", None) != key:
+            self._struct_key = key
+            self._struct_list = [Structure.from_dict(c.structure) for c in cands]
+        return self._struct_list
+
+    def _pretraining_set(self, cands: list[Any], structs: list[Any]) -> tuple[list[Any], list[float]]:
+        """Known phases with public formation energies (Materials Project table): the world's known
+        structures (public crystallography) and pool members that are known compounds."""
+        from surrogates import known_phases
+
+        kp = known_phases()
+        seen: set[str] = set()
+        out_s, out_e = [], []
+        if self.world is not None:
+            for formula in sorted(self.world.known_formulas()):
+                ef = kp.formation_energy(formula)
+                if ef is None or formula in seen:
+                    continue
+                try:
+                    out_s.append(self.world.known_structure(formula))
+                except (KeyError, ValueError):
+                    continue
+                out_e.append(float(ef))
+                seen.add(formula)
+        for c, s in zip(cands, structs, strict=True):
+            ef = kp.formation_energy(c.formula)
+            if ef is not None and c.formula not in seen:
+                out_s.append(s)
+                out_e.append(float(ef))
+                seen.add(c.formula)
+        return out_s, out_e
 
     def train(self, cands: list[Any], results: list[tuple[int, float]], previous: Any,
               seed: int) -> Trained:
-        """Train a new ensemble on known formation energies + XRD-verified campaign yields."""
+        """Pretrain on known formation energies, then fine-tune the yield head on XRD-verified yields."""
         import torch
-        from pymatgen.core import Structure
 
-        from surrogates import known_phases, train_ensemble
+        from surrogates import train_ensemble
 
         torch.set_num_threads(1)
-        kp = known_phases()
-        structures, e_form, yields = [], [], []
+        structs = self._structures(cands)
         by_id = {c.id: i for i, c in enumerate(cands)}
         observed = {by_id[cid]: y for cid, y in results if cid in by_id}
-        all_structs = [Structure.from_dict(c.structure) for c in cands]
-        for i, c in enumerate(cands):
-            ef = kp.formation_energy(c.formula)
-            if ef is None and i not in observed:
-                continue
-            structures.append(all_structs[i])
-            e_form.append(np.nan if ef is None else float(ef))
-            yields.append(observed.get(i, np.nan))
-        targets = {"e_form": np.array(e_form, dtype=float), "yield": np.array(yields, dtype=float)}
-        ensemble = train_ensemble(structures, targets, self._ensemble_config(seed))
-        table = ensemble.predict(all_structs)
-        predictions = self._objectives(cands, table)
-        metrics: dict[str, Any] = {"n_known": int(np.isfinite(targets["e_form"]).sum()),
-                                   "n_yield": len(observed)}
-        if previous is not None and observed:
-            prev_pred = previous.predict([all_structs[i] for i in observed])
-            y_prev = self._yield_of(prev_pred)
-            truth = np.array(list(observed.values()))
-            metrics["yield_mae_previous_model"] = float(np.mean(np.abs(y_prev - truth)))
+        metrics: dict[str, Any] = {"n_yield": len(observed)}
+        if previous is None:
+            train_s, e_form = self._pretraining_set(cands, structs)
+            if len(train_s) < 4:
+                raise RuntimeError(f"only {len(train_s)} known phases with public formation energies "
+                                   "in this chemical space: too few to pretrain the surrogate")
+            targets = {"e_form": np.array(e_form), "yield": np.full(len(e_form), np.nan)}
+            ensemble = train_ensemble(train_s, targets, self._ensemble_config(seed))
+            n_train = len(train_s)
+            metrics["n_known"] = n_train
+            metrics["kind"] = "pretrained"
+        else:
+            idx = sorted(observed)
+            prev_table = previous.predict([structs[i] for i in idx])
+            truth = np.array([observed[i] for i in idx])
+            j = list(prev_table.outputs).index("yield")
+            metrics["yield_mae_previous_model"] = float(np.mean(np.abs(np.clip(prev_table.mean[:, j], 0, 1) - truth)))
+            sc = self.cfg.surrogate
+            ensemble = previous.fine_tune([structs[i] for i in idx], {"yield": truth},
+                                          epochs=max(10, sc.epochs // 3), lr=sc.learning_rate / 3, seed=seed)
+            n_train = len(idx)
+            metrics["kind"] = "fine-tuned on campaign yields"
+        table = ensemble.predict(structs)
         return Trained(model=ensemble, checkpoint=ensemble.to_bytes(), metrics=metrics,
-                       n_train=len(structures), predictions=predictions)
+                       n_train=n_train, predictions=self._objectives(cands, table))
 
     def load_model(self, checkpoint: bytes) -> Any:
         from surrogates import Ensemble
 
         return Ensemble.from_bytes(checkpoint)
 
-    @staticmethod
-    def _yield_of(table: Any) -> np.ndarray:
-        mean = np.asarray(table.mean)
-        return mean[:, 1] if mean.ndim == 2 and mean.shape[1] > 1 else mean.reshape(-1)
-
-    def _objectives(self, cands: list[Any], table: Any) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    def _hull_refs(self, cands: list[Any]) -> np.ndarray:
+        """Per candidate, the known hull's energy at its composition (eV/atom)."""
         from surrogates import known_phases
 
-        mean, std = np.asarray(table.mean), np.asarray(table.std)
-        if mean.ndim == 1:
-            mean, std = mean[:, None], std[:, None]
+        cache = self.__dict__.setdefault("_ref_cache", {})
         kp = known_phases()
-        e_hull = np.array([kp.hull_energy(c.formula, float(mean[i, 0])) for i, c in enumerate(cands)])
-        out = {"e_form": (mean[:, 0], std[:, 0]), "e_decomp": (e_hull, std[:, 0])}
-        if mean.shape[1] > 1:
-            out["yield"] = (mean[:, 1], std[:, 1])
-        return out
+        out = []
+        for c in cands:
+            if c.formula not in cache:
+                try:
+                    cache[c.formula] = float(kp.hull_reference_energy(c.formula))
+                except Exception:  # noqa: BLE001 - unknown elements: no hull, nothing beats 0
+                    cache[c.formula] = 0.0
+            out.append(cache[c.formula])
+        return np.array(out)
+
+    def _objectives(self, cands: list[Any], table: Any) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        outputs = list(table.outputs)
+        mean, std = np.asarray(table.mean), np.asarray(table.std)
+        je, jy = outputs.index("e_form"), outputs.index("yield")
+        refs = self._hull_refs(cands)
+        return {"e_form": (mean[:, je], std[:, je]), "e_decomp": (mean[:, je] - refs, std[:, je]),
+                "yield": (np.clip(mean[:, jy], 0.0, 1.0), std[:, jy])}
 
     def select(self, model: Any, cands: list[Any], q: int, pending: set[int], excluded: set[int],
                seed: int, strategy: str | None = None) -> list[Pick]:
-        """Acquire up to ``q`` new targets among the candidates not yet chosen."""
-        from pymatgen.core import Structure
-
+        """Acquire up to ``q`` new targets; in-flight targets are BoTorch pending points."""
         from surrogates import select_batch
 
-        table = model.predict([Structure.from_dict(c.structure) for c in cands])
+        table = model.predict(self._structures(cands))
         objectives = self._objectives(cands, table)
+        yield_known = int((getattr(model, "metrics", {}) or {}).get("fine_tuned_on", 0)) >= 4
+        objective = _CampaignObjective(
+            refs=self._hull_refs(cands), kind=self.cfg.acquisition.objective,
+            threshold=self.cfg.acquisition.stability_threshold_ev,
+            yield_threshold=self.cfg.recipes.yield_threshold, use_yield=yield_known)
         picks = select_batch(table, strategy=strategy or self.cfg.acquisition.strategy, q=q,
-                             pending=set(pending) | set(excluded), seed=seed)
+                             pending=sorted(pending), exclude=sorted(set(excluded) - set(pending)),
+                             objective=objective, seed=seed, beta=self.cfg.acquisition.ucb_beta)
         out = []
         for sel in picks:
-            if sel.index in excluded:
+            i = int(sel.index)
+            if i in excluded or i in pending:
                 continue
-            predicted = {k: float(v[0][sel.index]) for k, v in objectives.items()}
-            predicted.update({f"{k}_std": float(v[1][sel.index]) for k, v in objectives.items()
-                              if v[1] is not None})
-            out.append(Pick(index=int(sel.index), value=float(sel.acquisition_value), predicted=predicted))
+            predicted = {k: float(v[0][i]) for k, v in objectives.items()}
+            predicted.update({f"{k}_std": float(v[1][i]) for k, v in objectives.items() if v[1] is not None})
+            predicted["objective_mean"] = float(sel.mean)
+            out.append(Pick(index=i, value=float(sel.acquisition_value), predicted=predicted))
         return out[:q]
 
     # ------------------------------------------------------------------ recipes
@@ -340,6 +392,37 @@ class Brain:
                         "candidate_phases": [p.name for p in phases],
                         **{k: v for k, v in d.items() if k not in {"phases"} and _jsonable(v)}},
         }
+
+
+@dataclass(frozen=True)
+class _CampaignObjective:
+    """Per-member objective for acquisition, larger = better.
+
+    ``stable_and_makeable``: probability (soft) that the decomposition energy is below the
+    threshold, times — once the yield head has seen campaign results — the probability that the
+    yield clears the threshold. ``stability``: minus the decomposition energy.
+    ``expected_yield``: the predicted yield.
+    """
+
+    refs: np.ndarray
+    kind: str
+    threshold: float
+    yield_threshold: float
+    use_yield: bool
+    tau: float = 0.02
+    yield_tau: float = 0.08
+
+    def __call__(self, table: Any, values: np.ndarray) -> np.ndarray:
+        je, jy = table.column("e_form"), table.column("yield")
+        e_decomp = values[:, :, je] - self.refs[None, :]
+        if self.kind == "stability":
+            return -e_decomp
+        if self.kind == "expected_yield":
+            return values[:, :, jy]
+        p = 1.0 / (1.0 + np.exp(-np.clip((self.threshold - e_decomp) / self.tau, -50, 50)))
+        if self.use_yield:
+            p = p / (1.0 + np.exp(-np.clip((values[:, :, jy] - self.yield_threshold) / self.yield_tau, -50, 50)))
+        return p
 
 
 def _jsonable(value: Any) -> bool:

@@ -517,8 +517,10 @@ class CampaignRunner:
                 Target.campaign_id == self.campaign_id, Target.state == TargetState.ACTIVE.value)).one())
             n_targets = int(s.exec(select(func.count()).select_from(Target).where(
                 Target.campaign_id == self.campaign_id)).one())
-            taken = {cid for cid in s.exec(select(Target.candidate_id).where(
-                Target.campaign_id == self.campaign_id)).all()}
+            taken_rows = s.exec(select(Target.candidate_id, Target.state).where(
+                Target.campaign_id == self.campaign_id)).all()
+            taken = {cid for cid, _ in taken_rows}
+            in_flight = {cid for cid, st in taken_rows if st == TargetState.ACTIVE.value}
             cands = s.exec(select(Candidate).where(Candidate.campaign_id == self.campaign_id)
                            .order_by(Candidate.id)).all()
         max_targets = self.cfg.campaign.budget.max_targets
@@ -528,8 +530,8 @@ class CampaignRunner:
         if want <= 0:
             return
         index_of = {c.id: i for i, c in enumerate(cands)}
-        excluded = {index_of[c] for c in taken if c in index_of}
-        pending = {index_of[c] for c in taken if c in index_of}  # chosen earlier: respected as pending
+        excluded = {index_of[c] for c in taken if c in index_of}  # never chosen twice
+        pending = {index_of[c] for c in in_flight if c in index_of}  # being made: BoTorch X_pending
         if len(excluded) >= len(cands):
             return
         seed = int(self.cfg.campaign.seed) * 1000 + n_targets
