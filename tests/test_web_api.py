@@ -276,6 +276,24 @@ def test_server_sent_events_push_new_rows_and_resume_after_last_event_id(server:
             assert got["message"] == "missed"
 
 
+def test_overview_follows_steps_finishing_after_the_first_view(server: str, campaign) -> None:
+    """Instrument totals are cached and advanced from the event log: a step that finishes later counts."""
+    directory, ids = campaign
+    _, before, _ = get(server, "/api/overview")
+    with open_store(directory) as store, store.session() as s:
+        from sqlmodel import select
+
+        from controller.store import StepCommand
+
+        heat = s.exec(select(StepCommand).where(StepCommand.experiment_id == ids["experiments"]["B"],
+                                                StepCommand.step == "heat")).one()
+        store.step_transition(s, heat.command_id, "succeeded", result={"sim_time_min": 690})
+    _, after, _ = get(server, "/api/overview")
+    assert after["lab_time"]["instrument_hours"] == pytest.approx(before["lab_time"]["instrument_hours"] + 11.5)
+    furnace = {i["driver"]: i for i in after["instruments"]}["furnace-1"]
+    assert furnace["status"] == "idle" and furnace["commands"] == 3 and furnace["busy"] == []
+
+
 # --------------------------------------------------------------------------- write policies
 
 

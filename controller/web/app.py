@@ -36,6 +36,7 @@ from ..config import CampaignConfig
 from ..store import Campaign, IllegalTransition, Store, StoreError
 from . import actions, queries, svg
 from .actions import ApproveRequest, ConditionsEdit, Conflict, RejectRequest
+from .aggregates import StepTotals
 from .queries import NotFound
 
 log = logging.getLogger("synthloop.web")
@@ -156,6 +157,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         openapi_tags=[{"name": "read"}, {"name": "write"}, {"name": "events"}, {"name": "pages"}],
     )
     app.state.settings = settings
+    step_totals = StepTotals()  # finished-step totals per instrument, advanced from the event log
     app.state.shutting_down = False
     app.add_middleware(ServerTiming)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -241,7 +243,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.get("/api/overview", tags=["read"], summary="Budget, targets made/attempted, lab time, instruments")
     def api_overview() -> dict:
         with reading() as (session, campaign):
-            return queries.overview(session, campaign, cfg)
+            return queries.overview(session, campaign, cfg, step_totals)
 
     @app.get("/api/proposals", tags=["read"],
              summary="Proposed experiments grouped by target with predictions and recipes")
@@ -366,7 +368,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_overview() -> HTMLResponse:
         with reading() as (session, campaign):
-            data = queries.overview(session, campaign, cfg)
+            data = queries.overview(session, campaign, cfg, step_totals)
         return page("overview.html", "overview", o=data)
 
     @app.get("/proposals", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, exists, func, or_
+from sqlalchemy import and_, exists, func, or_
 from sqlmodel import Session, select
 
 from ..config import CampaignConfig
@@ -35,6 +35,7 @@ from ..store import (
     iso,
     unpack_array,
 )
+from .aggregates import TERMINAL_STEP_STATES, DriverTotals, StepTotals
 
 IN_FLIGHT_STATES: tuple[str, ...] = (
     ExperimentState.APPROVED.value,
@@ -50,6 +51,7 @@ FINISHED_STATES: tuple[str, ...] = (
     ExperimentState.CANCELLED.value,
 )
 ACTIVE_STEP_STATES: tuple[str, ...] = (StepState.SENT.value, StepState.ACKED.value)
+UNFINISHED_STEP_STATES = tuple(s.value for s in StepState if s.value not in TERMINAL_STEP_STATES)
 MAX_LIST = 500  # rows a list page shows at most; the API pages with limit/offset
 
 
@@ -178,7 +180,8 @@ def _campaign_experiment(session: Session, campaign_id: int, experiment_id: int)
 # --------------------------------------------------------------------------- overview
 
 
-def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig) -> dict[str, Any]:
+def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig,
+             totals: StepTotals | None = None) -> dict[str, Any]:
     """Budget, targets made / attempted, success rates, lab time and what each instrument does."""
     budget = cfg.campaign.budget
     base: dict[str, Any] = {
@@ -192,7 +195,7 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig) -
         return base | {"status": "not started", "experiments": {}, "experiments_total": 0,
                        "budget_used": 0, "budget_fraction": 0.0, "targets": {}, "targets_attempted": 0,
                        "targets_made": 0, "target_success_rate": None, "recipe_success_rate": None,
-                       "lab_time": {"instrument_hours": 0.0, "lab_days": None, "wall_hours": None},
+                       "lab_time": {"instrument_hours": 0.0, "wall_hours": None},
                        "instruments": [], "waiting_steps": 0, "recent_events": []}
     cid = campaign.id
     counts = {
@@ -227,21 +230,10 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig) -
     made = target_counts.get(TargetState.MADE.value, 0)
     succeeded, failed = counts.get("succeeded", 0), counts.get("failed", 0)
 
-    sim_minutes = session.exec(
-        select(func.coalesce(func.sum(StepCommand.result["sim_time_min"].as_float()), 0.0))
-        .join(Experiment, Experiment.id == StepCommand.experiment_id)
-        .where(Experiment.campaign_id == cid, StepCommand.state == StepState.SUCCEEDED.value)
-    ).one()
-    first_ts, last_ts = session.exec(
-        select(func.min(Event.ts), func.max(Event.ts)).where(Event.campaign_id == cid)
-    ).one()
-    lab_days = None
-    last_lab = session.exec(
-        select(Event.data).where(Event.campaign_id == cid, Event.kind == "campaign.lab_time")
-        .order_by(Event.id.desc()).limit(1)
-    ).first()
-    if isinstance(last_lab, dict):
-        lab_days = _f(last_lab.get("lab_days"))
+    drivers, sim_minutes = instruments(session, cid, totals)
+    # first and last event by id (indexed) rather than min/max over the unindexed timestamp
+    first_ts = session.exec(select(Event.ts).where(Event.campaign_id == cid).order_by(Event.id).limit(1)).first()
+    last_ts = session.exec(select(Event.ts).where(Event.campaign_id == cid).order_by(Event.id.desc()).limit(1)).first()
 
     return base | {
         "status": campaign.status,
@@ -259,12 +251,11 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig) -
         "target_success_rate": made / attempted if attempted else None,
         "recipe_success_rate": succeeded / (succeeded + failed) if succeeded + failed else None,
         "lab_time": {
-            "instrument_hours": float(sim_minutes or 0.0) / 60.0,
-            "lab_days": lab_days,
+            "instrument_hours": sim_minutes / 60.0,
             "wall_hours": ((_aware(last_ts) - _aware(first_ts)).total_seconds() / 3600.0
                            if first_ts and last_ts else None),
         },
-        "instruments": instruments(session, cid),
+        "instruments": drivers,
         "waiting_steps": int(session.exec(
             select(func.count()).select_from(StepCommand)
             .join(Experiment, Experiment.id == StepCommand.experiment_id)
@@ -282,39 +273,42 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def instruments(session: Session, campaign_id: int) -> list[dict[str, Any]]:
-    """Every driver the campaign has used, with the commands it is executing right now.
+def instruments(session: Session, campaign_id: int,
+                totals: StepTotals | None = None) -> tuple[list[dict[str, Any]], float]:
+    """Every driver the campaign has used, what it executes right now, and the instrument minutes.
 
     Derived from the step-command rows (sent/acked = in the instrument's hands), because the
-    store is the one record both a live run and a finished campaign share.
+    store is the one record both a live run and a finished campaign share. Finished steps come
+    from the incrementally maintained :class:`StepTotals`; unfinished ones (few, and found
+    through the step-state index) are read live.
     """
-    active = session.exec(
+    finished = (totals or StepTotals()).get(session, campaign_id)
+    unfinished = session.exec(
         select(StepCommand, Experiment.sample_id)
         .join(Experiment, Experiment.id == StepCommand.experiment_id)
-        .where(Experiment.campaign_id == campaign_id, StepCommand.state.in_(ACTIVE_STEP_STATES))
+        .where(Experiment.campaign_id == campaign_id, StepCommand.state.in_(UNFINISHED_STEP_STATES))
         .order_by(StepCommand.updated_at)
     ).all()
-    stats = session.exec(
-        select(StepCommand.driver, func.count(), func.max(StepCommand.updated_at),
-               func.sum(case((StepCommand.state == StepState.FAILED.value, 1), else_=0)))
-        .join(Experiment, Experiment.id == StepCommand.experiment_id)
-        .where(Experiment.campaign_id == campaign_id, StepCommand.driver.is_not(None))
-        .group_by(StepCommand.driver)
-    ).all()
-    by_driver: dict[str, dict[str, Any]] = {}
-    for driver, n, last, n_failed in stats:
-        by_driver[driver] = {"driver": driver, "commands": int(n), "failed": int(n_failed or 0),
-                             "last_activity": iso(last), "busy": [], "status": "idle"}
-    for step, sample_id in active:
+    by_driver: dict[str, DriverTotals] = {}
+    sim_minutes = 0.0
+    for driver, t in finished.drivers.items():
+        sim_minutes += t.minutes
+        if driver is not None:
+            by_driver[driver] = DriverTotals(t.commands, t.failed, t.minutes, t.last_activity)
+    busy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for step, sample_id in unfinished:
+        if step.driver is None and step.state not in ACTIVE_STEP_STATES:
+            continue  # written, not yet sent: no instrument holds it
         name = step.driver or "(unassigned)"
-        entry = by_driver.setdefault(name, {"driver": name, "commands": 0, "failed": 0,
-                                            "last_activity": iso(step.updated_at), "busy": [],
-                                            "status": "idle"})
-        entry["busy"].append({"step": step.step, "state": step.state, "experiment_id": step.experiment_id,
-                              "sample_id": sample_id, "command_id": step.command_id,
-                              "since": iso(step.updated_at)})
-        entry["status"] = "busy"
-    return sorted(by_driver.values(), key=lambda d: d["driver"])
+        by_driver.setdefault(name, DriverTotals()).add(commands=1, failed=0, minutes=0.0, last=step.updated_at)
+        if step.state in ACTIVE_STEP_STATES:
+            busy[name].append({"step": step.step, "state": step.state, "experiment_id": step.experiment_id,
+                               "sample_id": sample_id, "command_id": step.command_id,
+                               "since": iso(step.updated_at)})
+    out = [{"driver": name, "commands": t.commands, "failed": t.failed, "instrument_hours": t.minutes / 60.0,
+            "last_activity": iso(t.last_activity), "busy": busy.get(name, []),
+            "status": "busy" if busy.get(name) else "idle"} for name, t in by_driver.items()]
+    return sorted(out, key=lambda d: d["driver"]), sim_minutes
 
 
 # --------------------------------------------------------------------------- proposals
