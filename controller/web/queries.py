@@ -96,9 +96,13 @@ def reaction_text(recipe: Recipe, target_formula: str) -> str:
     return " + ".join(parts) + f" → {target_formula}" if parts else f"? → {target_formula}"
 
 
+def _peak_temperature(profile: list | None) -> float | None:
+    return max((_f(seg.get("setpoint_c")) or 0.0 for seg in profile or [] if isinstance(seg, dict)), default=None)
+
+
 def recipe_dict(recipe: Recipe, target_formula: str) -> dict[str, Any]:
     profile = recipe.profile or []
-    peak = max((_f(seg.get("setpoint_c")) or 0.0 for seg in profile if isinstance(seg, dict)), default=None)
+    peak = _peak_temperature(profile)
     dwell = sum(_f(seg.get("dwell_min")) or 0.0 for seg in profile if isinstance(seg, dict))
     return {
         "id": recipe.id,
@@ -283,12 +287,19 @@ def instruments(session: Session, campaign_id: int,
     through the step-state index) are read live.
     """
     finished = (totals or StepTotals()).get(session, campaign_id)
-    unfinished = session.exec(
-        select(StepCommand, Experiment.sample_id)
-        .join(Experiment, Experiment.id == StepCommand.experiment_id)
-        .where(Experiment.campaign_id == campaign_id, StepCommand.state.in_(UNFINISHED_STEP_STATES))
-        .order_by(StepCommand.updated_at)
+    # Two small queries instead of a join: with a join SQLite's planner walks every experiment of
+    # the campaign (10,000+) instead of the few unfinished steps the step-state index finds.
+    steps = session.exec(  # plain columns: no ORM objects, no JSON parsing of payloads
+        select(StepCommand.step, StepCommand.state, StepCommand.driver, StepCommand.experiment_id,
+               StepCommand.command_id, StepCommand.updated_at)
+        .where(StepCommand.state.in_(UNFINISHED_STEP_STATES)).order_by(StepCommand.updated_at)
     ).all()
+    samples: dict[int, str] = {}
+    exp_ids = sorted({row[3] for row in steps})
+    for i in range(0, len(exp_ids), 900):  # stay below SQLite's bound-parameter limit
+        samples.update(session.exec(select(Experiment.id, Experiment.sample_id).where(
+            Experiment.id.in_(exp_ids[i:i + 900]), Experiment.campaign_id == campaign_id)).all())
+    unfinished = [(*row, samples[row[3]]) for row in steps if row[3] in samples]
     by_driver: dict[str, DriverTotals] = {}
     sim_minutes = 0.0
     for driver, t in finished.drivers.items():
@@ -296,15 +307,14 @@ def instruments(session: Session, campaign_id: int,
         if driver is not None:
             by_driver[driver] = DriverTotals(t.commands, t.failed, t.minutes, t.last_activity)
     busy: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for step, sample_id in unfinished:
-        if step.driver is None and step.state not in ACTIVE_STEP_STATES:
+    for step, state, driver, experiment_id, command_id, updated_at, sample_id in unfinished:
+        if driver is None and state not in ACTIVE_STEP_STATES:
             continue  # written, not yet sent: no instrument holds it
-        name = step.driver or "(unassigned)"
-        by_driver.setdefault(name, DriverTotals()).add(commands=1, failed=0, minutes=0.0, last=step.updated_at)
-        if step.state in ACTIVE_STEP_STATES:
-            busy[name].append({"step": step.step, "state": step.state, "experiment_id": step.experiment_id,
-                               "sample_id": sample_id, "command_id": step.command_id,
-                               "since": iso(step.updated_at)})
+        name = driver or "(unassigned)"
+        by_driver.setdefault(name, DriverTotals()).add(commands=1, failed=0, minutes=0.0, last=updated_at)
+        if state in ACTIVE_STEP_STATES:
+            busy[name].append({"step": step, "state": state, "experiment_id": experiment_id,
+                               "sample_id": sample_id, "command_id": command_id, "since": iso(updated_at)})
     out = [{"driver": name, "commands": t.commands, "failed": t.failed, "instrument_hours": t.minutes / 60.0,
             "last_activity": iso(t.last_activity), "busy": busy.get(name, []),
             "status": "busy" if busy.get(name) else "idle"} for name, t in by_driver.items()]
@@ -383,7 +393,7 @@ def in_flight(session: Session, campaign: Campaign | None, *, limit: int = 200) 
     where = and_(Experiment.campaign_id == campaign.id, Experiment.state.in_(IN_FLIGHT_STATES))
     total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
     rows = session.exec(
-        select(Experiment, Target.formula, Recipe)
+        select(Experiment, Target.formula, Recipe.profile)
         .join(Target, Target.id == Experiment.target_id)
         .join(Recipe, Recipe.id == Experiment.recipe_id)
         .where(where).order_by(Experiment.updated_at.desc(), Experiment.id.desc())
@@ -398,11 +408,11 @@ def in_flight(session: Session, campaign: Campaign | None, *, limit: int = 200) 
         ).all():
             current[step.experiment_id] = step  # the last one in order is where it is now
     out = []
-    for exp, formula, recipe in rows:
+    for exp, formula, profile in rows:
         step = current.get(exp.id)
         out.append(experiment_dict(exp, formula) | {
             "current_step": step_dict(step) if step else None,
-            "max_temperature_c": recipe_dict(recipe, formula)["max_temperature_c"],
+            "max_temperature_c": _peak_temperature(profile),
         })
     return {"total": int(total), "experiments": out}
 
