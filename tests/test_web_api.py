@@ -200,9 +200,9 @@ def test_approve_is_the_cli_transition_with_a_web_actor(server: str, campaign) -
     (approval,) = [e for e in ev["events"] if e["entity_id"] == exp and e["to_state"] == "approved"]
     assert approval["actor"] == "web:alice" and approval["from_state"] == "proposed"
     status, body, _ = http("POST", f"{server}/api/experiments/{exp}/approve", {}, token=TOKEN)
-    assert status == 409 and "not 'proposed'" in body["detail"]
+    assert status == 409 and "only 'proposed' experiments can be approved" in body["detail"]
     status, body, _ = http("POST", f"{server}/api/experiments/99999/approve", {}, token=TOKEN)
-    assert status == 404 and "no experiment with id 99999" in body["detail"]
+    assert status == 404 and "no experiment 99999" in body["detail"]
     _, f, _ = get(server, "/api/in-flight")
     assert exp in [e["id"] for e in f["experiments"]]
 

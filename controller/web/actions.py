@@ -1,9 +1,9 @@
 """Write actions a researcher can take from the web app: approve, reject, edit conditions.
 
-Why these go through ``Store.transition``: approval from the browser must be the very same
-state change as ``synthloop approve ID`` (``proposed → approved`` with its event row in one
-transaction), so the closed loop cannot tell where an approval came from except by the
-``actor`` recorded in the event log.
+Why approve and reject call ``controller.loop``'s control functions: approval from the browser
+must be the very same state change as ``synthloop approve ID`` (``proposed → approved`` with its
+event row in one transaction, via ``Store.transition``), so the closed loop cannot tell where an
+approval came from except by the ``actor`` recorded in the event log.
 """
 
 from __future__ import annotations
@@ -48,38 +48,20 @@ def actor_name(user: str | None) -> str:
     return f"web:{clean or 'user'}"
 
 
-def _experiment(store: Store, campaign_id: int, experiment_id: int) -> Experiment:
-    with store.session() as s:
-        exp = s.get(Experiment, experiment_id)
-    if exp is None or exp.campaign_id != campaign_id:
-        raise NotFound(f"no experiment with id {experiment_id} in this campaign")
-    return exp
+def approve(store: Store, campaign_name: str, experiment_id: int, body: ApproveRequest) -> dict[str, Any]:
+    """``proposed → approved`` by the very function ``synthloop approve ID`` calls, actor ``web:NAME``."""
+    from ..loop import approve as loop_approve
 
-
-def _require_proposed(exp: Experiment, verb: str) -> None:
-    if exp.state != ExperimentState.PROPOSED.value:
-        raise Conflict(f"experiment {exp.id} is {exp.state!r}, not 'proposed': only a proposed "
-                       f"experiment can be {verb}")
-
-
-def approve(store: Store, campaign_id: int, experiment_id: int, body: ApproveRequest) -> dict[str, Any]:
-    """``proposed → approved``, logged with actor ``web:NAME`` (what ``synthloop approve`` does)."""
-    _require_proposed(_experiment(store, campaign_id, experiment_id), "approved")
-    exp = store.transition(experiment_id, ExperimentState.APPROVED, actor=actor_name(body.user),
-                           reason=body.comment or "approved in the web app")
+    exp = loop_approve(store, campaign_name, experiment_id, actor=actor_name(body.user))
     return experiment_dict(exp)
 
 
-def reject(store: Store, campaign_id: int, experiment_id: int, body: RejectRequest) -> dict[str, Any]:
-    """``proposed|approved → cancelled`` with the reason (as ``synthloop reject``): not yet started,
-    so no instrument time is lost, and the loop never runs a cancelled experiment."""
-    exp = _experiment(store, campaign_id, experiment_id)
-    if exp.state not in (ExperimentState.PROPOSED.value, ExperimentState.APPROVED.value):
-        raise Conflict(f"experiment {experiment_id} is {exp.state!r}: only a proposed or approved "
-                       "experiment that has not started can be rejected")
-    actor = actor_name(body.user)
-    exp = store.transition(experiment_id, ExperimentState.CANCELLED, actor=actor,
-                           reason=f"rejected by {actor}: {body.reason}")
+def reject(store: Store, campaign_name: str, experiment_id: int, body: RejectRequest) -> dict[str, Any]:
+    """``proposed|approved → cancelled`` with the reason, by the function ``synthloop reject`` calls:
+    not yet started, so no instrument time is lost, and the loop never runs a cancelled experiment."""
+    from ..loop import reject as loop_reject
+
+    exp = loop_reject(store, campaign_name, experiment_id, actor=actor_name(body.user), reason=body.reason)
     return experiment_dict(exp)
 
 

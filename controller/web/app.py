@@ -213,9 +213,9 @@ def create_app(settings: WebSettings) -> FastAPI:
     async def _conflict(request: Request, exc: Exception) -> Response:
         return _error(request, 409, str(exc))
 
-    @app.exception_handler(StoreError)
+    @app.exception_handler(StoreError)  # also controller.loop's ControlError (a StoreError)
     async def _store_error(request: Request, exc: StoreError) -> Response:
-        status = 404 if str(exc).startswith("no ") else 409
+        status = 404 if str(exc).startswith("no ") else 409  # "no experiment 7 ..." vs wrong state
         return _error(request, status, str(exc))
 
     @app.exception_handler(ValueError)
@@ -343,14 +343,16 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.post("/api/experiments/{experiment_id}/approve", tags=["write"], dependencies=[Depends(require_writer)],
               summary="Approve a proposed experiment (proposed → approved), like `synthloop approve ID`")
     def api_approve(experiment_id: str, body: ApproveRequest | None = None) -> dict:
-        return actions.approve(settings.store, campaign_id(), parse_id(experiment_id, "experiment"),
-                               body or ApproveRequest())
+        eid = parse_id(experiment_id, "experiment")
+        campaign_id()  # a clear 404 when the campaign has not started
+        return actions.approve(settings.store, name, eid, body or ApproveRequest())
 
     @app.post("/api/experiments/{experiment_id}/reject", tags=["write"], dependencies=[Depends(require_writer)],
               summary="Reject a proposed experiment (proposed → cancelled) with a reason")
     def api_reject(experiment_id: str, body: RejectRequest | None = None) -> dict:
-        return actions.reject(settings.store, campaign_id(), parse_id(experiment_id, "experiment"),
-                              body or RejectRequest())
+        eid = parse_id(experiment_id, "experiment")
+        campaign_id()
+        return actions.reject(settings.store, name, eid, body or RejectRequest())
 
     @app.patch("/api/recipes/{recipe_id}/conditions", tags=["write"], dependencies=[Depends(require_writer)],
                summary="Edit setpoint/dwell of a proposed recipe's heating segment")
