@@ -65,6 +65,18 @@ def test_overview_counts_budget_targets_lab_time_and_instruments(server: str, ca
     assert by_name["doser-1"]["status"] == "idle" and by_name["xrd-1"]["commands"] == 2
 
 
+def test_lab_time_is_the_loops_makespan_and_is_cached(server: str, campaign) -> None:
+    from controller.loop import lab_days
+
+    directory, ids = campaign
+    with open_store(directory) as store:
+        expected = lab_days(store, ids["campaign_id"])
+    status, first, _ = get(server, "/api/lab-time")
+    assert status == 200 and first["lab_days"] == pytest.approx(expected) and expected > 0
+    _, second, _ = get(server, "/api/lab-time")
+    assert second["cached"] is True and second["lab_days"] == first["lab_days"]
+
+
 def test_proposal_queue_has_predictions_acquisition_and_recipes(server: str, campaign) -> None:
     ids = campaign[1]
     status, p, _ = get(server, "/api/proposals")

@@ -134,6 +134,8 @@ def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Pa
             overview = context.new_page()
             overview.goto(base + "/")
             assert "doser-1" in overview.inner_text("#instruments")
+            overview.wait_for_function("() => /^[0-9.]+$/.test(document.getElementById('lab-days').textContent)",
+                                       timeout=10_000)  # the lazily fetched lab time arrived
             overview.screenshot(path=str(ARTIFACTS / "4-overview.png"), full_page=True)
             result = context.new_page()
             result.goto(f"{base}/experiments/{ids['experiments']['A2']}")

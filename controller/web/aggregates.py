@@ -124,3 +124,38 @@ class StepTotals:
             totals.last_event_id = max(ev[0] for ev in events)
             if len(events) < chunk:
                 return
+
+
+class LabTimeCache:
+    """The campaign's lab time in days — the instrument makespan ``controller.loop.lab_days`` replays.
+
+    Why cached and served apart from the overview: the replay reads every finished step (about
+    2.6 s for 33,000 steps on the reference machine), far beyond a page's budget. It is
+    recomputed only when new events arrived, at most every ``min_interval_s``, and the overview
+    page fetches it after it has rendered.
+    """
+
+    def __init__(self, min_interval_s: float = 15.0) -> None:
+        self._lock = threading.Lock()
+        self.min_interval_s = min_interval_s
+        self._value: dict | None = None
+        self._event_id = -1
+        self._at = 0.0
+
+    def get(self, store: object, session: Session, campaign_id: int) -> dict:
+        import time
+
+        from ..loop import lab_days
+
+        last = int(session.exec(select(func.coalesce(func.max(Event.id), 0))
+                                .where(Event.campaign_id == campaign_id)).one())
+        with self._lock:
+            stale = self._value is None or (last != self._event_id
+                                            and time.monotonic() - self._at >= self.min_interval_s)
+            if stale:
+                start = time.perf_counter()
+                days = lab_days(store, campaign_id, session=session)
+                self._value = {"lab_days": float(days), "as_of_event": last,
+                               "compute_ms": round((time.perf_counter() - start) * 1000, 1)}
+                self._event_id, self._at = last, time.monotonic()
+            return dict(self._value, cached=not stale)

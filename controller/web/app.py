@@ -36,7 +36,7 @@ from ..config import CampaignConfig
 from ..store import Campaign, IllegalTransition, Store, StoreError
 from . import actions, queries, svg
 from .actions import ApproveRequest, ConditionsEdit, Conflict, RejectRequest
-from .aggregates import StepTotals
+from .aggregates import LabTimeCache, StepTotals
 from .queries import NotFound
 
 log = logging.getLogger("synthloop.web")
@@ -158,6 +158,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     )
     app.state.settings = settings
     step_totals = StepTotals()  # finished-step totals per instrument, advanced from the event log
+    lab_time = LabTimeCache()
     app.state.shutting_down = False
     app.add_middleware(ServerTiming)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -244,6 +245,14 @@ def create_app(settings: WebSettings) -> FastAPI:
     def api_overview() -> dict:
         with reading() as (session, campaign):
             return queries.overview(session, campaign, cfg, step_totals)
+
+    @app.get("/api/lab-time", tags=["read"],
+             summary="Lab time in days: the instrument makespan (as `synthloop report`), cached")
+    def api_lab_time() -> dict:
+        with reading() as (session, campaign):
+            if campaign is None:
+                return {"lab_days": None, "as_of_event": 0, "cached": False}
+            return lab_time.get(settings.store, session, int(campaign.id))
 
     @app.get("/api/proposals", tags=["read"],
              summary="Proposed experiments grouped by target with predictions and recipes")

@@ -36,10 +36,22 @@
       if (!resp.ok) return;
       const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
       const fresh = doc.getElementById("content");
-      if (fresh) content.innerHTML = fresh.innerHTML;
+      if (fresh) { content.innerHTML = fresh.innerHTML; fillLazy(); }
       document.body.dataset.refreshed = String(Date.now());
     } catch (err) { /* the next event retries */ }
   }
+  // Slow figures (the lab-time replay) load after the page, so they never hold a page up.
+  async function fillLazy() {
+    const el = document.getElementById("lab-days");
+    if (!el) return;
+    try {
+      const resp = await fetch(el.dataset.src);
+      const data = await resp.json();
+      el.textContent = data.lab_days === null ? "–" : data.lab_days.toFixed(2);
+    } catch (err) { el.textContent = "?"; }
+  }
+  fillLazy();
+
   function scheduleRefresh() { if (!refreshTimer) refreshTimer = setTimeout(refresh, 300); }
 
   async function write(method, url, body) {
