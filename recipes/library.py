@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Element
 
 from .types import RecipeError
 
@@ -71,6 +71,9 @@ def reduced_formula(formula: str) -> str:
         raise RecipeError(f"{formula!r} is not a chemical formula: {exc}") from None
     if comp.num_atoms <= 0:
         raise RecipeError(f"{formula!r} is not a chemical formula: no atoms")
+    bad = [str(el) for el in comp.elements if not Element.is_valid_symbol(str(el))]
+    if bad:
+        raise RecipeError(f"{formula!r} is not a chemical formula: unknown element(s) {', '.join(bad)}")
     return comp.reduced_formula
 
 

@@ -621,7 +621,7 @@ class RecipePlanner:
                 parts.append(
                     f"predicted first step {' + '.join(first['reactants'])} -> {first['product']} "
                     f"({first['source']}), leaving {c.prior_remaining_mev:.0f} meV/atom for the "
-                    f"target-forming step ({c.remaining_mev:.0f} from observed reactions only)"
+                    f"target-forming step ({c.step_force:.0f} from observed reactions only)"
                 )
             else:
                 parts.append("no intermediate predicted: the full driving force goes to the target")

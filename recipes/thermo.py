@@ -199,7 +199,10 @@ class Thermo:
             if table is not None:
                 value = (float(table), "Materials Project table (lowest polymorph)")
             else:
-                hull = float(self.known.hull_reference_energy(key))
+                try:
+                    hull = float(self.known.hull_reference_energy(key))
+                except Exception as exc:  # noqa: BLE001 - any failure: the target cannot be placed
+                    raise RecipeError(f"target {key}: cannot estimate its energy: {exc}") from None
                 value = (hull, "not on the table: estimated as on the convex hull (e_above_hull = 0)")
         self._target_e[key] = value
         self._pair_cache.clear()

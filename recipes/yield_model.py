@@ -13,6 +13,8 @@ reacting solids) and the molar share of precursors volatile at T.
 Use: ``prob_feasible`` = P(yield ≥ threshold) via BoTorch's LogProbabilityOfFeasibility;
 the planner first filters candidates by it, then optimises (see notes on constrained
 acquisition: optimising a constrained objective directly picks recipes with 3-6 % chance).
+torch/botorch are imported on first use so that `synthloop recipes propose` and the
+controller do not pay for them until a yield model is actually fitted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 FEATURES = (
     "driving_force_mev",
@@ -67,6 +68,7 @@ class YieldModel:
         self.n_train = len(ys)
         if len(ys) < MIN_POINTS or float(np.std(ys)) < 1e-6:
             return False
+        import torch
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms import Normalize, Standardize
@@ -105,6 +107,8 @@ class YieldModel:
         if self.model is None:
             p = np.array([prior_success(x, self.threshold) for x in xs])
             return p, np.full_like(p, 0.3)
+        import torch
+
         x = torch.tensor([clip_features(v) for v in xs], dtype=torch.float64)
         with torch.no_grad():
             post = self.model.posterior(x)
@@ -118,6 +122,7 @@ class YieldModel:
             return np.zeros(0)
         if self.model is None:
             return np.array([prior_success(x, self.threshold) for x in xs])
+        import torch
         from botorch.acquisition.analytic import LogProbabilityOfFeasibility
 
         acq = LogProbabilityOfFeasibility(self.model, constraints={0: (self.threshold, None)})
