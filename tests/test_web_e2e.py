@@ -6,9 +6,12 @@ with a printed reason if that fails), driven by Playwright for Python through
 ``executable_path`` — never a browser download. Screenshots are saved under
 ``tests/artifacts/web/`` (the path is printed).
 
-What moves the approved experiment on: a separate process (``python tests/test_web_e2e.py
---mover DIR``) that plays the scheduler's part through the Store API: it sees ``approved``,
-queues it, writes the first step command and hands it to a dosing station (``running``).
+Two variants:
+- always: a store filled through the Store API, and a separate process (``python
+  tests/test_web_e2e.py --mover DIR``) that plays the scheduler's part through the Store API: it
+  sees ``approved``, queues it, writes the first step command and hands it to a dosing station;
+- when the simulated lab's demo world is available: the live closed loop (``synthloop run`` in
+  approval mode with the simulated lab) — skipped with the reason printed otherwise.
 """
 
 from __future__ import annotations
@@ -152,6 +155,92 @@ def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Pa
                                               Event.to_state == "approved")).one()
         assert approval.actor.startswith("web:")
     assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
+
+
+STARTED = ("queued", "running", "measured", "analysed", "succeeded", "failed")
+
+
+def _live_loop_or_skip() -> None:
+    """The live variant needs the simulated lab's bundled demo world and SimLab; say what is missing."""
+    try:
+        from sim_lab import SimLab, load_world  # noqa: F401
+
+        load_world("demo")
+    except Exception as exc:  # noqa: BLE001 - any failure means: no live demo lab to run against
+        msg = f"live-loop browser test skipped: the simulated demo lab is not available ({type(exc).__name__}: {exc})"
+        print("\n[web e2e] " + msg, flush=True)
+        pytest.skip(msg)
+
+
+@pytest.mark.slow
+def test_approve_in_browser_against_the_live_closed_loop(browser, tmp_path: Path) -> None:
+    """The real thing: `synthloop run` in approval mode with the simulated lab, approved from the browser."""
+    import os
+
+    import yaml
+    from sqlmodel import select
+
+    from controller.store import Event, Experiment
+    from sim_lab import load_world
+
+    _live_loop_or_skip()
+    directory = tmp_path / "live"
+    directory.mkdir()
+    cfg = {"campaign": {"name": "live-web", "seed": 3, "approval_mode": True, "budget": {"max_experiments": 4}},
+           "chemical_space": {"systems": sorted(load_world("demo").systems), "max_candidates": 300},
+           "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 10, "retrain_every": 3},
+           "acquisition": {"strategy": "qlogei", "batch_size": 2},
+           "recipes": {"max_recipes_per_target": 2, "yield_threshold": 0.5},
+           "lab": {"kind": "simulated", "world": "demo", "speedup": 2e6, "heartbeat_s": 0.25},
+           "web": {"token": TOKEN}}
+    (directory / "campaign.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    cli = [sys.executable, "-c", "from controller.cli import main; main()"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    loop_log = directory / "loop.log"
+    with open(loop_log, "w", encoding="utf-8") as log:
+        loop = subprocess.Popen([*cli, "run", str(directory), "--no-live"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        proposed: list[int] = []
+        deadline = time.monotonic() + 150
+        while not proposed:
+            assert loop.poll() is None, f"the campaign stopped early:\n{loop_log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "no proposal within 150 s"
+            time.sleep(0.5)
+            if (directory / "campaign.db").exists():
+                with open_store(directory) as store, store.session() as s:
+                    proposed = list(s.exec(select(Experiment.id).where(Experiment.state == "proposed")).all())
+        exp_id = proposed[0]
+        with running_server(directory) as base:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            watch = context.new_page()  # the experiment's page, open before the approval, never reloaded
+            watch.goto(f"{base}/experiments/{exp_id}")
+            watch.wait_for_selector("#live.on", timeout=10_000)
+            assert watch.inner_text("#exp-state") == "proposed"
+            queue = context.new_page()
+            queue.goto(base + "/proposals")
+            queue.fill("#token", TOKEN)
+            queue.screenshot(path=str(ARTIFACTS / "live-1-proposal-queue.png"), full_page=True)
+            queue.locator(f"#proposal-{exp_id} button.approve").click()
+            queue.wait_for_selector("#flash .ok", timeout=10_000)
+            watch.wait_for_function(
+                "states => states.includes(document.getElementById('exp-state').textContent.trim())",
+                arg=list(STARTED), timeout=60_000)
+            watch.wait_for_selector("#steps >> text=dose_mix", timeout=30_000)
+            watch.screenshot(path=str(ARTIFACTS / "live-2-experiment-started.png"), full_page=True)
+            context.close()
+        print(f"\n[web e2e] live-loop screenshots in {ARTIFACTS}")
+        with open_store(directory) as store, store.session() as s:
+            assert s.get(Experiment, exp_id).state in STARTED
+            approval = s.exec(select(Event).where(Event.entity == "experiment", Event.entity_id == exp_id,
+                                                  Event.to_state == "approved")).one()
+            assert approval.actor.startswith("web:")
+        subprocess.run([*cli, "stop", str(directory)], cwd=ROOT, env=env, timeout=60, capture_output=True)
+        loop.wait(timeout=60)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait(timeout=10)
 
 
 if __name__ == "__main__":
