@@ -1,1 +1,41 @@
-"""A simulated solid-state lab: a hidden world behind the same driver protocol as real instruments."""
+"""A simulated solid-state lab: a hidden world behind the same driver protocol as real instruments.
+
+The face other packages use:
+
+- worlds: :func:`load_world` (bundled "demo", "alab-like" or a file), :class:`World`,
+  :class:`WorldError`, :func:`build_world`, :func:`bundled_worlds`;
+- physics (pure, no sockets): :func:`simulate_recipe` (precursor grams + heating profile ->
+  true weight fractions), :func:`simulate` (full :class:`SampleState`), :func:`profile_duration_min`;
+- XRD: :func:`simulate_pattern`;
+- the lab: :class:`SimLab` (in-process or separate driver processes), :class:`FaultConfig`,
+  :class:`LabTruth` (scoring only).
+"""
+
+from .builder import build_world, precursor_masses, target_truth
+from .physics import (
+    SampleState,
+    Segment,
+    as_profile,
+    profile_duration_min,
+    simulate,
+    simulate_recipe,
+)
+from .world import FORMAT, World, WorldError, bundled_worlds, load_world, parse_world
+
+__all__ = [
+    "FORMAT",
+    "SampleState",
+    "Segment",
+    "World",
+    "WorldError",
+    "as_profile",
+    "build_world",
+    "bundled_worlds",
+    "load_world",
+    "parse_world",
+    "precursor_masses",
+    "profile_duration_min",
+    "simulate",
+    "simulate_recipe",
+    "target_truth",
+]
