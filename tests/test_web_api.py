@@ -92,6 +92,9 @@ def test_proposal_queue_has_predictions_acquisition_and_recipes(server: str, cam
     assert r["reaction"] == "1 CaCO3 + 1 TiO2 -> CaTiO3"
     assert r["driving_force_mev_per_atom"] == 80.0 and r["max_temperature_c"] == 1000
     assert r["rationale"] == "carbonate route" and r["profile"][0]["dwell_min"] == 600
+    planned = recipes[ids["experiments"]["C2"]]  # the planner's Reaction.to_dict() form
+    assert planned["reaction"] == "CaO + TiO2 -> CaTiO3"
+    assert planned["remaining_driving_force_mev_per_atom"] == 45.0 and planned["predicted_intermediates"] == ["CaTi2O5"]
 
 
 def test_in_flight_results_and_xrd_with_fit_and_difference(server: str, campaign) -> None:

@@ -162,6 +162,10 @@ def fill_small_campaign(store: Any, name: str = "web-test", seed: int = 7) -> di
         rb = recipe(targets[1], 1, [("BaCO3", 1), ("TiO2", 1)], 1100)
         rc1 = recipe(targets[2], 1, [("CaCO3", 1), ("TiO2", 1)], 1000, rationale="carbonate route")
         rc2 = recipe(targets[2], 2, [("CaO", 1), ("TiO2", 1)], 950, rationale="oxide route")
+        # the recipe planner's own record format: Reaction.to_dict() and its pathway prediction
+        rc2.details = {"reaction": {"equation": "CaO + TiO2 -> CaTiO3", "energy_mev_per_atom": -95.0},
+                       "remaining_driving_force_mev_per_atom": 45.0, "predicted_intermediates": ["CaTi2O5"]}
+        s.add(rc2)
         rd = recipe(targets[3], 1, [("Li2CO3", 1), ("MnO2", 1)], 850)
         ids["recipes"] = {"A1": ra1.id, "A2": ra2.id, "B": rb.id, "C1": rc1.id, "C2": rc2.id, "D": rd.id}
         exps = {}

@@ -85,9 +85,14 @@ def reaction_text(recipe: Recipe, target_formula: str) -> str:
     "2 Li2CO3 + 4 Mn2O3 + O2 → 4 LiMn2O4"-like text rather than a JSON blob.
     """
     details = recipe.details or {}
-    for key in ("reaction", "equation", "balanced_reaction"):
-        if isinstance(details.get(key), str) and details[key]:
-            return details[key]
+    nested = details.get("recipe", {}).get("details", {}) if isinstance(details.get("recipe"), dict) else {}
+    for source in (details, nested if isinstance(nested, dict) else {}):
+        for key in ("reaction", "equation", "balanced_reaction"):
+            value = source.get(key)
+            if isinstance(value, dict):  # the recipe planner's Reaction.to_dict()
+                value = value.get("equation")
+            if isinstance(value, str) and value:
+                return value
     parts = []
     for p in recipe.precursors or []:
         moles = _f(p.get("moles")) if isinstance(p, dict) else None
@@ -119,6 +124,8 @@ def recipe_dict(recipe: Recipe, target_formula: str) -> dict[str, Any]:
         "driving_force_mev_per_atom": _f(recipe.driving_force_mev_per_atom),
         "predicted_yield": _f(recipe.predicted_yield),
         "replaces_recipe_id": recipe.replaces_recipe_id,
+        "remaining_driving_force_mev_per_atom": _f((recipe.details or {}).get("remaining_driving_force_mev_per_atom")),
+        "predicted_intermediates": (recipe.details or {}).get("predicted_intermediates") or [],
         "details": recipe.details or {},
         "created_at": iso(recipe.created_at),
     }
