@@ -60,6 +60,18 @@ class CurveConfig:
             raise CurveError(f"cannot read controller public key {server_file}: {exc}") from exc
         return cls(public_key=public, secret_key=secret, server_public_key=server_public)
 
+    @classmethod
+    def for_controller(cls, keys_dir: str | Path, name: str = "controller") -> CurveConfig:
+        """Alias of :meth:`server` (the name the controller's lab code uses)."""
+        return cls.server(keys_dir, name)
+
+    @classmethod
+    def for_driver(
+        cls, keys_dir: str | Path, name: str = "driver", server: str = "controller"
+    ) -> CurveConfig:
+        """Alias of :meth:`client`."""
+        return cls.client(keys_dir, name, server)
+
     def apply_server(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         sock.curve_secretkey = self.secret_key
         sock.curve_publickey = self.public_key

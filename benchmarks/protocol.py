@@ -1,0 +1,268 @@
+"""Protocol benchmark: round-trip latency and throughput on loopback, and a decoder fuzz run.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/protocol.py            # 1, 4, 16 drivers + fuzz
+    .venv/bin/python benchmarks/protocol.py --drivers 16 --seconds 5 --ledger-sync normal
+    .venv/bin/python benchmarks/protocol.py --fuzz-only --fuzz 100000
+
+What is measured. The controller (one :class:`drivers.Dispatcher`, this process) and N echo
+drivers (separate processes, multiprocessing spawn, each a real :class:`drivers.Driver` with its
+durable SQLite ledger) talk over tcp loopback. A command's round trip is ``submit`` → command
+frame → ledger insert (committed) → ack → execute → ledger update (committed) → result frame →
+``Outcome``.
+
+* latency: one command outstanding per driver (closed loop), p50/p99 of the round trips;
+* throughput: ``window`` commands outstanding per driver, completed commands per second.
+
+Fuzz: ``--fuzz`` seeded cases (random bytes, bit flips / truncations / splices of valid frames,
+random JSON shaped like messages) through :func:`drivers.decode`; any exception other than
+ProtocolError is a failure (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drivers import (  # noqa: E402
+    MESSAGE_TYPES,
+    Command,
+    Dispatcher,
+    Driver,
+    ProgressFn,
+    ProtocolError,
+    decode,
+    encode,
+    example_params,
+)
+
+
+class EchoDriver(Driver):
+    """Does no physical work: the benchmark measures the protocol, SDK and ledger."""
+
+    capabilities: ClassVar[tuple[str, ...]] = ("echo",)
+    capacity: ClassVar[int] = 64
+    version: ClassVar[str] = "echo 1"
+
+    async def execute(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
+        return {"echo": command.params.get("i")}
+
+
+def _driver_main(endpoint: str, identity: str, ledger: str, sync: str) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    EchoDriver(identity, ledger, heartbeat_s=0.5, ledger_sync=sync).run(endpoint)  # type: ignore[arg-type]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: Path) -> dict:
+    d = Dispatcher("tcp://127.0.0.1:*", heartbeat_s=0.5, lost_after=20)
+    await d.start()
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_driver_main,
+                    args=(d.endpoint, f"echo-{i}", str(workdir / f"echo-{n}-{i}.sqlite"), sync))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        while sum(x.alive for x in d.drivers()) < n:
+            if loop.time() > end:
+                raise TimeoutError(f"only {len(d.drivers())} of {n} drivers registered")
+            await asyncio.sleep(0.05)
+
+        counter = 0
+
+        def cmd() -> Command:
+            nonlocal counter
+            counter += 1
+            return Command(capability="echo", params={"i": counter}, deadline_s=30)
+
+        async def worker(stop_at: float, lat: list[float] | None, fails: list[str]) -> int:
+            done = 0
+            while loop.time() < stop_at:
+                t0 = time.perf_counter()
+                out = await d.submit(cmd())
+                if lat is not None:
+                    lat.append(time.perf_counter() - t0)
+                if out.status != "succeeded":
+                    fails.append(f"{out.status}: {out.error}")
+                done += 1
+            return done
+
+        # warm-up (JIT-free Python, but sockets, pages and SQLite files warm up)
+        await asyncio.gather(*[worker(loop.time() + 0.5, None, []) for _ in range(n)])
+        lat: list[float] = []
+        fails: list[str] = []
+        await asyncio.gather(*[worker(loop.time() + seconds, lat, fails) for _ in range(n)])
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(
+            *[worker(loop.time() + seconds, None, fails) for _ in range(n * window)]
+        )
+        elapsed = time.perf_counter() - t0
+        return {
+            "drivers": n,
+            "latency_samples": len(lat),
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * _percentile(lat, 0.99),
+            "throughput_cmd_s": sum(counts) / elapsed,
+            "throughput_commands": sum(counts),
+            "failures": len(fails),
+            "first_failure": fails[0] if fails else None,
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        await d.close()
+
+
+# ---- fuzz -----------------------------------------------------------------------------------
+
+def _valid_frames() -> list[bytes]:
+    from drivers import (
+        Ack,
+        Error,
+        Goodbye,
+        Heartbeat,
+        Progress,
+        Register,
+        Result,
+        StatusQuery,
+        StatusReply,
+    )
+
+    cid = str(uuid.uuid4())
+    msgs = [
+        Register(identity="f", capabilities=["heat"], capacity=2, version="1"),
+        Heartbeat(running=[cid]),
+        Command(command_id=cid, capability="heat", params=example_params("heat"), deadline_s=9),
+        Command(command_id=cid, capability="xrd", params=example_params("xrd"), deadline_s=9),
+        Ack(command_id=cid),
+        Progress(command_id=cid, fraction=0.3, message="m"),
+        Result(command_id=cid, status="succeeded", result={"x": [1.0, 2.0]}),
+        StatusQuery(command_ids=[cid]),
+        StatusReply(query_id="q", statuses={cid: "running"}),
+        Error(code="busy", detail="d", command_id=cid),
+        Goodbye(reason="r"),
+    ]
+    return [encode(m) for m in msgs]
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    r = rng.random()
+    if depth > 3 or r < 0.4:
+        return rng.choice([None, True, False, rng.randint(-10**12, 10**12), rng.uniform(-1e9, 1e9),
+                           "", "heat", str(uuid.UUID(int=rng.getrandbits(128))), "x" * rng.randint(0, 50)])
+    if r < 0.7:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    fields = ["v", "type", "command_id", "capability", "params", "deadline_s", "status", "result",
+              "capabilities", "capacity", "identity", "statuses", "fraction", "code", "detail"]
+    obj = {rng.choice(fields): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 6))}
+    if rng.random() < 0.7:
+        obj["v"] = rng.choice([1, 1, 1, 2, 0])
+        obj["type"] = rng.choice([*MESSAGE_TYPES, "nope"])
+    return obj
+
+
+def fuzz(cases: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    valid = _valid_frames()
+    accepted = rejected = 0
+    failures: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(cases):
+        kind = i % 4
+        if kind == 0:
+            frame = rng.randbytes(rng.randint(0, 200))
+        elif kind == 1:
+            frame = bytearray(rng.choice(valid))
+            for _ in range(rng.randint(1, 4)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+            frame = bytes(frame)
+        elif kind == 2:
+            a, b = rng.choice(valid), rng.choice(valid)
+            frame = a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)):]
+        else:
+            try:
+                frame = json.dumps(_random_json(rng)).encode()
+            except ValueError:
+                frame = b"{}"
+        try:
+            decode(frame)
+            accepted += 1
+        except ProtocolError:
+            rejected += 1
+        except Exception as exc:  # noqa: BLE001 - this is what the benchmark hunts for
+            failures.append(f"{type(exc).__name__}: {exc} for {frame[:80]!r}")
+    elapsed = time.perf_counter() - t0
+    return {"cases": cases, "accepted": accepted, "rejected": rejected,
+            "escaped_exceptions": len(failures), "seconds": elapsed,
+            "cases_per_s": cases / elapsed, "first_failure": failures[0] if failures else None}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--drivers", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--window", type=int, default=8, help="outstanding commands per driver")
+    p.add_argument("--ledger-sync", choices=["full", "normal"], default="full")
+    p.add_argument("--fuzz", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fuzz-only", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    args = p.parse_args()
+    print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}, ledger sync={args.ledger_sync}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    ok = True
+    if not args.fuzz_only:
+        print("drivers  p50_ms  p99_ms  latency_n  cmd_per_s  throughput_n  failures")
+        with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
+            for n in args.drivers:
+                res = asyncio.run(_run_config(n, args.seconds, args.window, args.ledger_sync,
+                                              Path(tmp)))
+                ok &= res["failures"] == 0
+                if args.json:
+                    print(json.dumps(res))
+                else:
+                    print(f"{n:7d}  {res['p50_ms']:6.2f}  {res['p99_ms']:6.2f}  "
+                          f"{res['latency_samples']:9d}  {res['throughput_cmd_s']:9.0f}  "
+                          f"{res['throughput_commands']:12d}  {res['failures']:8d}")
+    if args.fuzz:
+        res = fuzz(args.fuzz, args.seed)
+        ok &= res["escaped_exceptions"] == 0
+        print(json.dumps(res) if args.json else
+              f"fuzz: {res['cases']} cases (seed {args.seed}) in {res['seconds']:.1f} s "
+              f"({res['cases_per_s']:.0f}/s): {res['accepted']} accepted, {res['rejected']} "
+              f"rejected with ProtocolError, {res['escaped_exceptions']} other exceptions")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
