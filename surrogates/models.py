@@ -1,0 +1,188 @@
+"""Crystal graph networks in plain torch: a CGCNN-style gated convolution and a MEGNet-style
+network with a global state. Both map a :class:`GraphBatch` to ``(crystals, outputs)``.
+
+Why two: CGCNN is the reference point for small-data formation energies (and the anchor
+measured on perov_5); MEGNet's global state carries crystal-level context (density, and
+whatever the message passing aggregates) that a synthesis-outcome head can use.
+Outputs are in standardised units; the ensemble owns the scaling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .graphs import MAX_Z, GraphBatch, element_descriptors
+
+
+class GaussianExpansion(nn.Module):
+    """Distances → Gaussians on a grid 0..cutoff (CGCNN: step 0.2 Å, width 0.2 Å)."""
+
+    def __init__(self, cutoff: float, step: float = 0.2) -> None:
+        super().__init__()
+        centres = torch.arange(0.0, cutoff + step, step)
+        self.register_buffer("centres", centres, persistent=False)
+        self.gamma = 1.0 / (step * step)
+
+    @property
+    def size(self) -> int:
+        return int(self.centres.shape[0])
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        arg = (self.gamma * (dist[:, None] - self.centres[None, :]) ** 2).clamp_(max=60.0)
+        # exp(-arg) beyond ~87 underflows to float32 denormals, which make exp and every later
+        # matmul ~10x slower: cut the tails to exact zeros
+        return torch.where(arg < 60.0, torch.exp(-arg), torch.zeros_like(arg))
+
+
+class AtomEmbedding(nn.Module):
+    """Learned per-element vector plus a projection of fixed element descriptors."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(MAX_Z + 1, hidden)
+        self.register_buffer("desc", element_descriptors().clone(), persistent=False)
+        self.proj = nn.Linear(self.desc.shape[1], hidden)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.embed(z) + self.proj(self.desc[z])
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    out = values.new_zeros((size,) + values.shape[1:])
+    return out.index_add_(0, index, values)
+
+
+def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values`` per index; ``weight`` counts merged edges as their multiplicity."""
+    if weight is None:
+        total = scatter_sum(values, index, size)
+        count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
+    else:
+        total = scatter_sum(values * weight[:, None], index, size)
+        count = scatter_sum(weight, index, size).clamp(min=1e-12)
+    return total / count.view(-1, *([1] * (values.dim() - 1)))
+
+
+class CGConv(nn.Module):
+    """Gated convolution (Xie & Grossman 2018): v_i += Σ_j σ(W_f z_ij) ⊙ g(W_s z_ij).
+
+    ``W [v_i; v_j; e_ij]`` is computed as ``W_1 v_i + W_2 v_j + W_3 e_ij`` — the same linear
+    map, but the two atom terms cost per atom instead of per edge (~12× fewer rows), which
+    roughly halves inference time for a pool.
+    """
+
+    def __init__(self, hidden: int, edge_dim: int) -> None:
+        super().__init__()
+        self.lin_self = nn.Linear(hidden, 2 * hidden)
+        self.lin_nb = nn.Linear(hidden, 2 * hidden, bias=False)
+        self.lin_edge = nn.Linear(edge_dim, 2 * hidden, bias=False)
+        self.bn1 = nn.BatchNorm1d(2 * hidden)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.act = nn.Softplus()
+
+    def forward(self, v: torch.Tensor, e: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        if self.training:
+            z = self.lin_self(v)[batch.src] + self.lin_nb(v)[batch.dst] + self.lin_edge(e)
+            z = self.bn1(z)
+        else:  # inference: fold the (affine) batch norm into the three linear maps
+            bn = self.bn1
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            node = (self.lin_self(v) * scale + shift)[batch.src] + (self.lin_nb(v) * scale)[batch.dst]
+            z = torch.addmm(node, e, (self.lin_edge.weight * scale[:, None]).t())
+        gate, core = z.chunk(2, dim=1)
+        msg = torch.sigmoid(gate) * self.act(core) * batch.weight[:, None]
+        return self.act(v + self.bn2(scatter_sum(msg, batch.src, v.shape[0])))
+
+
+class CGCNN(nn.Module):
+    """Embedding → ``layers`` gated convolutions → mean pool → MLP → outputs."""
+
+    def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 fc_hidden: int = 128) -> None:
+        super().__init__()
+        self.rbf = GaussianExpansion(cutoff)
+        self.atoms = AtomEmbedding(hidden)
+        self.convs = nn.ModuleList(CGConv(hidden, self.rbf.size) for _ in range(layers))
+        self.head = nn.Sequential(nn.Linear(hidden + 1, fc_hidden), nn.Softplus(),
+                                  nn.Linear(fc_hidden, n_outputs))
+
+    def forward(self, batch: GraphBatch, rbf: torch.Tensor | None = None) -> torch.Tensor:
+        """``rbf``: the Gaussian expansion of ``batch.dist`` if the caller already has it
+        (an ensemble computes it once for all members)."""
+        v = self.atoms(batch.z)
+        e = self.rbf(batch.dist) if rbf is None else rbf
+        for conv in self.convs:
+            v = conv(v, e, batch)
+        pooled = scatter_mean(v, batch.graph_index, batch.num_graphs)
+        density = torch.log(batch.volume_per_atom)[:, None]
+        return self.head(torch.cat([pooled, density], dim=1))
+
+
+def _mlp(n_in: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+
+class MEGNetBlock(nn.Module):
+    """Edge, node and global-state updates (Chen et al. 2019) with residual connections."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.edge = _mlp(4 * hidden, hidden)
+        self.node = _mlp(3 * hidden, hidden)
+        self.state = _mlp(3 * hidden, hidden)
+        self.norm_v = nn.LayerNorm(hidden)
+        self.norm_e = nn.LayerNorm(hidden)
+
+    def forward(self, v, e, u, batch: GraphBatch):
+        e = self.norm_e(e + self.edge(torch.cat([v[batch.src], v[batch.dst], e,
+                                                  u[batch.edge_graph]], dim=1)))
+        agg = scatter_mean(e, batch.src, v.shape[0], batch.weight)
+        v = self.norm_v(v + self.node(torch.cat([v, agg, u[batch.graph_index]], dim=1)))
+        e_mean = scatter_mean(e, batch.edge_graph, batch.num_graphs, batch.weight)
+        v_mean = scatter_mean(v, batch.graph_index, batch.num_graphs)
+        u = u + self.state(torch.cat([u, e_mean, v_mean], dim=1))
+        return v, e, u
+
+
+class MEGNet(nn.Module):
+    """MEGNet-style network; the global state starts from log volume and atom count."""
+
+    def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 fc_hidden: int = 128) -> None:
+        super().__init__()
+        self.rbf = GaussianExpansion(cutoff)
+        self.atoms = AtomEmbedding(hidden)
+        self.edge_in = nn.Linear(self.rbf.size, hidden)
+        self.state_in = nn.Linear(2, hidden)
+        self.blocks = nn.ModuleList(MEGNetBlock(hidden) for _ in range(layers))
+        self.head = nn.Sequential(nn.Linear(3 * hidden, fc_hidden), nn.SiLU(),
+                                  nn.Linear(fc_hidden, n_outputs))
+
+    def forward(self, batch: GraphBatch, rbf: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.atoms(batch.z)
+        e = self.edge_in(self.rbf(batch.dist) if rbf is None else rbf)
+        u = self.state_in(torch.stack([torch.log(batch.volume_per_atom),
+                                       torch.log(batch.atoms_per_graph)], dim=1))
+        for block in self.blocks:
+            v, e, u = block(v, e, u, batch)
+        readout = torch.cat([scatter_mean(v, batch.graph_index, batch.num_graphs),
+                             scatter_mean(e, batch.edge_graph, batch.num_graphs, batch.weight),
+                             u], dim=1)
+        return self.head(readout)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cgcnn": CGCNN, "megnet": MEGNet}
+
+
+def build_model(architecture: str, n_outputs: int, hidden: int, layers: int,
+                cutoff: float) -> nn.Module:
+    """Instantiate a network by name (raises ValueError naming the allowed names)."""
+    try:
+        cls = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(f"unknown architecture {architecture!r}; "
+                         f"allowed: {sorted(ARCHITECTURES)}") from None
+    return cls(n_outputs=n_outputs, hidden=hidden, layers=layers, cutoff=cutoff)
