@@ -323,11 +323,19 @@ def test_read_only_mode_refuses_writes_even_with_the_token(campaign) -> None:
         assert "read-only" in html and 'data-action="approve"' not in html
 
 
-def test_without_a_configured_token_writes_are_disabled(tmp_path: Path) -> None:
+def test_server_started_before_the_campaign_then_writes_without_a_configured_token(tmp_path: Path) -> None:
     directory = write_campaign_dir(tmp_path / "notoken", token=None)
-    with open_store(directory) as store:
-        ids = fill_small_campaign(store)
     with running_server(directory) as base:
+        _, o, _ = get(base, "/api/overview")
+        assert o["status"] == "not started" and o["experiments_total"] == 0
+        status, html, _ = get(base, "/")
+        assert status == 200 and "not started" in html
+        status, body, _ = http("POST", f"{base}/api/experiments/1/approve", {}, token="anything-at-all")
+        assert status == 403 and "set web.token" in body["detail"]  # policy is checked first
+        with open_store(directory) as store:  # the loop starts the campaign while the server runs
+            ids = fill_small_campaign(store, name="web-test")
+        _, o, _ = get(base, "/api/overview")
+        assert o["status"] == "created" and o["experiments_total"] == 6
         status, body, _ = http("POST", f"{base}/api/experiments/{ids['experiments']['C1']}/approve", {},
                                token="anything-at-all")
         assert status == 403 and "set web.token" in body["detail"]

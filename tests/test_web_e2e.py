@@ -118,9 +118,19 @@ def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Pa
             assert "carbonate route" in proposal.inner_text()  # and its rationale
             queue.fill("#token", TOKEN)
             queue.screenshot(path=str(ARTIFACTS / "1-proposal-queue.png"), full_page=True)
-            proposal.locator("button.approve").click()
+            # edit the other CaTiO3 proposal's conditions first: 950 °C → 975 °C, 600 → 480 min
+            other = queue.locator(f"#proposal-{ids['experiments']['C2']}")
+            other.locator("input[name=setpoint_c]").fill("975")
+            other.locator("input[name=dwell_min]").fill("480")
+            other.locator("form.edit button").click()
             queue.wait_for_selector("#flash .ok", timeout=10_000)
-            assert "approved" in queue.inner_text("#flash")
+            assert "975" in queue.inner_text("#flash")
+            queue.wait_for_function(
+                "id => { const c = document.querySelector(`#proposal-${id} td.setpoint`);"
+                " return c && c.textContent.trim() === '975.0'; }", arg=ids["experiments"]["C2"], timeout=10_000)
+            proposal.locator("button.approve").click()
+            queue.wait_for_function("() => document.querySelector('#flash .ok')?.textContent.includes('approved')",
+                                    timeout=10_000)
             # the queue refreshes itself from the event stream: the approved proposal leaves it
             queue.wait_for_selector(f"#proposal-{exp_id}", state="detached", timeout=15_000)
             queue.screenshot(path=str(ARTIFACTS / "2-after-approval.png"), full_page=True)
