@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -143,6 +144,7 @@ class Dispatcher:
         self.grace_s = grace_s if grace_s is not None else 2 * heartbeat_s
         self.on_lost = on_lost
         self.endpoint: str = ""
+        self.max_remembered = 200_000  # command id -> driver pins kept for re-submits
         self.injector: FaultInjector | None = None
         self.errors: list[tuple[str, Error]] = []  # Error messages received (identity, msg)
         self.lost_reports: list[tuple[str, list[str]]] = []
@@ -282,7 +284,7 @@ class Dispatcher:
             on_progress=on_progress,
         )
         if driver is not None:
-            self._owner[cid] = driver
+            self._remember_owner(cid, driver)
         pend.expiry = loop.call_at(pend.deadline_at, self._expire, cid)
         self._pending[cid] = pend
         self._queue.append(cid)
@@ -324,7 +326,7 @@ class Dispatcher:
                 if rank.get(state, 0) > rank[best]:
                     best, owner = state, ident
             if owner is not None:
-                self._owner[cid] = owner
+                self._remember_owner(cid, owner)
             out[cid] = "failed" if best == "expired" else best
         return out
 
@@ -361,6 +363,10 @@ class Dispatcher:
             return
         if pend.expiry is not None:
             pend.expiry.cancel()
+        if pend.driver is not None:
+            # it reached that driver's ledger (or may have): a re-submit must go there again
+            # (and get the stored answer), never to another driver that would execute it anew
+            self._remember_owner(cid, pend.driver)
         with contextlib.suppress(ValueError):
             self._queue.remove(cid)
         if pend.driver is not None:
@@ -370,6 +376,12 @@ class Dispatcher:
         if not pend.future.done():
             pend.future.set_result(Outcome(cid, status, result, error, driver))
         self._changed.set()
+
+    def _remember_owner(self, cid: str, identity: str) -> None:
+        self._owner[cid] = identity
+        if len(self._owner) > self.max_remembered:
+            for old in list(itertools.islice(self._owner, len(self._owner) // 10)):
+                del self._owner[old]
 
     def _expire(self, cid: str) -> None:
         pend = self._pending.get(cid)

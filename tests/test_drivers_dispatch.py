@@ -333,3 +333,20 @@ def test_ipc_transport_works(tmp_path: Path) -> None:
             assert (await d.submit(dose("S1"))).status == "succeeded"
 
     arun(main())
+
+
+def test_resubmit_goes_back_to_the_driver_that_ran_it_not_to_a_free_one(tmp_path: Path) -> None:
+    calls: collections.Counter = collections.Counter()
+    a = Recorder("rec-a", tmp_path / "a.sqlite", calls=calls, heartbeat_s=HB)
+    b = Recorder("rec-b", tmp_path / "b.sqlite", calls=calls, heartbeat_s=HB)
+
+    async def main() -> None:
+        async with lab([a, b]) as d:
+            cmds = [dose(f"S{i}") for i in range(6)]
+            first = await asyncio.gather(*[d.submit(c) for c in cmds])
+            again = await asyncio.gather(*[d.submit(c) for c in cmds])
+            assert [o.driver for o in again] == [o.driver for o in first]
+            assert again == first
+            assert set(calls.values()) == {1}
+
+    arun(main())
