@@ -48,7 +48,9 @@ STRATEGIES = ("full", "driving_force", "random")
 EXPERIENCE_MEV = 150.0  # ranking bonus (meV/atom equivalent) of a fully successful track record
 MAX_CONDITION_RETRIES = 1
 CONDITION_SEARCH_SETS = 12
-PRIOR_WEIGHT = 0.5  # weight of the thermodynamic-prior pathway in the ranking objective
+PRIOR_WEIGHT = 0.5
+# uncertainty of the target energy by its source (meV/atom), see RecipePlanner._skip_margin
+ENERGY_MARGIN_MEV = {"table": 0.0, "given": 30.0, "hull_estimate": 60.0}  # weight of the thermodynamic-prior pathway in the ranking objective
 
 
 @dataclass
@@ -192,8 +194,7 @@ class RecipePlanner:
         """A better recipe after ``observed`` fell short, or Exhausted with the reason."""
         self._memo.clear()
         key = _rf(recipe.target)
-        e = recipe.details.get("target_e_form_ev_per_atom")
-        _, e_source = self._register(TargetSpec(key, None if e is None else float(e)))
+        _, e_source = self._register(self._spec_of(recipe))
         hist = list(history)
         if not any(o is observed or o == observed for o in hist):
             hist.append(observed)
@@ -233,8 +234,9 @@ class RecipePlanner:
         retry = self._condition_retry(key, recipe, observed, mine, knowledge, model)
         # --- option B: the best untested set that does not fail predictably
         ranked = self._rank_full(key, untried, knowledge, model, hist)
-        viable = [c for c in ranked if c.step_force >= self.min_df]
-        skipped = [c for c in ranked if c.step_force < self.min_df]
+        stall = self.min_df - self._skip_margin(key)
+        viable = [c for c in ranked if c.step_force >= stall]
+        skipped = [c for c in ranked if c.step_force < stall]
         why = self._why_full(model)
         lesson = ""
         if learned_now:
@@ -255,7 +257,7 @@ class RecipePlanner:
             if skipped:
                 best.notes.append(
                     f"skipped {len(skipped)} untested set(s) predicted to stall below "
-                    f"{self.min_df:.0f} meV/atom, e.g. {' + '.join(skipped[0].formulas)}"
+                    f"{stall:.0f} meV/atom, e.g. {' + '.join(skipped[0].formulas)}"
                 )
             if lesson:
                 best.notes.append(lesson)
@@ -265,11 +267,24 @@ class RecipePlanner:
         return Exhausted(
             key,
             f"no set keeps enough driving force: all {len(untried)} untested set(s) are predicted "
-            f"to leave < {self.min_df:.0f} meV/atom for the target-forming step"
+            f"to leave < {stall:.0f} meV/atom for the target-forming step"
             + (f" (e.g. {' + '.join(skipped[0].formulas)}: {skipped[0].step_force:.0f} meV/atom)" if skipped else ""),
         )
 
     # ================================================================== candidates
+    @staticmethod
+    def _spec_of(recipe: Recipe) -> TargetSpec:
+        """The target as first given: its energy only if the caller had given one."""
+        e = recipe.details.get("target_e_form_ev_per_atom")
+        given = recipe.details.get("target_energy_kind") == "given"
+        return TargetSpec(_rf(recipe.target), float(e) if (given and e is not None) else None)
+
+    def _skip_margin(self, target: str) -> float:
+        """meV/atom by which a predicted stall must undercut ``min_driving_force_mev`` before a
+        set is skipped: the target energy's own uncertainty (none for a tabulated phase, ~GNN
+        error for a given prediction, more for an on-hull guess)."""
+        return ENERGY_MARGIN_MEV.get(self.thermo.target_kind.get(target, "table"), 0.0)
+
     def _register(self, target: TargetSpec) -> tuple[str, str]:
         try:
             key = reduced_formula(target.formula)
@@ -434,11 +449,11 @@ class RecipePlanner:
         return knowledge, model
 
     def _register_quiet(self, recipe: Recipe) -> None:
+        """Give history targets (other compounds) an energy so their reactions can be learned."""
         key = _rf(recipe.target)
-        if self.thermo.formation_energy(key) is None or key not in self.thermo._target_e:
-            e = recipe.details.get("target_e_form_ev_per_atom")
+        if key not in self.thermo.target_kind:
             try:
-                self.thermo.register_target(TargetSpec(key, None if e is None else float(e)))
+                self.thermo.register_target(self._spec_of(recipe))
             except Exception:  # noqa: BLE001 - a history target we cannot place is skipped
                 pass
 
@@ -559,7 +574,7 @@ class RecipePlanner:
         cand = self._best_conditions(
             target, formulas, knowledge, model, above=(recipe.temperature_c, recipe.dwell_min)
         )
-        if cand is None or cand.step_force < self.min_df:
+        if cand is None or cand.step_force < self.min_df - self._skip_margin(target):
             return None
         cand.experience, cand.experience_note = self._experience(target, formulas, mine)
         return cand
@@ -641,6 +656,7 @@ class RecipePlanner:
             "reaction": rxn.to_dict(),
             "target_e_form_ev_per_atom": self.thermo.formation_energy(target),
             "target_energy_source": e_source,
+            "target_energy_kind": self.thermo.target_kind.get(target, "table"),
             "remaining_driving_force_mev_per_atom": c.remaining_mev,
             "prior_remaining_driving_force_mev_per_atom": c.prior_remaining_mev,
             "predicted_pathway": c.pathway_steps,

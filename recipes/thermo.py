@@ -165,6 +165,7 @@ class Thermo:
         self._target_e: dict[str, tuple[float, str]] = {}
         self._pair_cache: dict[tuple[str, str, int], Reaction | None] = {}
         self._solid_cache: dict[str, float | None] = {}
+        self.target_kind: dict[str, str] = {}  # "table" | "given" | "hull_estimate"
         self._balance_cache: dict[tuple[tuple[str, ...], str], Any] = {}
         self._phase_cache: dict[tuple[str, ...], list[str]] = {}
 
@@ -194,8 +195,10 @@ class Thermo:
         key = rf(target.formula)
         if target.e_form_ev_per_atom is not None:
             value = (float(target.e_form_ev_per_atom), "given in TargetSpec")
+            self.target_kind[key] = "given"
         else:
             table = self.known.formation_energy(key)
+            self.target_kind[key] = "table" if table is not None else "hull_estimate"
             if table is not None:
                 value = (float(table), "Materials Project table (lowest polymorph)")
             else:
