@@ -112,6 +112,10 @@ def test_in_flight_results_and_xrd_with_fit_and_difference(server: str, campaign
     status, svg_text, headers = get(server, f"/api/experiments/{ex['A2']}/xrd.svg")
     assert status == 200 and headers["content-type"].startswith("image/svg+xml")
     assert 'class="observed"' in svg_text and 'class="fitted"' in svg_text and 'class="difference"' in svg_text
+    # the XRD analysis' own curves (to_dict(include_curves=True)) on its trimmed grid
+    _, x1, _ = get(server, f"/api/experiments/{ex['A1']}/xrd")
+    assert len(x1["two_theta"]) == len(x1["fitted"]) == 3301 and x1["two_theta"][0] == pytest.approx(12.0)
+    assert set(x1["phase_patterns"]) == {"LiMn2O4", "Li2MnO3"}
     _, d, _ = get(server, f"/api/experiments/{ex['A2']}")
     assert [p["formula"] for p in d["analyses"][0]["phases"]] == ["LiMn2O4", "Li2MnO3"]
     assert [s["step"] for s in d["steps"]] == ["dose_mix", "heat", "recover", "xrd"]

@@ -190,7 +190,7 @@ def fill_small_campaign(store: Any, name: str = "web-test", seed: int = 7) -> di
             if end != "acked":
                 store.step_transition(s, cmd, end, result={"sim_time_min": sim_min})
 
-    def run_through(exp_id: int, final: str, yield_: float, peaks_seed: int) -> None:
+    def run_through(exp_id: int, final: str, yield_: float, peaks_seed: int, *, xrd_curves: bool = False) -> None:
         for st in ("approved", "queued", "running"):
             store.transition(exp_id, st, actor="web:setup" if st == "approved" else "controller")
         for seq, (nm, drv, mins) in enumerate((("dose_mix", "doser-1", 20), ("heat", "furnace-1", 700),
@@ -212,12 +212,18 @@ def fill_small_campaign(store: Any, name: str = "web-test", seed: int = 7) -> di
                          "peaks": [18.6, 36.1, 43.9, 63.8]},
                         {"name": "Li2MnO3", "formula": "Li2MnO3", "weight_fraction": 1 - yield_, "std": 0.03,
                          "peaks": [18.8, 44.6, 65.5]}],
-                details={"fitted": fit.tolist(), "phase_patterns": {k: v.tolist() for k, v in parts.items()},
+                # two stored forms: controller.xrd's to_dict(include_curves=True) on a trimmed grid, or
+                # a "fitted" curve on the measured grid
+                details={"curves": {"two_theta": x[100:-100].tolist(), "observed": obs[100:-100].tolist(),
+                                    "calculated": fit[100:-100].tolist(),
+                                    **{f"phase:{k}": v[100:-100].tolist() for k, v in parts.items()}},
+                         "unexplained_peaks": [27.3]} if xrd_curves else
+                        {"fitted": fit.tolist(), "phase_patterns": {k: v.tolist() for k, v in parts.items()},
                          "unexplained_peaks": [27.3]}))
             store.transition(exp_id, "analysed", session=s, target_yield=yield_)
             store.transition(exp_id, final, session=s, reason=f"target yield {yield_:.0%}")
 
-    run_through(exps["A1"], "failed", 0.22, 1)
+    run_through(exps["A1"], "failed", 0.22, 1, xrd_curves=True)
     run_through(exps["A2"], "succeeded", 0.71, 2)
     with store.session() as s:
         t = s.get(Target, targets[0].id)

@@ -455,13 +455,22 @@ def _array_field(obj: Any) -> list[float] | None:
 def fitted_curves(analysis: PhaseAnalysisRow | None, n_points: int) -> dict[str, Any]:
     """Pull the fitted pattern (and per-phase contributions) out of an analysis' details, if stored.
 
-    Recognised: ``details["fitted"|"calculated"|"fit"]`` as a number list the length of the
-    observed pattern (or ``{"intensities": [...]}``), and ``details["phase_patterns"]`` as
-    ``{name: [...]}``. Anything else is ignored: the plot then shows the observed pattern only.
+    Recognised: ``details["curves"]`` as written by ``controller.xrd`` ``PhaseAnalysis.to_dict(
+    include_curves=True)`` (``two_theta``, ``observed``, ``calculated``, ``phase:NAME``);
+    ``details["fitted"|"calculated"|"fit"]`` as a number list the length of the observed
+    pattern (or ``{"intensities": [...]}``) with ``details["phase_patterns"]`` as ``{name: [...]}``.
+    Anything else is ignored: the plot then shows the observed pattern only.
     """
     if analysis is None or not isinstance(analysis.details, dict):
         return {}
     details = analysis.details
+    curves = details.get("curves")
+    if isinstance(curves, dict):  # controller.xrd PhaseAnalysis.to_dict(include_curves=True)
+        x, obs, calc = (_array_field(curves.get(k)) for k in ("two_theta", "observed", "calculated"))
+        if x and obs and calc and len(x) == len(obs) == len(calc):
+            phases = {k.removeprefix("phase:"): arr for k, v in curves.items()
+                      if k.startswith("phase:") and (arr := _array_field(v)) is not None and len(arr) == len(x)}
+            return {"two_theta": x, "observed": obs, "fitted": calc, "phases": phases}
     out: dict[str, Any] = {}
     for key in ("fitted", "calculated", "fit", "y_calc"):
         value = details.get(key)
@@ -544,6 +553,8 @@ def xrd_data(session: Session, campaign: Campaign | None, experiment_id: int) ->
     two_theta, observed = unpack_array(m.two_theta), unpack_array(m.intensities)
     curves = fitted_curves(analysis, len(observed))
     fitted = curves.get("fitted")
+    if "two_theta" in curves:  # the analysis fitted its own (e.g. trimmed) grid: plot that grid
+        two_theta, observed = np.asarray(curves["two_theta"]), np.asarray(curves["observed"])
     return {
         "experiment_id": exp.id,
         "measurement_id": m.id,
