@@ -122,25 +122,98 @@ class Brain:
 
     # ------------------------------------------------------------------ candidates
     def candidates(self) -> list[CandidateSpec]:
-        """The pool: generated candidates, restricted in a simulated lab to the world's wish list."""
-        from surrogates import generate_candidates
+        """The pool: the configured sources; in a simulated lab, restricted to the world's wish list.
 
-        systems = list(self.cfg.chemical_space.systems)
-        wish: set[str] | None = None
+        A wish-list composition no source produced a structure for gets one by prototype
+        decoration (a public structure with the same anonymised formula, re-decorated and
+        volume-scaled), so every target has a predicted structure for the surrogate and the XRD
+        analysis.
+        """
+        from surrogates import generate_candidates, read_candidate_cifs
+
+        cs = self.cfg.chemical_space
+        systems = list(cs.systems)
+        wish: list[str] | None = None
         if self.world is not None:
-            wish = {_reduced(f) for f in self.world.target_formulas()}
+            wish = list(dict.fromkeys(_reduced(f) for f in self.world.target_formulas()))
             systems = sorted(set(systems) | {_chemsys(f) for f in wish})
-        generated = generate_candidates(systems, seed=self.seed,
-                                        max_candidates=self.cfg.chemical_space.max_candidates)
+        found: list[Any] = []
+        for source in cs.candidate_sources:
+            if source.kind == "substitution":
+                found += generate_candidates(systems, seed=self.seed, max_candidates=cs.max_candidates,
+                                             threshold=source.threshold)
+            elif source.kind == "cif_dir":
+                cands, errors = read_candidate_cifs(source.path)
+                for err in errors:
+                    log.warning("candidate CIF skipped: %s", err)
+                found += cands
         out: list[CandidateSpec] = []
-        for cand in generated:
+        seen: set[str] = set()
+        for cand in found:
             formula = _reduced(cand.formula)
-            if wish is not None and formula not in wish:
+            if (wish is not None and formula not in wish) or formula in seen:
                 continue
+            seen.add(formula)
             out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
                                      structure=cand.structure.as_dict(), source=cand.source,
-                                     provenance={"id": cand.id, **dict(cand.provenance or {})}))
+                                     provenance={"id": cand.id, **_plain(cand.provenance)}))
+        want_prototypes = wish is not None or any(s.kind == "prototypes" for s in cs.candidate_sources)
+        for formula in (wish or []) if want_prototypes else []:
+            if formula in seen:
+                continue
+            made = self._decorate(formula)
+            if made is None:
+                log.warning("no structure for candidate %s: no template with its anonymised formula", formula)
+                continue
+            struct, template = made
+            seen.add(formula)
+            out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
+                                     structure=struct.as_dict(), source="prototype-decoration",
+                                     provenance={"template": template}))
         return out
+
+    def _templates(self) -> list[tuple[str, Any]]:
+        from surrogates import seed_structures
+
+        if not hasattr(self, "_template_list"):
+            items = [(f"seed:{sid}", s) for sid, s in seed_structures()]
+            if self.world is not None:
+                for f in sorted(self.world.known_formulas()):
+                    try:
+                        items.append((f"known:{f}", self.world.known_structure(f)))
+                    except (KeyError, ValueError):
+                        continue
+            self._template_list = items
+        return self._template_list
+
+    def _decorate(self, formula: str) -> tuple[Any, str] | None:
+        """A structure for ``formula`` from a template with the same anonymised formula."""
+        from pymatgen.core import Composition, Element
+
+        comp = Composition(formula).reduced_composition
+        anon = comp.anonymized_formula
+
+        def order(c: Any) -> list[str]:
+            return [el.symbol for el, _ in sorted(c.items(), key=lambda kv: (kv[1], kv[0].X, kv[0].symbol))]
+
+        matches = []
+        for name, s in self._templates():
+            s = s.copy()
+            s.remove_oxidation_states()
+            tc = s.composition.reduced_composition
+            if tc.anonymized_formula == anon:
+                matches.append((len(s), name, s, tc))
+        if not matches:
+            return None
+        _, name, s, tc = min(matches, key=lambda m: (m[0], m[1]))
+        mapping = dict(zip(order(tc), order(comp), strict=True))
+        s.replace_species({Element(a): Element(b) for a, b in mapping.items()})
+
+        def size(c: Any) -> float:
+            return sum(amt * float(Element(el.symbol).atomic_radius or 1.5) ** 3 for el, amt in c.items())
+
+        s.scale_lattice(s.volume * size(comp) / size(tc))
+        return s, name
 
     # ------------------------------------------------------------------ models
     OUTPUTS = ("e_form", "yield")
@@ -423,6 +496,11 @@ class _CampaignObjective:
         if self.use_yield:
             p = p / (1.0 + np.exp(-np.clip((values[:, :, jy] - self.yield_threshold) / self.yield_tau, -50, 50)))
         return p
+
+
+def _plain(d: Any) -> dict:
+    """A JSON-safe copy of a provenance dict."""
+    return json.loads(json.dumps(dict(d or {}), default=str))
 
 
 def _jsonable(value: Any) -> bool:

@@ -185,7 +185,8 @@ def run_drill(workdir: Path, *, world: str = "demo", points: int = 20, seed: int
     log_path = workdir / "controller.log"
     started = time.monotonic()
     kills, restarts, offsets, finished = 0, 0, [], False
-    lab = SimLab(w, seed=seed, speedup=speedup, faults=None, workdir=workdir / "lab")
+    lab = SimLab(w, seed=seed, speedup=speedup, faults=None, workdir=workdir / "lab",
+                 heartbeat_s=data["lab"]["heartbeat_s"], lost_after=data["lab"]["lost_after_heartbeats"])
     lab.start(f"tcp://127.0.0.1:{port}", processes=True)
     try:
         with Store.for_campaign_dir(cdir) as store:

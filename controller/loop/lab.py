@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,43 @@ def fault_config(cfg: CampaignConfig) -> Any | None:
     from sim_lab import FaultConfig
 
     return FaultConfig(instrument_error_rate=f.instrument_error_rate, drop_rate=f.drop_rate,
-                       duplicate_rate=f.duplicate_rate, delay_ms=f.delay_ms)
+                       duplicate_rate=f.duplicate_rate, delay_ms=f.delay_ms, seed=cfg.campaign.seed)
+
+
+def stale_instruments(workdir: Path) -> list[int]:
+    """PIDs of simulated instruments a previous (killed) controller left running for this lab.
+
+    Why: ``kill -9`` of a controller that launched its simulated lab orphans the instrument
+    processes; a restarted controller starts new ones with the same identities and ledgers, so
+    the orphans must go first. Only processes whose command line is ``sim_lab.serve ...
+    --workdir WORKDIR`` for exactly this campaign's lab are returned.
+    """
+    want = str(Path(workdir).resolve())
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if "sim_lab.serve" in args and "--workdir" in args:
+            i = args.index("--workdir")
+            if i + 1 < len(args) and str(Path(args[i + 1]).resolve()) == want and int(proc.name) != os.getpid():
+                out.append(int(proc.name))
+    return out
+
+
+def reap_stale_instruments(workdir: Path) -> int:
+    """SIGKILL orphaned instruments of this lab (their ledgers are durable; nothing is lost)."""
+    pids = stale_instruments(workdir)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            log.warning("stopped orphaned simulated instrument (pid %d) of %s", pid, workdir)
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline and stale_instruments(workdir):
+        time.sleep(0.05)
+    return len(pids)
 
 
 def curve_config(cfg: CampaignConfig, base_dir: Path) -> Any | None:
@@ -77,8 +116,10 @@ async def open_lab(cfg: CampaignConfig, campaign_dir: Path, *, external: bool = 
         if world is not None and not external:
             from sim_lab import SimLab
 
+            reap_stale_instruments(campaign_dir / "lab")
             sim = SimLab(world, seed=cfg.campaign.seed, speedup=cfg.lab.speedup,
-                         faults=fault_config(cfg), workdir=campaign_dir / "lab")
+                         faults=fault_config(cfg), workdir=campaign_dir / "lab",
+                         heartbeat_s=cfg.lab.heartbeat_s, lost_after=cfg.lab.lost_after_heartbeats)
             sim.start(dispatcher.endpoint, processes=True)
         yield LabHandle(dispatcher=dispatcher, world=world, sim=sim)
     finally:
