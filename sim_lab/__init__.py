@@ -12,6 +12,9 @@ The face other packages use:
 """
 
 from .builder import build_world, precursor_masses, target_truth
+from .conformance import CONFORMANCE_SAMPLE, conformance_class
+from .instruments import BoxFurnace, DosingStation, SimInstrument, XrdStation, instrument_class
+from .lab import FaultConfig, LabTruth, SimLab
 from .physics import (
     SampleState,
     Segment,
@@ -20,10 +23,25 @@ from .physics import (
     simulate,
     simulate_recipe,
 )
+from .store import SampleStore
 from .world import FORMAT, World, WorldError, bundled_worlds, load_world, parse_world
+from .xrd import PatternSimulator, simulate_pattern
 
 __all__ = [
+    "CONFORMANCE_SAMPLE",
     "FORMAT",
+    "BoxFurnace",
+    "DosingStation",
+    "FaultConfig",
+    "LabTruth",
+    "PatternSimulator",
+    "SampleStore",
+    "SimInstrument",
+    "SimLab",
+    "XrdStation",
+    "conformance_class",
+    "instrument_class",
+    "simulate_pattern",
     "SampleState",
     "Segment",
     "World",

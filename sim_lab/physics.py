@@ -36,6 +36,7 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,22 @@ from .world import GAS_FORMING, GASES, World
 
 KELVIN = 273.15
 _TINY = 1e-12
+
+
+@lru_cache(maxsize=4096)
+def _comp(formula: str) -> Composition:
+    return Composition(formula)
+
+
+@lru_cache(maxsize=4096)
+def molar_mass(formula: str) -> float:
+    """g/mol as a plain float (pymatgen's weight carries units, which numpy dislikes)."""
+    return float(Composition(formula).weight)
+
+
+@lru_cache(maxsize=4096)
+def _elements_of(formula: str) -> tuple[tuple[str, float], ...]:
+    return tuple((el.symbol, float(amt)) for el, amt in Composition(formula).items())
 
 
 @dataclass(frozen=True)
@@ -272,7 +289,7 @@ class SampleState:
     max_temperature_c: float = 25.0
 
     def _add(self, store: dict[str, float], formula: str, moles: float) -> None:
-        store[formula] = store.get(formula, 0.0) + moles
+        store[formula] = float(store.get(formula, 0.0) + moles)
         if abs(store[formula]) < 1e-15:
             del store[formula]
 
@@ -281,7 +298,7 @@ class SampleState:
         for store in (self.phases, self.amorphous):
             for f, m in store.items():
                 if m > _TINY:
-                    masses[f] = masses.get(f, 0.0) + m * Composition(f).weight
+                    masses[f] = masses.get(f, 0.0) + m * molar_mass(f)
         return masses
 
     def total_mass_g(self) -> float:
@@ -293,7 +310,7 @@ class SampleState:
         if total <= 0:
             return {}
         out = {
-            f: m * Composition(f).weight / total for f, m in self.phases.items() if m > _TINY
+            f: m * molar_mass(f) / total for f, m in self.phases.items() if m > _TINY
         }
         return {f: w for f, w in sorted(out.items(), key=lambda kv: -kv[1]) if w > 1e-6}
 
@@ -301,15 +318,15 @@ class SampleState:
         total = self.total_mass_g()
         if total <= 0:
             return 0.0
-        return sum(m * Composition(f).weight for f, m in self.amorphous.items()) / total
+        return sum(m * molar_mass(f) for f, m in self.amorphous.items()) / total
 
     def element_balance(self) -> dict[str, float]:
         """Moles of each element now (solids + gases + evaporated, O2 uptake negative) minus dosed."""
         now: dict[str, float] = {}
         for store in (self.phases, self.amorphous, self.gases_out, self.evaporated):
             for f, m in store.items():
-                for el, amt in Composition(f).items():
-                    now[el.symbol] = now.get(el.symbol, 0.0) + amt * m
+                for el, amt in _elements_of(f):
+                    now[el] = now.get(el, 0.0) + amt * m
         keys = set(now) | set(self.dosed_elements)
         return {k: now.get(k, 0.0) - self.dosed_elements.get(k, 0.0) for k in sorted(keys)}
 
@@ -361,10 +378,10 @@ def dose(world: World, precursors: Mapping[str, float]) -> SampleState:
             raise ValueError(f"precursor {formula!r}: mass must be a finite number >= 0, got {grams}")
         if grams == 0:
             continue
-        moles = grams / Composition(key).weight
+        moles = grams / molar_mass(key)
         state._add(state.phases, key, moles)
-        for el, amt in Composition(key).items():
-            state.dosed_elements[el.symbol] = state.dosed_elements.get(el.symbol, 0.0) + amt * moles
+        for el, amt in _elements_of(key):
+            state.dosed_elements[el] = state.dosed_elements.get(el, 0.0) + amt * moles
     return state
 
 
@@ -425,8 +442,8 @@ def heat(
                 amount = state.phases[formula]
             state._add(state.phases, formula, -amount)
             for prod, coeff in dec.products.items():
-                red = Composition(prod).reduced_formula
-                per_fu = coeff * Composition(prod).num_atoms / Composition(red).num_atoms
+                red = _comp(prod).reduced_formula
+                per_fu = coeff * _comp(prod).num_atoms / _comp(red).num_atoms
                 if red in GASES and not world.has_phase(red):
                     state._add(state.gases_out, red, amount * per_fu)
                 else:
@@ -504,8 +521,8 @@ def _apply_reaction(
 
 
 def _evaporate(thermo: Thermo, state: SampleState, vol: Any, k_dt: float, mu: float) -> None:
-    oxide = Composition(vol.oxide).reduced_formula
-    ox = Composition(oxide)
+    oxide = _comp(vol.oxide).reduced_formula
+    ox = _comp(oxide)
     per_oxide = ox[vol.element]
     for formula in list(state.phases):
         if formula not in thermo.data or vol.element not in thermo.data[formula].elements:
@@ -518,7 +535,7 @@ def _evaporate(thermo: Thermo, state: SampleState, vol: Any, k_dt: float, mu: fl
             continue
         moles = state.phases[formula]
         lost_fu = moles * f
-        comp = Composition(formula)
+        comp = _comp(formula)
         units = lost_fu * comp[vol.element] / per_oxide
         state._add(state.evaporated, oxide, units)
         state._add(state.phases, formula, -lost_fu)
