@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -150,6 +150,7 @@ class Dispatcher:
         self.lost_reports: list[tuple[str, list[str]]] = []
         self.retransmits = 0
         self._ctx: zmq.asyncio.Context | None = None
+        self._raw_send: Callable[[list[bytes]], Awaitable[None]] | None = None
         self._auth: Any = None
         self._sock: zmq.asyncio.Socket | None = None
         self._drivers: dict[str, _Driver] = {}
@@ -190,7 +191,14 @@ class Dispatcher:
         self._sock = sock
 
         async def raw_send(frames: list[bytes]) -> None:
-            await sock.send_multipart(frames)
+            # a ROUTER never blocks (unroutable or over-HWM frames are dropped); NOBLOCK takes
+            # pyzmq's short-circuit path (no event-loop round trip) and keeps the edge-triggered
+            # fd handling right for the receive side
+            if sock.closed:
+                raise zmq.ZMQError(zmq.ENOTSOCK)
+            await sock.send_multipart(frames, flags=zmq.NOBLOCK)
+
+        self._raw_send = raw_send
 
         self.injector = FaultInjector(self.faults, raw_send) if self.faults else None
         loop = asyncio.get_running_loop()
@@ -345,7 +353,7 @@ class Dispatcher:
             if self.injector is not None:
                 await self.injector.send(frames)
             else:
-                await sock.send_multipart(frames)
+                await self._raw_send(frames)
         except zmq.ZMQError as exc:
             log.debug("send to %s failed: %s", identity, exc)
 
@@ -444,11 +452,17 @@ class Dispatcher:
         sock = self._sock
         assert sock is not None
         while True:
-            frames = await sock.recv_multipart()
-            try:
-                await self._handle(frames)
-            except Exception:  # noqa: BLE001 - the dispatcher must survive any one message
-                log.exception("internal error handling a frame")
+            await sock.poll()
+            for _ in range(256):  # drain without an await per frame; then let others run
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK).result()
+                except zmq.Again:
+                    break
+                try:
+                    await self._handle(frames)
+                except Exception:  # noqa: BLE001 - the dispatcher must survive any one message
+                    log.exception("internal error handling a frame")
+            await asyncio.sleep(0)
 
     async def _handle(self, frames: list[bytes]) -> None:
         loop = asyncio.get_running_loop()
