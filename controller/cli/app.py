@@ -22,6 +22,7 @@ campaign_cmds.register(app)
 
 # Command groups contributed by other parts of the system are added below, one line each.
 # (keep this marker line: each group inserts its registration right after it)
+__import__(f"{__package__}.simlab_cmds", fromlist=["register"]).register(app)  # sim-lab
 __import__(f"{__package__}.bench_campaign_cmds", fromlist=["register"]).register(__import__(f"{__package__}.bench_cmds", fromlist=["bench_app"]).bench_app)  # bench campaign
 __import__(f"{__package__}.bench_cmds", fromlist=["register"]).register(app)  # bench surrogate, campaign
 __import__(f"{__package__}.xrd_cmds", fromlist=["register"]).register(app)  # xrd analyze, plot
