@@ -9,9 +9,15 @@
   const tokenInput = document.getElementById("token");
   const TOKEN_KEY = "synthloop-token";
 
+  const userInput = document.getElementById("user");
+  const USER_KEY = "synthloop-user";
   if (tokenInput) {
     tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
     tokenInput.addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, tokenInput.value));
+  }
+  if (userInput) {
+    userInput.value = localStorage.getItem(USER_KEY) || "";
+    userInput.addEventListener("input", () => localStorage.setItem(USER_KEY, userInput.value));
   }
 
   function say(text, ok) {
@@ -58,7 +64,9 @@
     const token = tokenInput ? tokenInput.value.trim() : "";
     const headers = { "Content-Type": "application/json" };
     if (token) headers["Authorization"] = "Bearer " + token;
-    const resp = await fetch(url, { method, headers, body: JSON.stringify(body || {}) });
+    const payload = Object.assign({}, body || {});
+    if (userInput && userInput.value.trim()) payload.user = userInput.value.trim();
+    const resp = await fetch(url, { method, headers, body: JSON.stringify(payload) });
     let data = {};
     try { data = await resp.json(); } catch (err) { /* not JSON */ }
     if (!resp.ok) throw new Error(data.detail || ("HTTP " + resp.status));
