@@ -15,6 +15,7 @@ dropped, duplicated or delayed frames into, at worst, extra idempotent messages.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -146,8 +147,11 @@ class Dispatcher:
         self.endpoint: str = ""
         self.max_remembered = 200_000  # command id -> driver pins kept for re-submits
         self.injector: FaultInjector | None = None
-        self.errors: list[tuple[str, Error]] = []  # Error messages received (identity, msg)
-        self.lost_reports: list[tuple[str, list[str]]] = []
+        # recent Error messages received and lost-driver reports (bounded: a flood of garbage
+        # must not grow memory)
+        self.errors: collections.deque[tuple[str, Error]] = collections.deque(maxlen=10_000)
+        self.lost_reports: collections.deque[tuple[str, list[str]]] = collections.deque(
+            maxlen=10_000)
         self.retransmits = 0
         self._ctx: zmq.asyncio.Context | None = None
         self._raw_send: Callable[[list[bytes]], Awaitable[None]] | None = None
