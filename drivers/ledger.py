@@ -143,6 +143,43 @@ class Ledger:
                 ),
             )
 
+    def apply(self, ops: list[tuple[Any, ...]]) -> list[bool]:
+        """Group commit: run many ``("begin", id, capability, params)`` and
+        ``("finish", id, state, result, error)`` operations in ONE transaction (one fsync).
+
+        Returns per op whether it changed a row (a ``begin`` that returns False met a known
+        id). Either all ops are durable when this returns, or it raises and none is.
+        """
+        changed: list[bool] = []
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    if op[0] == "begin":
+                        _, cid, cap, params = op
+                        cur = self._db.execute(
+                            "INSERT OR IGNORE INTO commands (command_id, capability, params, "
+                            "state, received_at) VALUES (?, ?, ?, 'running', ?)",
+                            (cid, cap, json.dumps(params), now),
+                        )
+                    elif op[0] == "finish":
+                        _, cid, state, result, error = op
+                        cur = self._db.execute(
+                            "UPDATE commands SET state = ?, result = ?, error = ?, "
+                            "finished_at = ? WHERE command_id = ? AND state = 'running'",
+                            (state, json.dumps(result) if result is not None else None, error,
+                             now, cid),
+                        )
+                    else:
+                        raise ValueError(f"unknown ledger op {op[0]!r}")
+                    changed.append(cur.rowcount == 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed
+
     def record_failure(self, command_id: str, capability: str, params: dict[str, Any],
                        error: str) -> None:
         """Record a command that was refused before execution (e.g. invalid params)."""
