@@ -169,12 +169,17 @@ def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Pa
 STARTED = ("queued", "running", "measured", "analysed", "succeeded", "failed")
 
 
-def _live_loop_or_skip() -> None:
-    """The live variant needs the simulated lab's bundled demo world and SimLab; say what is missing."""
+def _live_loop_or_skip() -> str:
+    """The live variant needs SimLab and a world (the bundled demo world, or a world file named by
+    SYNTHLOOP_WEB_E2E_WORLD); returns the world, or skips saying what is missing."""
+    import os
+
+    world = os.environ.get("SYNTHLOOP_WEB_E2E_WORLD", "demo")
     try:
         from sim_lab import SimLab, load_world  # noqa: F401
 
-        load_world("demo")
+        load_world(world)
+        return world
     except Exception as exc:  # noqa: BLE001 - any failure means: no live demo lab to run against
         msg = f"live-loop browser test skipped: the simulated demo lab is not available ({type(exc).__name__}: {exc})"
         print("\n[web e2e] " + msg, flush=True)
@@ -192,15 +197,16 @@ def test_approve_in_browser_against_the_live_closed_loop(browser, tmp_path: Path
     from controller.store import Event, Experiment
     from sim_lab import load_world
 
-    _live_loop_or_skip()
+    world = _live_loop_or_skip()
     directory = tmp_path / "live"
     directory.mkdir()
     cfg = {"campaign": {"name": "live-web", "seed": 3, "approval_mode": True, "budget": {"max_experiments": 4}},
-           "chemical_space": {"systems": sorted(load_world("demo").systems), "max_candidates": 300},
-           "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 10, "retrain_every": 3},
+           "chemical_space": {"systems": sorted(load_world(world).systems), "max_candidates": 300},
+           # epochs 20: OneCycleLR divides by zero when epochs x batches <= 10 (surrogates, reported)
+           "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 20, "retrain_every": 3},
            "acquisition": {"strategy": "qlogei", "batch_size": 2},
            "recipes": {"max_recipes_per_target": 2, "yield_threshold": 0.5},
-           "lab": {"kind": "simulated", "world": "demo", "speedup": 2e6, "heartbeat_s": 0.25},
+           "lab": {"kind": "simulated", "world": world, "speedup": 2e6, "heartbeat_s": 0.25},
            "web": {"token": TOKEN}}
     (directory / "campaign.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     cli = [sys.executable, "-c", "from controller.cli import main; main()"]
