@@ -306,3 +306,16 @@ def test_conformance_kit_fails_a_driver_with_wrong_results(tmp_path: Path) -> No
     assert not report.passed
     failed = {c.name: c.detail for c in report.checks if c.passed is False}
     assert "capability heat" in failed and "duration_min" in failed["capability heat"]
+
+
+def test_conformance_kit_checks_a_running_driver_process_in_bind_mode(procs: Procs) -> None:
+    from drivers import check_driver_async
+
+    endpoint = endpoint_for("ipc")
+    procs.furnace(endpoint, "furnace-remote", spm=0.0001)
+    report = arun(check_driver_async("drivers.examples:ToyFurnace", bind=endpoint,
+                                     heartbeat_s=HB), timeout=120)
+    assert report.passed, report.format()
+    names = {c.name: c.passed for c in report.checks}
+    assert names["registration"] and names["duplicate replay"] and names["malformed messages"]
+    assert names["replay across restart"] is None  # skipped: the kit does not own the process
