@@ -104,7 +104,10 @@ class SubstitutionTable:
     def key(sp: Species | str) -> str:
         """The table's spelling of a species: ``Li1+``, ``O2-``."""
         if isinstance(sp, str):
-            sp = Species.from_str(sp)
+            try:
+                sp = Species.from_str(sp)
+            except ValueError as exc:
+                raise KeyError(f"{sp!r} is not a species: {exc}") from None
         ox = sp.oxi_state
         if ox is None or ox != int(ox) or ox == 0:
             raise KeyError(f"{sp}: no integer oxidation state")
@@ -159,7 +162,9 @@ def _species_options(elements: list[str]) -> list[Species]:
 
 
 def _radius(sp: Species) -> float:
-    r = sp.ionic_radius if getattr(sp, "ionic_radius", None) else None
+    with warnings.catch_warnings():  # "no default ionic radius for Mn4+, using ls data"
+        warnings.simplefilter("ignore")
+        r = sp.ionic_radius if getattr(sp, "ionic_radius", None) else None
     if r is None:
         r = Element(sp.symbol).atomic_radius or 1.5
     return float(r)

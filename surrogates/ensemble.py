@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -229,9 +230,9 @@ def _train_member_inner(payload: dict[str, Any]) -> dict[str, Any]:
         if len(val_graphs):
             pred = _evaluate(model, val_graphs)[:, :n_main]
             ok = np.isfinite(val_y)
-            val = float(np.abs(pred - val_y)[ok].mean()) if ok.any() else float(loss)
+            val = float(np.abs(pred - val_y)[ok].mean()) if ok.any() else float(loss.detach())
         else:
-            val = float(loss)
+            val = float(loss.detach())
         history.append(val)
         if payload.get("verbose"):
             print(f"[member seed {seed}] epoch {epoch + 1}/{cfg.epochs} val {val:.4f} "
@@ -245,6 +246,11 @@ def _train_member_inner(payload: dict[str, Any]) -> dict[str, Any]:
                 break
     return {"state": best_state or model.state_dict(), "best_epoch": best_epoch,
             "best_val": best, "history": history, "seconds": time.perf_counter() - t0}
+
+
+def _nanmae(pred: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(y)
+    return float(np.abs(pred[ok] - y[ok]).mean()) if ok.any() else float("nan")
 
 
 def _as_target_matrix(targets: np.ndarray | dict[str, Any], n: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -409,8 +415,10 @@ def train_ensemble(
     if n < 4:
         raise ValueError(f"need at least 4 labelled structures to train, got {n}")
     y, names = _as_target_matrix(targets, n)
-    y_mean = np.nanmean(y, axis=0)
-    y_std = np.nanstd(y, axis=0)
+    with warnings.catch_warnings():  # an output without labels yet (e.g. yield) is allowed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y_mean = np.nanmean(y, axis=0)
+        y_std = np.nanstd(y, axis=0)
     y_mean = np.where(np.isfinite(y_mean), y_mean, 0.0)
     y_std = np.where(np.isfinite(y_std) & (y_std > 1e-12), y_std, 1.0)
     ys = (y - y_mean) / y_std
@@ -455,8 +463,7 @@ def train_ensemble(
     ens.metrics = {
         "n_train": int(len(fit_idx)), "n_val": int(n_val), "graph_s": t_graph, "train_s": t_train,
         "best_epochs": [int(r["best_epoch"]) for r in results],
-        "val_mae": [float(np.nanmean(np.abs(table.mean[:, j] - y[val_idx, j])))
-                    for j in range(len(names))],
+        "val_mae": [_nanmae(table.mean[:, j], y[val_idx, j]) for j in range(len(names))],
         "val_coverage_90": [coverage(table, y[val_idx, j], 0.9, j) for j in range(len(names))],
         "inflation": ens.inflation.tolist(),
     }

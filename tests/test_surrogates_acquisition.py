@@ -1,0 +1,137 @@
+"""Acquisition over members × candidates tables: valid distinct picks, pending never again,
+sequential greedy qEI/qUCB equal to BoTorch's optimize_acqf_discrete, objectives."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from surrogates import (
+    STRATEGIES,
+    MemberSampler,
+    PredictionTable,
+    StableAndMakeable,
+    TableEnsembleModel,
+    objective_table,
+    select_batch,
+)
+
+
+def table(n: int = 400, s: int = 5, seed: int = 0, spread: float = 0.3) -> PredictionTable:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(1, n, 1)) + spread * rng.normal(size=(s, n, 1))
+    return PredictionTable(values, ("y",), np.ones(1))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("q", [1, 4, 12])
+def test_strategies_return_q_valid_distinct_picks_never_pending(strategy: str, q: int) -> None:
+    t = table()
+    rng = np.random.default_rng(q)
+    pending = set(rng.choice(400, 30, replace=False).tolist())
+    exclude = set(rng.choice(400, 10, replace=False).tolist())
+    picks = select_batch(t, strategy=strategy, q=q, pending=pending, exclude=exclude, seed=1)
+    idx = [p.index for p in picks]
+    assert len(idx) == q == len(set(idx))
+    assert all(0 <= i < 400 for i in idx)
+    assert not set(idx) & pending and not set(idx) & exclude
+    assert all(np.isfinite(p.mean) and p.std >= 0 for p in picks)
+
+
+def test_pending_grows_over_rounds_and_is_never_proposed_again() -> None:
+    t = table(n=60)
+    pending: set[int] = set()
+    for round_no in range(7):
+        picks = select_batch(t, strategy="qlogei", q=8, pending=pending, seed=round_no)
+        new = {p.index for p in picks}
+        assert not new & pending
+        pending |= new
+    assert len(pending) == 56
+    last = select_batch(t, strategy="thompson", q=8, pending=pending, seed=0)
+    assert len(last) == 4 and not {p.index for p in last} & pending  # only 4 remain
+
+
+def _botorch_discrete(acqf_cls, t: PredictionTable, pending: list[int], q: int, **kw) -> list[int]:
+    from botorch.optim import optimize_acqf_discrete
+
+    obj = objective_table(t, calibrated=False)
+    model = TableEnsembleModel(obj)
+    x_pending = torch.tensor(pending, dtype=torch.float64).view(-1, 1)
+    acq = acqf_cls(model, sampler=MemberSampler(obj.shape[0]), X_pending=x_pending, **kw)
+    choices = torch.tensor([i for i in range(obj.shape[1]) if i not in pending],
+                           dtype=torch.float64).view(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, _ = optimize_acqf_discrete(acq, q=q, choices=choices)
+    return x.view(-1).long().tolist()
+
+
+def test_qei_and_qucb_picks_equal_botorch_sequential_greedy() -> None:
+    from botorch.acquisition.monte_carlo import qExpectedImprovement, qUpperConfidenceBound
+
+    # members disagree strongly, so every one of the q picks still improves some member
+    t = table(n=300, seed=0, spread=1.0)
+    pending = [5, 17, 42]
+    ours = [p.index for p in select_batch(t, strategy="qlogei", q=5, pending=pending, best_f=1.5,
+                                          calibrated=False)]
+    assert ours == _botorch_discrete(qExpectedImprovement, t, pending, 5, best_f=1.5)
+    ours = [p.index for p in select_batch(t, strategy="qucb", q=4, pending=pending, beta=2.0,
+                                          calibrated=False)]
+    assert ours == _botorch_discrete(qUpperConfidenceBound, t, pending, 4, beta=2.0)
+
+
+def test_degenerate_qei_falls_back_to_thompson_instead_of_arbitrary_picks() -> None:
+    """One candidate dominating every member leaves zero marginal EI for all others; BoTorch
+    would then return the first choices in the list; we sample by member instead."""
+    values = np.zeros((3, 50, 1))
+    values[:, 7, 0] = 10.0
+    values[:, :, 0] += np.random.default_rng(0).normal(size=(3, 50)) * 0.1
+    picks = select_batch(PredictionTable(values, ("y",), np.ones(1)), strategy="qlogei", q=3,
+                         calibrated=False, seed=0)
+    idx = [p.index for p in picks]
+    assert idx[0] == 7
+    member_best = {int(np.argsort(-values[k, :, 0])[1]) for k in range(3)}
+    assert set(idx[1:]) <= member_best
+
+
+def test_acquisition_values_are_botorch_values_with_pending() -> None:
+    t = table(n=100, seed=4)
+    picks = select_batch(t, strategy="qlogei", q=3, pending=[1, 2], best_f=1.0, calibrated=False)
+    values = [p.acquisition_value for p in picks]
+    assert values == sorted(values)  # log EI of a growing batch never decreases
+    assert all(np.isfinite(values))
+
+
+def test_greedy_is_top_mean_and_thompson_uses_member_argmaxes() -> None:
+    t = table(n=200, seed=5)
+    mean = t.mean[:, 0]
+    picks = select_batch(t, strategy="greedy", q=5)
+    assert [p.index for p in picks] == list(np.argsort(-mean)[:5])
+    th = select_batch(t, strategy="thompson", q=5, seed=2, calibrated=False)
+    member_best = set(np.argmax(t.values[:, :, 0], axis=1).tolist())
+    assert {p.index for p in th} == member_best or len(member_best) < 5
+
+
+def test_objectives_minimise_and_stable_makeable_probability() -> None:
+    values = np.zeros((4, 3, 2))
+    values[:, 0, 0], values[:, 1, 0], values[:, 2, 0] = -0.2, 0.2, 0.0  # e_above_hull
+    values[:, :, 1] = [[0.9, 0.9, 0.1]] * 4  # yield
+    t = PredictionTable(values, ("e_above_hull", "yield"), np.ones(2))
+    p = objective_table(t, StableAndMakeable(yield_column="yield")).mean(axis=0)
+    assert p[0] > 0.95 and p[1] < 0.05 and p[2] < 0.1
+    assert select_batch(t, strategy="greedy", q=1, objective="-e_above_hull")[0].index == 0
+    with pytest.raises(ValueError, match="unknown strategy"):
+        select_batch(t, strategy="ei", q=1)
+    with pytest.raises(IndexError, match="pending index out of range"):
+        select_batch(t, strategy="greedy", q=1, pending=[7])
+
+
+def test_calibrated_members_use_the_inflation_factor() -> None:
+    t = table(n=50, seed=6)
+    wide = PredictionTable(t.values, t.outputs, np.array([3.0]))
+    a, b = objective_table(t), objective_table(wide)
+    assert np.allclose(a.mean(axis=0), b.mean(axis=0))
+    assert np.allclose(b.std(axis=0), 3.0 * a.std(axis=0))

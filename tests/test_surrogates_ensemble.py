@@ -1,0 +1,106 @@
+"""Deep ensembles: training, calibrated tables, multi-task NaN labels, save/load, fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from surrogates import Ensemble, EnsembleConfig, PredictionTable, coverage, train_ensemble
+
+A_SITES = ["Sr", "Ba", "Ca", "La", "K", "Na"]
+B_SITES = ["Ti", "Zr", "Nb", "Mn", "Fe", "V"]
+
+
+def toy_set(n: int, seed: int = 0) -> tuple[list[Structure], np.ndarray]:
+    """Cubic ABO3 cells with a smooth synthetic target (lattice constant and species)."""
+    rng = np.random.default_rng(seed)
+    structures, y = [], []
+    for _ in range(n):
+        a, b = rng.choice(A_SITES), rng.choice(B_SITES)
+        lat = rng.uniform(3.7, 4.3)
+        structures.append(Structure(Lattice.cubic(lat), [a, b, "O", "O", "O"],
+                                    [[0, 0, 0], [0.5] * 3, [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]))
+        y.append(0.5 * (lat - 4.0) + 0.1 * A_SITES.index(a) - 0.05 * B_SITES.index(b))
+    return structures, np.array(y)
+
+
+TINY = dict(hidden=8, layers=1, epochs=3, batch_size=16, workers=1, cutoff=6.0)
+
+
+def test_train_predict_table_shapes_calibration_and_coverage() -> None:
+    s, y = toy_set(60)
+    ens = train_ensemble(s, y, EnsembleConfig(members=3, **TINY))
+    table = ens.predict(s[:10])
+    assert table.values.shape == (3, 10, 1)
+    assert table.outputs == ("e_form",)
+    assert np.all(table.std >= 0) and ens.inflation[0] > 0
+    # the calibrated interval covers ~90 % of the validation split it was fitted on
+    assert 0.7 <= ens.metrics["val_coverage_90"][0] <= 1.0
+    lo, hi = table.interval(0.9)
+    assert np.all(lo <= table.mean[:, 0]) and np.all(hi >= table.mean[:, 0])
+    assert 0.0 <= coverage(table, y[:10]) <= 1.0
+
+
+def test_members_differ_and_training_is_reproducible() -> None:
+    s, y = toy_set(40)
+    cfg = EnsembleConfig(members=2, **TINY)
+    a = train_ensemble(s, y, cfg).predict(s[:5]).values
+    b = train_ensemble(s, y, cfg).predict(s[:5]).values
+    assert np.array_equal(a, b)  # same seed, same ensemble
+    assert not np.allclose(a[0], a[1])  # different seeds and bootstraps per member
+
+
+def test_save_load_gives_identical_predictions() -> None:
+    s, y = toy_set(40)
+    ens = train_ensemble(s, {"e_form": y, "yield": np.where(np.arange(40) % 3 == 0, 0.5, np.nan)},
+                         EnsembleConfig(members=2, architecture="megnet", **TINY))
+    blob = ens.to_bytes()
+    loaded = Ensemble.from_bytes(blob)
+    a, b = ens.predict(s), loaded.predict(s)
+    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.std, b.std)
+    assert loaded.outputs == ("e_form", "yield")
+    assert loaded.to_bytes() == blob or np.array_equal(Ensemble.from_bytes(loaded.to_bytes()).predict(s).values, a.values)
+    with pytest.raises(ValueError, match="not a saved"):
+        Ensemble.from_bytes(b"garbage")
+
+
+def test_fine_tune_moves_the_yield_head_towards_campaign_yields() -> None:
+    s, y = toy_set(40)
+    targets = {"e_form": y, "yield": np.full(40, np.nan)}
+    ens = train_ensemble(s, targets, EnsembleConfig(members=2, **TINY))
+    made = s[:8]
+    truth = np.linspace(0.1, 0.9, 8)
+    before = np.abs(ens.predict(made).mean[:, 1] - truth).mean()
+    tuned = ens.fine_tune(made, {"yield": truth}, epochs=40, lr=1e-2, seed=1)
+    after = np.abs(tuned.predict(made).mean[:, 1] - truth).mean()
+    assert after < before
+    assert tuned.metrics["fine_tuned_on"] == 8
+    # the original ensemble is untouched, and formation energies barely move
+    assert np.array_equal(ens.predict(made).values, ens.predict(made).values)
+    e_shift = np.abs(tuned.predict(s).mean[:, 0] - ens.predict(s).mean[:, 0]).mean()
+    assert e_shift < np.abs(y - y.mean()).mean()
+    with pytest.raises(ValueError, match="unknown outputs"):
+        ens.fine_tune(made, {"band_gap": truth})
+
+
+def test_bad_inputs_are_named() -> None:
+    s, y = toy_set(10)
+    with pytest.raises(ValueError, match="target 'e_form' has 9 values for 10 structures"):
+        train_ensemble(s, y[:9], EnsembleConfig(members=1, **TINY))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        train_ensemble(s, y, EnsembleConfig(members=1, architecture="schnet", **{k: v for k, v in TINY.items()}))
+    with pytest.raises(ValueError, match="members must be"):
+        EnsembleConfig(members=0)
+    with pytest.raises(KeyError, match="no output 'yield'"):
+        PredictionTable(np.zeros((2, 3, 1)), ("e_form",), np.ones(1)).column("yield")
+
+
+def test_parallel_training_matches_inline_training() -> None:
+    """Members trained in spawned worker processes equal the same members trained inline."""
+    s, y = toy_set(30)
+    cfg = dict(TINY, epochs=2)
+    par = train_ensemble(s, y, EnsembleConfig(members=2, **{**cfg, "workers": 2}))
+    seq = train_ensemble(s, y, EnsembleConfig(members=2, **cfg))
+    assert np.allclose(par.predict(s).values, seq.predict(s).values, atol=1e-5)
