@@ -239,7 +239,8 @@ def main() -> int:
     args = p.parse_args()
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}, ledger sync={args.ledger_sync}, "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"{time.strftime('%Y-%m-%d %H:%M')}, load average at start "
+          f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
     ok = True
     if not args.fuzz_only:
         print("drivers  p50_ms  p99_ms  latency_n  cmd_per_s  throughput_n  failures")

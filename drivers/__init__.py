@@ -12,7 +12,8 @@ The face other packages use:
   :func:`validate_result`, :func:`example_params`;
 - transport extras: :class:`FaultConfig` (seeded drop/duplicate/delay), :class:`CurveConfig`,
   :func:`generate_keys`;
-- conformance kit: :func:`check_driver`, :class:`ConformanceReport`.
+- conformance kit: :func:`check_driver`, :class:`ConformanceReport`;
+- loading drivers by name: :func:`load_target`, :func:`build_driver`, :func:`parse_options`.
 """
 
 from .conformance import CheckResult, ConformanceReport, check_driver, check_driver_async
@@ -37,6 +38,7 @@ from .protocol import (
     decode,
     encode,
 )
+from .runner import TargetError, build_driver, default_identity, load_target, parse_options
 from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn
 from .security import CurveConfig, CurveError, generate_keys
 from .steps import (
@@ -100,14 +102,19 @@ __all__ = [
     "StatusQuery",
     "StatusReply",
     "StepError",
+    "TargetError",
     "XrdParams",
     "XrdResult",
     "check_driver",
     "check_driver_async",
+    "build_driver",
     "decode",
+    "default_identity",
     "encode",
     "example_params",
     "generate_keys",
+    "load_target",
+    "parse_options",
     "validate_params",
     "validate_result",
 ]

@@ -75,8 +75,7 @@ def check(
     heartbeat: float = typer.Option(0.2, help="heartbeat interval used by the kit"),
 ) -> None:
     """Run the conformance kit; exit code 0 only if every check passes."""
-    from drivers import check_driver
-    from drivers.runner import TargetError, parse_options
+    from drivers import TargetError, check_driver, parse_options
 
     logging.basicConfig(level=logging.ERROR)
     try:
