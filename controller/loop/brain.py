@@ -218,14 +218,22 @@ class Brain:
     # ------------------------------------------------------------------ models
     OUTPUTS = ("e_form", "yield")
 
-    def _ensemble_config(self, seed: int) -> Any:
+    def _ensemble_config(self, seed: int, n: int) -> Any:
         from surrogates import EnsembleConfig
 
         sc = self.cfg.surrogate
+        # small pools: smaller batches, so a one-cycle schedule has enough optimiser steps
+        batch = 64
+        while batch > 4 and sc.epochs * -(-n // batch) < 40:
+            batch //= 2
         return EnsembleConfig(architecture=sc.architecture, members=sc.ensemble_size, hidden=sc.hidden,
                               layers=sc.layers, cutoff=sc.cutoff_angstrom, max_neighbors=sc.max_neighbors,
                               epochs=sc.epochs, lr=sc.learning_rate, seed=seed, workers=1,
-                              patience=max(10, sc.epochs // 3))
+                              batch_size=batch, patience=max(10, sc.epochs // 3))
+
+    def _fine_tune_epochs(self, n: int) -> int:
+        """Enough optimiser steps for the one-cycle schedule even on a handful of results."""
+        return max(25, self.cfg.surrogate.epochs // 3)
 
     def _structures(self, cands: list[Any]) -> list[Any]:
         from pymatgen.core import Structure
@@ -281,7 +289,7 @@ class Brain:
                 raise RuntimeError(f"only {len(train_s)} known phases with public formation energies "
                                    "in this chemical space: too few to pretrain the surrogate")
             targets = {"e_form": np.array(e_form), "yield": np.full(len(e_form), np.nan)}
-            ensemble = train_ensemble(train_s, targets, self._ensemble_config(seed))
+            ensemble = train_ensemble(train_s, targets, self._ensemble_config(seed, len(train_s)))
             n_train = len(train_s)
             metrics["n_known"] = n_train
             metrics["kind"] = "pretrained"
@@ -293,7 +301,8 @@ class Brain:
             metrics["yield_mae_previous_model"] = float(np.mean(np.abs(np.clip(prev_table.mean[:, j], 0, 1) - truth)))
             sc = self.cfg.surrogate
             ensemble = previous.fine_tune([structs[i] for i in idx], {"yield": truth},
-                                          epochs=max(10, sc.epochs // 3), lr=sc.learning_rate / 3, seed=seed)
+                                          epochs=self._fine_tune_epochs(len(idx)),
+                                          lr=sc.learning_rate / 3, seed=seed)
             n_train = len(idx)
             metrics["kind"] = "fine-tuned on campaign yields"
         table = ensemble.predict(structs)
