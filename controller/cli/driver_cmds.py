@@ -40,8 +40,9 @@ def serve(
     log_level: str = typer.Option("INFO", help="logging level"),
 ) -> None:
     """Serve one driver until Ctrl-C / SIGTERM (graceful: running commands drain)."""
-    from drivers import CurveConfig, CurveError
-    from drivers.runner import (
+    from drivers import (
+        CurveConfig,
+        CurveError,
         TargetError,
         build_driver,
         default_identity,
