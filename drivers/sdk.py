@@ -212,15 +212,21 @@ class Driver:
         the controller is silent for ``lost_after`` heartbeats.
         """
         stop = stop or asyncio.Event()
+        self.instance = str(uuid.uuid4())  # every serve() is a fresh start for the controller
+        self._draining = False
         self.ledger = Ledger(self.ledger_path, sync=self.ledger_sync)
         self._commits = _GroupCommit(self.ledger)
         interrupted = self.ledger.recover_interrupted()
         for cid in interrupted:
             self.log.warning("command %s was running when this driver died: marked interrupted",
                              cid)
+        try:
+            await self.on_start()
+        except BaseException:
+            self.ledger.close()
+            raise
         ctx = zmq.asyncio.Context()
         attempt = 0
-        await self.on_start()
         try:
             while not stop.is_set():
                 self._sock = self._open(ctx, endpoint, curve)

@@ -230,7 +230,7 @@ def test_malformed_frames_get_error_replies_and_never_crash_either_side(tmp_path
     arun(main())
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_seeded_faults_drop_duplicate_delay_never_execute_twice_or_lose(
     tmp_path: Path, seed: int
 ) -> None:
