@@ -257,6 +257,22 @@ def test_edit_conditions_of_a_proposed_recipe_keeps_the_old_values(server: str, 
     assert shown[0]["max_temperature_c"] == 1050
 
 
+def test_pause_resume_stop_are_the_cli_actions(server: str, campaign) -> None:
+    status, _, _ = http("POST", f"{server}/api/campaign/pause", {})
+    assert status == 401
+    status, body, _ = http("POST", f"{server}/api/campaign/resume", {}, token=TOKEN)
+    assert status == 409 and "not paused" in body["detail"]
+    status, body, _ = http("POST", f"{server}/api/campaign/pause", {"user": "carol"}, token=TOKEN)
+    assert status == 200 and body["status"] == "paused"
+    _, o, _ = get(server, "/api/overview")
+    assert o["status"] == "paused" and any(e["kind"] == "campaign.status" and e["actor"] == "web:carol"
+                                           for e in o["recent_events"])
+    status, body, _ = http("POST", f"{server}/api/campaign/resume", {}, token=TOKEN)
+    assert status == 200 and body["status"] == "running"
+    status, body, _ = http("POST", f"{server}/api/campaign/explode", {}, token=TOKEN)
+    assert status == 404 and "use pause, resume or stop" in body["detail"]
+
+
 # --------------------------------------------------------------------------- live events
 
 

@@ -65,6 +65,21 @@ def reject(store: Store, campaign_name: str, experiment_id: int, body: RejectReq
     return experiment_dict(exp)
 
 
+class CampaignAction(BaseModel):
+    user: str | None = Field(None, max_length=60, description="name recorded as actor web:NAME")
+
+
+def campaign_control(store: Store, campaign_name: str, action: str, body: CampaignAction) -> dict[str, Any]:
+    """Pause, resume or stop the running campaign — ``synthloop pause|resume|stop`` — as ``web:NAME``."""
+    from .. import loop
+
+    functions = {"pause": loop.pause, "resume": loop.resume, "stop": loop.stop}
+    if action not in functions:
+        raise ValueError(f"unknown campaign action {action!r}; one of {', '.join(functions)}")
+    camp = functions[action](store, campaign_name, actor=actor_name(body.user))
+    return {"campaign": camp.name, "status": camp.status, "stop_reason": camp.stop_reason}
+
+
 def edit_conditions(store: Store, campaign_id: int, cfg: CampaignConfig, recipe_id: int,
                     body: ConditionsEdit) -> dict[str, Any]:
     """Change setpoint and/or dwell of one heating segment of a recipe that has not run yet.

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..config import CampaignConfig
 from ..store import Campaign, IllegalTransition, Store, StoreError
 from . import actions, queries, svg
-from .actions import ApproveRequest, ConditionsEdit, Conflict, RejectRequest
+from .actions import ApproveRequest, CampaignAction, ConditionsEdit, Conflict, RejectRequest
 from .aggregates import LabTimeCache, StepTotals
 from .queries import NotFound
 
@@ -367,6 +367,14 @@ def create_app(settings: WebSettings) -> FastAPI:
                summary="Edit setpoint/dwell of a proposed recipe's heating segment")
     def api_edit_conditions(recipe_id: str, body: ConditionsEdit) -> dict:
         return actions.edit_conditions(settings.store, campaign_id(), cfg, parse_id(recipe_id, "recipe"), body)
+
+    @app.post("/api/campaign/{action}", tags=["write"], dependencies=[Depends(require_writer)],
+              summary="Pause, resume or stop the campaign (as `synthloop pause|resume|stop`)")
+    def api_campaign_control(action: str, body: CampaignAction | None = None) -> dict:
+        if action not in ("pause", "resume", "stop"):
+            raise NotFound(f"no campaign action {action!r}: use pause, resume or stop")
+        campaign_id()
+        return actions.campaign_control(settings.store, name, action, body or CampaignAction())
 
     # ------------------------------------------------------------------ pages
     def page(template: str, page_name: str, **context: Any) -> HTMLResponse:

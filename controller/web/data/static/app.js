@@ -74,6 +74,17 @@
   }
 
   content.addEventListener("click", async (ev) => {
+    const control = ev.target.closest("button[data-campaign-action]");
+    if (control) {
+      const action = control.dataset.campaignAction;
+      if (action === "stop" && !confirm("Stop the campaign? Unstarted experiments are cancelled.")) return;
+      try {
+        const c = await write("POST", "/api/campaign/" + action, {});
+        say("campaign is now " + c.status, true);
+        scheduleRefresh();
+      } catch (err) { say(action + ": " + err.message, false); }
+      return;
+    }
     const button = ev.target.closest("button[data-action]");
     if (!button) return;
     const id = button.dataset.id, action = button.dataset.action;
