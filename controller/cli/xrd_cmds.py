@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..xrd import (
-    PhaseAnalysis,
-    XrdAnalysisError,
-    XrdFormatError,
-    XrdReferenceError,
-    analyze,
-    load_phase,
-    plot_analysis,
-    read_pattern,
-)
+if TYPE_CHECKING:  # the analysis stack (pymatgen, scipy) loads only when an xrd command runs
+    from ..xrd import PhaseAnalysis
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,6 +31,15 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run(pattern: Path, phases: list[str], target: str | None) -> PhaseAnalysis:
+    from ..xrd import (
+        XrdAnalysisError,
+        XrdFormatError,
+        XrdReferenceError,
+        analyze,
+        load_phase,
+        read_pattern,
+    )
+
     if not phases:
         _fail("give at least one candidate phase with --phases")
     try:
@@ -101,6 +103,8 @@ def plot_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="image file to write (.png)"),
 ) -> None:
     """Draw observed, fitted, difference and each phase's contribution to OUT."""
+    from ..xrd import plot_analysis
+
     res = _run(pattern, _all_phases(ctx, phases), None)
     path = plot_analysis(res, out)
     console.print(f"wrote {path}")

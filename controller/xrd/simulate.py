@@ -46,7 +46,11 @@ def simulate_mixture(
         if wi <= 0:
             continue
         refl = ph.reflections()
-        strain = rng.uniform(-max_strain, max_strain, 3)
+        # strain per distinct cell length, so a cubic cell stays cubic (as a real one does)
+        lengths = np.linalg.norm(refl.lattice, axis=1)
+        draws = rng.uniform(-max_strain, max_strain, 3)
+        strain = np.array([draws[int(np.argmin(np.abs(lengths - lengths[k]) > 1e-4 * lengths[k]))]
+                           for k in range(3)])
         mat = refl.lattice * (1 + strain)[:, None]
         d = 1.0 / np.linalg.norm(refl.hkl @ np.linalg.inv(mat).T, axis=1)
         volume = abs(np.linalg.det(mat))
