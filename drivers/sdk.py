@@ -165,6 +165,7 @@ class Driver:
         self._commits: _GroupCommit | None = None
         self.injector: FaultInjector | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._sock: zmq.asyncio.Socket | None = None
         self._draining = False
         self._last_heard = 0.0
@@ -465,9 +466,9 @@ class Driver:
         payload: dict[str, Any] | None = None
         error: str | None = None
         assert self._commits is not None
-        begin = self._commits.submit(("begin", cid, cmd.capability, cmd.params))
         try:
-            fresh = await asyncio.shield(begin)
+            # no shield needed: a cancelled wait leaves the queued insert to commit anyway
+            fresh = await self._commits.submit(("begin", cid, cmd.capability, cmd.params))
         except asyncio.CancelledError:
             # shut down before execute() started: the queued insert still commits, so close
             # the row truthfully instead of leaving it to look interrupted
@@ -485,27 +486,26 @@ class Driver:
             self._tasks.pop(cid, None)
             return
         self.executions += 1
-        started = loop.time()
-        job = loop.create_task(self.execute(cmd, progress))
+        ack = loop.call_later(self.ack_after_s, self._ack_if_running, cid)
+        deadline = asyncio.timeout(cmd.deadline_s)
         try:
             try:
-                done, _ = await asyncio.wait({job}, timeout=min(self.ack_after_s, cmd.deadline_s))
-                if not done:
-                    await self._send(Ack(command_id=cid))
-                    left = cmd.deadline_s - (loop.time() - started)
-                    out = await asyncio.wait_for(job, timeout=max(left, 0.0))
-                else:
-                    out = job.result()
+                async with deadline:
+                    out = await self.execute(cmd, progress)
+                ack.cancel()
                 if self.validate_steps:
                     out = validate_result(cmd.capability, out)
                 elif not isinstance(out, dict):
                     raise StepError(f"result must be a dict, got {type(out).__name__}")
                 json.dumps(out, allow_nan=False)
                 status, payload = "succeeded", out
-            except TimeoutError:
-                status = "expired"
-                error = (f"expired: deadline of {cmd.deadline_s:g} s exceeded; execution was "
-                         "cancelled, instrument state must be checked")
+            except TimeoutError as exc:
+                if not deadline.expired():  # the instrument code's own timeout: a failure
+                    status, error = "failed", f"driver error: TimeoutError: {exc}"
+                else:
+                    status = "expired"
+                    error = (f"expired: deadline of {cmd.deadline_s:g} s exceeded; execution "
+                             "was cancelled, instrument state must be checked")
             except InstrumentError as exc:
                 status, error = "failed", exc.reason or type(exc).__name__
             except StepError as exc:
@@ -513,16 +513,24 @@ class Driver:
             except (TypeError, ValueError) as exc:
                 status, error = "failed", f"driver returned an unserialisable result: {exc}"
             except asyncio.CancelledError:
-                job.cancel()
                 ledger.finish(cid, "failed", error=CANCELLED)
                 raise
             except Exception as exc:  # noqa: BLE001 - a driver bug is a failed command, not a crash
                 self.log.exception("execute(%s) raised", cid)
                 status, error = "failed", f"driver error: {type(exc).__name__}: {exc}"[:4000]
-            await asyncio.shield(self._commits.submit(("finish", cid, status, payload, error)))
+            finally:
+                ack.cancel()
+            await self._commits.submit(("finish", cid, status, payload, error))
         finally:
             self._tasks.pop(cid, None)
         await self._send(Result(command_id=cid, status=status, result=payload, error=error))
+
+    def _ack_if_running(self, cid: str) -> None:
+        """Timer callback: the command is still running ``ack_after_s`` after it started."""
+        if cid in self._tasks:
+            task = asyncio.get_running_loop().create_task(self._send(Ack(command_id=cid)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _shutdown(self) -> None:
         """Graceful stop: refuse new commands, let running ones finish (up to ``drain_s``),
