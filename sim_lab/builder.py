@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,11 @@ MU_O_RANGE = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
 
 
 def _hull_phases(elements: set[str]) -> list[str]:
+    return list(_hull_phases_cached(frozenset(elements)))
+
+
+@lru_cache(maxsize=512)
+def _hull_phases_cached(elements: frozenset[str]) -> tuple[str, ...]:
     """Oxides of a system stable at some furnace oxygen potential (shipped MP table).
 
     Why the grand hull: suboxides and intermetallics on the closed hull (Ti2O, TiZn) never
@@ -77,7 +83,7 @@ def _hull_phases(elements: set[str]) -> list[str]:
     pd = PhaseDiagram(entries)
     closed = [e for e in pd.stable_entries if len(e.composition) > 1 and "O" in e.composition]
     if "O" not in elements or len(elements) < 2:
-        return sorted(e.name for e in closed)
+        return tuple(sorted(e.name for e in closed))
     keep: set[str] = set()
     from pymatgen.analysis.phase_diagram import GrandPotentialPhaseDiagram
     from pymatgen.core import Element
@@ -85,7 +91,7 @@ def _hull_phases(elements: set[str]) -> list[str]:
     for mu in MU_O_RANGE:
         gpd = GrandPotentialPhaseDiagram(pd.stable_entries, {Element("O"): mu})
         keep |= {e.original_entry.name for e in gpd.stable_entries}
-    return sorted(e.name for e in closed if e.name in keep)
+    return tuple(sorted(e.name for e in closed if e.name in keep))
 
 
 def _phase_record(formula: str, e_form: float, struct: Structure, kind: str, energy_src: str,

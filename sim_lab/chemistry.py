@@ -212,7 +212,9 @@ def estimate_melting_c(formula: str) -> float:
         return 1000.0
     acc = 0.0
     for el, amt in cations.items():
-        oxides = [f for f in SHELF.get(el, []) if f in MELTING_C and "C" not in Composition(f)]
-        tm = MELTING_C[oxides[0]] if oxides else 1200.0
+        # the element's most refractory binary oxide sets its scale (MnO2's 535 C is a
+        # decomposition point, not a melting point)
+        oxides = [tm for f, tm in MELTING_C.items() if {x.symbol for x in Composition(f)} == {el, "O"}]
+        tm = max(oxides) if oxides else 1200.0
         acc += amt / total * tm
     return round(0.85 * acc, 0)

@@ -216,15 +216,14 @@ class Thermo:
             atoms = xa * da.n_atoms / da.n_cat + xb * db.n_atoms / db.n_cat
             dg = res.fun / atoms if atoms > 0 else 0.0
             if dg < -self.kin.min_driving_force_mev / 1000.0:
-                consumed = {a: xa, b: xb} if a != b else {a: xa}
-                products: dict[str, float] = {}
+                # net change per phase: candidates formed minus reactants used (a reactant may
+                # also appear among the candidates; only the net matters for conservation)
+                net: dict[str, float] = {a: -xa} if a == b else {a: -xa, b: -xb}
                 for j, p in enumerate(cands):
-                    if x[j] > 1e-9:
-                        if p in consumed:
-                            consumed[p] -= x[j]
-                        else:
-                            products[p] = x[j]
-                consumed = {p: v for p, v in consumed.items() if v > 1e-9}
+                    if x[j] > 1e-12:
+                        net[p] = net.get(p, 0.0) + x[j]
+                consumed = {p: -v for p, v in net.items() if v < -1e-12}
+                products = {p: v for p, v in net.items() if v > 1e-12}
                 if consumed and products:
                     tm = min(self.data[p].melting_c for p in consumed)
                     result = Reaction(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 FORMAT = "synthloop-world/1"
 
@@ -41,6 +41,9 @@ def _check_formula(value: str) -> str:
         raise ValueError(f"{value!r} is not a chemical formula ({exc})") from None
     if comp.num_atoms <= 0:
         raise ValueError(f"{value!r} has no atoms")
+    unknown = [str(el) for el in comp if not isinstance(el, Element)]
+    if unknown:
+        raise ValueError(f"{value!r} contains {', '.join(unknown)}, which are not elements")
     return value
 
 
@@ -132,7 +135,7 @@ class Kinetics(_Strict):
     activation_scale_c: float = Field(150.0, gt=0, le=2000)
     max_thermal_boost: float = Field(8.0, ge=1, le=1000)
     driving_force_half_mev: float = Field(60.0, gt=0, le=1000)
-    driving_force_exponent: float = Field(3.0, gt=0, le=10)
+    driving_force_exponent: float = Field(4.0, gt=0, le=10)
     min_driving_force_mev: float = Field(1.0, ge=0, le=100)
     decomposition_rate_per_min: float = Field(0.2, gt=0, le=100)
     oxygen_mu_intercept_ev: float = Field(0.75, ge=-5, le=5)
@@ -261,14 +264,17 @@ class WorldModel(_Strict):
                             f"precursors[{i}].decomposition.products: {prod!r} is neither a phase "
                             f"nor a gas ({', '.join(GASES)})"
                         )
-                balance = Composition(pre.formula) - sum(
-                    (Composition(p) * c for p, c in pre.decomposition.products.items()),
-                    Composition(),
-                )
-                if any(abs(v) > 1e-6 for v in balance.values()):
+                balance: dict[str, float] = {
+                    el.symbol: amt for el, amt in Composition(pre.formula).items()
+                }
+                for prod, coeff in pre.decomposition.products.items():
+                    for el, amt in Composition(prod).items():
+                        balance[el.symbol] = balance.get(el.symbol, 0.0) - coeff * amt
+                off = {el: round(v, 6) for el, v in balance.items() if abs(v) > 1e-6}
+                if off:
                     problems.append(
                         f"precursors[{i}].decomposition.products: do not balance {pre.formula} "
-                        f"(left over: {balance.formula})"
+                        f"(precursor minus products: {off})"
                     )
         for i, target in enumerate(self.targets):
             key = Composition(target.formula).reduced_formula
@@ -296,6 +302,10 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     lines = [f"{source}: invalid world file ({exc.error_count()} problem(s))"]
     for err in exc.errors():
         path = _describe_location(err["loc"])
+        if not err["loc"] and err["type"] == "value_error":  # cross-reference checks name keys
+            for problem in err["msg"].removeprefix("Value error, ").split("; "):
+                lines.append(f"  - {problem}")
+            continue
         if err["type"] == "extra_forbidden":
             lines.append(f"  - {path}: unknown key")
         elif err["type"] == "missing":

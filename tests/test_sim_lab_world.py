@@ -1,0 +1,97 @@
+"""World files: validation errors that name key and problem; bundled worlds load."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sim_lab_toy import toy_world_dict  # noqa: E402
+
+from sim_lab import WorldError, bundled_worlds, load_world, parse_world  # noqa: E402
+
+
+def write(tmp_path: Path, data, name: str = "w.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if name.endswith(".yaml") else json.dumps(data))
+    return path
+
+
+def test_a_valid_world_file_round_trips(tmp_path: Path) -> None:
+    path = write(tmp_path, toy_world_dict())
+    world = load_world(path)
+    assert world.systems == ["Li-Mn-O"]
+    assert set(world.precursors) == {"Li2CO3", "LiHO", "MnO2", "Mn2O3"}
+    assert world.target_formulas() == ["Li2Mn3O7"]
+    assert world.known_structure("Li2MnO3").composition.reduced_formula == "Li2MnO3"
+    with pytest.raises(KeyError, match="not a known phase"):
+        world.known_structure("Li2Mn3O7")  # hypothetical: truth, not public crystallography
+    again = load_world(world.save(tmp_path / "copy.json"))
+    assert again.to_dict() == world.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["phases"][1].pop("e_form_ev_per_atom"), r"phases\[1\]\.e_form_ev_per_atom: required key is missing"),
+        (lambda d: d["phases"][0].update(e_form_ev_per_atom="low"), r"phases\[0\]\.e_form_ev_per_atom: bad value 'low'"),
+        (lambda d: d["phases"][2].update(formula="Xx9Q"), r"phases\[2\]\.formula: bad value 'Xx9Q'"),
+        (lambda d: d["kinetics"].update(tamman_ratio=3), r"kinetics\.tamman_ratio: bad value 3"),
+        (lambda d: d.update(colour="blue"), r"colour: unknown key"),
+        (lambda d: d["precursors"].append({"formula": "Fe2O3"}), r"precursors\[4\]\.formula: 'Fe2O3' is not among phases"),
+        (
+            lambda d: d["precursors"][0]["decomposition"]["products"].update(CO2=2),
+            r"precursors\[0\]\.decomposition\.products: do not balance Li2CO3",
+        ),
+        (lambda d: d["phases"][0].update(structure={}), r"phases\[0\]\.structure: .*exactly one of 'cif'"),
+        (lambda d: d.update(format="other/2"), r"format: bad value 'other/2'"),
+    ],
+)
+def test_malformed_world_errors_name_the_key_and_problem(tmp_path: Path, mutate, expected) -> None:
+    data = copy.deepcopy(toy_world_dict())
+    data.setdefault("kinetics", {})
+    mutate(data)
+    path = write(tmp_path, data)
+    with pytest.raises(WorldError, match=expected) as info:
+        load_world(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_world_files_get_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phases: [unclosed\n")
+    with pytest.raises(WorldError, match="not valid YAML at line"):
+        load_world(bad)
+    with pytest.raises(WorldError, match="no such world file"):
+        load_world(tmp_path / "missing.json")
+    with pytest.raises(WorldError, match="no world named 'atlantis'"):
+        load_world("atlantis")
+    with pytest.raises(WorldError, match="top level must be a mapping"):
+        parse_world([1, 2])
+
+
+def test_a_structure_that_does_not_match_its_formula_is_named() -> None:
+    data = toy_world_dict()
+    data["phases"][0]["structure"] = data["phases"][1]["structure"]  # MnO2's CIF for Li2O
+    world = parse_world(data, "mixed.yaml")
+    with pytest.raises(WorldError, match=r"mixed.yaml: phases\[0\]\.structure: .*does not match formula Li2O"):
+        world.structure("Li2O")
+
+
+@pytest.mark.parametrize("name", ["demo", "alab-like"])
+def test_bundled_worlds_load_and_hide_nothing_they_should_show(name: str) -> None:
+    assert name in bundled_worlds()
+    world = load_world(name)
+    targets = world.target_formulas()
+    assert targets and len(set(targets)) == len(targets)
+    assert world.precursors and world.systems
+    for formula in targets:
+        assert world.phase(formula).kind == "hypothetical"
+        assert world.truth(formula) is not None
+    known = world.known_formulas()[0]
+    assert world.known_structure(known).composition.reduced_formula == known
