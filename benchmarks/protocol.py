@@ -142,6 +142,34 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
         await d.close()
 
 
+async def cpu_per_command(commands: int, sync: str, workdir: Path) -> dict:
+    """Dispatcher and one driver in THIS process: CPU seconds per command (both sides)."""
+    d = Dispatcher("tcp://127.0.0.1:*", heartbeat_s=0.5)
+    await d.start()
+    drv = EchoDriver("echo-cpu", workdir / "cpu.sqlite", heartbeat_s=0.5,
+                     ledger_sync=sync)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(drv.serve(d.endpoint, stop=stop))
+    try:
+        await d.wait_for({"echo"}, 30)
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                await d.submit(Command(capability="echo", deadline_s=30))
+
+        await asyncio.gather(*[worker(20) for _ in range(8)])  # warm-up
+        per = max(1, commands // 16)
+        c0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*[worker(per) for _ in range(16)])
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        return {"commands": per * 16, "cpu_us_per_command": 1e6 * cpu / (per * 16),
+                "wall_cmd_s": per * 16 / wall}
+    finally:
+        stop.set()
+        await task
+        await d.close()
+
+
 # ---- fuzz -----------------------------------------------------------------------------------
 
 def _valid_frames() -> list[bytes]:
@@ -228,13 +256,15 @@ def fuzz(cases: int, seed: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--drivers", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--drivers", type=int, nargs="*", default=[1, 4, 16])
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--window", type=int, default=8, help="outstanding commands per driver")
     p.add_argument("--ledger-sync", choices=["full", "normal"], default="full")
     p.add_argument("--fuzz", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fuzz-only", action="store_true")
+    p.add_argument("--cpu", type=int, default=8000,
+                   help="commands for the in-process CPU-per-command measurement (0: skip)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = p.parse_args()
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
@@ -242,7 +272,7 @@ def main() -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}, load average at start "
           f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
     ok = True
-    if not args.fuzz_only:
+    if args.drivers and not args.fuzz_only:
         print("drivers  p50_ms  p99_ms  latency_n  cmd_per_s  throughput_n  failures")
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             for n in args.drivers:
@@ -255,6 +285,12 @@ def main() -> int:
                     print(f"{n:7d}  {res['p50_ms']:6.2f}  {res['p99_ms']:6.2f}  "
                           f"{res['latency_samples']:9d}  {res['throughput_cmd_s']:9.0f}  "
                           f"{res['throughput_commands']:12d}  {res['failures']:8d}")
+    if args.cpu and not args.fuzz_only:
+        with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
+            res = asyncio.run(cpu_per_command(args.cpu, args.ledger_sync, Path(tmp)))
+        print(json.dumps(res) if args.json else
+              f"cpu: {res['cpu_us_per_command']:.0f} us of CPU per command (dispatcher + driver "
+              f"in one process, {res['commands']} commands, {res['wall_cmd_s']:.0f} cmd/s wall)")
     if args.fuzz:
         res = fuzz(args.fuzz, args.seed)
         ok &= res["escaped_exceptions"] == 0
