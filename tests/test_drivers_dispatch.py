@@ -350,3 +350,53 @@ def test_resubmit_goes_back_to_the_driver_that_ran_it_not_to_a_free_one(tmp_path
             assert set(calls.values()) == {1}
 
     arun(main())
+
+
+def test_graceful_stop_drains_then_cancels_with_a_clear_stored_failure(tmp_path: Path) -> None:
+    from drivers import CANCELLED
+
+    ledger = tmp_path / "l.sqlite"
+    slow = Recorder("rec", ledger, hold_s=30.0, heartbeat_s=HB, drain_s=0.2)
+
+    async def main() -> None:
+        d = Dispatcher(heartbeat_s=HB, lost_after=10)
+        await d.start()
+        stop = asyncio.Event()
+        serving = asyncio.create_task(slow.serve(d.endpoint, stop=stop))
+        try:
+            await d.wait_for({"dose_mix"}, 10)
+            cmd = dose("S1", deadline=60)
+            pending = asyncio.create_task(d.submit(cmd))
+            for _ in range(200):
+                if slow.executions:
+                    break
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+            out = await asyncio.wait_for(pending, 10)
+            assert out.status == "failed" and out.error == CANCELLED
+            # a new process with the same ledger answers from it and does not run it again
+            again = Recorder("rec", ledger, heartbeat_s=HB)
+            stop2 = asyncio.Event()
+            serving2 = asyncio.create_task(again.serve(d.endpoint, stop=stop2))
+            await d.wait_for({"dose_mix"}, 10)
+            replay = await d.submit(cmd)
+            assert replay.status == "failed" and replay.error == CANCELLED
+            assert again.executions == 0
+            stop2.set()
+            await asyncio.wait_for(serving2, 10)
+        finally:
+            await d.close()
+
+    arun(main())
+
+
+def test_unusable_ledger_path_is_a_clear_error(tmp_path: Path) -> None:
+    from drivers import LedgerError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LedgerError, match="file/sub"):
+        from drivers import Ledger
+
+        Ledger(blocker / "sub" / "l.sqlite")
