@@ -1,12 +1,12 @@
 """Surrogate accuracy, calibration and speed on real DFT data (perov_5, target heat_ref).
 
-Usage:  OMP_NUM_THREADS=1 python benchmarks/surrogate.py [accuracy|speed|acquisition|all]
+Usage:  OMP_NUM_THREADS=1 python benchmarks/surrogate.py [accuracy|speed|all]
         [--epochs N] [--members K] [--architecture cgcnn|megnet]
 
 accuracy: train the default ensemble on data_perov_5_val, test on data_perov_5_test
           (anchor: reference CGCNN 0.085 eV/atom after 300 epochs; training mean 0.522).
 speed:    featurisation + 5-member inference, structures/s, with and without graph cache.
-acquisition: q = 8 over 1e5 candidates with 16 pending, per strategy (seconds).
+(acquisition speed: benchmarks/acquisition.py)
 Prints one JSON object per part.
 """
 
@@ -25,12 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "structures"
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from surrogates import (  # noqa: E402
     EnsembleConfig,
-    PredictionTable,
     evaluate_regression,
     read_structure_csv,
     train_ensemble,
@@ -76,28 +74,10 @@ def speed(args) -> dict:
             "featurise_only_per_s": len(graphs) / feat, **machine()}
 
 
-def acquisition(args) -> dict:
-    from surrogates import select_batch
-
-    rng = np.random.default_rng(args.seed)
-    n, s = 100_000, 5
-    values = rng.normal(size=(s, n, 1)) * 0.1 + rng.normal(size=(1, n, 1))
-    table = PredictionTable(values, ("e_form",), np.ones(1))
-    pending = set(rng.choice(n, 16, replace=False).tolist())
-    out = {"part": "acquisition", "candidates": n, "members": s, "q": 8, "pending": 16}
-    for strategy in ("qlogei", "qucb", "thompson", "greedy", "random"):
-        t0 = time.perf_counter()
-        picks = select_batch(table, strategy=strategy, q=8, pending=pending, seed=args.seed,
-                             maximize=False)
-        out[f"{strategy}_s"] = time.perf_counter() - t0
-        assert not ({p.index for p in picks} & pending)
-    return {**out, **machine()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", nargs="?", default="all",
-                    choices=["accuracy", "speed", "acquisition", "all"])
+                    choices=["accuracy", "speed", "all"])
     ap.add_argument("--epochs", type=int, default=EnsembleConfig().epochs)
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--architecture", default="cgcnn")
@@ -105,9 +85,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    parts = ["speed", "acquisition", "accuracy"] if args.part == "all" else [args.part]
+    parts = ["speed", "accuracy"] if args.part == "all" else [args.part]
     for part in parts:
-        print(json.dumps({"accuracy": accuracy, "speed": speed, "acquisition": acquisition}[part](args)),
+        print(json.dumps({"accuracy": accuracy, "speed": speed}[part](args)),
               flush=True)
 
 

@@ -121,7 +121,11 @@ def structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.n
 
 def structure_key(structure: Structure, cutoff: float, max_neighbors: int) -> str:
     """Hash of lattice, species and rounded coordinates plus graph settings (cache key)."""
-    lattice, frac, z = structure_arrays(structure)
+    return _key(*structure_arrays(structure), cutoff, max_neighbors)
+
+
+def _key(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray, cutoff: float,
+         max_neighbors: int) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(np.round(lattice, 4).astype(np.float32).tobytes())
     h.update(np.round(frac % 1.0, 4).astype(np.float32).tobytes())
@@ -132,7 +136,11 @@ def structure_key(structure: Structure, cutoff: float, max_neighbors: int) -> st
 
 def build_graph(structure: Structure, cutoff: float = 8.0, max_neighbors: int = 12) -> CrystalGraph:
     """Crystal graph of one structure (nearest ``max_neighbors`` within ``cutoff`` per atom)."""
-    lattice, frac, z = structure_arrays(structure)
+    return _graph_from_arrays(*structure_arrays(structure), cutoff, max_neighbors)
+
+
+def _graph_from_arrays(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray, cutoff: float,
+                       max_neighbors: int) -> CrystalGraph:
     c, nb, _, dist = neighbor_list(lattice, frac, cutoff, max_neighbors)
     # merge images of one neighbour at one distance (rounded to the tie tolerance)
     key = (c * len(z) + nb) * 10_000_000 + np.rint(dist / TIE_TOLERANCE).astype(np.int64)
@@ -166,14 +174,15 @@ class GraphCache:
         return len(self._data)
 
     def get(self, structure: Structure) -> CrystalGraph:
-        key = structure_key(structure, self.cutoff, self.max_neighbors)
+        arrays = structure_arrays(structure)
+        key = _key(*arrays, self.cutoff, self.max_neighbors)
         with self._lock:
             g = self._data.get(key)
             if g is not None:
                 self._data.move_to_end(key)
                 self.hits += 1
                 return g
-        g = build_graph(structure, self.cutoff, self.max_neighbors)
+        g = _graph_from_arrays(*arrays, self.cutoff, self.max_neighbors)
         with self._lock:
             self.misses += 1
             self._data[key] = g
