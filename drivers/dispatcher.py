@@ -418,7 +418,11 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         still: list[str] = []
-        for cid in self._queue:
+        for pos, cid in enumerate(self._queue):
+            if not any(d.alive and d.free() > 0 and d.busy_until <= now
+                       for d in self._drivers.values()):
+                still.extend(self._queue[pos:])  # every driver is full: stop scanning (a
+                break  # backlog of thousands must not cost O(n) per finished command)
             pend = self._pending.get(cid)
             if pend is None:
                 continue
