@@ -135,3 +135,12 @@ def test_unknown_phase_spec_names_the_problem() -> None:
 
     with pytest.raises(XrdReferenceError, match="nope.cif: no such CIF file"):
         load_phase("nope.cif")
+
+
+def test_pattern_without_crystalline_phase_reports_none(candidates: list[ReferencePhase]) -> None:
+    rng = np.random.default_rng(0)
+    x = np.arange(10, 80, 0.02)
+    y = rng.poisson(300 + 100 * np.exp(-((x - 25) ** 2) / 50)).astype(float)
+    res = analyze(XrdPattern(x, y, 1.5406), candidates[:3], target=candidates[0].name)
+    assert res.phases == [] and res.target_yield == 0.0
+    assert set(res.rejected) == {p.name for p in candidates[:3]}

@@ -23,9 +23,9 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from .fitting import FitState, PatternModel, PhaseInput, scale_covariance
+from .fitting import FitState, PatternModel, PhaseInput, d_spacings, scale_covariance
 from .pattern import XrdPattern
-from .reference import ReferencePhase
+from .reference import ReferencePhase, lorentz_polarisation
 
 ANALYSIS_VERSION = 1
 
@@ -63,6 +63,7 @@ class PhaseResult:
     lattice_strain: list[float]  # relative change of a, b, c vs the reference cell
     fwhm_deg_at_30: float  # peak FWHM at 2theta = 30 deg
     delta_chi2: float  # chi^2 increase when the phase is removed (in reduced-chi^2 units)
+    peaks: list[float] = field(default_factory=list)  # 2theta of its stronger reflections (fit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,9 +203,7 @@ def analyze(
     while True:
         masses = _masses(model, state, phases)
         order = [i for i in np.argsort(masses) if active[i]]
-        if len(order) <= 1:
-            if order:
-                delta.setdefault(order[0], float("inf"))
+        if not order:
             break
         red = state.chi2 / max(n - state.n_free, 1) * _correlation_length(model, state)
         removed = False
@@ -272,6 +271,7 @@ def analyze(
                 lattice_strain=[float(v) for v in strain],
                 fwhm_deg_at_30=float(w / math.cos(t30) + u * math.tan(t30)),
                 delta_chi2=float(delta.get(i, float("nan"))),
+                peaks=_reflection_positions(model, state, i),
             )
         )
     for i in range(len(phases)):
@@ -325,6 +325,26 @@ def _rebin(x: np.ndarray, y: np.ndarray, min_step: float) -> tuple[np.ndarray, n
         return x, y
     m = (x.size // k) * k
     return x[:m].reshape(-1, k).mean(axis=1), y[:m].reshape(-1, k).sum(axis=1)
+
+
+def _reflection_positions(model: PatternModel, state: FitState, i: int,
+                          min_rel: float = 0.01, limit: int = 80) -> list[float]:
+    """2theta (K-alpha1, refined cell and zero) of phase i's reflections >= min_rel of its strongest."""
+    strain, _, _ = model.phase_block(state.theta, i)
+    ph = model.phases[i]
+    lam = model.lines[0][0]
+    d = d_spacings(ph.hkl, ph.lattice, strain)
+    arg = lam / (2 * d)
+    ok = arg < 1
+    tt = np.degrees(2 * np.arcsin(arg[ok]))
+    inten = ph.f2m[ok] * lorentz_polarisation(tt)
+    inr = (tt >= model.x[0]) & (tt <= model.x[-1])
+    tt, inten = tt[inr], inten[inr]
+    if tt.size == 0:
+        return []
+    keep = inten >= min_rel * inten.max()
+    strongest = tt[keep][np.argsort(-inten[keep])[:limit]]
+    return sorted(round(float(v) + state.zero, 3) for v in strongest)
 
 
 def _n_params(model: PatternModel, i: int) -> int:

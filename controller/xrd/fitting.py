@@ -289,6 +289,8 @@ class PatternModel:
         for i in range(self.n_phases):
             if not active[i]:
                 free[self.block(i)] = False
+        if not active.any():
+            free[:] = False  # background only: nothing nonlinear left to fit
         theta0 = np.clip(theta0, lo, hi)
         fidx = np.flatnonzero(free)
         memo: dict[bytes, tuple] = {}
