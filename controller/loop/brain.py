@@ -118,6 +118,7 @@ class Brain:
         self.strategy = strategy
         self.seed = int(cfg.campaign.seed)
         self._planner: Any = None
+        self.pool_structures: dict[str, dict] = {}  # formula -> predicted structure (set by the loop)
         self._phase_cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ candidates
@@ -161,7 +162,7 @@ class Brain:
         for formula in (wish or []) if want_prototypes else []:
             if formula in seen:
                 continue
-            made = self._decorate(formula)
+            made = self._substitute(formula) or self._decorate(formula)
             if made is None:
                 log.warning("no structure for candidate %s: no template with its anonymised formula", formula)
                 continue
@@ -185,6 +186,43 @@ class Brain:
                         continue
             self._template_list = items
         return self._template_list
+
+    def _substitute(self, formula: str) -> tuple[Any, str] | None:
+        """GNoME-style single-element substitution: a public structure P whose composition
+        becomes ``formula`` when one element is swapped (e.g. Li2Ti3O7 -> Li2Mn3O7), volume-scaled
+        by the swapped atoms' radii. Known phases of the world come before generic seeds."""
+        from pymatgen.core import Composition, Element
+
+        want = Composition(formula).reduced_composition
+        best = None
+        for rank, (name, s) in enumerate(self._templates()):
+            s0 = s.copy()
+            s0.remove_oxidation_states()
+            tc = s0.composition.reduced_composition
+            if len(tc) != len(want):
+                continue
+            for a in tc.elements:
+                for b in want.elements:
+                    if (b in tc.elements and b != a) or not (a.is_metal and b.is_metal):
+                        continue  # cation swaps only, as in ion-substitution
+                    swapped = {(b if el == a else el).symbol: amt for el, amt in tc.items()}
+                    if Composition(swapped).reduced_composition != want:
+                        continue
+                    # chemically closest swap first (same group, similar electronegativity)
+                    similarity = abs(a.group - b.group) + abs((a.X or 0) - (b.X or 0))
+                    key = (0 if name.startswith("known:") else 1, round(similarity, 2), len(s0), rank)
+                    if best is None or key < best[0]:
+                        best = (key, name, s0, a, b)
+        if best is None:
+            return None
+        _, name, s0, a, b = best
+        s0.replace_species({a: b})
+        ra, rb = float(Element(a.symbol).atomic_radius or 1.5), float(Element(b.symbol).atomic_radius or 1.5)
+        n_b = s0.composition[b]
+        scale = 1.0 + n_b * (rb**3 - ra**3) / max(sum(float(el.atomic_radius or 1.5) ** 3 * amt
+                                                      for el, amt in s0.composition.items()), 1e-6)
+        s0.scale_lattice(s0.volume * max(scale, 0.5))
+        return s0, f"{name} with {a.symbol}->{b.symbol}"
 
     def _decorate(self, formula: str) -> tuple[Any, str] | None:
         """A structure for ``formula`` from a template with the same anonymised formula."""
@@ -460,6 +498,14 @@ class Brain:
             ref = self._reference(name, None)
             if ref is not None:
                 phases.append(ref)
+        # other hypothetical compounds of the pool in the target's system may form instead
+        system = set(_chemsys(target).split("-"))
+        for formula, struct in sorted(self.pool_structures.items()):
+            if formula != target and set(_chemsys(formula).split("-")) <= system:
+                ref = self._reference(formula, struct)
+                if ref is not None:
+                    phases.append(ref)
+        phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
         pattern = XrdPattern(two_theta=np.asarray(two_theta), intensities=np.asarray(intensities),
                              wavelength_angstrom=float(wavelength), source=None)
         result = analyze(pattern, phases, target=target)

@@ -146,6 +146,10 @@ class CampaignRunner:
                                  "strategy": self.options.strategy})
         await reconcile(self.store, self.transport, self.campaign_id)
         await asyncio.to_thread(self._ensure_candidates)
+        with self.store.session() as s:
+            self.brain.pool_structures = {
+                c.formula: c.structure for c in s.exec(select(Candidate).where(
+                    Candidate.campaign_id == self.campaign_id)).all() if c.structure}
         await self._ensure_model()
         runner = ExperimentRunner(
             self.store, self.transport, self.pools,
