@@ -191,7 +191,7 @@ class Brain:
         """GNoME-style single-element substitution: a public structure P whose composition
         becomes ``formula`` when one element is swapped (e.g. Li2Ti3O7 -> Li2Mn3O7), volume-scaled
         by the swapped atoms' radii. Known phases of the world come before generic seeds."""
-        from pymatgen.core import Composition, Element
+        from pymatgen.core import Composition
 
         want = Composition(formula).reduced_composition
         best = None
@@ -216,12 +216,9 @@ class Brain:
         if best is None:
             return None
         _, name, s0, a, b = best
+        before = s0.composition
         s0.replace_species({a: b})
-        ra, rb = float(Element(a.symbol).atomic_radius or 1.5), float(Element(b.symbol).atomic_radius or 1.5)
-        n_b = s0.composition[b]
-        scale = 1.0 + n_b * (rb**3 - ra**3) / max(sum(float(el.atomic_radius or 1.5) ** 3 * amt
-                                                      for el, amt in s0.composition.items()), 1e-6)
-        s0.scale_lattice(s0.volume * max(scale, 0.5))
+        s0.scale_lattice(s0.volume * _ionic_volume(s0.composition) / _ionic_volume(before))
         return s0, f"{name} with {a.symbol}->{b.symbol}"
 
     def _decorate(self, formula: str) -> tuple[Any, str] | None:
@@ -247,10 +244,7 @@ class Brain:
         mapping = dict(zip(order(tc), order(comp), strict=True))
         s.replace_species({Element(a): Element(b) for a, b in mapping.items()})
 
-        def size(c: Any) -> float:
-            return sum(amt * float(Element(el.symbol).atomic_radius or 1.5) ** 3 for el, amt in c.items())
-
-        s.scale_lattice(s.volume * size(comp) / size(tc))
+        s.scale_lattice(s.volume * _ionic_volume(comp) / _ionic_volume(tc))
         return s, name
 
     # ------------------------------------------------------------------ models
@@ -551,6 +545,17 @@ class _CampaignObjective:
         if self.use_yield:
             p = p / (1.0 + np.exp(-np.clip((values[:, :, jy] - self.yield_threshold) / self.yield_tau, -50, 50)))
         return p
+
+
+def _ionic_volume(comp: Any) -> float:
+    """Sum of amount x (average ionic radius)^3: the volume scale of a substituted cell."""
+    from pymatgen.core import Element
+
+    total = 0.0
+    for el, amt in comp.items():
+        r = float(Element(el.symbol).average_ionic_radius or 0.0) or float(Element(el.symbol).atomic_radius or 1.0)
+        total += float(amt) * r**3
+    return max(total, 1e-6)
 
 
 def _plain(d: Any) -> dict:
