@@ -27,7 +27,8 @@ from drivers import Command, Driver, InstrumentError, ProgressFn
 from .physics import dose, heat, profile_duration_min
 from .store import SampleStore
 from .world import World, load_world
-from .xrd import WAVELENGTH, PatternSimulator
+
+WAVELENGTH = 1.54056  # Cu K-alpha1 (the XRD simulator's wavelength)
 
 
 def _rng(*parts: Any) -> np.random.Generator:
@@ -84,7 +85,12 @@ class SimInstrument(Driver):
         if draw[1] < self.timeout_rate:
             await asyncio.sleep(command.deadline_s + 5.0)
             raise InstrumentError(f"{self.identity}: instrument hung past the deadline, nothing was done")
-        return await self.act(command, progress)
+        try:
+            return await self.act(command, progress)
+        except InstrumentError:
+            raise
+        except (ValueError, KeyError) as exc:  # bad params or a broken world: say which
+            raise InstrumentError(f"{self.identity}: {exc}") from exc
 
     async def act(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
         raise NotImplementedError
@@ -191,6 +197,8 @@ class XrdStation(SimInstrument):
 
     def __init__(self, identity: str, ledger_path: str | Path, **kwargs: Any) -> None:
         super().__init__(identity, ledger_path, **kwargs)
+        from .xrd import PatternSimulator  # imported here: only this station needs it
+
         self.sim = PatternSimulator(self.world, self.workdir / "xrd-cache")
 
     async def act(self, command: Command, progress: ProgressFn) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from pymatgen.core import Composition
 
 from drivers import FaultConfig as TransportFaults
 
-from .builder import target_truth
 from .instruments import instrument_class
 from .store import SampleStore
 from .world import World, load_world
@@ -93,6 +92,8 @@ class LabTruth:
     def makeable_targets(self) -> set[str]:
         """Reduced formulas of targets some recipe makes at >= 50 % (world truth, else computed)."""
         if self._makeable is None:
+            from .builder import target_truth  # lazy: phase-diagram code is slow to import
+
             out = set()
             for t in self.world.model.targets:
                 truth = t.truth

@@ -17,6 +17,15 @@ def _cif(name: str) -> dict[str, str]:
     return {"cif": (CIFS / name).read_text(encoding="utf-8", errors="replace")}
 
 
+def _hypothetical() -> dict[str, Any]:
+    """A seeded packing for the hypothetical target (what the builder does with no template)."""
+    from sim_lab.structures import random_packing  # tests may use the builder's helpers
+
+    made = random_packing("Li2Mn3O7", seed=0)
+    assert made is not None
+    return {"pymatgen": made[0].as_dict()}
+
+
 def phase(formula: str, e: float, tm: float, cif: str = "TiO2_136.cif", kind: str = "known") -> dict[str, Any]:
     return {
         "formula": formula,
@@ -41,7 +50,7 @@ def toy_world_dict() -> dict[str, Any]:
             phase("MnO", -2.00045, 1945, "MnO_225.cif"),
             phase("Li2MnO3", -2.18585, 1366, "Li2MnO3_12.cif"),
             phase("LiMnO2", -2.15838, 1400, "LiMnO2_59.cif"),
-            phase("Li2Mn3O7", -2.03877, 1481, "LiMn2O4_227.cif", kind="hypothetical"),
+            {**phase("Li2Mn3O7", -2.03877, 1481, kind="hypothetical"), "structure": _hypothetical()},
             phase("Li2CO3", -2.2603, 723, "Li2CO3_15.cif"),
             phase("LiOH", -1.8382, 462, "LiOH_129.cif"),
         ],

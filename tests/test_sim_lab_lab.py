@@ -1,0 +1,156 @@
+"""The simulated lab behind the real protocol: instruments, shared samples, ledger, faults, truth."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Composition
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sim_lab_toy import toy_world_dict  # noqa: E402
+
+from drivers import Command, Dispatcher, check_driver  # noqa: E402
+from sim_lab import (  # noqa: E402
+    FaultConfig,
+    SimLab,
+    conformance_class,
+    parse_world,
+    precursor_masses,
+    profile_duration_min,
+)
+
+PROFILE = [{"ramp_c_per_min": 5.0, "setpoint_c": 600.0, "dwell_min": 480.0}]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return parse_world(toy_world_dict(), "toy")
+
+
+def steps(sample: str, masses: dict[str, float]) -> list[Command]:
+    return [
+        Command(capability="dose_mix", sample_ids=[sample], deadline_s=60, params={
+            "sample_id": sample,
+            "precursors": [{"formula": f, "target_mass_g": m} for f, m in masses.items()]}),
+        Command(capability="heat", sample_ids=[sample], deadline_s=60, params={
+            "sample_ids": [sample], "profile": PROFILE, "atmosphere": "air"}),
+        Command(capability="recover", sample_ids=[sample], deadline_s=60,
+                params={"sample_id": sample, "grind": True}),
+        Command(capability="xrd", sample_ids=[sample], deadline_s=60, params={
+            "sample_id": sample, "two_theta_start": 10, "two_theta_end": 80, "step": 0.02,
+            "scan_time_min": 8}),
+    ]
+
+
+async def run_lab(lab: SimLab, processes: bool, body) -> None:
+    d = Dispatcher("tcp://127.0.0.1:*", heartbeat_s=0.5, lost_after=20)
+    await d.start()
+    try:
+        lab.start(d.endpoint, processes=processes)
+        await d.wait_for({"dose_mix", "heat", "recover", "xrd"}, 120 if processes else 30)
+        await body(d)
+    finally:
+        lab.stop()
+        await d.close()
+
+
+def test_in_process_lab_runs_a_recipe_end_to_end(world, tmp_path: Path) -> None:
+    good = precursor_masses("Li2Mn3O7", ["LiOH", "MnO2"])
+    bad = precursor_masses("Li2Mn3O7", ["Li2CO3", "MnO2"])
+    lab = SimLab(world, seed=5, speedup=1e7, workdir=tmp_path)
+    outs: dict[str, list] = {}
+
+    async def body(d: Dispatcher) -> None:
+        for sample, masses in (("S-good", good), ("S-bad", bad)):
+            outs[sample] = []
+            for cmd in steps(sample, masses):
+                out = await d.submit(cmd)
+                assert out.status == "succeeded", out.error
+                outs[sample].append((cmd, out))
+        heat_cmd, heat_out = outs["S-good"][1]
+        again = await d.submit(heat_cmd)  # a duplicate: answered from the driver's ledger
+        assert again.result == heat_out.result
+
+    asyncio.run(run_lab(lab, False, body))
+    dose = outs["S-good"][0][1].result
+    asked = {Composition(f).reduced_formula: m for f, m in good.items()}
+    for item in dose["dispensed"]:
+        assert item["mass_g"] == pytest.approx(asked[item["formula"]], rel=0.06)
+        assert item["mass_g"] != asked[item["formula"]]  # the balance has an error
+    heat = outs["S-good"][1][1].result
+    expected = profile_duration_min(PROFILE, world.instruments.furnaces.cooling_c_per_min)
+    assert heat["sim_time_min"] == pytest.approx(expected + world.instruments.furnaces.load_min)
+    xrd = outs["S-good"][3][1].result
+    assert len(xrd["two_theta"]) == len(xrd["intensities"]) == 3501
+    assert "phases" not in xrd["meta"]  # the instrument does not leak the truth
+    truth = lab.truth()
+    # seed 5 amorphises about half of the product in S-good (an 8 % chance per crucible):
+    # XRD cannot see it, so the target counts as made only if the crystalline part reaches 50 %
+    good_phases = truth.sample_phases("S-good")
+    assert good_phases.get("Li2Mn3O7", 0) + truth.amorphous_fraction("S-good") > 0.9
+    assert truth.sample_phases("S-bad").get("Li2Mn3O7", 0) < 0.5
+    assert truth.was_made("Li2Mn3O7") == (good_phases["Li2Mn3O7"] >= 0.5)
+    assert not truth.was_made("LiMnO2")
+    actions = [(line["sample_id"], line["action"]) for line in truth.ledger()]
+    assert actions == [(s, a) for s in ("S-good", "S-bad") for a in ("dose_mix", "heat", "recover", "xrd")]
+    assert truth.duplicate_executions() == 0
+    assert truth.makeable_targets() == {"Li2Mn3O7"}
+
+
+def test_seeded_instrument_faults_fail_before_acting(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=1, speedup=1e7, workdir=tmp_path,
+                 faults=FaultConfig(instrument_error_rate=1.0))
+
+    async def body(d: Dispatcher) -> None:
+        out = await d.submit(steps("S1", {"MnO2": 1.0})[0])
+        assert out.status == "failed" and "simulated instrument fault" in out.error
+
+    asyncio.run(run_lab(lab, False, body))
+    assert lab.truth().ledger() == []
+
+
+def test_off_shelf_precursor_and_missing_crucible_are_instrument_errors(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=1, speedup=1e7, workdir=tmp_path)
+
+    async def body(d: Dispatcher) -> None:
+        out = await d.submit(steps("S1", {"Fe2O3": 1.0})[0])
+        assert out.status == "failed" and "not on the shelf" in out.error
+        out = await d.submit(steps("S2", {"MnO2": 1.0})[1])
+        assert out.status == "failed" and "no crucible labelled S2" in out.error
+
+    asyncio.run(run_lab(lab, False, body))
+
+
+def test_station_processes_share_the_sample_store(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=2, speedup=1e7, workdir=tmp_path, heartbeat_s=0.5)
+    results = {}
+
+    async def body(d: Dispatcher) -> None:
+        for cmd in steps("S-p", precursor_masses("Li2Mn3O7", ["LiOH", "MnO2"])):
+            out = await d.submit(cmd)
+            assert out.status == "succeeded", out.error
+            results[cmd.capability] = out
+        drivers = {i.identity for i in d.drivers() if i.alive}
+        assert {"sim-dosing", "sim-furnace-1", "sim-xrd"} <= drivers
+
+    asyncio.run(run_lab(lab, True, body))
+    ledger = lab.truth().ledger()
+    assert [line["instrument"] for line in ledger][:2] == ["sim-dosing", results["heat"].driver]
+    truth = lab.truth()  # seed 2 happens to amorphise part of the product in this crucible
+    made = truth.sample_phases("S-p").get("Li2Mn3O7", 0)
+    assert made == max(truth.sample_phases("S-p").values())
+    assert made + truth.amorphous_fraction("S-p") > 0.7
+
+
+@pytest.mark.parametrize("role", ["dosing", "furnace", "xrd"])
+def test_conformance_kit_passes_on_every_simulated_instrument(world, role: str, tmp_path: Path) -> None:
+    report = check_driver(
+        conformance_class(role, world),
+        options={"world": world, "workdir": str(tmp_path), "speedup": 1e7},
+        workdir=tmp_path,
+        heartbeat_s=0.5,  # the heartbeat check counts beats; a loaded 2-core box needs slack
+    )
+    assert report.passed, report.format()
