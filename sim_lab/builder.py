@@ -60,7 +60,7 @@ def _elements(system: str) -> set[str]:
     return set(system.split("-"))
 
 
-MU_O_RANGE = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
+MU_O_RANGE = (0.0, -1.0, -2.0, -3.0)
 
 
 def _hull_phases(elements: set[str]) -> list[str]:

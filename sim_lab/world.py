@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import json
+import warnings
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -396,7 +397,9 @@ class World:
         where = f"{self.source}: phases[{index}].structure"
         try:
             if phase.structure.cif is not None:
-                struct = Structure.from_str(phase.structure.cif, fmt="cif")
+                with warnings.catch_warnings():  # rounding notes from real CIFs are noise here
+                    warnings.simplefilter("ignore")
+                    struct = Structure.from_str(phase.structure.cif, fmt="cif")
             else:
                 struct = Structure.from_dict(phase.structure.pymatgen)
         except Exception as exc:
