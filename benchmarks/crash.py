@@ -14,6 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+# benchmarks/ holds scripts named like the packages (recipes.py, sim_lab.py): keep it off the path
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
