@@ -21,7 +21,7 @@ from typing import Any
 
 from .library import PrecursorLibrary
 from .thermo import GAS_FORMULAS, Thermo, amounts_of, rf
-from .types import Observation
+from .types import Observation, RecipeError, TargetSpec
 
 DETECTION_LIMIT = 0.02  # weight fraction below which a phase is treated as absent
 MAX_STEPS = 12
@@ -120,6 +120,13 @@ class PathwayKnowledge:
         for phase in sorted(present):
             if phase == target or phase in start or phase in originals or phase in GAS_FORMULAS:
                 continue
+            if self.thermo.formation_energy(phase) is None:
+                # an observed phase the table does not know (e.g. another campaign target):
+                # it exists, so place it on the known hull and reason with that estimate
+                try:
+                    self.thermo.register_target(TargetSpec(phase))
+                except RecipeError:
+                    continue
             best: PairReaction | None = None
             names = sorted(start)
             groups: list[tuple[str, ...]] = [(n,) for n in names]

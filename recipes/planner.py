@@ -46,11 +46,15 @@ from .yield_model import YieldModel
 Strategy = Literal["full", "driving_force", "random"]
 STRATEGIES = ("full", "driving_force", "random")
 EXPERIENCE_MEV = 150.0  # ranking bonus (meV/atom equivalent) of a fully successful track record
-MAX_CONDITION_RETRIES = 1
+MAX_CONDITION_RETRIES = 1  # per set; one more while the target is visibly forming
+FORMING_YIELD = 0.1  # a yield this high is evidence the set works and conditions are the issue
+RETRY_STEP_C = 75.0
+GP_MIN_POINTS_FOR_CONDITIONS = 15  # below this the GP extrapolates conditions badly
+GP_CONDITION_GAIN = 0.15  # P(feasible) the GP must add before it overrides the heuristic
 CONDITION_SEARCH_SETS = 12
 PRIOR_WEIGHT = 0.5
 # uncertainty of the target energy by its source (meV/atom), see RecipePlanner._skip_margin
-ENERGY_MARGIN_MEV = {"table": 0.0, "given": 30.0, "hull_estimate": 60.0}  # weight of the thermodynamic-prior pathway in the ranking objective
+ENERGY_MARGIN_MEV = {"table": 0.0, "given": 50.0, "hull_estimate": 150.0}  # weight of the thermodynamic-prior pathway in the ranking objective
 
 
 @dataclass
@@ -243,7 +247,12 @@ class RecipePlanner:
             lesson = "learned from the failed experiment: " + "; ".join(
                 f"{' + '.join(r.reactants)} -> {r.product} at {r.temperature_c:.0f} °C" for r in learned_now
             )
-        if retry is not None and (not viable or retry.prob_feasible >= 0.9 * viable[0].prob_feasible):
+        prefer_retry = retry is not None and (
+            observed.target_yield >= FORMING_YIELD
+            or not viable
+            or retry.prob_feasible >= 0.9 * viable[0].prob_feasible
+        )
+        if retry is not None and prefer_retry:
             retry.notes.append(
                 f"same precursors again, {retry.temperature_c:.0f} °C for {retry.dwell_min:.0f} min "
                 f"(was {recipe.temperature_c:.0f} °C / {recipe.dwell_min:.0f} min): the failure looks "
@@ -484,7 +493,7 @@ class RecipePlanner:
     # ================================================================== full ranking
     def _conditions_grid(self, heuristic_t: float) -> list[tuple[float, float]]:
         temps = sorted({
-            min(max(heuristic_t + d, self.min_c), self.max_c) for d in range(-150, 301, 50)
+            min(max(heuristic_t + d, self.min_c), self.max_c) for d in range(-100, 201, 50)
         })
         return [(t, d) for t in temps for d in DWELL_CHOICES]
 
@@ -492,11 +501,13 @@ class RecipePlanner:
         self, target: str, formulas: tuple[str, ...], knowledge: PathwayKnowledge, model: YieldModel,
         *, above: tuple[float, float] | None = None,
     ) -> Candidate | None:
-        """Heuristic conditions before data; with a trained GP: filter the grid by P(feasible)
-        (≥ 80 % of the best), then maximise the predicted yield, cheapest furnace time on ties."""
+        """Heuristic conditions unless a GP trained on enough yields finds conditions it rates
+        at least ``GP_CONDITION_GAIN`` more likely to succeed: the grid is filtered by
+        P(feasible) (≥ 80 % of the best), then the highest predicted yield wins, cheapest
+        furnace time on ties. ``above``: only hotter or longer than (T, dwell)."""
         base = self._evaluate(target, formulas, knowledge, model, None, None)
-        if not model.trained and above is None:
-            return base
+        if not model.trained or model.n_train < GP_MIN_POINTS_FOR_CONDITIONS:
+            return base if above is None else None
         grid = self._conditions_grid(base.temperature_c)
         if above is not None:
             t0, d0 = above
@@ -508,6 +519,8 @@ class RecipePlanner:
         pf = np.array([c.prob_feasible for c in cands])
         keep = [c for c, p in zip(cands, pf, strict=True) if p >= 0.8 * pf.max()]
         keep.sort(key=lambda c: (-round(c.predicted_yield, 2), c.temperature_c * c.dwell_min))
+        if above is None and keep[0].prob_feasible < base.prob_feasible + GP_CONDITION_GAIN:
+            return base
         return keep[0]
 
     def _rank_full(
@@ -526,7 +539,9 @@ class RecipePlanner:
             quick = quick[:CONDITION_SEARCH_SETS]  # condition search only for promising sets
         cands: list[Candidate] = []
         for q in quick:
-            c = self._best_conditions(target, q.formulas, knowledge, model) if model.trained else q
+            c = q
+            if model.trained and model.n_train >= GP_MIN_POINTS_FOR_CONDITIONS:
+                c = self._best_conditions(target, q.formulas, knowledge, model)
             if c is None:
                 continue
             c.experience, c.experience_note = self._experience(target, c.formulas, history)
@@ -557,10 +572,15 @@ class RecipePlanner:
         knowledge: PathwayKnowledge,
         model: YieldModel,
     ) -> Candidate | None:
-        """Same set hotter or longer, if the failure looks kinetic and not retried too often."""
+        """Same set hotter or longer, if the failure looks kinetic and not retried too often.
+
+        Kinetic: the target formed in part, or unreacted precursors are still there. When the
+        target formed (yield ≥ ``FORMING_YIELD``) that evidence beats any predicted stall.
+        Without a trained GP the new conditions are +75 °C and twice the dwell (≤ 12 h)."""
         formulas = tuple(_rf(p.formula) for p in recipe.precursors)
         same = [o for o in mine if sorted(_rf(p.formula) for p in o.recipe.precursors) == sorted(formulas)]
-        if len(same) > MAX_CONDITION_RETRIES:
+        forming = observed.target_yield >= FORMING_YIELD
+        if len(same) > MAX_CONDITION_RETRIES + (1 if forming else 0):
             return None
         if self.thermo.balance(formulas, target, recipe.temperature_c) is None:
             return None
@@ -571,10 +591,18 @@ class RecipePlanner:
         kinetic = observed.target_yield >= 0.05 or bool(seen & start)
         if not kinetic:
             return None
-        cand = self._best_conditions(
-            target, formulas, knowledge, model, above=(recipe.temperature_c, recipe.dwell_min)
-        )
-        if cand is None or cand.step_force < self.min_df - self._skip_margin(target):
+        t0, d0 = recipe.temperature_c, recipe.dwell_min
+        if model.trained and model.n_train >= GP_MIN_POINTS_FOR_CONDITIONS:
+            cand = self._best_conditions(target, formulas, knowledge, model, above=(t0, d0))
+        else:
+            t = min(self.max_c, t0 + RETRY_STEP_C)
+            d = min(max(DWELL_CHOICES), 2 * d0)
+            if t <= t0 and d <= d0:
+                return None
+            cand = self._evaluate(target, formulas, knowledge, model, t, d)
+        if cand is None:
+            return None
+        if not forming and cand.step_force < self.min_df - self._skip_margin(target):
             return None
         cand.experience, cand.experience_note = self._experience(target, formulas, mine)
         return cand

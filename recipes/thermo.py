@@ -207,8 +207,9 @@ class Thermo:
                 except Exception as exc:  # noqa: BLE001 - any failure: the target cannot be placed
                     raise RecipeError(f"target {key}: cannot estimate its energy: {exc}") from None
                 value = (hull, "not on the table: estimated as on the convex hull (e_above_hull = 0)")
-        self._target_e[key] = value
-        self._pair_cache.clear()
+        if self._target_e.get(key) != value:
+            self._target_e[key] = value
+            self._pair_cache.clear()  # a new phase can be a pair product
         return value
 
     # ---------------------------------------------------------------- balancing
