@@ -568,7 +568,9 @@ class CampaignRunner:
                            .where(Candidate.campaign_id == self.campaign_id)).one())
         if n:
             return
+        t0 = time.monotonic()
         specs = self.brain.candidates()
+        seconds = time.monotonic() - t0
         with self.store.session() as s:
             seen: set[str] = set()
             for spec in specs:
@@ -580,7 +582,9 @@ class CampaignRunner:
                                 chemical_system=spec.chemical_system, structure=spec.structure,
                                 structure_hash=h, source=spec.source, provenance=spec.provenance))
             self.store.log(s, "candidates.loaded", campaign_id=self.campaign_id, actor="controller",
-                           message=f"{len(seen)} candidate(s) in the pool")
+                           message=f"{len(seen)} candidate(s) in the pool",
+                           data={"seconds": round(seconds, 2),
+                                 "sources": sorted({sp.source for sp in specs})})
 
     def _latest_version(self) -> ModelVersion | None:
         with self.store.session() as s:
@@ -638,8 +642,10 @@ class CampaignRunner:
         results = self._results()
         n_results = self._n_results()
         previous = self._model
+        t0 = time.monotonic()
         trained = await asyncio.to_thread(self.brain.train, cands, results, previous,
                                           self.cfg.campaign.seed + self._model_version)
+        trained.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
         version = self._model_version + 1
         with self.store.session() as s:
             mv = ModelVersion(campaign_id=self.campaign_id, kind="surrogate", version=version,
