@@ -23,7 +23,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from .fitting import FitState, PatternModel, PhaseInput, d_spacings, scale_covariance
+from .fitting import LATTICE_RANGE, FitState, PatternModel, PhaseInput, d_spacings, scale_covariance
 from .pattern import XrdPattern
 from .reference import ReferencePhase, lorentz_polarisation
 
@@ -113,10 +113,10 @@ class PhaseAnalysis:
         return out
 
 
-def _phase_inputs(phases: list[ReferencePhase]) -> list[PhaseInput]:
+def _phase_inputs(phases: list[ReferencePhase], d_min: float) -> list[PhaseInput]:
     out = []
     for ph in phases:
-        r = ph.reflections()
+        r = ph.reflections(d_min)
         out.append(PhaseInput(r.hkl, r.f2m, r.lattice))
     return out
 
@@ -164,7 +164,13 @@ def analyze(
     if pattern.has_kalpha2:
         lines.append((float(pattern.kalpha2_angstrom), float(pattern.kalpha2_ratio)))
 
-    model = PatternModel(x, y, lines, _phase_inputs(phases), bg_order=cfg.background_order)
+    # only reflections that can reach the scanned range (enumerating fewer is what makes a new
+    # structure's reference cheap: pymatgen's cost grows with the cube of 1/d_min)
+    lam_min = min(lam for lam, _ in lines)
+    half_max = math.radians(min(float(x[-1]) + 2.0, 178.0)) / 2
+    d_min = lam_min / (2 * math.sin(half_max)) / (1 + LATTICE_RANGE)
+    d_min = max(0.3, math.floor(d_min * 20) / 20)
+    model = PatternModel(x, y, lines, _phase_inputs(phases, d_min), bg_order=cfg.background_order)
     n = x.size
     penalty = cfg.significance_per_param or math.log(n)
     rejected: dict[str, str] = {}

@@ -119,7 +119,7 @@ class ReferencePhase:
     structure: Structure
     source: str | None = None
     _reflections: Reflections | None = field(default=None, repr=False)
-    _d_min: float = field(default=D_MIN_DEFAULT, repr=False)
+    _d_min: float = field(default=float("inf"), repr=False)
 
     @classmethod
     def from_structure(
@@ -171,10 +171,13 @@ class ReferencePhase:
         return float(self.structure.density)
 
     def reflections(self, d_min: float = D_MIN_DEFAULT) -> Reflections:
-        """Reflections with d >= d_min (computed once per structure, cached globally)."""
-        if self._reflections is None or (self._reflections.d.size and d_min < self._d_min):
-            self._reflections = compute_reflections(self.structure, min(d_min, D_MIN_DEFAULT))
-            self._d_min = min(d_min, D_MIN_DEFAULT)
+        """Reflections with d >= d_min (computed once per structure and d_min, cached globally).
+
+        A list computed for a smaller d_min is reused for any larger one: the fit filters it.
+        """
+        if self._reflections is None or d_min < self._d_min - 1e-9:
+            self._reflections = compute_reflections(self.structure, d_min)
+            self._d_min = d_min
         return self._reflections
 
 
