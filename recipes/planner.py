@@ -157,6 +157,8 @@ class RecipePlanner:
                 self.unusable[p.key] = "not on the Materials Project table"
                 continue
             self.stock[p.key] = p
+        # recipes name each powder as the shelf does (the dosing station matches these names)
+        self.shelf_names: dict[str, str] = {reduced_formula(f): f for f in (stock or [])}
         self._sets_cache: dict[str, list[tuple[str, ...]]] = {}
         # per-call memo of pathway predictions (cleared at every public call: knowledge changes)
         self._memo: dict[tuple[Any, ...], tuple[float, float, list[dict[str, Any]], list[str]]] = {}
@@ -236,6 +238,10 @@ class RecipePlanner:
         learned_now = knowledge.learn(observed)  # idempotent: already learned, returns reactions
         # --- option A: same set, new conditions (kinetically limited failure)
         retry = self._condition_retry(key, recipe, observed, mine, knowledge, model)
+        last_resort = None
+        if retry is None:
+            # before giving up, new conditions for a set that visibly did not finish reacting
+            last_resort = self._condition_retry(key, recipe, observed, mine, knowledge, model, force=True)
         # --- option B: the best untested set that does not fail predictably
         ranked = self._rank_full(key, untried, knowledge, model, hist)
         stall = self.min_df - self._skip_margin(key)
@@ -271,6 +277,15 @@ class RecipePlanner:
             if lesson:
                 best.notes.append(lesson)
             return self._to_recipe(key, best, e_source, why)
+        if last_resort is not None:
+            last_resort.notes.append(
+                f"last resort before giving up: same precursors at {last_resort.temperature_c:.0f} °C "
+                f"for {last_resort.dwell_min:.0f} min (precursors were left unreacted; no other set "
+                "is predicted to keep enough driving force)"
+            )
+            if lesson:
+                last_resort.notes.append(lesson)
+            return self._to_recipe(key, last_resort, e_source, why)
         if not untried:
             return Exhausted(key, f"all {len(sets)} balanced stocked precursor sets tried for {key}")
         return Exhausted(
@@ -518,7 +533,8 @@ class RecipePlanner:
         self._score(cands, model)
         pf = np.array([c.prob_feasible for c in cands])
         keep = [c for c, p in zip(cands, pf, strict=True) if p >= 0.8 * pf.max()]
-        keep.sort(key=lambda c: (-round(c.predicted_yield, 2), c.temperature_c * c.dwell_min))
+        # ties (predicted yields within 0.05) go to the heuristic temperature, then short dwell
+        keep.sort(key=lambda c: (-round(c.predicted_yield * 20), abs(c.temperature_c - base.temperature_c), c.dwell_min))
         if above is None and keep[0].prob_feasible < base.prob_feasible + GP_CONDITION_GAIN:
             return base
         return keep[0]
@@ -571,6 +587,8 @@ class RecipePlanner:
         mine: list[Observation],
         knowledge: PathwayKnowledge,
         model: YieldModel,
+        *,
+        force: bool = False,
     ) -> Candidate | None:
         """Same set hotter or longer, if the failure looks kinetic and not retried too often.
 
@@ -602,7 +620,7 @@ class RecipePlanner:
             cand = self._evaluate(target, formulas, knowledge, model, t, d)
         if cand is None:
             return None
-        if not forming and cand.step_force < self.min_df - self._skip_margin(target):
+        if not (forming or force) and cand.step_force < self.min_df - self._skip_margin(target):
             return None
         cand.experience, cand.experience_note = self._experience(target, formulas, mine)
         return cand
@@ -649,7 +667,7 @@ class RecipePlanner:
         precursors = []
         for f, coeff in rxn.reactants:
             p = self.stock.get(f)
-            label = p.formula if p is not None else f
+            label = self.shelf_names.get(f) or (p.formula if p is not None else f)
             moles = coeff * n_target
             precursors.append(
                 PrecursorAmount(label, round(moles, 8), round(moles * molar_mass(f), 6))
