@@ -29,9 +29,10 @@ from controller.store import (
 )
 
 CLI = [sys.executable, "-c", "from controller.cli import main; main()"]
+WORLD = os.environ.get("SYNTHLOOP_TEST_WORLD", "demo")  # a bundled world name or a world file
 
 
-def _config(name: str, *, budget: int, approval: bool = False, world: str = "demo") -> dict:
+def _config(name: str, *, budget: int, approval: bool = False, world: str = WORLD) -> dict:
     from sim_lab import load_world
 
     return {
@@ -41,7 +42,7 @@ def _config(name: str, *, budget: int, approval: bool = False, world: str = "dem
         "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 10, "retrain_every": 3},
         "acquisition": {"strategy": "qlogei", "batch_size": 3},
         "recipes": {"max_recipes_per_target": 3, "yield_threshold": 0.5},
-        "lab": {"kind": "simulated", "world": world, "speedup": 2e6, "heartbeat_s": 0.25},
+        "lab": {"kind": "simulated", "world": world, "speedup": 2e6, "heartbeat_s": 0.5},
     }
 
 
