@@ -154,3 +154,31 @@ def test_conformance_kit_passes_on_every_simulated_instrument(world, role: str, 
         heartbeat_s=0.5,  # the heartbeat check counts beats; a loaded 2-core box needs slack
     )
     assert report.passed, report.format()
+
+
+def test_a_hung_instrument_expires_and_does_nothing(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=1, speedup=1e7, workdir=tmp_path, faults=FaultConfig(timeout_rate=1.0))
+
+    async def body(d: Dispatcher) -> None:
+        cmd = steps("S1", {"MnO2": 1.0})[0]
+        out = await d.submit(cmd.model_copy(update={"deadline_s": 1.0}))
+        assert out.status == "expired", (out.status, out.error)
+
+    asyncio.run(run_lab(lab, False, body))
+    assert lab.truth().ledger() == []
+
+
+def test_dropped_and_duplicated_frames_never_run_an_action_twice(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=4, speedup=1e7, workdir=tmp_path,
+                 faults=FaultConfig(drop_rate=0.2, duplicate_rate=0.3, seed=4))
+
+    async def body(d: Dispatcher) -> None:
+        for i in range(3):
+            for cmd in steps(f"S{i}", {"LiOH": 0.4, "MnO2": 1.2}):
+                out = await d.submit(cmd)
+                assert out.status == "succeeded", (out.status, out.error)
+
+    asyncio.run(run_lab(lab, False, body))
+    truth = lab.truth()
+    assert len(truth.ledger()) == 12
+    assert truth.duplicate_executions() == 0
