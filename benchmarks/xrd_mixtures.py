@@ -79,9 +79,11 @@ def run(limit: int | None = None, speed_only: str | None = None,
             dt = time.perf_counter() - t0
             dcpu = time.process_time() - c0
             found: dict[str, float] = {}
+            var: dict[str, float] = {}
             for p in res.phases:
                 key = formula_of(p.name)
                 found[key] = found.get(key, 0.0) + p.weight_fraction
+                var[key] = var.get(key, 0.0) + p.weight_fraction_std**2
             keys = set(truth) | set(found)
             errs = {k: abs(found.get(k, 0.0) - truth.get(k, 0.0)) * 100 for k in keys}
             rows.append(
@@ -92,6 +94,7 @@ def run(limit: int | None = None, speed_only: str | None = None,
                     "truth": truth,
                     "found": found,
                     "abs_err_wt_pct": errs,
+                    "std_wt_pct": {k: v**0.5 * 100 for k, v in var.items()},
                     "missed": sorted(set(truth) - set(found)),
                     "extra": sorted(set(found) - set(truth)),
                     "rwp": res.rwp,
@@ -129,6 +132,11 @@ def run(limit: int | None = None, speed_only: str | None = None,
                 "mae_wt_pct": statistics.fmean(errs),
                 "mae_weighed_wt_pct": statistics.fmean(weighed_errs),
                 "max_err_wt_pct": max(errs),
+                "mean_std_wt_pct": statistics.fmean(
+                    v for r in sub for v in r["std_wt_pct"].values()),
+                "within_2_std": statistics.fmean(
+                    float(r["abs_err_wt_pct"][k] <= 2 * r["std_wt_pct"][k])
+                    for r in sub for k in r["std_wt_pct"]),
                 "mean_seconds": statistics.fmean(r["seconds"] for r in sub),
                 "max_seconds": max(r["seconds"] for r in sub),
                 "mean_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in sub),
@@ -147,11 +155,13 @@ def main() -> None:
     out = run(args.limit, args.speed, args.mode)
     print()
     print(f"{'setting':12s} {'ident.acc':>9s} {'found':>7s} {'false':>5s} {'MAE wt%':>8s} "
-          f"{'MAE(weighed)':>12s} {'max err':>7s} {'s/pattern':>9s} {'CPU s':>6s}")
+          f"{'MAE(weighed)':>12s} {'max err':>7s} {'s/pattern':>9s} {'CPU s':>6s} {'mean σ':>6s} "
+          f"{'|err|<=2σ':>9s}")
     for key, s in out["summary"].items():
         print(f"{key:12s} {s['exact_identification']:9.2f} {s['weighed_phases_found']:>7s} "
               f"{s['false_phases']:5d} {s['mae_wt_pct']:8.2f} {s['mae_weighed_wt_pct']:12.2f} "
-              f"{s['max_err_wt_pct']:7.1f} {s['mean_seconds']:9.2f} {s['mean_cpu_seconds']:6.2f}")
+              f"{s['max_err_wt_pct']:7.1f} {s['mean_seconds']:9.2f} {s['mean_cpu_seconds']:6.2f} "
+              f"{s['mean_std_wt_pct']:6.2f} {s['within_2_std']:9.2f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

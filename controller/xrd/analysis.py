@@ -421,7 +421,7 @@ def _weight_fraction_std(model: PatternModel, state: FitState, masses: np.ndarra
     total = masses.sum()
     if total <= 0:
         return std
-    on, cov = scale_covariance(model, state)
+    on, cov = scale_covariance(model, state, _correlation_length(model, state))
     if on.size == 0:
         return std
     k = masses[on] / state.scales[on]  # dm_i / dS_i

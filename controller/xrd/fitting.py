@@ -394,12 +394,16 @@ class PatternModel:
         return int(np.searchsorted(self.offsets, j, side="right") - 1)
 
 
-def scale_covariance(model: PatternModel, state: FitState) -> tuple[np.ndarray, np.ndarray]:
-    """Covariance of the non-zero scales (indices, cov), scaled by the reduced chi^2.
+def scale_covariance(
+    model: PatternModel, state: FitState, inflate: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Covariance of the non-zero scales (indices, cov), scaled by the reduced chi^2 x inflate.
 
     Scaling by chi^2/nu (when > 1) inflates the errors by the misfit, which a real-sample fit
     always has (profile shape, texture, micro-absorption): Poisson-only errors would be far too
-    small to be believed.
+    small to be believed. ``inflate`` is for the serial correlation of the residuals (the
+    Berar-Lelann correction); it still leaves systematic errors (structure model,
+    micro-absorption) out.
     """
     active = np.ones(model.n_phases, dtype=bool)
     on = np.flatnonzero(state.scales > 0)
@@ -416,7 +420,7 @@ def scale_covariance(model: PatternModel, state: FitState) -> tuple[np.ndarray, 
     pr = perm[:rank]
     cov[np.ix_(pr, pr)] = cov_perm
     nu = max(model.x.size - jac.shape[1], 1)
-    cov *= max(state.chi2 / nu, 1.0)
+    cov *= max(state.chi2 / nu, 1.0) * max(inflate, 1.0)
     n_nl = jac.shape[1] - on.size - model.wB.shape[1]
     sl = slice(n_nl, n_nl + on.size)
     return on, cov[sl, sl]
