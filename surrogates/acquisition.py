@@ -250,7 +250,9 @@ def select_batch(
         return [pick(i, 0.0) for i in idx]
     if strategy == "greedy":
         cand = np.flatnonzero(available)
-        top = cand[np.argsort(-mean[cand], kind="stable")[:q]]
+        if q < len(cand):  # top q in O(n), then order those q
+            cand = cand[np.argpartition(-mean[cand], q - 1)[:q]]
+        top = cand[np.lexsort((cand, -mean[cand]))][:q]
         return [pick(i, mean[i]) for i in top]
     if strategy == "thompson":
         return [pick(i, v) for i, v in _thompson(obj, available, q, rng)]

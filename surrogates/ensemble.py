@@ -303,7 +303,7 @@ class Ensemble:
         fresh = GraphCache(self.config.cutoff, self.config.max_neighbors)
         return fresh.graphs(structures)
 
-    def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 256) -> PredictionTable:
+    def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> PredictionTable:
         """Members × structures × outputs table in physical units."""
         n_out = len(self.outputs)
         values = np.empty((len(self.members), len(graphs), n_out))
@@ -317,7 +317,7 @@ class Ensemble:
         return PredictionTable(values, self.outputs, self.inflation.copy())
 
     def predict(self, structures: Sequence[Structure], *, use_cache: bool = True,
-                batch_size: int = 256) -> PredictionTable:
+                batch_size: int = 128) -> PredictionTable:
         if len(structures) == 0:
             return PredictionTable(np.empty((len(self.members), 0, len(self.outputs))),
                                    self.outputs, self.inflation.copy())

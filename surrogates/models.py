@@ -86,15 +86,27 @@ class CGConv(nn.Module):
         if self.training:
             z = self.lin_self(v)[batch.src] + self.lin_nb(v)[batch.dst] + self.lin_edge(e)
             z = self.bn1(z)
-        else:  # inference: fold the (affine) batch norm into the three linear maps
-            bn = self.bn1
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-            node = (self.lin_self(v) * scale + shift)[batch.src] + (self.lin_nb(v) * scale)[batch.dst]
-            z = torch.addmm(node, e, (self.lin_edge.weight * scale[:, None]).t())
+        else:
+            return self._infer(v, e, batch)
         gate, core = z.chunk(2, dim=1)
         msg = torch.sigmoid(gate) * self.act(core) * batch.weight[:, None]
         return self.act(v + self.bn2(scatter_sum(msg, batch.src, v.shape[0])))
+
+    @torch.no_grad()
+    def _infer(self, v: torch.Tensor, e: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """The same function for inference: batch norm folded into the three linear maps and
+        in-place edge operations (each edge-sized temporary costs a fresh allocation)."""
+        bn = self.bn1
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        z = (self.lin_self(v) * scale + shift).index_select(0, batch.src)
+        z += (self.lin_nb(v) * scale).index_select(0, batch.dst)
+        z.addmm_(e, (self.lin_edge.weight * scale[:, None]).t())
+        gate, core = z.chunk(2, dim=1)
+        msg = torch.nn.functional.softplus(core)
+        msg.mul_(gate.sigmoid_()).mul_(batch.weight[:, None])
+        agg = v.new_zeros(v.shape).index_add_(0, batch.src, msg)
+        return self.act(v + self.bn2(agg))
 
 
 class CGCNN(nn.Module):

@@ -69,6 +69,7 @@ def _botorch_discrete(acqf_cls, t: PredictionTable, pending: list[int], q: int, 
     return x.view(-1).long().tolist()
 
 
+@pytest.mark.filterwarnings("ignore::botorch.exceptions.warnings.NumericsWarning")
 def test_qei_and_qucb_picks_equal_botorch_sequential_greedy() -> None:
     from botorch.acquisition.monte_carlo import qExpectedImprovement, qUpperConfidenceBound
 

@@ -37,8 +37,8 @@ def write_table(path: Path, n: int, seed: int) -> None:
 
 
 def test_bench_surrogate_prints_one_json_object(tmp_path: Path) -> None:
-    write_table(tmp_path / "train.csv.gz", 40, 0)
-    write_table(tmp_path / "test.csv", 12, 1)
+    write_table(tmp_path / "train.csv.gz", 20, 0)
+    write_table(tmp_path / "test.csv", 6, 1)
     result = CliRunner().invoke(app, [
         "bench", "surrogate", "--train", str(tmp_path / "train.csv.gz"), "--test",
         str(tmp_path / "test.csv"), "--target", "heat", "--json", "--epochs", "2",
@@ -49,7 +49,7 @@ def test_bench_surrogate_prints_one_json_object(tmp_path: Path) -> None:
     out = json.loads(lines[0])
     for key in ("mae", "rmse", "coverage_90", "train_s", "predict_per_s", "baseline_mae"):
         assert isinstance(out[key], float), key
-    assert out["n_train"] == 40 and out["n_test"] == 12
+    assert out["n_train"] == 20 and out["n_test"] == 6
     assert 0.0 <= out["coverage_90"] <= 1.0 and out["rmse"] >= out["mae"] > 0
 
 
