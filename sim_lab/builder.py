@@ -60,6 +60,12 @@ def _elements(system: str) -> set[str]:
     return set(system.split("-"))
 
 
+@lru_cache(maxsize=1)
+def _table_elements() -> tuple[tuple[str, frozenset[str]], ...]:
+    """Element set of every composition in the MP table, parsed once (47k formulas)."""
+    return tuple((f, frozenset(el.symbol for el in Composition(f))) for f in mp_table())
+
+
 MU_O_RANGE = (0.0, -1.0, -2.0, -3.0)
 
 
@@ -76,10 +82,10 @@ def _hull_phases_cached(elements: frozenset[str]) -> tuple[str, ...]:
     """
     table = mp_table()
     entries = [PDEntry(Composition(e), 0.0) for e in elements]
-    for f, (ef, _spg, _id) in table.items():
-        c = Composition(f)
-        if len(c) > 1 and {e.symbol for e in c} <= elements:
-            entries.append(PDEntry(c, ef * c.num_atoms, name=f))
+    for f, els in _table_elements():
+        if len(els) > 1 and els <= elements:
+            c = Composition(f)
+            entries.append(PDEntry(c, table[f][0] * c.num_atoms, name=f))
     pd = PhaseDiagram(entries)
     closed = [e for e in pd.stable_entries if len(e.composition) > 1 and "O" in e.composition]
     if "O" not in elements or len(elements) < 2:
@@ -208,11 +214,23 @@ def precursor_masses(target: str, precursors: Sequence[str], batch_g: float = TR
     return {p: m * Composition(p).weight * batch_g / mass for p, m in moles.items()}
 
 
-def target_truth(world: World, target: str, temperatures: Sequence[float] = TRUTH_TEMPERATURES_C) -> dict[str, Any]:
-    """Best yield over precursor sets x temperatures (no amorphisation: a recipe property)."""
+def target_truth(
+    world: World,
+    target: str,
+    temperatures: Sequence[float] = TRUTH_TEMPERATURES_C,
+    *,
+    stop_when_made: bool = False,
+) -> dict[str, Any]:
+    """Best yield over precursor sets x temperatures (no amorphisation: a recipe property).
+
+    ``stop_when_made``: stop at the first recipe reaching 50 % (the builder's fast mode; the
+    best yield is then a lower bound).
+    """
     best: dict[str, Any] = {"makeable": False, "best_yield": 0.0, "best_recipe": None, "recipes_tried": 0}
     key = Composition(target).reduced_formula
     for pset in _precursor_sets(world, key):
+        if stop_when_made and best["best_yield"] >= 0.5:
+            break
         masses = precursor_masses(key, pset)
         for temp in temperatures:
             profile = [{"ramp_c_per_min": 5.0, "setpoint_c": float(temp), "dwell_min": TRUTH_DWELL_MIN}]
@@ -418,7 +436,10 @@ def build_world(
     # 4. truth for candidates ---------------------------------------------------------------
     truths: dict[str, dict[str, Any]] = {}
     for f in candidates:
-        truths[f] = target_truth(world, f)
+        if ehull[f] > 0:  # above the hull: the reaction model never forms it (LP products lie on it)
+            truths[f] = {"makeable": False, "best_yield": 0.0, "best_recipe": None, "recipes_tried": 0}
+        else:
+            truths[f] = target_truth(world, f, stop_when_made=True)
     makeable = [f for f in candidates if truths[f]["makeable"]]
     not_makeable = [f for f in candidates if not truths[f]["makeable"]]
     if n_targets is None:
