@@ -221,9 +221,40 @@ class Brain:
         s0.scale_lattice(s0.volume * _ionic_volume(s0.composition) / _ionic_volume(before))
         return s0, f"{name} with {a.symbol}->{b.symbol}"
 
+    def _library(self) -> list[dict]:
+        """Public template structures shipped with the controller (see ``data/README.md``)."""
+        if not hasattr(self, "_library_list"):
+            import bz2
+            from importlib import resources
+
+            raw = resources.files("controller.loop").joinpath("data/templates.json.bz2").read_bytes()
+            self._library_list = json.loads(bz2.decompress(raw))["templates"]
+        return self._library_list
+
+    def _packing_ratio(self) -> float | None:
+        """Median cell volume per unit of ionic volume over the world's known (public) structures:
+        the density a decorated template is scaled to."""
+        if self.world is None:
+            return None
+        if not hasattr(self, "_ratio"):
+            ratios = []
+            for f in sorted(self.world.known_formulas()):
+                try:
+                    s = self.world.known_structure(f)
+                except (KeyError, ValueError):
+                    continue
+                ratios.append(s.volume / _ionic_volume(s.composition))
+            self._ratio = float(np.median(ratios)) if ratios else None
+        return self._ratio
+
     def _decorate(self, formula: str) -> tuple[Any, str] | None:
-        """A structure for ``formula`` from a template with the same anonymised formula."""
-        from pymatgen.core import Composition, Element
+        """A structure for ``formula`` from a template with the same anonymised formula.
+
+        Preference: a textbook prototype, then a real CIF of another chemistry, then an
+        Alexandria structure; within each, the smallest mismatch of the swapped atoms' radii.
+        Species are matched by amount, then electronegativity.
+        """
+        from pymatgen.core import Composition, Element, Structure
 
         comp = Composition(formula).reduced_composition
         anon = comp.anonymized_formula
@@ -231,21 +262,35 @@ class Brain:
         def order(c: Any) -> list[str]:
             return [el.symbol for el, _ in sorted(c.items(), key=lambda kv: (kv[1], kv[0].X, kv[0].symbol))]
 
-        matches = []
-        for name, s in self._templates():
-            s = s.copy()
-            s.remove_oxidation_states()
-            tc = s.composition.reduced_composition
-            if tc.anonymized_formula == anon:
-                matches.append((len(s), name, s, tc))
-        if not matches:
-            return None
-        _, name, s, tc = min(matches, key=lambda m: (m[0], m[1]))
-        mapping = dict(zip(order(tc), order(comp), strict=True))
-        s.replace_species({Element(a): Element(b) for a, b in mapping.items()})
+        def radius(sym: str) -> float:
+            el = Element(sym)
+            return float(el.average_ionic_radius or 0.0) or float(el.atomic_radius or 1.0)
 
-        s.scale_lattice(s.volume * _ionic_volume(comp) / _ionic_volume(tc))
-        return s, name
+        rank = {"prototype": 0, "cif": 1, "alexandria": 2}
+        best = None
+        for i, tpl in enumerate(self._library()):
+            if tpl["anon"] != anon or tpl["formula"] == comp.reduced_formula:
+                continue
+            tcomp = Composition(tpl["formula"])
+            pairs = list(zip(order(tcomp), order(comp), strict=True))
+            mismatch = sum(abs(radius(a) - radius(b)) for a, b in pairs)
+            key = (rank.get(tpl["kind"], 3), round(mismatch, 3), i)
+            if best is None or key < best[0]:
+                best = (key, tpl, pairs)
+        if best is None:
+            return None
+        _, tpl, pairs = best
+        s = Structure.from_dict(tpl["structure"])
+        before = s.composition
+        s.replace_species({Element(a): Element(b) for a, b in pairs})
+        ratio = self._packing_ratio()
+        # a real CIF keeps its measured density, scaled by the swapped ions' sizes; a prototype or a
+        # computed template of another chemistry takes the density typical of this world's phases
+        if ratio is not None and tpl["kind"] != "cif":
+            s.scale_lattice(ratio * _ionic_volume(s.composition))
+        else:
+            s.scale_lattice(s.volume * _ionic_volume(s.composition) / _ionic_volume(before))
+        return s, f"{tpl['kind']} {tpl['id']} ({tpl['formula']}) decorated"
 
     # ------------------------------------------------------------------ models
     OUTPUTS = ("e_form", "yield")
