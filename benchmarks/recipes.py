@@ -17,7 +17,8 @@ Strategies: (a) ``random`` stocked sets that balance, (b) ``driving_force`` rank
 learning, (c) ``full`` planner with replacement.
 
 Run: ``.venv/bin/python benchmarks/recipes.py --seeds 0 1 2`` (add ``--targets N`` to bound
-the run, ``--json FILE`` to keep per-target records).
+the run, ``--json FILE`` to keep per-target records). ``--world`` also takes a world file;
+``--build-systems Li-Mn-O Ba-Ti-O ... --save FILE`` builds one with ``sim_lab.build_world``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pymatgen.core import Composition  # noqa: E402
 from recipes import Exhausted, Observation, RecipeError, RecipePlanner, TargetSpec  # noqa: E402
 
 
-def _world(name: str, systems: list[str] | None, seed: int) -> Any:
+def _world(name: str, systems: list[str] | None, seed: int, save: Path | None = None) -> Any:
     import sim_lab
 
     try:
@@ -49,7 +50,7 @@ def _world(name: str, systems: list[str] | None, seed: int) -> Any:
         if not systems:
             raise SystemExit(f"world {name!r} is not available ({exc}); pass --build-systems to build one") from None
         print(f"# world {name!r} not bundled ({exc}); building one over {systems}", flush=True)
-        return sim_lab.build_world(systems, None, seed=seed, name=f"bench-{'_'.join(systems)}")
+        return sim_lab.build_world(systems, save, seed=seed, name=f"bench-{'_'.join(systems)}")
 
 
 def _observe(fractions: dict[str, float], rng: np.random.Generator) -> dict[str, float]:
@@ -132,6 +133,8 @@ def main() -> None:
     ap.add_argument("--world", default="alab-like")
     ap.add_argument("--build-systems", nargs="*", default=None,
                     help="if the world is not bundled, build one over these systems (e.g. Li-Mn-O)")
+    ap.add_argument("--build-seed", type=int, default=1, help="seed of a built world")
+    ap.add_argument("--save", type=Path, default=None, help="save a built world here (reuse with --world)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--targets", type=int, default=None, help="first N targets (seeded order)")
     ap.add_argument("--strategies", nargs="+", default=["random", "driving_force", "full"])
@@ -143,7 +146,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    world = _world(args.world, args.build_systems, seed=0)
+    world = _world(args.world, args.build_systems, seed=args.build_seed, save=args.save)
     all_targets = sorted(world.target_formulas())
     print(f"# world {world.name}: {len(all_targets)} targets, {len(world.precursors)} precursors on the shelf")
     results: dict[str, dict[int, list[dict[str, Any]]]] = {s: {} for s in args.strategies}

@@ -221,3 +221,26 @@ def test_baseline_strategies_are_seeded_and_balanced() -> None:
     for r in a + d:
         _check_balanced(r)
         assert r.planner in {"random", "driving_force"}
+
+
+def test_yield_gp_sets_conditions_once_it_has_data() -> None:
+    """With enough yields the GP moves the firing temperature to where yields were high."""
+    import dataclasses
+
+    from recipes import HeatingSegment
+
+    p = RecipePlanner(stock=["BaCO3", "TiO2"])
+    (base,) = p.initial_recipes(TargetSpec("BaTiO3"), [])
+    assert "before data" in base.rationale
+    history = []
+    for i in range(18):
+        t = 700.0 + 30.0 * i  # 700 .. 1210 °C
+        r = dataclasses.replace(base, profile=(HeatingSegment(5.0, t, 240.0),))
+        y = 0.9 if t >= 1100 else 0.05
+        phases = {"BaTiO3": y, "Ba2TiO4": (1 - y) / 2, "TiO2": (1 - y) / 2}
+        history.append(Observation(r, phases, y))
+    (tuned,) = p.initial_recipes(TargetSpec("BaTiO3"), history)
+    assert "yield GP on 18 result(s)" in tuned.rationale
+    assert tuned.temperature_c >= 1100, tuned.rationale
+    assert tuned.details["prob_feasible"] > 0.5
+    _check_balanced(tuned)
