@@ -144,6 +144,8 @@ def test_model_quality_parity_against_measured_yields_and_calibration(server: st
     assert point["observed"] == pytest.approx(0.71) and point["std"] == 0.15
     assert [c["nominal"] for c in q["calibration"]][:2] == [0.1, 0.2]
     assert q["summary"]["mae"] == pytest.approx(abs(point["predicted"] - 0.71))
+    # the version was trained before the yield was measured: an out-of-sample point
+    assert point["held_out"] is True and q["summary"]["n_held_out"] == 1
 
 
 @pytest.mark.parametrize("path, text", [

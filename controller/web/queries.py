@@ -534,7 +534,10 @@ def experiment_detail(session: Session, campaign: Campaign | None, experiment_id
                           "source": m[4], "created_at": iso(m[5])} for m in measurements],
         "analyses": [{"id": a.id, "measurement_id": a.measurement_id, "phases": a.phases or [],
                       "rwp": _f(a.rwp), "target_yield": _f(a.target_yield), "method": a.method,
-                      "method_version": a.method_version, "created_at": iso(a.created_at)}
+                      "method_version": a.method_version, "created_at": iso(a.created_at),
+                      "unexplained_peaks": [round(float(p), 2) for p in (a.details or {}).get("unexplained_peaks", [])
+                                            if isinstance(p, int | float)][:20]
+                      if isinstance(a.details, dict) else []}
                      for a in analyses],
     }
 
@@ -677,15 +680,20 @@ def model_quality(session: Session, campaign: Campaign | None, model_id: int, *,
     source = "metrics.parity" if points else None
     if not points:
         observed = session.exec(
-            select(Prediction.mean, Prediction.std, func.max(Experiment.target_yield), Target.formula)
+            select(Prediction.mean, Prediction.std, func.max(Experiment.target_yield), Target.formula,
+                   func.min(Experiment.updated_at))
             .join(Target, Target.candidate_id == Prediction.candidate_id)
             .join(Experiment, Experiment.target_id == Target.id)
             .where(Prediction.model_version_id == model_id, Prediction.objective == "yield",
                    Target.campaign_id == campaign.id, Experiment.target_yield.is_not(None))
             .group_by(Prediction.id, Target.formula).limit(max_points)
         ).all()
-        points = [{"observed": _f(y), "predicted": _f(m), "std": _f(s), "label": f}
-                  for m, s, y, f in observed if _f(y) is not None and _f(m) is not None]
+        trained_at = session.get(ModelVersion, model_id).created_at
+        # held out = the target's first yield was measured after this version was trained, so the
+        # prediction could not have seen it; the rest is in-sample fit and is plotted hollow
+        points = [{"observed": _f(y), "predicted": _f(m), "std": _f(s), "label": f,
+                   "held_out": bool(first and trained_at and _aware(first) > _aware(trained_at))}
+                  for m, s, y, f, first in observed if _f(y) is not None and _f(m) is not None]
         source = "measured yields" if points else None
     points = points[:max_points]
     calibration = []
@@ -699,6 +707,11 @@ def model_quality(session: Session, campaign: Campaign | None, model_id: int, *,
     if len(points):
         summary = {"n": len(points), "mae": float(np.mean(np.abs(obs - pred))),
                    "rmse": float(np.sqrt(np.mean((obs - pred) ** 2)))}
+        held = np.array([bool(p.get("held_out")) for p in points])
+        if source == "measured yields":
+            summary["n_held_out"] = int(held.sum())
+            if held.any():
+                summary["mae_held_out"] = float(np.mean(np.abs(obs[held] - pred[held])))
         if len(points) > 2 and np.std(obs) > 0 and np.std(pred) > 0:
             summary["pearson_r"] = float(np.corrcoef(obs, pred)[0, 1])
     objectives = dict(session.exec(select(Prediction.objective, func.count())

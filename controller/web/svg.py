@@ -150,7 +150,8 @@ def xrd_svg(data: dict, title: str = "XRD pattern") -> str:
 
 def parity_svg(points: list[dict], title: str = "parity", xlabel: str = "observed",
                ylabel: str = "predicted") -> str:
-    """Predicted against observed with ±1σ bars and the y = x line."""
+    """Predicted against observed with ±1σ bars and the y = x line; points marked
+    ``held_out: False`` (seen in training) are drawn hollow."""
     if not points:
         return _svg([f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no observed values yet</text>'], title)
     obs = np.array([p["observed"] for p in points], dtype=float)
@@ -168,6 +169,9 @@ def parity_svg(points: list[dict], title: str = "parity", xlabel: str = "observe
         if s > 0:
             body.append(f'<line x1="{x:.1f}" y1="{t:.1f}" x2="{x:.1f}" y2="{b:.1f}" stroke="#9ecae1"/>')
         body.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1f77b4"/>')
+    for p, x, y in zip(points, xs, ys, strict=True):  # in-sample points: hollow over the filled dot
+        if p.get("held_out") is False:
+            body.append(f'<circle class="in-sample" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#fff" stroke="#1f77b4"/>')
     return _svg(body, title)
 
 
