@@ -12,7 +12,7 @@ WORLD = os.environ.get("SYNTHLOOP_TEST_WORLD", "demo")  # a bundled world name o
 
 
 def test_sigkill_at_twenty_random_points_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
-    report = run_drill(tmp_path, world=WORLD, points=20, seed=11, budget=14, max_offset_s=2.0,
+    report = run_drill(tmp_path, world=WORLD, points=20, seed=11, budget=12, max_offset_s=1.5,
                        final_timeout_s=150)
     assert report.kills == 20, report.to_dict()
     assert report.finished

@@ -26,7 +26,8 @@ def bench_config(world_ref: str, systems: list[str], *, seed: int, budget: int, 
     """The campaign a benchmark runs: the world's systems, a budget, a compact ensemble."""
     return {
         "campaign": {"name": f"bench-{strategy}-{seed}", "seed": seed, "budget": {"max_experiments": budget}},
-        "chemical_space": {"systems": systems, "max_candidates": 2000},
+        "chemical_space": {"systems": systems, "max_candidates": 2000,
+                           "candidate_sources": [{"kind": "prototypes"}]},
         "surrogate": {"ensemble_size": 3 if fast else 5, "hidden": 32 if fast else 64,
                       "layers": 2 if fast else 3, "epochs": 40 if fast else 150, "retrain_every": 16},
         "acquisition": {"strategy": "qlogei", "batch_size": 6},

@@ -30,7 +30,9 @@ def demo_config(systems: list[str]) -> dict:
             "description": "synthloop demo: the bundled 'demo' world, simulated instruments",
             "budget": {"max_experiments": 36},
         },
-        "chemical_space": {"systems": systems, "max_candidates": 400},
+        "chemical_space": {"systems": systems, "max_candidates": 400,
+                           # the wish list of the world, structures by prototype decoration
+                           "candidate_sources": [{"kind": "prototypes"}]},
         "surrogate": {"architecture": "cgcnn", "ensemble_size": 3, "hidden": 32, "layers": 2,
                       "epochs": 40, "retrain_every": 8},
         "acquisition": {"strategy": "qlogei", "batch_size": 4},

@@ -71,12 +71,13 @@ def drill_config(world: str, systems: list[str], *, seed: int, budget: int, port
                  speedup: float) -> dict:
     return {
         "campaign": {"name": "crash-drill", "seed": seed, "budget": {"max_experiments": budget}},
-        "chemical_space": {"systems": systems, "max_candidates": 300},
+        "chemical_space": {"systems": systems, "max_candidates": 300,
+                           "candidate_sources": [{"kind": "prototypes"}]},
         "surrogate": {"ensemble_size": 2, "hidden": 16, "layers": 1, "epochs": 10, "retrain_every": 6},
         "acquisition": {"strategy": "qlogei", "batch_size": 3},
         "recipes": {"max_recipes_per_target": 3, "yield_threshold": 0.5},
         "lab": {"kind": "simulated", "world": world, "bind": f"tcp://127.0.0.1:{port}",
-                "speedup": speedup, "heartbeat_s": 0.25, "lost_after_heartbeats": 8, "step_retries": 2},
+                "speedup": speedup, "heartbeat_s": 0.25, "lost_after_heartbeats": 6, "step_retries": 2},
         "store": {"url": "sqlite:///campaign.db"},
     }
 
