@@ -30,6 +30,7 @@ class LiveView:
         self.rows = rows
         self.period = 1.0 / hz
         self._last = 0.0
+        self._cid: int | None = None
         self.progress = Progress(TextColumn("[bold]experiments"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn())
         self.task = self.progress.add_task("exp", total=budget, info="")
@@ -48,9 +49,10 @@ class LiveView:
         if not force and now - self._last < self.period:
             return
         self._last = now
-        campaign_id = getattr(runner, "campaign_id", None) or self._campaign_id()
+        campaign_id = getattr(runner, "campaign_id", None) or self._cid
         if not campaign_id:
             return
+        self._cid = campaign_id
         with self.store.session() as s:
             exps = s.exec(select(Experiment).where(Experiment.campaign_id == campaign_id)
                           .order_by(Experiment.id)).all()
@@ -73,5 +75,3 @@ class LiveView:
                           " ".join(f"{y:.2f}" for y in ys[-5:]) or "…")
         self.live.update(Group(self.progress, table))
 
-    def _campaign_id(self) -> int | None:
-        return None
