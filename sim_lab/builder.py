@@ -50,6 +50,9 @@ from .physics import simulate
 from .structures import known_structure, perturb, substitute
 from .world import FORMAT, GASES, World, WorldError, parse_world
 
+#: A swap-reaction energy beyond this (eV/atom) means CHGNet saw a broken geometry (an
+#: unrelaxed decoration far from its minimum), not chemistry: such candidates are dropped.
+MAX_SWAP_EV_PER_ATOM = 0.3
 TRUTH_TEMPERATURES_C = (700, 850, 1000, 1150)
 TRUTH_DWELL_MIN = 480
 TRUTH_BATCH_G = 2.0
@@ -352,7 +355,7 @@ def build_world(
                 for ox in pair:
                     if ox not in ref_structs:
                         made = known_structure(ox, table[ox][1])
-                        if made is not None:
+                        if made is not None and not made[1].startswith("random"):
                             ref_structs[ox] = made[0]
         ox_old, ox_new = swap_oxides[(old, new)]
         if not ox_old or ox_old not in ref_structs or ox_new not in ref_structs:
@@ -369,6 +372,7 @@ def build_world(
         return per_atom * Composition(formula).num_atoms
 
     hyp_energy: dict[str, float] = {}
+    rejected: dict[str, float] = {}
     for idx, f in enumerate(hyp_list):
         parent, swaps = hyp[f]
         (old, new), = swaps.items()
@@ -381,8 +385,13 @@ def build_world(
         e_tot = scale * (
             total(parent, table[parent][0]) + k * (total(ox_new, table[ox_new][0]) - total(ox_old, table[ox_old][0]))
         ) + d_chg
+        if abs(d_chg) / Composition(f).num_atoms > MAX_SWAP_EV_PER_ATOM:
+            rejected[f] = round(d_chg / Composition(f).num_atoms, 3)
+            continue
         hyp_energy[f] = e_tot / Composition(f).num_atoms
         hyp_structs[f] = perturb(relaxed[idx], seed)
+    if rejected:
+        say(f"rejected {len(rejected)} hypotheticals with |swap energy| > {MAX_SWAP_EV_PER_ATOM} eV/atom")
     # hull distance of each hypothetical against the known phases of its system
     ehull: dict[str, float] = {}
     for f, e in hyp_energy.items():
@@ -422,6 +431,7 @@ def build_world(
             "structures": "reference CIFs (XRD-AutoAnalyzer, Dara; MIT), Alexandria templates "
             "(CC BY 4.0), textbook prototypes; see each phase's source.structure",
             "omitted_phases_no_structure": omitted,
+            "rejected_hypothetical_swap_energy_ev_per_atom": rejected,
             "e_above_hull_of_hypothetical": {f: round(ehull[f], 4) for f in keep},
         },
         "phases": list(phases.values()),
