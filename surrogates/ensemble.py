@@ -29,7 +29,7 @@ import torch
 from pymatgen.core import Structure
 
 from .descriptors import aux_matrix
-from .graphs import CrystalGraph, GraphCache, collate
+from .graphs import CrystalGraph, GraphCache, build_graph, collate
 from .models import build_model
 
 FORMAT_VERSION = 1
@@ -300,8 +300,7 @@ class Ensemble:
     def graphs(self, structures: Sequence[Structure], use_cache: bool = True) -> list[CrystalGraph]:
         if use_cache:
             return self.cache.graphs(structures)
-        fresh = GraphCache(self.config.cutoff, self.config.max_neighbors)
-        return fresh.graphs(structures)
+        return [build_graph(s, self.config.cutoff, self.config.max_neighbors) for s in structures]
 
     def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> PredictionTable:
         """Members × structures × outputs table in physical units."""

@@ -84,9 +84,11 @@ def neighbor_list(
     images = _image_grid(int(reach[0]), int(reach[1]), int(reach[2]))  # (m, 3)
     cart = frac @ lattice  # (n, 3)
     shift = images @ lattice  # (m, 3)
-    # displacement of neighbour j (image k) from centre i: cart[j] + shift[k] - cart[i]
-    vec = cart[None, :, None, :] + shift[None, None, :, :] - cart[:, None, None, :]  # n,n,m,3
-    d2 = np.einsum("ijkl,ijkl->ijk", vec, vec).reshape(n, -1)  # (n, n*m)
+    # |cart[j] + shift[k] - cart[i]|² expanded as |D_ij|² + 2 D_ij·shift_k + |shift_k|²:
+    # one small matmul instead of an (n, n, m, 3) array (float64: no harmful cancellation)
+    disp = (cart[None, :, :] - cart[:, None, :]).reshape(-1, 3)  # (n*n, 3)
+    d2 = (disp * disp).sum(axis=1)[:, None] + 2.0 * (disp @ shift.T) + (shift * shift).sum(axis=1)
+    d2 = np.maximum(d2, 0.0).reshape(n, -1)  # (n, n*m), column = j*m + k
     m = images.shape[0]
     zero = int(np.flatnonzero((images == 0).all(axis=1))[0])
     d2[np.arange(n), np.arange(n) * m + zero] = np.inf  # no self-loop at zero translation

@@ -132,3 +132,31 @@ def test_bad_structures_raise_graph_errors() -> None:
     disordered = Structure(Lattice.cubic(4), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
     with pytest.raises(GraphError, match="disordered"):
         build_graph(disordered)
+
+
+def test_inference_path_equals_training_math_with_running_statistics() -> None:
+    """The folded, in-place inference convolution computes the same function as the
+    training-mode code path with batch norm using its running statistics."""
+    from surrogates.models import scatter_sum
+
+    torch.manual_seed(2)
+    model = build_model("cgcnn", n_outputs=1, hidden=16, layers=2, cutoff=6.0)
+    rng = np.random.default_rng(0)
+    graphs = [build_graph(Structure(Lattice.cubic(float(a)), ["Sr", "Ti", "O", "O", "O"],
+                                    perovskite().frac_coords), 6.0, 12)
+              for a in rng.uniform(3.7, 4.3, 16)]
+    batch = collate(graphs)
+    model.train()
+    with torch.no_grad():
+        model(batch)  # non-trivial running statistics
+    model.eval()
+    conv = model.convs[0]
+    v = model.atoms(batch.z)
+    e = model.rbf(batch.dist)
+    with torch.no_grad():
+        fast = conv(v, e, batch)
+        z = conv.bn1(conv.lin_self(v)[batch.src] + conv.lin_nb(v)[batch.dst] + conv.lin_edge(e))
+        gate, core = z.chunk(2, dim=1)
+        msg = torch.sigmoid(gate) * conv.act(core) * batch.weight[:, None]
+        slow = conv.act(v + conv.bn2(scatter_sum(msg, batch.src, v.shape[0])))
+    assert torch.allclose(fast, slow, atol=1e-5)
