@@ -4,10 +4,13 @@ Steps (why each):
 1. Fit every candidate at once (non-negative scales): phases the data has no use for get a
    zero scale and leave immediately, which keeps the expensive part proportional to the phases
    that are really there.
+0. A coarse strain search (cross-correlation in ln(1/d)) starts each phase near its best
+   isotropic cell scaling, so references a few percent off still lock on.
 2. Significance: each surviving phase is removed in turn (weakest first) and the rest refitted;
    it stays only if it lowers chi^2 by more than a BIC penalty ``ln(n)`` per parameter it
-   brings, measured in units of the fit's reduced chi^2 (so systematic misfit on a real sample,
-   not only counting noise, counts as "noise"). That is what keeps absent phases out.
+   brings (plus ``2 ln(trials)`` if the strain search moved it), measured in units of the
+   fit's reduced chi^2 times the residuals' correlation length (so systematic misfit on a real
+   sample, not only counting noise, counts as "noise"). That is what keeps absent phases out.
 3. Weight fractions from the Rietveld relation ``w_i ~ S_i Z_i M_i V_i`` with the refined cell
    volume, and their standard deviations propagated from the fit covariance.
 4. Residual peaks the model cannot explain are reported: the sign of an unknown phase.
@@ -21,11 +24,13 @@ from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
+from scipy.optimize import nnls
 from scipy.signal import find_peaks
 
 from .fitting import LATTICE_RANGE, FitState, PatternModel, PhaseInput, d_spacings, scale_covariance
 from .pattern import XrdPattern
 from .reference import ReferencePhase, lorentz_polarisation
+from .strain_search import best_strains, net_signal
 
 ANALYSIS_VERSION = 1
 
@@ -176,13 +181,39 @@ def analyze(
     rejected: dict[str, str] = {}
     active = np.ones(len(phases), dtype=bool)
     theta = model.initial_theta(cfg.initial_fwhm_deg)
+    # coarse isotropic strain per phase, so cells a few percent off still lock on
+    starts, trials = best_strains(
+        x, net_signal(x, y), lines[0][0],
+        [(p.d, p.f2m) for p in model.phases], 0.9 * LATTICE_RANGE,
+    )
+    for i, st in enumerate(starts):
+        blk = model.block(i)
+        theta[blk.start : blk.start + model.n_strain(i)] = st
 
-    # screening 1: one linear solve with broadened peaks (tolerant to a cell a little off)
+    # screening 1: one linear solve with broadened peaks (tolerant to a cell a little off);
+    # a phase the strain search moved enters twice, at the reference cell and at the searched
+    # one, and keeps whichever the data prefers (the search can be fooled by another phase)
     broad = theta.copy()
     for i in range(len(phases)):
         broad[model.block(i).stop - 2] = max(3 * cfg.initial_fwhm_deg, 0.25)
-    cols = model.columns(broad, active)
-    sc, *_ = model.solve_linear(cols, active)
+    cols_s = model.columns(broad, active)
+    moved = [i for i in range(len(phases)) if starts[i] != 0.0]
+    broad0 = broad.copy()
+    for i in moved:
+        blk = model.block(i)
+        broad0[blk.start : blk.start + model.n_strain(i)] = 0.0
+    cols_0 = model.columns(broad0, np.isin(np.arange(len(phases)), moved))
+    both = np.column_stack([cols_s, cols_0[:, moved]]) if moved else cols_s
+    sc_all = _nnls_scales(model, both)
+    sc = sc_all[: len(phases)].copy()
+    for k, i in enumerate(moved):
+        s_moved = sc_all[i] * cols_s[:, i].sum()
+        s_ref = sc_all[len(phases) + k] * cols_0[:, i].sum()
+        if s_ref >= s_moved:
+            starts[i] = 0.0
+            blk = model.block(i)
+            theta[blk.start : blk.start + model.n_strain(i)] = 0.0
+            sc[i] = sc_all[len(phases) + k]
     for i in np.flatnonzero(sc <= 0):
         active[i] = False
         rejected[names[i]] = "zero scale in the screening fit"
@@ -218,7 +249,8 @@ def analyze(
         # cheap pass: phases whose removal costs little even with the others frozen (an upper
         # bound on the real cost) leave together, if together they are still not significant
         bounds_gain = {i: _linear_removal_gain(model, state, cols, active, [i]) / red for i in order}
-        weak = [i for i in order if bounds_gain[i] < penalty * _n_params(model, i)]
+        weak = [i for i in order if bounds_gain[i] < penalty * _n_params(model, i)
+                + _look_elsewhere(model, state, i, starts, trials)]
         if len(weak) > 1 and len(weak) < len(order):
             joint = _linear_removal_gain(model, state, cols, active, weak) / red
             if joint < penalty * sum(_n_params(model, i) for i in weak):
@@ -235,6 +267,7 @@ def analyze(
             trial = active.copy()
             trial[i] = False
             threshold = penalty * _n_params(model, i)
+            threshold += _look_elsewhere(model, state, i, starts, trials)
             gain = bounds_gain[i]
             alt = None
             # a refit can only lower the bound; one far above the threshold stays significant
@@ -353,9 +386,35 @@ def _reflection_positions(model: PatternModel, state: FitState, i: int,
     return sorted(round(float(v) + state.zero, 3) for v in strongest)
 
 
+# strains a local fit reaches from the reference cell without the search (peak shift < width)
+LOCAL_STRAIN = 0.006
+
+
+def _look_elsewhere(model: PatternModel, state: FitState, i: int, starts: list[float],
+                    trials: int) -> float:
+    """Extra chi^2 a phase must earn when only the strain search put it where it is.
+
+    A phase whose refined cell is far from the reference (beyond what a local fit reaches)
+    was found by trying ``trials`` strains; the chance that one of them fits noise or another
+    phase's misfit grows with their number (2 ln(trials), a Bonferroni-type penalty).
+    """
+    strain, _, _ = model.phase_block(state.theta, i)
+    if starts[i] == 0.0 or float(np.max(np.abs(strain))) <= LOCAL_STRAIN:
+        return 0.0
+    return 2.0 * math.log(trials)
+
+
 def _n_params(model: PatternModel, i: int) -> int:
     """Parameters phase i brings: its scale and its block (strains, widths)."""
     return 1 + (model.block(i).stop - model.block(i).start)
+
+
+def _nnls_scales(model: PatternModel, cols: np.ndarray) -> np.ndarray:
+    """Non-negative scales of arbitrary profile columns with the free background projected out."""
+    wp = cols * model.w[:, None]
+    wp_perp = wp - model.qB @ (model.qB.T @ wp)
+    sol, _ = nnls(wp_perp, model.wy_perp)
+    return sol
 
 
 def _linear_removal_gain(model: PatternModel, state: FitState, cols: np.ndarray,
