@@ -7,7 +7,9 @@ Heuristic (why each part):
   precursors decompose (BaCO3 counts as BaO, MnO2 as Mn2O3...).
 - Salts must have decomposed: T ≥ (highest decomposition onset of a salt: carbonate, hydroxide,
   nitrate, ammonium salt, oxalate, acid) − 100 °C (acidic oxides pull CO2 out of carbonates
-  below their free decomposition temperature). Oxides losing O2 (Fe2O3, CuO) do not count.
+  below their free decomposition temperature), at most 800 °C (Li2CO3 and BaCO3 decompose on
+  their own only above 1300 °C but react with oxides from ~600 °C). Oxides losing O2 (Fe2O3,
+  CuO) do not count.
 - Volatile precursors (Li2CO3, MoO3, Bi2O3, alkali salts...) lose material above their
   ``volatile_above_c``: T is capped at that + 50 °C unless this would fall under the
   decomposition floor (then the floor wins and the rationale says so).
@@ -34,6 +36,9 @@ BASE_DWELL_MIN = 240.0
 SLUGGISH_DWELL_MIN = 480.0
 SLUGGISH_MEV = 100.0
 DWELL_CHOICES = (120.0, 240.0, 480.0, 720.0)
+# carbonates (Li2CO3 1300 °C, BaCO3 1360 °C free decomposition) react with oxides far below
+# their own decomposition: the "salts must decompose" floor never exceeds this
+SALT_FLOOR_CAP_C = 800.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def heuristic_conditions(
         and library.describe(f).decomposes_to
         and library.describe(f).kind not in {"oxide", "peroxide", "ternary"}
     ]
-    floor = max(decomp) - 100.0 if decomp else min_c
+    floor = min(max(decomp) - 100.0, SALT_FLOOR_CAP_C) if decomp else min_c
     if t < floor:
         t = floor
         reasons.append(f"raised to {floor:.0f} °C so every salt decomposes")

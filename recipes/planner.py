@@ -46,9 +46,10 @@ from .yield_model import YieldModel
 Strategy = Literal["full", "driving_force", "random"]
 STRATEGIES = ("full", "driving_force", "random")
 EXPERIENCE_MEV = 150.0  # ranking bonus (meV/atom equivalent) of a fully successful track record
-MAX_CONDITION_RETRIES = 1  # per set; one more while the target is visibly forming
+MAX_CONDITION_RETRIES = 1  # per set: escalating further overshoots (volatility, decomposition)
 FORMING_YIELD = 0.1  # a yield this high is evidence the set works and conditions are the issue
-RETRY_STEP_C = 75.0
+RETRY_STEP_C = 50.0
+PREFER_RETRY_YIELD = 0.25  # from this yield on, new conditions for the same set come first
 GP_MIN_POINTS_FOR_CONDITIONS = 15  # below this the GP extrapolates conditions badly
 GP_CONDITION_GAIN = 0.15  # P(feasible) the GP must add before it overrides the heuristic
 CONDITION_SEARCH_SETS = 12
@@ -254,7 +255,7 @@ class RecipePlanner:
                 f"{' + '.join(r.reactants)} -> {r.product} at {r.temperature_c:.0f} °C" for r in learned_now
             )
         prefer_retry = retry is not None and (
-            observed.target_yield >= FORMING_YIELD
+            observed.target_yield >= PREFER_RETRY_YIELD
             or not viable
             or retry.prob_feasible >= 0.9 * viable[0].prob_feasible
         )
@@ -594,11 +595,11 @@ class RecipePlanner:
 
         Kinetic: the target formed in part, or unreacted precursors are still there. When the
         target formed (yield ≥ ``FORMING_YIELD``) that evidence beats any predicted stall.
-        Without a trained GP the new conditions are +75 °C and twice the dwell (≤ 12 h)."""
+        Without a trained GP the new conditions are +50 °C and twice the dwell (≤ 12 h)."""
         formulas = tuple(_rf(p.formula) for p in recipe.precursors)
         same = [o for o in mine if sorted(_rf(p.formula) for p in o.recipe.precursors) == sorted(formulas)]
         forming = observed.target_yield >= FORMING_YIELD
-        if len(same) > MAX_CONDITION_RETRIES + (1 if forming else 0):
+        if len(same) > MAX_CONDITION_RETRIES:
             return None
         if self.thermo.balance(formulas, target, recipe.temperature_c) is None:
             return None
