@@ -75,7 +75,7 @@ def analyze_cmd(
     """Fit PATTERN with the candidate phases; print phases found, weight fractions and Rwp."""
     res = _run(pattern, _all_phases(ctx, phases), target)
     if as_json:
-        print(json.dumps(res.to_dict()))
+        print(json.dumps(res.to_dict(), allow_nan=False))
         return
     table = Table(title=f"{pattern.name}  Rwp {res.rwp:.4f}  (Rexp {res.rexp:.4f})")
     for col in ("phase", "formula", "wt %", "± wt %", "FWHM@30° (deg)", "Δχ²"):

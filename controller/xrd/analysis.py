@@ -71,7 +71,8 @@ class PhaseResult:
     peaks: list[float] = field(default_factory=list)  # 2theta of its stronger reflections (fit)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready; a non-finite number (never measured) becomes None, not NaN."""
+        return {k: _finite(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -116,6 +117,12 @@ class PhaseAnalysis:
         if include_curves:
             out["curves"] = {k: np.asarray(v).tolist() for k, v in self.curves.items()}
         return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _phase_inputs(phases: list[ReferencePhase], d_min: float) -> list[PhaseInput]:
