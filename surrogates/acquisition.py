@@ -46,7 +46,8 @@ class Selection:
     """One proposed candidate: its index in the pool and the strategy's value for it.
 
     ``acquisition_value``: qlogei — BoTorch qLogEI of the batch up to and including this pick
-    (pending included); qucb — qUCB of that batch; thompson — the sampled member's objective;
+    (pending included); qucb — qUCB of that batch; thompson — the sampled member's objective
+    (also for qlogei/qucb picks made after no candidate improved any member any more);
     greedy — mean objective; random — 0.
     """
 
