@@ -126,6 +126,7 @@ class CampaignRunner:
         self._rng = np.random.default_rng(cfg.campaign.seed)
         self._errors: list[BaseException] = []
         self._pool_exhausted = False
+        self.missing_drivers: list[str] = []
 
     # ================================================================== entry point
     async def run(self) -> RunSummary:
@@ -143,8 +144,10 @@ class CampaignRunner:
             self.store.log(s, "controller.started", campaign_id=self.campaign_id, actor="controller",
                            message=f"controller started (strategy {self.options.strategy})",
                            data={"capacities": {k: p.limit for k, p in self.pools.items()},
-                                 "strategy": self.options.strategy})
-        await reconcile(self.store, self.transport, self.campaign_id)
+                                 "strategy": self.options.strategy,
+                                 "drivers": sorted(d.identity for d in self.transport.drivers() if d.alive),
+                                 "missing_drivers": self.missing_drivers})
+        await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers)
         await asyncio.to_thread(self._ensure_candidates)
         with self.store.session() as s:
             self.brain.pool_structures = {
@@ -172,8 +175,37 @@ class CampaignRunner:
     def _speedup(self) -> float:
         return self.cfg.lab.speedup if self.cfg.lab.kind == "simulated" else 1.0
 
+    def _known_drivers(self) -> set[str]:
+        """Every driver identity this campaign has worked with (started events + step rows)."""
+        from ..store import Event, StepCommand
+
+        with self.store.session() as s:
+            names = {d for d in s.exec(select(StepCommand.driver).join(
+                Experiment, Experiment.id == StepCommand.experiment_id).where(
+                Experiment.campaign_id == self.campaign_id, StepCommand.driver.is_not(None))).all()}
+            for ev in s.exec(select(Event).where(Event.campaign_id == self.campaign_id,
+                                                 Event.kind == "controller.started")).all():
+                names.update((ev.data or {}).get("drivers", []))
+        return {n for n in names if n}
+
     async def _setup_pools(self) -> None:
+        """Wait for every capability and for every driver the campaign used before.
+
+        Why all previous drivers: a command SQL has in flight may sit in the ledger of one furnace;
+        asking only the furnaces that reconnected first would call it unknown and send it to
+        another furnace, which would fire it a second time.
+        """
         await self.transport.wait_for(set(STEP_ORDER), timeout=60.0)
+        expected = self._known_drivers()
+        lab = self.cfg.lab
+        deadline = time.monotonic() + max(15.0, 3 * lab.heartbeat_s * lab.lost_after_heartbeats + 5)
+        while time.monotonic() < deadline:
+            alive = {d.identity for d in self.transport.drivers() if d.alive}
+            if expected <= alive:
+                break
+            await asyncio.sleep(0.05)
+        alive = {d.identity for d in self.transport.drivers() if d.alive}
+        self.missing_drivers = sorted(expected - alive)
         capacity = self._capacities()
         for step in STEP_ORDER:
             self.pools[step] = Pool(step, capacity.get(step, 1))

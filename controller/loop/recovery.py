@@ -42,8 +42,15 @@ class Reconciliation:
                 f"{len(self.marked_unknown)} marked unknown (will be re-sent with the same id)")
 
 
-async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s: float = 10.0) -> Reconciliation:
-    """Ask the drivers about every in-flight step and record the answer before anything runs."""
+async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s: float = 10.0,
+                    missing_drivers: list[str] | None = None) -> Reconciliation:
+    """Ask the drivers about every in-flight step and record the answer before anything runs.
+
+    ``missing_drivers``: drivers the campaign used before that did not come back. A step no
+    live driver knows may then sit in one of *their* ledgers, so it is not re-sent (that could
+    fire it twice): its experiment fails with an ``instrument:`` reason and the loop re-queues
+    the recipe as a new experiment on a new sample.
+    """
     with store.session() as s:
         rows = s.exec(
             select(StepCommand)
@@ -65,7 +72,19 @@ async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s
     with store.session() as s:
         for row in rows:
             status = rec.statuses.get(row.command_id, "unknown")
-            if status == "unknown" and row.state in (StepState.SENT, StepState.ACKED):
+            if status == "unknown" and missing_drivers and row.state in (
+                    StepState.SENT, StepState.ACKED, StepState.UNKNOWN):
+                if row.state != StepState.UNKNOWN:
+                    store.step_transition(s, row.command_id, StepState.UNKNOWN,
+                                          error=f"unaccounted for; drivers {missing_drivers} did not return")
+                exp = s.get(Experiment, row.experiment_id)
+                if exp.state in (ExperimentState.RUNNING, ExperimentState.UNKNOWN):
+                    store.transition(exp.id, ExperimentState.FAILED, session=s,
+                                     reason=f"instrument: {row.step} command unaccounted for after a "
+                                            f"restart while drivers {missing_drivers} were away; "
+                                            "not re-sent (it may have run there)")
+                rec.marked_unknown.append(row.command_id)
+            elif status == "unknown" and row.state in (StepState.SENT, StepState.ACKED):
                 store.step_transition(s, row.command_id, StepState.UNKNOWN,
                                       error="no driver accounts for it after a controller restart")
                 rec.marked_unknown.append(row.command_id)
