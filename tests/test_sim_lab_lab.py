@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -181,4 +182,43 @@ def test_dropped_and_duplicated_frames_never_run_an_action_twice(world, tmp_path
     asyncio.run(run_lab(lab, False, body))
     truth = lab.truth()
     assert len(truth.ledger()) == 12
+    assert truth.duplicate_executions() == 0
+
+
+def test_a_crashed_station_process_restarts_without_repeating_anything(world, tmp_path: Path) -> None:
+    lab = SimLab(world, seed=3, speedup=1e7, workdir=tmp_path, heartbeat_s=0.5,
+                 faults=FaultConfig(crash_after_commands=1))
+    outcome = {}
+
+    async def body(d: Dispatcher) -> None:
+        first = steps("S1", {"MnO2": 1.0})[0]
+        assert (await d.submit(first)).status == "succeeded"
+        second = steps("S2", {"MnO2": 1.0})[0]
+        lost = await d.submit(second)  # the dosing process dies on its second command
+        outcome["lost"] = lost.status
+        assert lab.processes()["sim-dosing"].wait(30) == 17
+        lab.restart("sim-dosing")
+        await d.wait_for({"dose_mix"}, 120)
+        again = await d.submit(second)  # same id: the ledger says it was interrupted, not run
+        outcome["again"] = (again.status, again.error)
+        fresh = await d.submit(second.model_copy(update={"command_id": str(uuid.uuid4())}))
+        assert fresh.status == "succeeded", fresh.error
+
+    d = Dispatcher("tcp://127.0.0.1:*", heartbeat_s=0.5, lost_after=4)
+
+    async def main() -> None:
+        await d.start()
+        try:
+            lab.start(d.endpoint, processes=True)
+            await d.wait_for({"dose_mix"}, 120)
+            await body(d)
+        finally:
+            lab.stop()
+            await d.close()
+
+    asyncio.run(main())
+    assert outcome["lost"] in ("lost", "failed", "expired")
+    assert outcome["again"][0] == "failed" and "interrupted" in outcome["again"][1]
+    truth = lab.truth()
+    assert [(x["sample_id"], x["action"]) for x in truth.ledger()] == [("S1", "dose_mix"), ("S2", "dose_mix")]
     assert truth.duplicate_executions() == 0
