@@ -51,7 +51,7 @@ FORMING_YIELD = 0.1  # a yield this high is evidence the set works and condition
 RETRY_STEP_C = 50.0
 PREFER_RETRY_YIELD = 0.25  # from this yield on, new conditions for the same set come first
 GP_MIN_POINTS_FOR_CONDITIONS = 15  # below this the GP extrapolates conditions badly
-GP_CONDITION_GAIN = 0.15  # P(feasible) the GP must add before it overrides the heuristic
+GP_CONDITION_GAIN = 0.25  # P(feasible) the GP must add before it overrides the heuristic
 CONDITION_SEARCH_SETS = 12
 PRIOR_WEIGHT = 0.5
 # uncertainty of the target energy by its source (meV/atom), see RecipePlanner._skip_margin
@@ -519,8 +519,8 @@ class RecipePlanner:
     ) -> Candidate | None:
         """Heuristic conditions unless a GP trained on enough yields finds conditions it rates
         at least ``GP_CONDITION_GAIN`` more likely to succeed: the grid is filtered by
-        P(feasible) (≥ 80 % of the best), then the highest predicted yield wins, cheapest
-        furnace time on ties. ``above``: only hotter or longer than (T, dwell)."""
+        P(feasible) (≥ 80 % of the best), then the highest predicted yield wins, the conditions
+        closest to the heuristic's on ties. ``above``: only hotter or longer than (T, dwell)."""
         base = self._evaluate(target, formulas, knowledge, model, None, None)
         if not model.trained or model.n_train < GP_MIN_POINTS_FOR_CONDITIONS:
             return base if above is None else None
@@ -534,8 +534,12 @@ class RecipePlanner:
         self._score(cands, model)
         pf = np.array([c.prob_feasible for c in cands])
         keep = [c for c, p in zip(cands, pf, strict=True) if p >= 0.8 * pf.max()]
-        # ties (predicted yields within 0.05) go to the heuristic temperature, then short dwell
-        keep.sort(key=lambda c: (-round(c.predicted_yield * 20), abs(c.temperature_c - base.temperature_c), c.dwell_min))
+        # ties (predicted yields within 0.05) go to the heuristic temperature, then its dwell
+        keep.sort(key=lambda c: (
+            -round(c.predicted_yield * 20),
+            abs(c.temperature_c - base.temperature_c),
+            abs(math.log(c.dwell_min / base.dwell_min)),
+        ))
         if above is None and keep[0].prob_feasible < base.prob_feasible + GP_CONDITION_GAIN:
             return base
         return keep[0]
