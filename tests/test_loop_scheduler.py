@@ -304,3 +304,31 @@ def test_restart_reattaches_in_flight_commands_without_running_them_twice(bench,
         camp = s.get(Campaign, camp_id)
         assert camp is not None
     store.close()
+
+
+def test_command_unknown_while_a_driver_is_away_is_never_resent(tmp_path: Path) -> None:
+    """A 'sent' heat no live driver knows, while a furnace the campaign used is missing: it may
+    sit in that furnace's ledger, so the experiment fails (instrument) instead of re-sending."""
+    from drivers import Dispatcher
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    camp_id, ids = _seed(store, 1)
+    cid = str(uuid.uuid4())
+    with store.session() as s:
+        s.add(StepCommand(command_id=cid, experiment_id=ids[0], step="heat", sequence=1,
+                          state=StepState.SENT.value, payload={"params": {}, "deadline_s": 5}))
+        store.transition(ids[0], ExperimentState.RUNNING, session=s)
+
+    async def go() -> None:
+        async with Dispatcher(bind="tcp://127.0.0.1:*") as d:
+            rec = await reconcile(store, d, camp_id, missing_drivers=["sim-furnace-2"])
+            assert rec.marked_unknown == [cid]
+
+    asyncio.run(go())
+    with store.session() as s:
+        exp = s.get(Experiment, ids[0])
+        assert exp.state == ExperimentState.FAILED and exp.reason.startswith("instrument:")
+        assert "sim-furnace-2" in exp.reason
+        step = s.exec(select(StepCommand).where(StepCommand.command_id == cid)).one()
+        assert step.state == StepState.UNKNOWN
+    store.close()
