@@ -146,7 +146,12 @@ class Observation:
     target_yield: float
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.target_yield <= 1.0) or math.isnan(self.target_yield):
+        if isinstance(self.target_yield, bool) or not isinstance(self.target_yield, int | float):
+            raise RecipeError(
+                f"observation of {self.recipe.target}: target_yield must be a number in [0, 1], "
+                f"got {self.target_yield!r}"
+            )
+        if math.isnan(self.target_yield) or not (0.0 <= self.target_yield <= 1.0):
             raise RecipeError(
                 f"observation of {self.recipe.target}: target_yield {self.target_yield!r} "
                 "must be a weight fraction in [0, 1]"
