@@ -157,7 +157,7 @@ class Observation:
                 "must be a weight fraction in [0, 1]"
             )
         for formula, w in self.phases.items():
-            if not (0.0 <= float(w) <= 1.0 + 1e-6):
+            if not (-0.01 <= float(w) <= 1.01):  # refinement noise tolerated
                 raise RecipeError(
                     f"observation of {self.recipe.target}: weight fraction of {formula} is {w!r}, "
                     "expected a value in [0, 1]"
