@@ -7,8 +7,10 @@ thread; a ``kill -9`` at any moment leaves the store consistent and the next cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,16 @@ async def run_async(
     config_yaml: str = "",
     score: Any | None = None,
 ) -> tuple[RunSummary, Any]:
-    """Run to the end (or to a stop); ``score(runner, lab)`` is called before the lab stops."""
+    """Run to the end (or to a stop); ``score(runner, lab)`` is called before the lab stops.
+
+    SIGTERM cancels the run cleanly: the simulated instruments this process started are stopped
+    (not orphaned) and the store stays resumable, exactly as after a crash.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with open_lab(cfg, campaign_dir, external=external_lab) as lab:
         brain = Brain(cfg, world=lab.world, strategy=(options or RunOptions()).strategy)
         runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,
@@ -85,14 +96,17 @@ def run_campaign(
             from .display import LiveView
 
             view = LiveView(store, cfg.campaign.budget.max_experiments)
-        if view is not None:
-            with view:
+        try:
+            if view is not None:
+                with view:
+                    summary, _ = asyncio.run(run_async(cfg, campaign_dir, store, options=options,
+                                                       external_lab=external_lab, live=view,
+                                                       config_yaml=config_yaml))
+            else:
                 summary, _ = asyncio.run(run_async(cfg, campaign_dir, store, options=options,
-                                                   external_lab=external_lab, live=view,
-                                                   config_yaml=config_yaml))
-        else:
-            summary, _ = asyncio.run(run_async(cfg, campaign_dir, store, options=options,
-                                               external_lab=external_lab, config_yaml=config_yaml))
+                                                   external_lab=external_lab, config_yaml=config_yaml))
+        except asyncio.CancelledError:
+            raise SystemExit(f"campaign interrupted (SIGTERM); `synthloop run {campaign_dir}` resumes it") from None
         files = None
         if report and summary.status == "finished":
             files = write_report(store, cfg.campaign.name, campaign_dir / "report",
