@@ -183,6 +183,21 @@ def _evaluate(model: torch.nn.Module, graphs: Sequence[CrystalGraph], batch: int
     return torch.cat(outs).numpy()
 
 
+_MIN_ONE_CYCLE_STEPS = 20
+
+
+def _lr_schedule(opt: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
+    """One-cycle schedule, or a constant rate when training is too short for one.
+
+    Why: ``OneCycleLR`` with a 10 % warm-up divides by zero when the warm-up rounds to one
+    step (10 optimiser steps in all), which a campaign's first fine-tune on a handful of
+    yields can hit. Below 20 steps a warm-up/anneal cycle means little anyway.
+    """
+    if total_steps < _MIN_ONE_CYCLE_STEPS:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+
+
 def _train_member(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one member (runs in a worker process or inline). Returns its best state."""
     with flush_denormals():
@@ -204,9 +219,7 @@ def _train_member_inner(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("init_state") is not None:
         model.load_state_dict(payload["init_state"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * max(1, math.ceil(len(train_idx) / cfg.batch_size)),
-        pct_start=0.1)
+    sched = _lr_schedule(opt, cfg.lr, cfg.epochs * max(1, math.ceil(len(train_idx) / cfg.batch_size)))
     val_graphs = [graphs[i] for i in val_idx]
     val_y = payload["y"][val_idx, :n_main]
     best, best_state, best_epoch, stale, history = math.inf, None, -1, 0, []

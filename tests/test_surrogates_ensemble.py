@@ -51,6 +51,16 @@ def test_members_differ_and_training_is_reproducible() -> None:
     assert not np.allclose(a[0], a[1])  # different seeds and bootstraps per member
 
 
+@pytest.mark.parametrize("epochs", [1, 10, 19])
+def test_very_short_training_runs_do_not_crash(epochs: int) -> None:
+    """A campaign's first fine-tune can have ~10 optimiser steps in all (one batch per epoch);
+    a one-cycle schedule with a 10 % warm-up divided by zero there."""
+    s, y = toy_set(30)
+    cfg = EnsembleConfig(members=1, **{**TINY, "epochs": epochs, "batch_size": 256})
+    table = train_ensemble(s, y, cfg).predict(s[:4])
+    assert np.all(np.isfinite(table.values))
+
+
 def test_save_load_gives_identical_predictions() -> None:
     s, y = toy_set(40)
     ens = train_ensemble(s, {"e_form": y, "yield": np.where(np.arange(40) % 3 == 0, 0.5, np.nan)},
