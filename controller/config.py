@@ -73,7 +73,6 @@ class SubstitutionSource(_Strict):
 
     kind: Literal["substitution"]
     threshold: float = Field(1e-3, gt=0, lt=1, description="pymatgen substitution probability cutoff")
-    max_per_seed: int = Field(50, ge=1)
 
 
 class CifDirSource(_Strict):
@@ -84,10 +83,10 @@ class CifDirSource(_Strict):
 
 
 class PrototypeSource(_Strict):
-    """Decoration of common prototypes (perovskite, spinel, rocksalt, ...)."""
+    """Decoration of the shipped library of public prototype structures (perovskite, spinel,
+    rocksalt, layered oxides, ...) for compositions without a structure of their own."""
 
     kind: Literal["prototypes"]
-    prototypes: list[str] = Field(default_factory=lambda: ["perovskite", "spinel", "rocksalt"])
 
 
 CandidateSource = Annotated[
@@ -101,7 +100,6 @@ class ChemicalSpace(_Strict):
         default_factory=lambda: [SubstitutionSource(kind="substitution")]
     )
     max_candidates: int = Field(5000, ge=1, le=10_000_000)
-    require_charge_balance: bool = True
 
     @field_validator("systems")
     @classmethod
@@ -132,7 +130,12 @@ class SurrogateSection(_Strict):
     epochs: int = Field(150, ge=1, le=10_000)
     learning_rate: float = Field(3e-3, gt=0, lt=1)
     retrain_every: int = Field(8, ge=1, description="retrain after this many new XRD-verified results")
-    auxiliary_targets: list[Literal["charge_balance", "mean_electronegativity", "volume_per_atom"]] = []
+    auxiliary_targets: list[
+        Literal["mean_electronegativity", "electronegativity_spread", "charge_balanced"]
+    ] = Field(
+        default_factory=lambda: ["mean_electronegativity", "charge_balanced"],
+        description="expert descriptors learned as extra outputs in training only (free at prediction)",
+    )
 
 
 # --------------------------------------------------------------------------- acquisition

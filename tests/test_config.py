@@ -81,6 +81,8 @@ BAD_INPUTS = [
     ("auth without keys", lambda d: _set(d, "lab.auth", {"enabled": True}), "lab.auth", "keys_dir"),
     ("budget zero", lambda d: _set(d, "campaign.budget.max_experiments", 0), "campaign.budget.max_experiments", "0"),
     ("web token too short", lambda d: _set(d, "web.token", "abc"), "web.token", "abc"),
+    ("unknown auxiliary target", lambda d: _set(d, "surrogate.auxiliary_targets", ["volume_per_atom"]),
+     "surrogate.auxiliary_targets[0]", "charge_balanced"),
 ]
 
 

@@ -306,7 +306,8 @@ class Brain:
         return EnsembleConfig(architecture=sc.architecture, members=sc.ensemble_size, hidden=sc.hidden,
                               layers=sc.layers, cutoff=sc.cutoff_angstrom, max_neighbors=sc.max_neighbors,
                               epochs=sc.epochs, lr=sc.learning_rate, seed=seed, workers=1,
-                              batch_size=batch, patience=max(10, sc.epochs // 3))
+                              batch_size=batch, patience=max(10, sc.epochs // 3),
+                              aux_targets=tuple(sc.auxiliary_targets))
 
     def _fine_tune_epochs(self, n: int) -> int:
         """Enough optimiser steps for the one-cycle schedule even on a handful of results."""
