@@ -299,7 +299,8 @@ class Brain:
         from surrogates import EnsembleConfig
 
         sc = self.cfg.surrogate
-        # small pools: smaller batches, so a one-cycle schedule has enough optimiser steps
+        # small pools: smaller batches, so training gets enough optimiser steps to learn
+        # (>= 40); the ensemble itself handles runs too short for a one-cycle schedule
         batch = 64
         while batch > 4 and sc.epochs * -(-n // batch) < 40:
             batch //= 2
@@ -310,7 +311,7 @@ class Brain:
                               aux_targets=tuple(sc.auxiliary_targets))
 
     def _fine_tune_epochs(self, n: int) -> int:
-        """Enough optimiser steps for the one-cycle schedule even on a handful of results."""
+        """Enough epochs for the yield head to move even when fine-tuned on a handful of results."""
         return max(25, self.cfg.surrogate.epochs // 3)
 
     def _structures(self, cands: list[Any]) -> list[Any]:
