@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import zmq.asyncio
 from pydantic import BaseModel
 
 from .faults import FaultConfig, FaultInjector
+from .link import Link
 from .protocol import (
     Ack,
     Command,
@@ -154,9 +155,9 @@ class Dispatcher:
             maxlen=10_000)
         self.retransmits = 0
         self._ctx: zmq.asyncio.Context | None = None
-        self._raw_send: Callable[[list[bytes]], Awaitable[None]] | None = None
         self._auth: Any = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket | None = None
+        self._link: Link | None = None
         self._drivers: dict[str, _Driver] = {}
         self._pending: dict[str, _Pending] = {}
         self._queue: list[str] = []
@@ -166,13 +167,16 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Bind the ROUTER socket (``self.endpoint`` becomes the resolved address) and start
         the receive and housekeeping loops."""
+        # an asyncio context (the CURVE authenticator runs on it) but a plain socket: see
+        # drivers.link for why the hot path does not go through zmq.asyncio
         self._ctx = zmq.asyncio.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
+        sock = zmq.Socket(self._ctx, zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted driver takes over its identity
         sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -193,20 +197,12 @@ class Dispatcher:
             raise OSError(f"dispatcher cannot bind {self.bind}: {exc}") from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-
-        async def raw_send(frames: list[bytes]) -> None:
-            # a ROUTER never blocks (unroutable or over-HWM frames are dropped); NOBLOCK takes
-            # pyzmq's short-circuit path (no event-loop round trip) and keeps the edge-triggered
-            # fd handling right for the receive side
-            if sock.closed:
-                raise zmq.ZMQError(zmq.ENOTSOCK)
-            await sock.send_multipart(frames, flags=zmq.NOBLOCK)
-
-        self._raw_send = raw_send
-
-        self.injector = FaultInjector(self.faults, raw_send) if self.faults else None
+        # a ROUTER never blocks (unroutable or over-HWM frames are dropped): sends are direct
+        self._loop = asyncio.get_running_loop()
+        self._link = Link(sock, self._handle, self._on_handler_error)
+        self.injector = FaultInjector(self.faults, self._link.send) if self.faults else None
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._recv_loop()), loop.create_task(self._tick_loop())]
+        self._tasks = [loop.create_task(self._tick_loop())]
         log.info("dispatcher bound at %s", self.endpoint)
 
     async def close(self) -> None:
@@ -224,7 +220,9 @@ class Dispatcher:
                           driver=pend.driver)
         if self._auth is not None:
             self._auth.stop()
-        if self._sock is not None:
+        if self._link is not None:
+            self._link.close(linger=0)
+        elif self._sock is not None:
             self._sock.close(linger=0)
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
@@ -300,7 +298,7 @@ class Dispatcher:
         pend.expiry = loop.call_at(pend.deadline_at, self._expire, cid)
         self._pending[cid] = pend
         self._queue.append(cid)
-        await self._assign()
+        self._assign()
         return await asyncio.shield(pend.future)
 
     async def query_status(
@@ -324,7 +322,7 @@ class Dispatcher:
             wait = timeout if timeout is not None else max(1.0, 3 * self.heartbeat_s)
             try:
                 for ident in targets:
-                    await self._send(ident, query)
+                    self._send(ident, query)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(done), wait)
             finally:
@@ -344,22 +342,26 @@ class Dispatcher:
 
     async def send_raw(self, identity: str, frames: list[bytes]) -> None:
         """Send arbitrary frames to a driver (conformance and fuzz tests of the driver side)."""
-        assert self._sock is not None
-        await self._sock.send_multipart([identity.encode("utf-8"), *frames])
+        assert self._link is not None
+        self._link.send([identity.encode("utf-8"), *frames])
 
     # ---- internals ----------------------------------------------------------------------
-    async def _send(self, identity: str, msg: BaseModel) -> None:
-        sock = self._sock
-        if sock is None or sock.closed:
+    def _send(self, identity: str, msg: BaseModel) -> None:
+        link = self._link
+        if link is None or link.closed:
             return
         frames = [identity.encode("utf-8"), encode(msg)]
         try:
             if self.injector is not None:
-                await self.injector.send(frames)
+                self.injector.send_nowait(frames)
             else:
-                await self._raw_send(frames)
+                link.send(frames)
         except zmq.ZMQError as exc:
             log.debug("send to %s failed: %s", identity, exc)
+
+    def _on_handler_error(self, exc: BaseException) -> None:
+        # the dispatcher must survive any one message
+        log.error("internal error handling a frame", exc_info=exc)
 
     def _resolve(
         self,
@@ -411,12 +413,11 @@ class Dispatcher:
         log.warning("command %s %s", cid, error)
         self._resolve(cid, "expired", error=error, driver=pend.driver)
 
-    async def _assign(self) -> None:
+    def _assign(self) -> None:
         """Route queued commands to live drivers with the capability and free capacity."""
         if not self._queue:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._loop.time()
         still: list[str] = []
         for pos, cid in enumerate(self._queue):
             if not any(d.alive and d.free() > 0 and d.busy_until <= now
@@ -441,10 +442,10 @@ class Dispatcher:
             pend.driver = drv.identity
             drv.in_flight.add(cid)
             self._owner.pop(cid, None)
-            await self._transmit(pend, now)
+            self._transmit(pend, now)
         self._queue = still
 
-    async def _transmit(self, pend: _Pending, now: float) -> None:
+    def _transmit(self, pend: _Pending, now: float) -> None:
         remaining = max(1e-3, pend.deadline_at - self.grace_s - now)
         cmd = pend.command
         if abs(remaining - cmd.deadline_s) > 1e-3:
@@ -454,31 +455,14 @@ class Dispatcher:
         if pend.sends > 1:
             self.retransmits += 1
         assert pend.driver is not None
-        await self._send(pend.driver, cmd)
+        self._send(pend.driver, cmd)
 
-    async def _recv_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while True:
-            await sock.poll()
-            for _ in range(256):  # drain without an await per frame; then let others run
-                try:
-                    frames = sock.recv_multipart(flags=zmq.NOBLOCK).result()
-                except zmq.Again:
-                    break
-                try:
-                    await self._handle(frames)
-                except Exception:  # noqa: BLE001 - the dispatcher must survive any one message
-                    log.exception("internal error handling a frame")
-            await asyncio.sleep(0)
-
-    async def _handle(self, frames: list[bytes]) -> None:
-        loop = asyncio.get_running_loop()
+    def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
             log.warning("dropping frame set of %d parts (expected identity + payload)",
                         len(frames))
             if len(frames) >= 1:
-                await self._send_error(frames[0], "malformed", f"expected 1 frame, got {len(frames) - 1}")
+                self._send_error(frames[0], "malformed", f"expected 1 frame, got {len(frames) - 1}")
             return
         ident_b, payload = frames
         try:
@@ -490,12 +474,12 @@ class Dispatcher:
             msg = decode(payload)
         except ProtocolError as exc:
             log.warning("malformed message from %r: %s", identity, exc.detail)
-            await self._send(identity, Error(code=exc.code, detail=exc.detail))
+            self._send(identity, Error(code=exc.code, detail=exc.detail))
             return
-        now = loop.time()
+        now = self._loop.time()
         drv = self._drivers.get(identity)
         if isinstance(msg, Register):
-            await self._on_register(identity, msg, now)
+            self._on_register(identity, msg, now)
             return
         if drv is None or not drv.alive:
             if isinstance(msg, Error):
@@ -505,7 +489,7 @@ class Dispatcher:
                 # a late answer from an unknown/lost peer is still information: use it
                 pass
             else:
-                await self._send(
+                self._send(
                     identity,
                     Error(code="unregistered", detail="register first (controller restarted?)"),
                 )
@@ -538,7 +522,7 @@ class Dispatcher:
             if pend is not None and pend.driver in (identity, None):
                 self._resolve(msg.command_id, msg.status, result=msg.result, error=msg.error,
                               driver=identity)
-                await self._assign()
+                self._assign()
         elif isinstance(msg, StatusReply):
             entry = self._queries.get(msg.query_id)
             if entry is not None:
@@ -549,25 +533,25 @@ class Dispatcher:
                     done.set_result(None)
         elif isinstance(msg, Error):
             self.errors.append((identity, msg))
-            await self._on_error(identity, msg, now)
+            self._on_error(identity, msg, now)
         elif isinstance(msg, Goodbye):
             log.info("driver %s said goodbye: %s", identity, msg.reason)
             if drv is not None:
                 self._declare_lost(drv, f"driver {identity!r} shut down ({msg.reason})")
         else:
-            await self._send(
+            self._send(
                 identity, Error(code="malformed", detail=f"a controller does not accept {msg.type!r}")
             )
 
-    async def _send_error(self, ident_b: bytes, code: str, detail: str) -> None:
+    def _send_error(self, ident_b: bytes, code: str, detail: str) -> None:
         try:
-            await self._send(ident_b.decode("utf-8"), Error(code=code, detail=detail))
+            self._send(ident_b.decode("utf-8"), Error(code=code, detail=detail))
         except UnicodeDecodeError:
             return
 
-    async def _on_register(self, identity: str, msg: Register, now: float) -> None:
+    def _on_register(self, identity: str, msg: Register, now: float) -> None:
         if msg.identity != identity:
-            await self._send(identity, Error(
+            self._send(identity, Error(
                 code="malformed",
                 detail=f"register names identity {msg.identity!r} but the socket is {identity!r}",
             ))
@@ -586,18 +570,18 @@ class Dispatcher:
             log.info("driver %s registered: %s x%d", identity, ",".join(msg.capabilities),
                      msg.capacity)
         self._drivers[identity] = drv
-        await self._send(identity, Heartbeat())
+        self._send(identity, Heartbeat())
         # whatever it had in flight: ask again now (the ledger answers; nothing runs twice)
         for cid in list(drv.in_flight):
             pend = self._pending.get(cid)
             if pend is None:
                 drv.in_flight.discard(cid)
             elif cid not in msg.running:
-                await self._transmit(pend, now)
+                self._transmit(pend, now)
         self._changed.set()
-        await self._assign()
+        self._assign()
 
-    async def _on_error(self, identity: str, msg: Error, now: float) -> None:
+    def _on_error(self, identity: str, msg: Error, now: float) -> None:
         cid = msg.command_id
         pend = self._pending.get(cid) if cid else None
         if pend is None or pend.driver != identity:
@@ -647,7 +631,7 @@ class Dispatcher:
                 beat = Heartbeat(sent_at=time.time())
                 for drv in list(self._drivers.values()):
                     if drv.alive:
-                        await self._send(drv.identity, beat)
+                        self._send(drv.identity, beat)
             for drv in list(self._drivers.values()):
                 silent = now - drv.last_seen
                 if drv.alive and silent > self.lost_after * self.heartbeat_s:
@@ -657,5 +641,5 @@ class Dispatcher:
                     )
             for pend in list(self._pending.values()):
                 if pend.driver is not None and now - pend.last_contact > self.retry_s:
-                    await self._transmit(pend, now)
-            await self._assign()
+                    self._transmit(pend, now)
+            self._assign()

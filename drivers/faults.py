@@ -46,17 +46,23 @@ class FaultStats:
 
 
 class FaultInjector:
-    """Wraps an async ``send(frames)``; decides per frame with a seeded RNG."""
+    """Wraps a ``send(frames)``; decides per frame with a seeded RNG.
+
+    ``send`` is a coroutine function when the injector is used through :meth:`send`, a plain
+    function when it is used through :meth:`send_nowait` (the dispatcher and the SDK send
+    without blocking). Both take the same seeded decisions in the same order.
+    """
 
     def __init__(
-        self, config: FaultConfig, send: Callable[[list[bytes]], Awaitable[None]]
+        self, config: FaultConfig, send: Callable[[list[bytes]], Awaitable[None] | None]
     ) -> None:
         self.config = config
         self._send = send
         self._rng = random.Random(config.seed)
         self.stats = FaultStats()
 
-    async def send(self, frames: list[bytes]) -> None:
+    def _decide(self) -> tuple[int, float | None]:
+        """(copies to send — 0 drops the frame —, delay in seconds or None)."""
         cfg, rng = self.config, self._rng
         self.stats.sent += 1
         drop = rng.random() < cfg.drop
@@ -65,22 +71,48 @@ class FaultInjector:
         pause = rng.uniform(0.0, cfg.max_delay_s)
         if drop:
             self.stats.dropped += 1
-            return
+            return 0, None
         copies = 2 if dup else 1
         self.stats.duplicated += copies - 1
         if delay:
             self.stats.delayed += 1
-            task = asyncio.get_running_loop().create_task(self._later(pause, frames, copies))
-            self.stats.pending.add(task)
-            task.add_done_callback(self.stats.pending.discard)
+            return copies, pause
+        return copies, None
+
+    def _defer(self, coro: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self.stats.pending.add(task)
+        task.add_done_callback(self.stats.pending.discard)
+
+    async def send(self, frames: list[bytes]) -> None:
+        copies, pause = self._decide()
+        if pause is not None:
+            self._defer(self._later(pause, frames, copies))
             return
         for _ in range(copies):
-            await self._send(frames)
+            await self._send(frames)  # type: ignore[misc]
+
+    def send_nowait(self, frames: list[bytes]) -> None:
+        """Like :meth:`send` for a plain (non-blocking) ``send`` function."""
+        copies, pause = self._decide()
+        if pause is not None:
+            self._defer(self._later_nowait(pause, frames, copies))
+            return
+        for _ in range(copies):
+            self._send(frames)
 
     async def _later(self, pause: float, frames: list[bytes], copies: int) -> None:
         await asyncio.sleep(pause)
         for _ in range(copies):
             try:
-                await self._send(frames)
+                await self._send(frames)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - socket closed meanwhile: the frame is just lost
+                return
+
+    async def _later_nowait(self, pause: float, frames: list[bytes], copies: int) -> None:
+        await asyncio.sleep(pause)
+        for _ in range(copies):
+            try:
+                self._send(frames)
             except Exception:  # noqa: BLE001 - socket closed meanwhile: the frame is just lost
                 return

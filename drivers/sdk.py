@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import zmq
-import zmq.asyncio
 from pydantic import BaseModel
 
 from .faults import FaultConfig, FaultInjector
 from .ledger import Ledger
+from .link import Link
 from .protocol import (
     Ack,
     Command,
@@ -165,8 +165,9 @@ class Driver:
         self._commits: _GroupCommit | None = None
         self.injector: FaultInjector | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
-        self._sock: zmq.asyncio.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heard_any = False
+        self._link: Link | None = None
         self._draining = False
         self._last_heard = 0.0
         self._rng = random.Random(self.instance)
@@ -213,6 +214,7 @@ class Driver:
         the controller is silent for ``lost_after`` heartbeats.
         """
         stop = stop or asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self.instance = str(uuid.uuid4())  # every serve() is a fresh start for the controller
         self._draining = False
         self.ledger = Ledger(self.ledger_path, sync=self.ledger_sync)
@@ -226,11 +228,11 @@ class Driver:
         except BaseException:
             self.ledger.close()
             raise
-        ctx = zmq.asyncio.Context()
+        ctx = zmq.Context()
         attempt = 0
         try:
             while not stop.is_set():
-                self._sock = self._open(ctx, endpoint, curve)
+                self._link = self._open(ctx, endpoint, curve)
                 self.sessions += 1
                 reason = await self._session(stop)
                 if reason == "stop":
@@ -240,8 +242,8 @@ class Driver:
                 attempt += 1
                 self.log.warning("controller silent for %d heartbeats; reconnecting in %.2f s",
                                  self.lost_after, delay)
-                self._sock.close(linger=0)
-                self._sock = None
+                self._link.close(linger=0)
+                self._link = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 if reason == "heard":
@@ -253,9 +255,7 @@ class Driver:
             self._commits._flush()  # anything still queued is committed before closing
             self.ledger.close()
 
-    def _open(
-        self, ctx: zmq.asyncio.Context, endpoint: str, curve: CurveConfig | None
-    ) -> zmq.asyncio.Socket:
+    def _open(self, ctx: zmq.Context, endpoint: str, curve: CurveConfig | None) -> Link:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity.encode("utf-8"))
         sock.setsockopt(zmq.LINGER, 500)
@@ -266,38 +266,34 @@ class Driver:
         if curve is not None:
             curve.apply_client(sock)
         sock.connect(endpoint)
-        raw_send = self._raw_send_factory(sock)
-        self._raw_send = raw_send
-        self.injector = FaultInjector(self.faults, raw_send) if self.faults else None
-        return sock
+        link = Link(sock, self._on_frames, self._on_handler_error)
+        self.injector = FaultInjector(self.faults, link.send) if self.faults else None
+        return link
 
-    @staticmethod
-    def _raw_send_factory(sock: zmq.asyncio.Socket) -> Callable[[list[bytes]], Awaitable[None]]:
-        async def send(frames: list[bytes]) -> None:
-            if sock.closed:
-                raise zmq.ZMQError(zmq.ENOTSOCK)
-            # NOBLOCK short-circuits in pyzmq (no loop round trip) and still wakes waiting
-            # receivers — ZeroMQ's socket fd is edge-triggered, a raw shadow send would not
-            await sock.send_multipart(frames, flags=zmq.NOBLOCK)
-
-        return send
-
-    async def _send(self, msg: BaseModel) -> None:
+    def _send(self, msg: BaseModel) -> None:
         """Send one message on the current socket without blocking; a closed or unconnected
         socket just loses it (the controller retransmits what it still needs)."""
-        sock = self._sock
-        if sock is None or sock.closed:
+        link = self._link
+        if link is None or link.closed:
             return
         frames = [encode(msg)]
         try:
             if self.injector is not None:
-                await self.injector.send(frames)
+                self.injector.send_nowait(frames)
             else:
                 # never block: with no controller connected (or a refused CURVE handshake) a
                 # DEALER send would wait forever; a lost frame is recovered by retransmission
-                await self._raw_send(frames)
+                link.send(frames)
         except zmq.ZMQError as exc:
             self.log.debug("send failed (%s); message lost", exc)
+
+    def _on_handler_error(self, exc: BaseException) -> None:
+        self.log.error("internal error handling a frame", exc_info=exc)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self._last_heard = self._loop.time()
+        self._heard_any = True
+        self._handle(frames)
 
     def _register_msg(self) -> Register:
         return Register(
@@ -310,33 +306,20 @@ class Driver:
         )
 
     async def _session(self, stop: asyncio.Event) -> str:
-        """One connection: register, heartbeat, handle frames. Returns why it ended."""
+        """One connection: register, heartbeat; frames are handled by the link's reader
+        callback (no await per frame). Returns why it ended."""
         loop = asyncio.get_running_loop()
-        sock = self._sock
-        assert sock is not None
         self._last_heard = loop.time()
-        heard_any = False
-        await self._send(self._register_msg())
+        self._heard_any = False
+        self._send(self._register_msg())
         beat = loop.create_task(self._heartbeats())
-        poll_ms = max(1, int(self.heartbeat_s * 250))
+        check_s = max(0.001, self.heartbeat_s / 4)
         try:
             while not stop.is_set():
                 if loop.time() - self._last_heard > self.lost_after * self.heartbeat_s:
-                    return "heard" if heard_any else "lost"
-                # drain without an await per frame (the asyncio round trip per message was the
-                # main cost at thousands of commands per second); yield every 64 frames
-                for _ in range(64):
-                    try:
-                        frames = sock.recv_multipart(flags=zmq.NOBLOCK).result()
-                    except zmq.Again:
-                        break
-                    self._last_heard = loop.time()
-                    heard_any = True
-                    await self._handle(frames)
-                else:
-                    await asyncio.sleep(0)
-                    continue
-                await sock.poll(timeout=poll_ms)
+                    return "heard" if self._heard_any else "lost"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), check_s)
             return "stop"
         finally:
             beat.cancel()
@@ -346,38 +329,38 @@ class Driver:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self._send(Heartbeat(running=list(self._tasks)))
+            self._send(Heartbeat(running=list(self._tasks)))
 
-    async def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 1:
             self.log.warning("malformed frame set of %d parts from controller", len(frames))
-            await self._send(Error(code="malformed", detail=f"expected 1 frame, got {len(frames)}"))
+            self._send(Error(code="malformed", detail=f"expected 1 frame, got {len(frames)}"))
             return
         try:
             msg = decode(frames[0])
         except ProtocolError as exc:
             self.log.warning("malformed message from controller: %s", exc.detail)
-            await self._send(Error(code=exc.code, detail=exc.detail))
+            self._send(Error(code=exc.code, detail=exc.detail))
             return
         try:
             if isinstance(msg, Command):
-                await self._on_command(msg)
+                self._on_command(msg)
             elif isinstance(msg, StatusQuery):
-                await self._on_status(msg)
+                self._on_status(msg)
             elif isinstance(msg, Heartbeat):
                 pass
             elif isinstance(msg, Error):
                 if msg.code == "unregistered":
-                    await self._send(self._register_msg())
+                    self._send(self._register_msg())
                 else:
                     self.log.warning("controller reported error %s: %s", msg.code, msg.detail)
             else:
-                await self._send(
+                self._send(
                     Error(code="malformed", detail=f"a driver does not accept {msg.type!r}")
                 )
         except Exception as exc:  # noqa: BLE001 - one bad message must not kill the driver
             self.log.exception("internal error handling %s", type(msg).__name__)
-            await self._send(
+            self._send(
                 Error(
                     code="internal",
                     detail=f"{type(exc).__name__}: {exc}"[:4000],
@@ -385,15 +368,15 @@ class Driver:
                 )
             )
 
-    async def _on_status(self, query: StatusQuery) -> None:
+    def _on_status(self, query: StatusQuery) -> None:
         assert self.ledger is not None
         statuses = self.ledger.statuses(list(query.command_ids))
         for cid in statuses:
             if cid in self._tasks:  # admitted, maybe not yet committed, or finishing
                 statuses[cid] = "running"
-        await self._send(StatusReply(query_id=query.query_id, statuses=statuses))  # type: ignore[arg-type]
+        self._send(StatusReply(query_id=query.query_id, statuses=statuses))  # type: ignore[arg-type]
 
-    async def _on_command(self, cmd: Command) -> None:
+    def _on_command(self, cmd: Command) -> None:
         """Admission. No ``await`` between the duplicate checks and registering the task in
         ``self._tasks``: duplicates are decided atomically. The task commits the id to the
         ledger (group commit) before ``execute`` runs."""
@@ -401,14 +384,14 @@ class Driver:
         assert ledger is not None
         cid = cmd.command_id
         if cid in self._tasks:
-            await self._send(Ack(command_id=cid, duplicate=True, state="running"))
+            self._send(Ack(command_id=cid, duplicate=True, state="running"))
             return
         entry = ledger.get(cid)
         if entry is not None:
             if entry.state == "running":
-                await self._send(Ack(command_id=cid, duplicate=True, state="running"))
+                self._send(Ack(command_id=cid, duplicate=True, state="running"))
             else:
-                await self._send(
+                self._send(
                     Result(
                         command_id=cid,
                         status=entry.state,  # type: ignore[arg-type]
@@ -419,7 +402,7 @@ class Driver:
                 )
             return
         if cmd.capability not in self.capabilities:
-            await self._send(
+            self._send(
                 Error(
                     code="unsupported",
                     detail=f"driver {self.identity!r} has no capability {cmd.capability!r} "
@@ -430,7 +413,7 @@ class Driver:
             return
         if self._draining or len(self._tasks) >= self.capacity:
             why = "draining (shutting down)" if self._draining else f"at capacity {self.capacity}"
-            await self._send(Error(code="busy", detail=f"driver {why}", command_id=cid))
+            self._send(Error(code="busy", detail=f"driver {why}", command_id=cid))
             return
         params = cmd.params
         if self.validate_steps and cmd.capability in STANDARD_CAPABILITIES:
@@ -439,7 +422,7 @@ class Driver:
             except StepError as exc:
                 error = f"invalid params: {exc}"
                 ledger.record_failure(cid, cmd.capability, cmd.params, error)
-                await self._send(Result(command_id=cid, status="failed", error=error))
+                self._send(Result(command_id=cid, status="failed", error=error))
                 return
         # admitted: from here the id is in self._tasks (duplicates are acked as running); the
         # task commits it to the ledger before execute() may run
@@ -460,7 +443,7 @@ class Driver:
 
         async def progress(fraction: float, message: str = "") -> None:
             frac = min(1.0, max(0.0, float(fraction)))
-            await self._send(Progress(command_id=cid, fraction=frac, message=str(message)[:2000]))
+            self._send(Progress(command_id=cid, fraction=frac, message=str(message)[:2000]))
 
         status: Literal["succeeded", "failed", "expired"]
         payload: dict[str, Any] | None = None
@@ -479,7 +462,7 @@ class Driver:
         except Exception as exc:  # noqa: BLE001 - cannot record it: must not execute it
             self._tasks.pop(cid, None)
             self.log.error("ledger write failed for %s: %s", cid, exc)
-            await self._send(Error(code="internal", detail=f"ledger write failed: {exc}",
+            self._send(Error(code="internal", detail=f"ledger write failed: {exc}",
                                    command_id=cid))
             return
         if not fresh:  # pragma: no cover - the id was committed by someone else meanwhile
@@ -523,14 +506,12 @@ class Driver:
             await self._commits.submit(("finish", cid, status, payload, error))
         finally:
             self._tasks.pop(cid, None)
-        await self._send(Result(command_id=cid, status=status, result=payload, error=error))
+        self._send(Result(command_id=cid, status=status, result=payload, error=error))
 
     def _ack_if_running(self, cid: str) -> None:
         """Timer callback: the command is still running ``ack_after_s`` after it started."""
         if cid in self._tasks:
-            task = asyncio.get_running_loop().create_task(self._send(Ack(command_id=cid)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._send(Ack(command_id=cid))
 
     async def _shutdown(self) -> None:
         """Graceful stop: refuse new commands, let running ones finish (up to ``drain_s``),
@@ -548,10 +529,10 @@ class Driver:
             for cid in cancelled:
                 entry = self.ledger.get(cid)
                 if entry is not None and entry.state != "running":
-                    await self._send(Result(command_id=cid, status=entry.state,  # type: ignore[arg-type]
+                    self._send(Result(command_id=cid, status=entry.state,  # type: ignore[arg-type]
                                             result=entry.result, error=entry.error))
-        await self._send(Goodbye(reason="driver stopped"))
-        if self._sock is not None and not self._sock.closed:
+        self._send(Goodbye(reason="driver stopped"))
+        if self._link is not None and not self._link.closed:
             await asyncio.sleep(0.05)  # let the goodbye leave before the socket closes
-            self._sock.close(linger=200)
-        self._sock = None
+            self._link.close(linger=200)
+        self._link = None
