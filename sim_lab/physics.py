@@ -45,6 +45,8 @@ from scipy.optimize import linprog
 
 from .world import GAS_FORMING, GASES, World
 
+_GASES_REDUCED = frozenset(Composition(g).reduced_formula for g in GASES)
+
 KELVIN = 273.15
 _TINY = 1e-12
 
@@ -443,7 +445,10 @@ def heat(
             for prod, coeff in dec.products.items():
                 red = _comp(prod).reduced_formula
                 per_fu = coeff * _comp(prod).num_atoms / _comp(red).num_atoms
-                if red in GASES and not world.has_phase(red):
+                # compare reduced formulas: NH3 reduces to "H3N", which the GASES keys do not
+                # spell; every listed gas leaves at a decomposition temperature, even one the
+                # world also knows as a (molecular, cryogenic) solid phase from the Materials Project
+                if red in _GASES_REDUCED:
                     state._add(state.gases_out, red, amount * per_fu)
                 else:
                     state._add(state.phases, red, amount * per_fu)
