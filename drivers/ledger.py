@@ -41,6 +41,16 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 
+_INSERT = (
+    "INSERT OR IGNORE INTO commands (command_id, capability, params, state, received_at) "
+    "VALUES (?, ?, ?, 'running', ?)"
+)
+_FINISH = (
+    "UPDATE commands SET state = ?, result = ?, error = ?, finished_at = ? "
+    "WHERE command_id = ? AND state = 'running'"
+)
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """One command as the ledger knows it."""
@@ -147,37 +157,61 @@ class Ledger:
         """Group commit: run many ``("begin", id, capability, params)`` and
         ``("finish", id, state, result, error)`` operations in ONE transaction (one fsync).
 
+        ``result`` is a dict, None, or a str holding the result already encoded as JSON (the
+        SDK encodes a result once: its serialisability check is the stored copy).
+
         Returns per op whether it changed a row (a ``begin`` that returns False met a known
-        id). Either all ops are durable when this returns, or it raises and none is.
+        id). Either all ops are durable when this returns, or it raises and none is. All
+        begins run before all finishes: a begin and a finish of the same id can only meet in
+        one batch as "admitted, then cancelled before it started", which is that order.
         """
-        changed: list[bool] = []
         now = time.time()
+        begins: list[tuple[str, str, str, float]] = []
+        finishes: list[tuple[str, str | None, str | None, float, str]] = []
+        kinds: list[bool] = []  # True: begin
+        for op in ops:
+            kind = op[0]
+            if kind == "begin":
+                _, cid, cap, params = op
+                begins.append((cid, cap, json.dumps(params), now))
+                kinds.append(True)
+            elif kind == "finish":
+                _, cid, state, result, error = op
+                if result is not None and not isinstance(result, str):
+                    result = json.dumps(result)
+                finishes.append((state, result, error, now, cid))
+                kinds.append(False)
+            else:
+                raise ValueError(f"unknown ledger op {kind!r}")
+        db = self._db
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                for op in ops:
-                    if op[0] == "begin":
-                        _, cid, cap, params = op
-                        cur = self._db.execute(
-                            "INSERT OR IGNORE INTO commands (command_id, capability, params, "
-                            "state, received_at) VALUES (?, ?, ?, 'running', ?)",
-                            (cid, cap, json.dumps(params), now),
-                        )
-                    elif op[0] == "finish":
-                        _, cid, state, result, error = op
-                        cur = self._db.execute(
-                            "UPDATE commands SET state = ?, result = ?, error = ?, "
-                            "finished_at = ? WHERE command_id = ? AND state = 'running'",
-                            (state, json.dumps(result) if result is not None else None, error,
-                             now, cid),
-                        )
-                    else:
-                        raise ValueError(f"unknown ledger op {op[0]!r}")
-                    changed.append(cur.rowcount == 1)
-                self._db.execute("COMMIT")
+                # one executemany per kind; if a count falls short (a begin met a known id, a
+                # finish met a finished row — rare), redo the batch row by row to learn which
+                if (begins and db.executemany(_INSERT, begins).rowcount != len(begins)) or (
+                    finishes and db.executemany(_FINISH, finishes).rowcount != len(finishes)
+                ):
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+                    fresh = [db.execute(_INSERT, row).rowcount == 1 for row in begins]
+                    done = [db.execute(_FINISH, row).rowcount == 1 for row in finishes]
+                else:
+                    fresh = [True] * len(begins)
+                    done = [True] * len(finishes)
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
+        b = f = 0
+        changed: list[bool] = []
+        for is_begin in kinds:
+            if is_begin:
+                changed.append(fresh[b])
+                b += 1
+            else:
+                changed.append(done[f])
+                f += 1
         return changed
 
     def record_failure(self, command_id: str, capability: str, params: dict[str, Any],

@@ -57,6 +57,11 @@ CANCELLED = (
 )
 
 
+def _dumps(obj: Any) -> str:
+    """JSON text of a result (NaN/inf refused: the wire format is strict JSON)."""
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
 class InstrumentError(Exception):
     """Raised by ``execute`` when the instrument fails; ``reason`` is reported to the controller
     as the command's error and stored in the ledger (a replay returns the same failure)."""
@@ -167,6 +172,8 @@ class Driver:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heard_any = False
+        self._ack_batch: list[str] | None = None
+        self._ack_opened = 0.0
         self._link: Link | None = None
         self._draining = False
         self._last_heard = 0.0
@@ -379,55 +386,75 @@ class Driver:
     def _on_command(self, cmd: Command) -> None:
         """Admission. No ``await`` between the duplicate checks and registering the task in
         ``self._tasks``: duplicates are decided atomically. The task commits the id to the
-        ledger (group commit) before ``execute`` runs."""
+        ledger (group commit) before ``execute`` runs.
+
+        Fast path: a command this process is not running is admitted without reading the
+        ledger first — the task's ``INSERT OR IGNORE`` decides whether the id is new, and a
+        known id is answered from the stored row instead of executing (:meth:`_replay`). The
+        ledger is read up front only when the command would otherwise be refused (unsupported,
+        busy, invalid params): a re-sent finished command gets its stored result, not a refusal.
+        """
         ledger = self.ledger
         assert ledger is not None
         cid = cmd.command_id
         if cid in self._tasks:
             self._send(Ack(command_id=cid, duplicate=True, state="running"))
             return
-        entry = ledger.get(cid)
-        if entry is not None:
-            if entry.state == "running":
-                self._send(Ack(command_id=cid, duplicate=True, state="running"))
-            else:
-                self._send(
-                    Result(
-                        command_id=cid,
-                        status=entry.state,  # type: ignore[arg-type]
-                        result=entry.result,
-                        error=entry.error,
-                        replay=True,
-                    )
-                )
-            return
-        if cmd.capability not in self.capabilities:
+        capability = cmd.capability
+        if capability not in self.capabilities:
+            if self._replay(cid):
+                return
             self._send(
                 Error(
                     code="unsupported",
-                    detail=f"driver {self.identity!r} has no capability {cmd.capability!r} "
+                    detail=f"driver {self.identity!r} has no capability {capability!r} "
                     f"(has {', '.join(self.capabilities)})",
                     command_id=cid,
                 )
             )
             return
         if self._draining or len(self._tasks) >= self.capacity:
+            if self._replay(cid):
+                return
             why = "draining (shutting down)" if self._draining else f"at capacity {self.capacity}"
             self._send(Error(code="busy", detail=f"driver {why}", command_id=cid))
             return
-        params = cmd.params
-        if self.validate_steps and cmd.capability in STANDARD_CAPABILITIES:
+        run = cmd
+        if self.validate_steps and capability in STANDARD_CAPABILITIES:
             try:
-                params = validate_params(cmd.capability, cmd.params)
+                params = validate_params(capability, cmd.params)
             except StepError as exc:
+                if self._replay(cid):
+                    return
                 error = f"invalid params: {exc}"
-                ledger.record_failure(cid, cmd.capability, cmd.params, error)
+                ledger.record_failure(cid, capability, cmd.params, error)
                 self._send(Result(command_id=cid, status="failed", error=error))
                 return
+            if params != cmd.params:
+                run = cmd.model_copy(update={"params": params})
         # admitted: from here the id is in self._tasks (duplicates are acked as running); the
         # task commits it to the ledger before execute() may run
-        run = cmd.model_copy(update={"params": params})
-        self._tasks[cid] = asyncio.get_running_loop().create_task(self._run(run))
+        self._tasks[cid] = self._loop.create_task(self._run(run))
+
+    def _replay(self, cid: str) -> bool:
+        """Answer a command id the ledger already knows (True), or return False if it is new."""
+        assert self.ledger is not None
+        entry = self.ledger.get(cid)
+        if entry is None:
+            return False
+        if entry.state == "running":
+            self._send(Ack(command_id=cid, duplicate=True, state="running"))
+        else:
+            self._send(
+                Result(
+                    command_id=cid,
+                    status=entry.state,  # type: ignore[arg-type]
+                    result=entry.result,
+                    error=entry.error,
+                    replay=True,
+                )
+            )
+        return True
 
     async def _run(self, cmd: Command) -> None:
         """Execute once, under the deadline; store the outcome, then send it.
@@ -439,7 +466,6 @@ class Driver:
         ledger = self.ledger
         assert ledger is not None
         cid = cmd.command_id
-        loop = asyncio.get_running_loop()
 
         async def progress(fraction: float, message: str = "") -> None:
             frac = min(1.0, max(0.0, float(fraction)))
@@ -447,40 +473,45 @@ class Driver:
 
         status: Literal["succeeded", "failed", "expired"]
         payload: dict[str, Any] | None = None
+        text: str | None = None
         error: str | None = None
-        assert self._commits is not None
+        commits = self._commits
+        assert commits is not None
         try:
             # no shield needed: a cancelled wait leaves the queued insert to commit anyway
-            fresh = await self._commits.submit(("begin", cid, cmd.capability, cmd.params))
+            fresh = await commits.submit(("begin", cid, cmd.capability, cmd.params))
         except asyncio.CancelledError:
             # shut down before execute() started: the queued insert still commits, so close
             # the row truthfully instead of leaving it to look interrupted
-            self._commits.submit(("finish", cid, "failed", None,
-                                  "cancelled before execution started: driver shut down"))
+            commits.submit(("finish", cid, "failed", None,
+                            "cancelled before execution started: driver shut down"))
             self._tasks.pop(cid, None)
             raise
         except Exception as exc:  # noqa: BLE001 - cannot record it: must not execute it
             self._tasks.pop(cid, None)
             self.log.error("ledger write failed for %s: %s", cid, exc)
             self._send(Error(code="internal", detail=f"ledger write failed: {exc}",
-                                   command_id=cid))
+                             command_id=cid))
             return
-        if not fresh:  # pragma: no cover - the id was committed by someone else meanwhile
+        if not fresh:
+            # the ledger already knew the id (finished in an earlier process or moments ago):
+            # answer from the stored row, never execute again
             self._tasks.pop(cid, None)
+            self._replay(cid)
             return
         self.executions += 1
-        ack = loop.call_later(self.ack_after_s, self._ack_if_running, cid)
+        self._ack_later(cid)
         deadline = asyncio.timeout(cmd.deadline_s)
         try:
             try:
                 async with deadline:
                     out = await self.execute(cmd, progress)
-                ack.cancel()
                 if self.validate_steps:
                     out = validate_result(cmd.capability, out)
                 elif not isinstance(out, dict):
                     raise StepError(f"result must be a dict, got {type(out).__name__}")
-                json.dumps(out, allow_nan=False)
+                # the serialisability check is also the ledger's copy (encoded once)
+                text = _dumps(out)
                 status, payload = "succeeded", out
             except TimeoutError as exc:
                 if not deadline.expired():  # the instrument code's own timeout: a failure
@@ -501,17 +532,34 @@ class Driver:
             except Exception as exc:  # noqa: BLE001 - a driver bug is a failed command, not a crash
                 self.log.exception("execute(%s) raised", cid)
                 status, error = "failed", f"driver error: {type(exc).__name__}: {exc}"[:4000]
-            finally:
-                ack.cancel()
-            await self._commits.submit(("finish", cid, status, payload, error))
+            await commits.submit(("finish", cid, status, text, error))
         finally:
             self._tasks.pop(cid, None)
         self._send(Result(command_id=cid, status=status, result=payload, error=error))
 
-    def _ack_if_running(self, cid: str) -> None:
-        """Timer callback: the command is still running ``ack_after_s`` after it started."""
-        if cid in self._tasks:
-            self._send(Ack(command_id=cid))
+    def _ack_later(self, cid: str) -> None:
+        """Ack ``cid`` if it is still running ``ack_after_s`` from now. Commands started in the
+        same short window share one timer (fired 1.5 x ``ack_after_s`` after the window opened,
+        so each is acked between 1x and 1.5x ``ack_after_s`` after its start): one timer per
+        burst instead of one per command."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        batch = self._ack_batch
+        if batch is None or now - self._ack_opened > self.ack_after_s / 2:
+            batch = self._ack_batch = []
+            self._ack_opened = now
+            loop.call_at(now + 1.5 * self.ack_after_s, self._ack_if_running, batch)
+        batch.append(cid)
+
+    def _ack_if_running(self, cids: list[str]) -> None:
+        """Timer callback: ack the commands of one batch that are still running."""
+        if self._ack_batch is cids:
+            self._ack_batch = None
+        tasks = self._tasks
+        for cid in cids:
+            if cid in tasks:
+                self._send(Ack(command_id=cid))
 
     async def _shutdown(self) -> None:
         """Graceful stop: refuse new commands, let running ones finish (up to ``drain_s``),

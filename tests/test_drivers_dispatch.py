@@ -400,3 +400,29 @@ def test_unusable_ledger_path_is_a_clear_error(tmp_path: Path) -> None:
         from drivers import Ledger
 
         Ledger(blocker / "sub" / "l.sqlite")
+
+
+def test_finished_id_is_replayed_by_a_busy_driver_and_a_fresh_process(tmp_path: Path) -> None:
+    """The SDK admits new ids without a ledger read; a known id must still be answered from the
+    ledger — also when the driver is at capacity (not refused as busy) and after a restart."""
+    calls: collections.Counter = collections.Counter()
+    first = Recorder("rec", tmp_path / "l.sqlite", calls=calls, heartbeat_s=HB)
+    done = dose("S-done")
+
+    async def run_first() -> None:
+        async with lab([first]) as d:
+            assert (await d.submit(done)).status == "succeeded"
+
+    arun(run_first())
+    again = Recorder("rec", tmp_path / "l.sqlite", calls=calls, hold_s=0.6, heartbeat_s=HB)
+
+    async def run_again() -> None:
+        async with lab([again]) as d:
+            busy = [asyncio.create_task(d.submit(dose(f"S-hold-{i}"))) for i in range(2)]
+            await asyncio.sleep(0.1)  # both slots taken
+            replay = await asyncio.wait_for(d.submit(done, driver="rec"), 0.25)
+            assert replay.status == "succeeded" and replay.result["sample_id"] == "S-done"
+            assert all(o.status == "succeeded" for o in await asyncio.gather(*busy))
+
+    arun(run_again())
+    assert calls[done.command_id] == 1 and again.executions == 2

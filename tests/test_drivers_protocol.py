@@ -211,3 +211,22 @@ def test_ledger_dedups_and_marks_interrupted_rows_failed(tmp_path) -> None:
     assert b is not None and b.state == "succeeded" and b.result == {"x": 1}
     assert led.statuses(["a", "b", "c"]) == {"a": "failed", "b": "succeeded", "c": "unknown"}
     led.close()
+
+
+def test_ledger_group_commit_reports_known_ids_and_stores_encoded_results(tmp_path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    assert led.apply([("begin", "a", "echo", {"i": 1}), ("begin", "b", "echo", {})]) == [True, True]
+    # a batch where one begin meets a known id: per-op answers stay exact (row-by-row redo)
+    assert led.apply([("begin", "c", "echo", {}), ("begin", "a", "echo", {}),
+                      ("finish", "b", "succeeded", '{"x":[1,2]}', None)]) == [True, False, True]
+    # a finish of an already finished row changes nothing and says so
+    assert led.apply([("finish", "b", "failed", None, "late"),
+                      ("finish", "c", "succeeded", {"y": 1}, None)]) == [False, True]
+    b, c = led.get("b"), led.get("c")
+    assert b is not None and b.state == "succeeded" and b.result == {"x": [1, 2]}
+    assert c is not None and c.result == {"y": 1}
+    assert led.get("a").state == "running"
+    with pytest.raises(ValueError):
+        led.apply([("begin", "d", "echo", {}), ("nope",)])
+    assert led.get("d") is None  # nothing of a refused batch is stored
+    led.close()
