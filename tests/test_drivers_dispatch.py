@@ -25,6 +25,7 @@ from drivers import (
     InstrumentError,
     ProgressFn,
     decode,
+    encode,
     example_params,
     generate_keys,
 )
@@ -417,12 +418,30 @@ def test_finished_id_is_replayed_by_a_busy_driver_and_a_fresh_process(tmp_path: 
     again = Recorder("rec", tmp_path / "l.sqlite", calls=calls, hold_s=0.6, heartbeat_s=HB)
 
     async def run_again() -> None:
-        async with lab([again]) as d:
-            busy = [asyncio.create_task(d.submit(dose(f"S-hold-{i}"))) for i in range(2)]
+        # a raw ROUTER as the controller: the dispatcher would not send to a full driver
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        stop = asyncio.Event()
+        serve = asyncio.create_task(again.serve(f"tcp://127.0.0.1:{port}", stop=stop))
+        try:
+            ident, frame = await asyncio.wait_for(router.recv_multipart(), 5)
+            assert decode(frame).type == "register"
+            for i in range(2):
+                await router.send_multipart([ident, encode(dose(f"S-hold-{i}"))])
             await asyncio.sleep(0.1)  # both slots taken
-            replay = await asyncio.wait_for(d.submit(done, driver="rec"), 0.25)
-            assert replay.status == "succeeded" and replay.result["sample_id"] == "S-done"
-            assert all(o.status == "succeeded" for o in await asyncio.gather(*busy))
+            await router.send_multipart([ident, encode(done)])
+            while True:
+                msg = decode((await asyncio.wait_for(router.recv_multipart(), 0.4))[1])
+                if msg.type == "result" and msg.command_id == done.command_id:
+                    break
+                assert msg.type in ("ack", "progress", "heartbeat"), msg
+            assert msg.status == "succeeded" and msg.replay and msg.result["sample_id"] == "S-done"
+        finally:
+            stop.set()
+            await asyncio.wait_for(serve, 10)
+            router.close(0)
+            ctx.term()
 
     arun(run_again())
     assert calls[done.command_id] == 1 and again.executions == 2
