@@ -174,6 +174,30 @@ class RecipeSection(_Strict):
         return self
 
 
+# --------------------------------------------------------------------------- XRD analysis
+
+
+class AnalysisSection(_Strict):
+    """How patterns are analysed and when a target counts as made.
+
+    Why a lower bound: a weight fraction from whole-pattern fitting carries a fit sigma that is
+    too small (systematic misfit, minor phases below detection) and, for a partly amorphous
+    sample, an estimated amorphous share; claiming on the point estimate made false claims.
+    """
+
+    workers: int = Field(1, ge=0, le=64, description="processes fitting XRD patterns beside the "
+                         "controller; 0 = in the controller's own worker threads")
+    claim_sigma: float = Field(2.0, ge=0, le=10, description="made only when yield - claim_sigma x "
+                               "sigma reaches the threshold")
+    systematic_yield_std: float = Field(0.03, ge=0, le=0.5, description="added in quadrature to the "
+                                        "fit's yield sigma")
+    amorphous_threshold: float = Field(2.0, gt=0, le=1000, description="chi^2 per point a broad "
+                                       "hump must remove, in units of the fit's reduced chi^2, to count "
+                                       "as amorphous content")
+    verify_repeats: int = Field(1, ge=0, le=5, description="repeats of a recipe whose yield clears the "
+                                "threshold but whose lower bound does not")
+
+
 # --------------------------------------------------------------------------- lab
 
 
@@ -256,6 +280,7 @@ class CampaignConfig(_Strict):
     surrogate: SurrogateSection = SurrogateSection()
     acquisition: AcquisitionSection = AcquisitionSection()
     recipes: RecipeSection = RecipeSection()
+    analysis: AnalysisSection = AnalysisSection()
     lab: LabSection = LabSection()
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()

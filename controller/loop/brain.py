@@ -527,7 +527,7 @@ class Brain:
 
     def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
                 target: str, target_structure: dict | None, precursors: list[str]) -> dict:
-        from ..xrd import XrdPattern, analyze
+        from ..xrd import AnalysisSettings, XrdPattern, analyze
 
         phases = []
         tref = self._reference(target, target_structure)
@@ -549,18 +549,43 @@ class Brain:
         phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
         pattern = XrdPattern(two_theta=np.asarray(two_theta), intensities=np.asarray(intensities),
                              wavelength_angstrom=float(wavelength), source=None)
-        result = analyze(pattern, phases, target=target)
+        ac = self.cfg.analysis
+        settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold)
+        result = analyze(pattern, phases, target=target, settings=settings)
         d = result.to_dict()
+        y, y_low = claimable_yield(d, claim_sigma=ac.claim_sigma, systematic_std=ac.systematic_yield_std)
         return {
             "phases": [{"name": p.name, "formula": p.formula, "weight_fraction": float(p.weight_fraction),
                         "std": float(p.weight_fraction_std)} for p in result.phases],
             "rwp": float(result.rwp) if result.rwp is not None else None,
-            "target_yield": float(result.target_yield or 0.0),
+            "target_yield": y,
+            "target_yield_lower": y_low,
             "method": "whole-pattern",
+            "method_version": str(d.get("analysis_version", 1)),
             "details": {"unexplained_peaks": list(result.unexplained_peaks)[:50],
                         "candidate_phases": [p.name for p in phases],
+                        "target_yield_crystalline": float(result.target_yield or 0.0),
+                        "target_yield_lower": y_low,
                         **{k: v for k, v in d.items() if k not in {"phases"} and _jsonable(v)}},
         }
+
+
+def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float) -> tuple[float, float]:
+    """(best estimate, lower bound) of the target's weight fraction in the whole sample.
+
+    The estimate is the crystalline fraction scaled by (1 - amorphous share) when the pattern
+    shows an amorphous hump. The bound subtracts ``claim_sigma`` standard deviations of the fit,
+    of the systematic floor and of the amorphous share (each in quadrature): a target is
+    claimed made only on the bound, because the point estimate claimed partly glassy samples.
+    """
+    cryst = float(analysis.get("target_yield") or 0.0)
+    whole = analysis.get("target_yield_whole_sample")
+    y = float(whole) if whole is not None else cryst
+    amorphous = analysis.get("amorphous") or {}
+    fit_std = float(analysis.get("target_yield_std") or 0.0)
+    share_std = float(amorphous.get("share_std") or 0.0) if amorphous.get("detected") else 0.0
+    sigma = float(np.sqrt(fit_std**2 + systematic_std**2 + (cryst * share_std) ** 2)) if y > 0 else 0.0
+    return y, max(y - claim_sigma * sigma, 0.0)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ OPEN_STATES = [s.value for s in (ExperimentState.PROPOSED, ExperimentState.APPRO
                                  ExperimentState.UNKNOWN)]
 
 STRATEGIES = ("full", "random_recipes", "no_active_learning", "random_targets")
+# reason prefix of an experiment whose yield clears the threshold but whose lower bound does not
+UNVERIFIED = "unverified"
 
 
 @dataclass
@@ -338,24 +340,32 @@ class CampaignRunner:
                                       reason=f"target yield {analysis['target_yield']:.2f}",
                                       target_yield=analysis["target_yield"],
                                       data={"phase_analysis_id": row.id})
-                self._verdict(s, exp_id, analysis["target_yield"])
+                self._verdict(s, exp_id, analysis["target_yield"],
+                              analysis.get("target_yield_lower", analysis["target_yield"]))
         elif exp.state == ExperimentState.ANALYSED:
             with self.store.session() as s:
-                self._verdict(s, exp_id, float(row.target_yield or 0.0))
+                y = float(row.target_yield or 0.0)
+                self._verdict(s, exp_id, y, _lower_bound(row))
         self._wake.set()
 
-    def _verdict(self, s: Any, exp_id: int, target_yield: float) -> None:
+    def _verdict(self, s: Any, exp_id: int, target_yield: float, lower: float) -> None:
+        """Succeeded only when the yield's lower bound clears the threshold (see brain.claimable_yield)."""
         threshold = self.cfg.recipes.yield_threshold
         exp = s.get(Experiment, exp_id)
         target = s.get(Target, exp.target_id)
         target.best_yield = max(target.best_yield or 0.0, target_yield)
         target.updated_at = utcnow()
-        if target_yield >= threshold:
+        if lower >= threshold:
             self.store.transition(exp_id, ExperimentState.SUCCEEDED, session=s,
-                                  reason=f"yield {target_yield:.2f} >= threshold {threshold:.2f}")
+                                  reason=f"yield {target_yield:.2f} (lower bound {lower:.2f}) >= "
+                                         f"threshold {threshold:.2f}")
             if target.state == TargetState.ACTIVE:
                 self._target_state(s, target, TargetState.MADE,
                                    f"made by experiment {exp_id} (yield {target_yield:.2f})")
+        elif target_yield >= threshold:
+            self.store.transition(exp_id, ExperimentState.FAILED, session=s,
+                                  reason=f"{UNVERIFIED}: yield {target_yield:.2f} but its lower bound "
+                                         f"{lower:.2f} is below the threshold {threshold:.2f}")
         else:
             self.store.transition(exp_id, ExperimentState.FAILED, session=s,
                                   reason=f"yield {target_yield:.2f} below threshold {threshold:.2f}")
@@ -430,9 +440,15 @@ class CampaignRunner:
                                message=f"{len(specs[:max_recipes])} initial recipe(s) for {target.formula}")
             return await self._next_for_target(target_id)
 
+        repeat_ids = self._verification_repeats(exps)
         verdicts = [e for e in exps if e.state in (ExperimentState.SUCCEEDED, ExperimentState.FAILED)
-                    and not (e.reason or "").startswith(INSTRUMENT_FAILURE)]
+                    and not (e.reason or "").startswith(INSTRUMENT_FAILURE) and e.id not in repeat_ids]
         last = exps[-1] if exps else None
+        # 0. a yield above the threshold that the analysis cannot vouch for (its lower bound is
+        # below): the same recipe on a new sample, which settles it without spending a recipe
+        if last is not None and last.id in repeat_ids:
+            return self._create_experiment(target_id, last.recipe_id, attempt=last.attempt + 1,
+                                           why=f"repeat to verify experiment {last.id} ({last.reason})")
         # 1. an experiment the lab (not the chemistry) spoiled: same recipe again, once or twice
         if (last is not None and last.state == ExperimentState.FAILED
                 and (last.reason or "").startswith(INSTRUMENT_FAILURE)
@@ -480,6 +496,19 @@ class CampaignRunner:
             return 0
         return self._create_experiment(target_id, untried[0].id, attempt=1, why="next planned recipe")
 
+    def _verification_repeats(self, exps: list[Experiment]) -> set[int]:
+        """Unverified experiments that earn a repeat (the first ``verify_repeats`` per recipe)."""
+        allowed = self.cfg.analysis.verify_repeats
+        seen: dict[int, int] = {}
+        out: set[int] = set()
+        for e in exps:
+            if e.state == ExperimentState.FAILED and (e.reason or "").startswith(UNVERIFIED):
+                n = seen.get(e.recipe_id, 0)
+                if n < allowed:
+                    out.add(e.id)
+                seen[e.recipe_id] = n + 1
+        return out
+
     def _create_experiment(self, target_id: int, recipe_id: int, *, attempt: int, why: str) -> int:
         """Write a proposed experiment (auto-approved unless approval mode is on)."""
         with self.store.session() as s:
@@ -524,8 +553,10 @@ class CampaignRunner:
             row = s.exec(select(PhaseAnalysisRow).where(PhaseAnalysisRow.experiment_id == exp_id)).first()
             recipe = s.get(Recipe, exp.recipe_id)
         phases = {p["formula"]: float(p["weight_fraction"]) for p in (row.phases if row else []) or []}
-        return {"recipe": self._spec_of(recipe), "phases": phases,
-                "target_yield": float(exp.target_yield or 0.0)}
+        y = float(exp.target_yield or 0.0)
+        if (exp.reason or "").startswith(UNVERIFIED) and row is not None:
+            y = _lower_bound(row)  # the planner replaces on what the analysis can vouch for
+        return {"recipe": self._spec_of(recipe), "phases": phases, "target_yield": y}
 
     def _history(self) -> list[dict]:
         """Every analysed experiment of the campaign as an observation (the planner's memory)."""
@@ -763,3 +794,9 @@ class CampaignRunner:
                           experiments=used, targets_made=made, targets_attempted=attempted,
                           model_versions=versions, lab_days=days, wall_s=wall_s,
                           counts=self.store.experiment_counts(self.campaign_id))
+
+
+def _lower_bound(row: PhaseAnalysisRow) -> float:
+    """The stored lower bound of an analysis' yield (older rows: the yield itself)."""
+    y = float(row.target_yield or 0.0)
+    return float((row.details or {}).get("target_yield_lower", y))

@@ -29,8 +29,18 @@ def simulate_mixture(
     max_strain: float = 0.004,
     max_zero: float = 0.05,
     fwhm_range: tuple[float, float] = (0.07, 0.2),
+    amorphous_fraction: float = 0.0,
+    amorphous_centre_deg: float = 27.0,
 ) -> XrdPattern:
-    """Pattern of a mixture with the given weight fractions (normalised), reproducible by seed."""
+    """Pattern of a mixture with the given weight fractions (normalised), reproducible by seed.
+
+    ``amorphous_fraction`` of the sample is glass: the Bragg peaks shrink by (1 - a) and a broad
+    hump (FWHM ~10 deg) scatters as much per unit mass as the crystalline part does (the k = 1
+    case of the degree-of-crystallinity relation that ``amorphous.py`` inverts). The weight
+    fractions then describe the crystalline part, as XRD sees it.
+    """
+    if not 0.0 <= amorphous_fraction < 1.0:
+        raise ValueError(f"amorphous_fraction {amorphous_fraction} is outside [0, 1)")
     if len(phases) != len(weight_fractions):
         raise ValueError("one weight fraction per phase")
     rng = np.random.default_rng(seed)
@@ -74,6 +84,11 @@ def simulate_mixture(
             y += (area[:, None] * (eta * lor + (1 - eta) * gauss)).sum(axis=0)
     if y.max() > 0:
         y *= peak_counts / y.max()
+    if amorphous_fraction > 0:
+        bragg_area = float(y.sum() * step)
+        hump = np.exp(-0.5 * ((x - amorphous_centre_deg) / 4.25) ** 2)
+        hump *= amorphous_fraction * bragg_area / float(hump.sum() * step)
+        y = (1.0 - amorphous_fraction) * y + (1.0 - amorphous_fraction) * hump
     u = (x - start) / (stop - start)
     bg = background_counts * (0.6 + 1.2 * np.exp(-6 * u) + 0.2 * u - 0.15 * u**2)
     bg += 0.15 * background_counts * np.exp(-0.5 * ((x - 25.0) / 6.0) ** 2)
@@ -81,5 +96,6 @@ def simulate_mixture(
     return XrdPattern(
         x, counts, wavelength, source=f"simulated(seed={seed})",
         kalpha2_angstrom=CU_KA2 if kalpha2 else None, kalpha2_ratio=0.5 if kalpha2 else 0.0,
-        meta={"truth": {p.name: float(v) for p, v in zip(phases, w, strict=False)}, "seed": seed},
+        meta={"truth": {p.name: float(v) for p, v in zip(phases, w, strict=False)}, "seed": seed,
+              "amorphous_fraction": float(amorphous_fraction)},
     )
