@@ -89,6 +89,15 @@ class Candidate:
         return min(self.remaining_mev, self.driving_force)
 
 
+def _history_key(history: Sequence[Observation]) -> str:
+    """Content fingerprint of a history (recipes, phases, yields), order included."""
+    import hashlib
+    import json
+
+    text = json.dumps([o.to_dict() for o in history], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def _rf(formula: str) -> str:
     return rf(formula)
 
@@ -163,6 +172,7 @@ class RecipePlanner:
         self._sets_cache: dict[str, list[tuple[str, ...]]] = {}
         # per-call memo of pathway predictions (cleared at every public call: knowledge changes)
         self._memo: dict[tuple[Any, ...], tuple[float, float, list[dict[str, Any]], list[str]]] = {}
+        self._learned: tuple[str, tuple[PathwayKnowledge, YieldModel]] | None = None
 
     # ================================================================== public face
     def initial_recipes(self, target: TargetSpec, history: Sequence[Observation] = ()) -> list[Recipe]:
@@ -452,7 +462,20 @@ class RecipePlanner:
 
     # ================================================================== learning
     def _learn(self, history: Sequence[Observation]) -> tuple[PathwayKnowledge, YieldModel]:
-        """Pairwise reactions and the yield GP, rebuilt from the whole history."""
+        """Pairwise reactions and the yield GP, rebuilt from the whole history.
+
+        Memoised on the history's content: a campaign asks for recipes for several new targets
+        between two results, and each rebuild refits the GP (tens to hundreds of ms); the same
+        history always gives the same knowledge and model, so the last one is reused.
+        """
+        key = _history_key(history)
+        if self._learned is not None and self._learned[0] == key:
+            return self._learned[1]
+        learned = self._learn_from(history)
+        self._learned = (key, learned)
+        return learned
+
+    def _learn_from(self, history: Sequence[Observation]) -> tuple[PathwayKnowledge, YieldModel]:
         knowledge = PathwayKnowledge(self.thermo, self.library)
         for obs in history:
             self._register_quiet(obs.recipe)

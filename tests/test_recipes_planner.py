@@ -191,6 +191,24 @@ def test_replace_learns_and_proposes_an_untried_set_or_new_conditions() -> None:
         assert retry.temperature_c >= new.temperature_c
 
 
+def test_learning_is_reused_while_the_history_is_unchanged() -> None:
+    """Recipes for several new targets between two results must not refit the yield GP each
+    time; a changed history (a new result, or a corrected yield) must."""
+    p = RecipePlanner(stock=LIMN_STOCK)
+    recipes = p.initial_recipes(TargetSpec("LiMn2O4"), [])
+    history = [Observation(r, {"LiMn2O4": y, "Mn2O3": 1 - y}, y)
+               for r, y in zip(recipes[:4], (0.1, 0.6, 0.3, 0.8), strict=False)]
+    first = p._learn(history)
+    assert p._learn(list(history)) is first  # same content, another list: reused
+    assert p._learn(history[:-1]) is not first
+    changed = [*history[:-1], Observation(history[-1].recipe, history[-1].phases, 0.7)]
+    again = p._learn(changed)
+    assert again is not first and again[1].n_train == first[1].n_train
+    # and reuse changes no answer
+    assert [r.to_dict() for r in p.initial_recipes(TargetSpec("Li2MnO3"), history)] == \
+        [r.to_dict() for r in RecipePlanner(stock=LIMN_STOCK).initial_recipes(TargetSpec("Li2MnO3"), history)]
+
+
 def test_exhaustion_states_its_reason() -> None:
     # one balanced set only: after it fails without any sign of kinetics, nothing is left
     p = RecipePlanner(stock=["BaCO3", "TiO2"])

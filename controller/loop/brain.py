@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import CampaignConfig
+from .analysis_pool import AnalysisPool
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Brain:
         self._planner: Any = None
         self.pool_structures: dict[str, dict] = {}  # formula -> predicted structure (set by the loop)
         self._phase_cache: dict[str, Any] = {}
+        self._analysis_pool: AnalysisPool | None = None
 
     # ------------------------------------------------------------------ candidates
     def candidates(self) -> list[CandidateSpec]:
@@ -527,7 +529,7 @@ class Brain:
 
     def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
                 target: str, target_structure: dict | None, precursors: list[str]) -> dict:
-        from ..xrd import AnalysisSettings, XrdPattern, analyze
+        from ..xrd import AnalysisSettings
 
         phases = []
         tref = self._reference(target, target_structure)
@@ -547,27 +549,36 @@ class Brain:
                 if ref is not None:
                     phases.append(ref)
         phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
-        pattern = XrdPattern(two_theta=np.asarray(two_theta), intensities=np.asarray(intensities),
-                             wavelength_angstrom=float(wavelength), source=None)
         ac = self.cfg.analysis
         settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold)
-        result = analyze(pattern, phases, target=target, settings=settings)
-        d = result.to_dict()
+        d = self.analysis_pool.analyze(two_theta, intensities, wavelength, phases, target, settings)
         y, y_low = claimable_yield(d, claim_sigma=ac.claim_sigma, systematic_std=ac.systematic_yield_std)
         return {
-            "phases": [{"name": p.name, "formula": p.formula, "weight_fraction": float(p.weight_fraction),
-                        "std": float(p.weight_fraction_std)} for p in result.phases],
-            "rwp": float(result.rwp) if result.rwp is not None else None,
+            "phases": [{"name": p["name"], "formula": p["formula"],
+                        "weight_fraction": float(p["weight_fraction"]),
+                        "std": float(p["weight_fraction_std"] or 0.0)} for p in d["phases"]],
+            "rwp": float(d["rwp"]) if d.get("rwp") is not None else None,
             "target_yield": y,
             "target_yield_lower": y_low,
             "method": "whole-pattern",
             "method_version": str(d.get("analysis_version", 1)),
-            "details": {"unexplained_peaks": list(result.unexplained_peaks)[:50],
+            "details": {"unexplained_peaks": list(d.get("unexplained_peaks") or [])[:50],
                         "candidate_phases": [p.name for p in phases],
-                        "target_yield_crystalline": float(result.target_yield or 0.0),
+                        "target_yield_crystalline": float(d.get("target_yield") or 0.0),
                         "target_yield_lower": y_low,
                         **{k: v for k, v in d.items() if k not in {"phases"} and _jsonable(v)}},
         }
+
+    def close(self) -> None:
+        """Stop the XRD worker processes (the brain's only resource that outlives a call)."""
+        if self._analysis_pool is not None:
+            self._analysis_pool.close()
+
+    @property
+    def analysis_pool(self) -> AnalysisPool:
+        if self._analysis_pool is None:
+            self._analysis_pool = AnalysisPool(self.cfg.analysis.workers)
+        return self._analysis_pool
 
 
 def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float) -> tuple[float, float]:

@@ -67,11 +67,15 @@ async def run_async(
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with open_lab(cfg, campaign_dir, external=external_lab) as lab:
         brain = Brain(cfg, world=lab.world, strategy=(options or RunOptions()).strategy)
-        runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,
-                                on_update=(live.update if live is not None else None),
-                                config_yaml=config_yaml)
-        summary = await runner.run()
-        scored = score(runner, lab) if score is not None else None
+        brain.analysis_pool.warm_up()  # XRD workers import while the surrogate pretrains
+        try:
+            runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,
+                                    on_update=(live.update if live is not None else None),
+                                    config_yaml=config_yaml)
+            summary = await runner.run()
+            scored = score(runner, lab) if score is not None else None
+        finally:
+            await asyncio.to_thread(brain.close)
     return summary, scored
 
 

@@ -1,0 +1,88 @@
+"""XRD whole-pattern fits in worker processes beside the controller.
+
+Why processes: a fit is 0.1-3 s of numpy/scipy work that holds the GIL for most of it, so in a
+thread it stalls model training, recipe planning and the event loop that keeps instruments fed.
+In a separate process it runs on the other core. The worker is a pure function of its inputs
+(pattern arrays, reference phases, settings), so a fit gives the same numbers in either place;
+reflection lists are cached per process (``controller.xrd.reference``), so each worker computes
+a phase's reflections once.
+
+If a worker dies (out of memory, killed), the pool is rebuilt and that one fit runs in the
+controller's own thread: a lost worker never loses an analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _init_worker() -> None:
+    """Single-threaded numerics (the worker is one of the two cores' tenants)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import controller.xrd  # noqa: F401 - import once, not in the first fit
+
+
+def run_analysis(two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
+                 phases: list[Any], target: str | None, settings: Any) -> dict:
+    """One whole-pattern analysis as a JSON-ready dict (``PhaseAnalysis.to_dict``)."""
+    from ..xrd import XrdPattern, analyze
+
+    pattern = XrdPattern(two_theta=np.asarray(two_theta), intensities=np.asarray(intensities),
+                         wavelength_angstrom=float(wavelength), source=None)
+    return analyze(pattern, phases, target=target, settings=settings).to_dict()
+
+
+class AnalysisPool:
+    """``workers`` processes (spawned lazily, reused); 0 runs every fit in the calling thread."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = int(workers)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_init_worker)
+            return self._pool
+
+    def warm_up(self) -> None:
+        """Start the workers now (their imports take seconds) so the first fit does not wait."""
+        if self.workers > 0:
+            pool = self._executor()
+            for _ in range(self.workers):
+                pool.submit(_init_worker)
+
+    def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
+                phases: list[Any], target: str | None, settings: Any) -> dict:
+        args = (np.asarray(two_theta), np.asarray(intensities), float(wavelength), phases, target, settings)
+        if self.workers <= 0:
+            return run_analysis(*args)
+        try:
+            return self._executor().submit(run_analysis, *args).result()
+        except BrokenProcessPool as exc:
+            log.warning("XRD worker process died (%s); pool rebuilt, this fit runs in-process", exc)
+            with self._lock:
+                broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+            return run_analysis(*args)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
