@@ -69,6 +69,16 @@ def _driver_main(endpoint: str, identity: str, ledger: str, sync: str) -> None:
     EchoDriver(identity, ledger, heartbeat_s=0.5, ledger_sync=sync).run(endpoint)  # type: ignore[arg-type]
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -117,12 +127,22 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
         lat: list[float] = []
         fails: list[str] = []
         await asyncio.gather(*[worker(loop.time() + seconds, lat, fails) for _ in range(n)])
+        pids = [p.pid for p in procs if p.pid is not None]
+        me0 = time.process_time()
+        drv0 = sum(_proc_cpu_s(pid) for pid in pids)
         t0 = time.perf_counter()
         counts = await asyncio.gather(
             *[worker(loop.time() + seconds, None, fails) for _ in range(n * window)]
         )
         elapsed = time.perf_counter() - t0
+        done = max(1, sum(counts))
+        # CPU of every process of the benchmark during the throughput phase, per command:
+        # this process (dispatcher + the submitting client) and all driver processes
+        disp_us = 1e6 * (time.process_time() - me0) / done
+        drv_us = 1e6 * (sum(_proc_cpu_s(pid) for pid in pids) - drv0) / done
         return {
+            "dispatcher_cpu_us": disp_us,
+            "drivers_cpu_us": drv_us,
             "drivers": n,
             "latency_samples": len(lat),
             "p50_ms": 1000 * statistics.median(lat),
@@ -273,7 +293,8 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
     ok = True
     if args.drivers and not args.fuzz_only:
-        print("drivers  p50_ms  p99_ms  latency_n  cmd_per_s  throughput_n  failures")
+        print("drivers  p50_ms  p99_ms  latency_n  cmd_per_s  throughput_n  failures  "
+              "cpu_us/cmd (dispatcher+drivers)")
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             for n in args.drivers:
                 res = asyncio.run(_run_config(n, args.seconds, args.window, args.ledger_sync,
@@ -284,7 +305,8 @@ def main() -> int:
                 else:
                     print(f"{n:7d}  {res['p50_ms']:6.2f}  {res['p99_ms']:6.2f}  "
                           f"{res['latency_samples']:9d}  {res['throughput_cmd_s']:9.0f}  "
-                          f"{res['throughput_commands']:12d}  {res['failures']:8d}")
+                          f"{res['throughput_commands']:12d}  {res['failures']:8d}  "
+                          f"{res['dispatcher_cpu_us']:.0f}+{res['drivers_cpu_us']:.0f}")
     if args.cpu and not args.fuzz_only:
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             res = asyncio.run(cpu_per_command(args.cpu, args.ledger_sync, Path(tmp)))

@@ -381,9 +381,10 @@ class Dispatcher:
             # it reached that driver's ledger (or may have): a re-submit must go there again
             # (and get the stored answer), never to another driver that would execute it anew
             self._remember_owner(cid, pend.driver)
-        with contextlib.suppress(ValueError):
-            self._queue.remove(cid)
-        if pend.driver is not None:
+        if pend.driver is None:  # queued (a command sent to a driver is not in the queue)
+            with contextlib.suppress(ValueError):
+                self._queue.remove(cid)
+        else:
             drv = self._drivers.get(pend.driver)
             if drv is not None:
                 drv.in_flight.discard(cid)
@@ -419,26 +420,37 @@ class Dispatcher:
             return
         now = self._loop.time()
         still: list[str] = []
+        drivers = self._drivers
         for pos, cid in enumerate(self._queue):
-            if not any(d.alive and d.free() > 0 and d.busy_until <= now
-                       for d in self._drivers.values()):
-                still.extend(self._queue[pos:])  # every driver is full: stop scanning (a
-                break  # backlog of thousands must not cost O(n) per finished command)
             pend = self._pending.get(cid)
             if pend is None:
                 continue
-            cap = pend.command.capability
             owner = self._owner.get(cid)
+            best: _Driver | None = None
             if owner is not None:
-                drv = self._drivers.get(owner)
-                candidates = [drv] if drv is not None and drv.alive else []
+                d = drivers.get(owner)
+                if (d is not None and d.alive and len(d.in_flight) < d.capacity
+                        and d.busy_until <= now):
+                    best = d
             else:
-                candidates = [d for d in self._drivers.values() if d.alive and cap in d.capabilities]
-            candidates = [d for d in candidates if d.free() > 0 and d.busy_until <= now]
-            if not candidates:
+                # one pass: the live driver with the capability and the largest free share
+                # of its capacity (then the most free slots)
+                cap = pend.command.capability
+                best_key = (0.0, 0)
+                for d in drivers.values():
+                    free = d.capacity - len(d.in_flight)
+                    if free > 0 and d.alive and d.busy_until <= now and cap in d.capabilities:
+                        key = (free / d.capacity, free)
+                        if best is None or key > best_key:
+                            best, best_key = d, key
+            if best is None:
+                if not any(d.alive and d.free() > 0 and d.busy_until <= now
+                           for d in drivers.values()):
+                    still.extend(self._queue[pos:])  # every driver is full: stop scanning (a
+                    break  # backlog of thousands must not cost O(n) per finished command)
                 still.append(cid)
                 continue
-            drv = max(candidates, key=lambda d: (d.free() / d.capacity, d.free()))
+            drv = best
             pend.driver = drv.identity
             drv.in_flight.add(cid)
             self._owner.pop(cid, None)

@@ -13,6 +13,7 @@ incompatible change.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -59,6 +60,12 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal[1] = PROTOCOL_VERSION  # type: ignore[assignment]
+
+
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
+).fullmatch
+"""Matches exactly what ``str(uuid.UUID(x))`` returns (lower-case hex, 8-4-4-4-12)."""
 
 
 def _new_id() -> str:
@@ -108,6 +115,8 @@ class Command(_Message):
     @field_validator("command_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
+        if _CANONICAL_UUID(value) is not None:  # the usual case: already canonical
+            return value
         try:
             return str(uuid.UUID(value))
         except (ValueError, AttributeError, TypeError):

@@ -62,6 +62,27 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, separators=(",", ":"))
 
 
+class _AckBatch:
+    """Commands admitted in one short window, sharing one ack timer."""
+
+    __slots__ = ("opened", "cids", "finished", "running", "timer")
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.cids: list[str] = []
+        self.finished: set[str] = set()
+        self.running = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def done(self, cid: str) -> None:
+        """``cid`` finished executing: no ack for it; the last one cancels the timer."""
+        self.finished.add(cid)
+        self.running -= 1
+        if self.running <= 0 and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class InstrumentError(Exception):
     """Raised by ``execute`` when the instrument fails; ``reason`` is reported to the controller
     as the command's error and stored in the ledger (a replay returns the same failure)."""
@@ -172,8 +193,7 @@ class Driver:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heard_any = False
-        self._ack_batch: list[str] | None = None
-        self._ack_opened = 0.0
+        self._ack_batch: _AckBatch | None = None
         self._link: Link | None = None
         self._draining = False
         self._last_heard = 0.0
@@ -500,12 +520,15 @@ class Driver:
             self._replay(cid)
             return
         self.executions += 1
-        self._ack_later(cid)
+        acks = self._ack_later(cid)
         deadline = asyncio.timeout(cmd.deadline_s)
         try:
             try:
-                async with deadline:
-                    out = await self.execute(cmd, progress)
+                try:
+                    async with deadline:
+                        out = await self.execute(cmd, progress)
+                finally:
+                    acks.done(cid)
                 if self.validate_steps:
                     out = validate_result(cmd.capability, out)
                 elif not isinstance(out, dict):
@@ -537,28 +560,33 @@ class Driver:
             self._tasks.pop(cid, None)
         self._send(Result(command_id=cid, status=status, result=payload, error=error))
 
-    def _ack_later(self, cid: str) -> None:
+    def _ack_later(self, cid: str) -> _AckBatch:
         """Ack ``cid`` if it is still running ``ack_after_s`` from now. Commands started in the
         same short window share one timer (fired 1.5 x ``ack_after_s`` after the window opened,
         so each is acked between 1x and 1.5x ``ack_after_s`` after its start): one timer per
-        burst instead of one per command."""
+        burst instead of one per command. The timer is cancelled when every command of its
+        batch has finished — an idle driver is not woken up for nothing."""
         loop = self._loop
         assert loop is not None
         now = loop.time()
         batch = self._ack_batch
-        if batch is None or now - self._ack_opened > self.ack_after_s / 2:
-            batch = self._ack_batch = []
-            self._ack_opened = now
-            loop.call_at(now + 1.5 * self.ack_after_s, self._ack_if_running, batch)
-        batch.append(cid)
+        if batch is None or now - batch.opened > self.ack_after_s / 2:
+            batch = self._ack_batch = _AckBatch(now)
+            batch.timer = loop.call_at(now + 1.5 * self.ack_after_s, self._ack_if_running, batch)
+        batch.cids.append(cid)
+        batch.running += 1
+        return batch
 
-    def _ack_if_running(self, cids: list[str]) -> None:
-        """Timer callback: ack the commands of one batch that are still running."""
-        if self._ack_batch is cids:
+    def _ack_if_running(self, batch: _AckBatch) -> None:
+        """Timer callback: ack the commands of one batch that are still executing."""
+        if self._ack_batch is batch:
             self._ack_batch = None
+        batch.timer = None
+        if batch.running <= 0:
+            return
         tasks = self._tasks
-        for cid in cids:
-            if cid in tasks:
+        for cid in batch.cids:
+            if cid in tasks and cid not in batch.finished:
                 self._send(Ack(command_id=cid))
 
     async def _shutdown(self) -> None:
