@@ -103,33 +103,52 @@ class _GroupCommit:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._ops: list[tuple[tuple[Any, ...], asyncio.Future[bool]]] = []
+        self._ops: list[tuple[Any, ...]] = []
+        self._waiters: list[asyncio.Future[bool] | Callable[[bool, Exception | None], None]] = []
         self._scheduled = False
 
     def submit(self, op: tuple[Any, ...]) -> asyncio.Future[bool]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._ops.append((op, fut))
+        """Queue ``op``; the future resolves (to "changed a row") once it is committed."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue(op, fut)
+        return fut
+
+    def submit_then(self, op: tuple[Any, ...],
+                    then: Callable[[bool, Exception | None], None]) -> None:
+        """Queue ``op``; ``then(changed, error)`` runs right after the commit (or its failure)
+        — no future, no task wake-up."""
+        self._queue(op, then)
+
+    def _queue(self, op: tuple[Any, ...], waiter: Any) -> None:
+        self._ops.append(op)
+        self._waiters.append(waiter)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return fut
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         if not self._ops:
             self._scheduled = False
             return
-        ops, self._ops, self._scheduled = self._ops, [], False
+        ops, waiters = self._ops, self._waiters
+        self._ops, self._waiters, self._scheduled = [], [], False
+        error: Exception | None = None
         try:
-            changed = self.ledger.apply([op for op, _ in ops])
+            changed = self.ledger.apply(ops)
         except Exception as exc:  # noqa: BLE001 - every waiter learns the write failed
-            for _, fut in ops:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, fut), flag in zip(ops, changed, strict=True):
-            if not fut.done():
-                fut.set_result(flag)
+            error, changed = exc, [False] * len(ops)
+        for waiter, flag in zip(waiters, changed, strict=True):
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    if error is not None:
+                        waiter.set_exception(error)
+                    else:
+                        waiter.set_result(flag)
+            else:
+                try:
+                    waiter(flag, error)
+                except Exception:  # noqa: BLE001 - one callback must not starve the others
+                    logging.getLogger("drivers.driver").exception("ledger commit callback failed")
 
 
 class Driver:
@@ -555,9 +574,25 @@ class Driver:
             except Exception as exc:  # noqa: BLE001 - a driver bug is a failed command, not a crash
                 self.log.exception("execute(%s) raised", cid)
                 status, error = "failed", f"driver error: {type(exc).__name__}: {exc}"[:4000]
-            await commits.submit(("finish", cid, status, text, error))
-        finally:
+        except BaseException:
             self._tasks.pop(cid, None)
+            raise
+        # the Result leaves only after the outcome is committed; the id stays in self._tasks
+        # until then (a duplicate meanwhile is acked as running). The task ends here: the
+        # commit callback sends, no wake-up of this task is needed.
+        commits.submit_then(("finish", cid, status, text, error),
+                            lambda _changed, exc: self._finished(cid, status, payload, error, exc))
+
+    def _finished(self, cid: str, status: Literal["succeeded", "failed", "expired"],
+                  payload: dict[str, Any] | None, error: str | None,
+                  failure: Exception | None) -> None:
+        """Commit callback of a command's outcome: report it (only now that it is stored)."""
+        self._tasks.pop(cid, None)
+        if failure is not None:
+            self.log.error("ledger write of the outcome of %s failed: %s", cid, failure)
+            self._send(Error(code="internal", detail=f"ledger write failed: {failure}"[:4000],
+                             command_id=cid))
+            return
         self._send(Result(command_id=cid, status=status, result=payload, error=error))
 
     def _ack_later(self, cid: str) -> _AckBatch:
