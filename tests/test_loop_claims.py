@@ -40,6 +40,11 @@ def test_lower_bound_accounts_for_fit_systematics_and_amorphous_share() -> None:
               "amorphous": {"detected": True, "share": 0.6, "share_std": 0.3}}
     y, low = claimable_yield(glassy, claim_sigma=2.0, systematic_std=0.03)
     assert y == pytest.approx(0.4) and low == 0.0
+    # a poor fit dropped real minor phases as "insignificant": keeping them halves the target's
+    # share, and the claim must hold under that alternative too
+    dropped = {**crystalline, "target_yield_alternative": 0.5}
+    y, low = claimable_yield(dropped, claim_sigma=2.0, systematic_std=0.03)
+    assert y == pytest.approx(0.9) and low < 0.5
     nothing = {"target_yield": 0.0, "target_yield_whole_sample": 0.0, "amorphous": None}
     assert claimable_yield(nothing, claim_sigma=2.0, systematic_std=0.03) == (0.0, 0.0)
 

@@ -585,18 +585,22 @@ def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float
     """(best estimate, lower bound) of the target's weight fraction in the whole sample.
 
     The estimate is the crystalline fraction scaled by (1 - amorphous share) when the pattern
-    shows an amorphous hump. The bound subtracts ``claim_sigma`` standard deviations of the fit,
+    shows an amorphous hump. The bound starts from the lower of that and the alternative fit
+    that keeps the phases dropped as insignificant, and subtracts ``claim_sigma`` standard deviations of the fit,
     of the systematic floor and of the amorphous share (each in quadrature): a target is
     claimed made only on the bound, because the point estimate claimed partly glassy samples.
     """
     cryst = float(analysis.get("target_yield") or 0.0)
     whole = analysis.get("target_yield_whole_sample")
     y = float(whole) if whole is not None else cryst
+    # the claim must also hold with the phases the fit dropped as insignificant kept in
+    alt = analysis.get("target_yield_alternative")
+    floor_y = min(y, float(alt) * (y / cryst if cryst > 0 else 1.0)) if alt is not None else y
     amorphous = analysis.get("amorphous") or {}
     fit_std = float(analysis.get("target_yield_std") or 0.0)
     share_std = float(amorphous.get("share_std") or 0.0) if amorphous.get("detected") else 0.0
     sigma = float(np.sqrt(fit_std**2 + systematic_std**2 + (cryst * share_std) ** 2)) if y > 0 else 0.0
-    return y, max(y - claim_sigma * sigma, 0.0)
+    return y, max(floor_y - claim_sigma * sigma, 0.0)
 
 
 @dataclass(frozen=True)

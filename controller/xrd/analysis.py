@@ -103,6 +103,10 @@ class PhaseAnalysis:
     # amorphous hump test; the target's share of the whole sample, crystalline and amorphous
     amorphous: AmorphousEstimate | None = None
     target_yield_whole_sample: float | None = None
+    # share of the net (above-background) intensity in residual peaks no kept phase accounts for
+    unexplained_intensity_fraction: float = 0.0
+    # target yield when every phase rejected only as "not significant" is kept after all
+    target_yield_alternative: float | None = None
 
     def weight_fractions(self) -> dict[str, float]:
         return {p.name: p.weight_fraction for p in self.phases}
@@ -126,6 +130,8 @@ class PhaseAnalysis:
             "target_yield_std": self.target_yield_std,
             "amorphous": self.amorphous.to_dict() if self.amorphous is not None else None,
             "target_yield_whole_sample": self.target_yield_whole_sample,
+            "unexplained_intensity_fraction": self.unexplained_intensity_fraction,
+            "target_yield_alternative": self.target_yield_alternative,
         }
         if include_curves:
             out["curves"] = {k: np.asarray(v).tolist() for k, v in self.curves.items()}
@@ -343,7 +349,7 @@ def analyze(
     rwp = float(np.sqrt((wres @ wres) / np.sum((model.w * y) ** 2)))
     nu = max(n - state.n_free, 1)
     rexp = float(np.sqrt(nu / np.sum((model.w * y) ** 2)))
-    target_yield = target_std = whole = None
+    target_yield = target_std = whole = target_alt = None
     amorphous = estimate_amorphous(x, y, state.model - state.background,
                                    threshold=cfg.amorphous_threshold)
     if target is not None:
@@ -351,6 +357,7 @@ def analyze(
         target_yield = float(sum(wf[i] for i in on))
         target_std = float(np.sqrt(sum(float(wf_std[i]) ** 2 for i in on))) if on else 0.0
         whole = target_yield * (1.0 - amorphous.share)
+        target_alt = _alternative_yield(model, state, phases, names, rejected, active, target_idx, cfg)
     curves = {
         "two_theta": x,
         "observed": y,
@@ -377,6 +384,8 @@ def analyze(
         target_yield_std=target_std,
         amorphous=amorphous,
         target_yield_whole_sample=whole,
+        unexplained_intensity_fraction=_unexplained_fraction(y, state),
+        target_yield_alternative=target_alt,
     )
 
 
@@ -517,6 +526,49 @@ def _weight_fraction_std(model: PatternModel, state: FitState, masses: np.ndarra
     var = np.einsum("ij,jk,ik->i", jac, cov, jac)
     std[on] = np.sqrt(np.maximum(var, 0.0))
     return std
+
+
+def _alternative_yield(model: PatternModel, state: FitState, phases: list[ReferencePhase],
+                       names: list[str], rejected: dict[str, str], active: np.ndarray,
+                       target_idx: list[int], cfg: AnalysisSettings) -> float:
+    """The target's fraction if the phases dropped as "not significant" are kept after all.
+
+    Why: significance is judged against the fit's own misfit, so in a poor fit (a phase missing
+    from the model inflates chi^2) real minor phases can all look insignificant and leave; every
+    fraction is then normalised over too few phases and the target's is inflated. A claim
+    should hold under this alternative too. Phases that never earned a scale stay out.
+    """
+    alt = active.copy()
+    for i, n in enumerate(names):
+        if rejected.get(n, "").startswith("not significant"):
+            alt[i] = True
+    if not (alt & ~active).any():
+        return float(_fractions(model, state, phases)[list(target_idx)].sum())
+    other = model.fit(state.theta, alt, max_nfev=cfg.screen_nfev)
+    return float(_fractions(model, other, phases)[list(target_idx)].sum())
+
+
+def _fractions(model: PatternModel, state: FitState, phases: list[ReferencePhase]) -> np.ndarray:
+    masses = _masses(model, state, phases)
+    total = masses.sum()
+    return masses / total if total > 0 else np.zeros_like(masses)
+
+
+def _unexplained_fraction(y: np.ndarray, state: FitState) -> float:
+    """Share of the net observed intensity in positive residuals (beyond 3 sigma) where the
+    model has little intensity of its own: scattering of phases the fit does not know.
+
+    Why it matters for a yield: fractions are normalised over the phases found, so a phase that
+    was missed (absent from the candidates, or dropped as insignificant in a poor fit) inflates
+    every other fraction; intensity share is a rough stand-in for its weight share.
+    """
+    resid = y - state.model
+    sigma = np.sqrt(np.maximum(state.model, 1.0))
+    net_model = state.model - state.background
+    excess = np.clip(resid - 3.0 * sigma, 0.0, None)
+    excess[net_model > 0.5 * np.maximum(resid, 0.0)] = 0.0
+    net_obs = float(np.clip(y - state.background, 0.0, None).sum())
+    return float(excess.sum() / net_obs) if net_obs > 0 else 0.0
 
 
 def _residual_peaks(x: np.ndarray, y: np.ndarray, state: FitState, cfg: AnalysisSettings):
