@@ -353,28 +353,39 @@ class Driver:
 
     async def _session(self, stop: asyncio.Event) -> str:
         """One connection: register, heartbeat; frames are handled by the link's reader
-        callback (no await per frame). Returns why it ended."""
+        callback (no await per frame). Returns why it ended.
+
+        The silence check rides on the heartbeat timer (one wake-up per interval, not four:
+        16 idle drivers on 2 cores add up), so "lost" is noticed within one interval of
+        ``lost_after`` heartbeats."""
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         self._heard_any = False
         self._send(self._register_msg())
         beat = loop.create_task(self._heartbeats())
-        check_s = max(0.001, self.heartbeat_s / 4)
+        stopped = loop.create_task(stop.wait())
         try:
-            while not stop.is_set():
-                if loop.time() - self._last_heard > self.lost_after * self.heartbeat_s:
-                    return "heard" if self._heard_any else "lost"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), check_s)
-            return "stop"
+            await asyncio.wait((beat, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                return "stop"
+            beat.result()  # a bug in the heartbeat loop surfaces here
+            return "heard" if self._heard_any else "lost"
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            for task in (beat, stopped):
+                task.cancel()
+            for task in (beat, stopped):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _heartbeats(self) -> None:
+        """Every ``heartbeat_s``: a heartbeat, and the silence check; returns when the
+        controller has been silent for ``lost_after`` intervals."""
+        loop = asyncio.get_running_loop()
+        limit = self.lost_after * self.heartbeat_s
         while True:
             await asyncio.sleep(self.heartbeat_s)
+            if loop.time() - self._last_heard > limit:
+                return
             self._send(Heartbeat(running=list(self._tasks)))
 
     def _handle(self, frames: list[bytes]) -> None:
