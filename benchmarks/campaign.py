@@ -57,13 +57,22 @@ def main() -> int:
     if full:
         frac = mean(r["targets_made"] / max(r["targets_makeable"], 1) for r in full)
         epm = agg("full", "experiments_per_made_target")
-        beats = all(
-            f["targets_made"] >= b["targets_made"]
-            for f in full for b in rows if b["strategy"] != "full" and b["seed"] == f["seed"]
-        )
+        def better(f: dict, b: dict) -> bool:
+            # more targets truly made; at equal count, fewer experiments for them
+            if f["targets_made"] != b["targets_made"]:
+                return f["targets_made"] > b["targets_made"]
+            return (f["experiments_per_made_target"] or 1e9) < (b["experiments_per_made_target"] or 1e9)
+
+        pairs = [(f, b) for f in full for b in rows if b["strategy"] != "full" and b["seed"] == f["seed"]]
+        for f, b in pairs:
+            print(f"seed {f['seed']}: full {f['targets_made']} made / {f['experiments_per_made_target']:.2f} exp "
+                  f"vs {b['strategy']} {b['targets_made']} / {b['experiments_per_made_target'] or float('nan'):.2f}"
+                  f" -> {'full better' if better(f, b) else 'full NOT better'}")
+        beats = bool(pairs) and all(better(f, b) for f, b in pairs)
         print(f"\ngoal made >= 80 % of makeable: {frac:.0%} -> {'met' if frac >= 0.8 else 'NOT met'}")
         print(f"goal <= 4 experiments per made target: {epm:.2f} -> {'met' if epm <= 4 else 'NOT met'}")
-        print(f"goal beats every baseline on the same seeds (targets made): {'met' if beats else 'NOT met'}")
+        print(f"goal beats every baseline on the same seeds (more made, or as many with fewer "
+              f"experiments each): {'met' if beats else 'NOT met'}")
         fc = sum(r["false_claims"] for r in full)
         print(f"goal zero false claims: {fc} -> {'met' if fc == 0 else 'NOT met'}")
         wall = max(r["wall_s"] for r in full)

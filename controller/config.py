@@ -191,7 +191,7 @@ class AnalysisSection(_Strict):
                                "sigma reaches the threshold")
     systematic_yield_std: float = Field(0.03, ge=0, le=0.5, description="added in quadrature to the "
                                         "fit's yield sigma")
-    amorphous_threshold: float = Field(2.0, gt=0, le=1000, description="chi^2 per point a broad "
+    amorphous_threshold: float = Field(4.0, gt=0, le=1000, description="chi^2 per point a broad "
                                        "hump must remove, in units of the fit's reduced chi^2, to count "
                                        "as amorphous content")
     verify_repeats: int = Field(1, ge=0, le=5, description="repeats of a recipe whose yield clears the "

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import median_filter
 from scipy.optimize import nnls
 
 # hump centres and widths searched (deg 2theta, Cu K-alpha scale): oxide/phosphate glasses
@@ -29,6 +30,7 @@ HUMP_CENTRES_DEG = np.arange(15.0, 50.1, 2.5)
 HUMP_SIGMAS_DEG = (3.0, 5.0, 8.0)
 # smooth background: constant, linear, 1/x (air scatter) and exponential decays (holder, fluorescence)
 DECAY_LENGTHS_DEG = (3.0, 8.0, 20.0, 50.0)
+MEDIAN_WINDOW_DEG = 2.5
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ def estimate_amorphous(
     """
     x = np.asarray(x, dtype=float)
     net = np.asarray(y, dtype=float) - np.asarray(bragg, dtype=float)
+    step0 = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    # a running median over ~2.5 deg removes what is left of Bragg peaks (misfit of a wrong or
+    # strained reference, peaks of a phase nobody listed): those are narrow, a hump is not, and
+    # a poor crystalline fit must neither hide a hump nor fake one
+    net = median_filter(net, size=max(int(round(MEDIAN_WINDOW_DEG / step0)) | 1, 3), mode="nearest")
     w = 1.0 / np.sqrt(np.maximum(np.asarray(y, dtype=float), 1.0))
     base = _smooth_basis(x)
     humps, areas, centres = _hump_basis(x)
