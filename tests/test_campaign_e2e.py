@@ -32,11 +32,11 @@ CLI = [sys.executable, "-c", "from controller.cli import main; main()"]
 WORLD = os.environ.get("SYNTHLOOP_TEST_WORLD", "demo")  # a bundled world name or a world file
 
 
-def _config(name: str, *, budget: int, approval: bool = False, world: str = WORLD) -> dict:
+def _config(name: str, *, budget: int, approval: bool = False, world: str = WORLD, seed: int = 3) -> dict:
     from sim_lab import load_world
 
     return {
-        "campaign": {"name": name, "seed": 3, "approval_mode": approval,
+        "campaign": {"name": name, "seed": seed, "approval_mode": approval,
                      "budget": {"max_experiments": budget}},
         "chemical_space": {"systems": sorted(load_world(world).systems), "max_candidates": 300,
                            "candidate_sources": [{"kind": "prototypes"}]},
@@ -58,7 +58,13 @@ def _env() -> dict:
 
 
 def test_small_campaign_end_to_end(tmp_path: Path) -> None:
-    d = _write(tmp_path / "camp", _config("e2e", budget=18))
+    # The order in which results reach the planner depends on instrument and XRD-worker timing:
+    # with seed 3 Li5MnO4's LiOH + MnO2 failure can land in the history before Li2Mn3O7's
+    # replacement, the planner then avoids that pair and the only target this tiny world makes
+    # runs out of recipes. Seed 4 and up to 8 recipes per target leave room for either order.
+    cfg = _config("e2e", budget=24, seed=4)
+    cfg["recipes"]["max_recipes_per_target"] = 8
+    d = _write(tmp_path / "camp", cfg)
     out = subprocess.run([*CLI, "run", str(d), "--no-live"], capture_output=True, text=True,
                          timeout=240, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
@@ -67,7 +73,7 @@ def test_small_campaign_end_to_end(tmp_path: Path) -> None:
     assert status["status"] == "finished"
     with Store.for_campaign_dir(d) as store, store.session() as s:
         exps = s.exec(select(Experiment)).all()
-        assert 1 <= len(exps) <= 18
+        assert 1 <= len(exps) <= 24
         assert all(e.state in ("succeeded", "failed", "cancelled") for e in exps)
         analysed = [e for e in exps if e.target_yield is not None]
         assert analysed, "no experiment reached a verdict"
@@ -77,7 +83,10 @@ def test_small_campaign_end_to_end(tmp_path: Path) -> None:
             pa = s.exec(select(PhaseAnalysisRow).where(PhaseAnalysisRow.experiment_id == e.id)).one()
             assert pa.target_yield == pytest.approx(e.target_yield)
             assert 0.0 <= e.target_yield <= 1.0
-            assert e.state == ("succeeded" if e.target_yield >= 0.5 else "failed")
+            # made only on the yield's lower bound (fit sigma, systematics, amorphous share)
+            lower = pa.details["target_yield_lower"]
+            assert lower <= e.target_yield + 1e-9
+            assert e.state == ("succeeded" if lower >= 0.5 else "failed")
         # four succeeded steps per measured experiment, in order
         for e in analysed:
             steps = s.exec(select(StepCommand).where(StepCommand.experiment_id == e.id,
