@@ -586,14 +586,14 @@ def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float
 
     The estimate is the crystalline fraction scaled by (1 - amorphous share) when the pattern
     shows an amorphous hump. The bound starts from the lower of that and the alternative fit
-    that keeps the phases dropped as insignificant, and subtracts ``claim_sigma`` standard deviations of the fit,
-    of the systematic floor and of the amorphous share (each in quadrature): a target is
+    that keeps the phases dropped as nearly significant, and subtracts ``claim_sigma`` standard
+    deviations of the fit, of the systematic floor and of the amorphous share (in quadrature): a target is
     claimed made only on the bound, because the point estimate claimed partly glassy samples.
     """
     cryst = float(analysis.get("target_yield") or 0.0)
     whole = analysis.get("target_yield_whole_sample")
     y = float(whole) if whole is not None else cryst
-    # the claim must also hold with the phases the fit dropped as insignificant kept in
+    # the claim must also hold with the nearly significant phases the fit dropped kept in
     alt = analysis.get("target_yield_alternative")
     floor_y = min(y, float(alt) * (y / cryst if cryst > 0 else 1.0)) if alt is not None else y
     amorphous = analysis.get("amorphous") or {}

@@ -87,15 +87,14 @@ def estimate_amorphous(
     """
     x = np.asarray(x, dtype=float)
     net = np.asarray(y, dtype=float) - np.asarray(bragg, dtype=float)
-    step0 = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    step = float(np.median(np.diff(x))) if x.size > 1 else 1.0
     # a running median over ~2.5 deg removes what is left of Bragg peaks (misfit of a wrong or
     # strained reference, peaks of a phase nobody listed): those are narrow, a hump is not, and
     # a poor crystalline fit must neither hide a hump nor fake one
-    net = median_filter(net, size=max(int(round(MEDIAN_WINDOW_DEG / step0)) | 1, 3), mode="nearest")
+    net = median_filter(net, size=max(int(round(MEDIAN_WINDOW_DEG / step)) | 1, 3), mode="nearest")
     w = 1.0 / np.sqrt(np.maximum(np.asarray(y, dtype=float), 1.0))
     base = _smooth_basis(x)
     humps, areas, centres = _hump_basis(x)
-    step = float(np.median(np.diff(x))) if x.size > 1 else 1.0
     bragg_area = float(np.clip(bragg, 0.0, None).sum() * step)
     if humps.shape[1] == 0:
         return AmorphousEstimate(False, 0.0, 0.0, 0.0, 0.0, bragg_area, None, 0.0)

@@ -35,7 +35,8 @@ from .strain_search import best_strains, net_signal
 
 # share of its significance threshold a rejected phase must reach to enter the alternative fit
 NEAR_SIGNIFICANT = 0.25
-ANALYSIS_VERSION = 2  # 2: amorphous hump test, target_yield_std, whole-sample yield
+# 2: amorphous hump test, target_yield_std, whole-sample and alternative yields, unexplained share
+ANALYSIS_VERSION = 2
 
 
 class XrdAnalysisError(ValueError):
@@ -107,7 +108,7 @@ class PhaseAnalysis:
     target_yield_whole_sample: float | None = None
     # share of the net (above-background) intensity in residual peaks no kept phase accounts for
     unexplained_intensity_fraction: float = 0.0
-    # target yield when every phase rejected only as "not significant" is kept after all
+    # target yield when the phases rejected as nearly significant are kept after all
     target_yield_alternative: float | None = None
 
     def weight_fractions(self) -> dict[str, float]:
@@ -360,7 +361,7 @@ def analyze(
         target_std = float(np.sqrt(sum(float(wf_std[i]) ** 2 for i in on))) if on else 0.0
         whole = target_yield * (1.0 - amorphous.share)
         target_alt = _alternative_yield(model, state, phases, names, rejected, active, target_idx, cfg,
-                                        delta=delta, penalty=penalty)
+                                        delta=delta, penalty=penalty, current=target_yield)
     curves = {
         "two_theta": x,
         "observed": y,
@@ -534,7 +535,7 @@ def _weight_fraction_std(model: PatternModel, state: FitState, masses: np.ndarra
 def _alternative_yield(model: PatternModel, state: FitState, phases: list[ReferencePhase],
                        names: list[str], rejected: dict[str, str], active: np.ndarray,
                        target_idx: list[int], cfg: AnalysisSettings, *, delta: dict[int, float],
-                       penalty: float) -> float:
+                       penalty: float, current: float) -> float:
     """The target's fraction if the phases *nearly* significant are kept after all.
 
     Why: significance is judged against the fit's own misfit, so in a poor fit (a phase missing
@@ -543,7 +544,8 @@ def _alternative_yield(model: PatternModel, state: FitState, phases: list[Refere
     should hold under this alternative too. Only phases whose removal cost at least
     ``NEAR_SIGNIFICANT`` of their threshold come back: keeping every rejected phase lets dozens
     of absent ones soak up the misfit of an imperfect target structure (a 97 % pure sample then
-    looked 50 % pure). Phases that never earned a scale stay out.
+    looked 50 % pure). Phases that never earned a scale stay out; with none to add the answer
+    is ``current``, the final fit's own target yield.
     """
     alt = active.copy()
     for i, n in enumerate(names):
@@ -551,7 +553,7 @@ def _alternative_yield(model: PatternModel, state: FitState, phases: list[Refere
                 and delta.get(i, 0.0) >= NEAR_SIGNIFICANT * penalty * _n_params(model, i)):
             alt[i] = True
     if not (alt & ~active).any():
-        return float(_fractions(model, state, phases)[list(target_idx)].sum())
+        return current
     other = model.fit(state.theta, alt, max_nfev=cfg.screen_nfev)
     return float(_fractions(model, other, phases)[list(target_idx)].sum())
 
