@@ -37,6 +37,8 @@ class Link:
 
     ``on_frames`` is a plain function (it runs inside the reader callback); an exception in it
     is reported to ``on_error(exc)`` and the drain goes on with the next frame.
+    ``on_batch()``, if given, runs once after each drain that handled at least one frame (the
+    driver commits the ledger writes of the whole burst there, in the same callback).
     ``budget``: frames handled per callback before yielding to other callbacks (fairness).
     """
 
@@ -46,11 +48,13 @@ class Link:
         on_frames: Callable[[list[bytes]], None],
         on_error: Callable[[BaseException], None],
         *,
+        on_batch: Callable[[], None] | None = None,
         budget: int = 256,
     ) -> None:
         self.sock = sock
         self._on_frames = on_frames
         self._on_error = on_error
+        self._on_batch = on_batch
         self._budget = budget
         self._loop = asyncio.get_running_loop()
         self._fd = sock.getsockopt(zmq.FD)
@@ -80,28 +84,37 @@ class Link:
             return
         sock = self.sock
         handle = self._on_frames
-        for _ in range(self._budget):
-            try:
-                # EVENTS is ZeroMQ's documented edge check (and cheaper than a failing recv)
-                if not _get(sock, _EVENTS) & _POLLIN:
+        handled = 0
+        try:
+            while handled < self._budget:
+                try:
+                    # EVENTS is ZeroMQ's documented edge check (and cheaper than a failing recv)
+                    if not _get(sock, _EVENTS) & _POLLIN:
+                        return
+                    frames = [_recv(sock, _NOBLOCK)]
+                    while _get(sock, _RCVMORE):
+                        frames.append(_recv(sock, _NOBLOCK))
+                except zmq.ZMQError as exc:  # socket closed under us
+                    if not self._closed:
+                        self._on_error(exc)
                     return
-                frames = [_recv(sock, _NOBLOCK)]
-                while _get(sock, _RCVMORE):
-                    frames.append(_recv(sock, _NOBLOCK))
-            except zmq.ZMQError as exc:  # socket closed under us
-                if not self._closed:
+                handled += 1
+                try:
+                    handle(frames)
+                except Exception as exc:  # noqa: BLE001 - one message must not stop the drain
                     self._on_error(exc)
-                return
-            try:
-                handle(frames)
-            except Exception as exc:  # noqa: BLE001 - one message must not stop the drain
-                self._on_error(exc)
-            if self._closed:
-                return
-        # budget used up: more may wait; come back after the other ready callbacks
-        if not self._check_scheduled:
-            self._check_scheduled = True
-            self._loop.call_soon(self._drain)
+                if self._closed:
+                    return
+            # budget used up: more may wait; come back after the other ready callbacks
+            if not self._check_scheduled:
+                self._check_scheduled = True
+                self._loop.call_soon(self._drain)
+        finally:
+            if handled and self._on_batch is not None:
+                try:
+                    self._on_batch()
+                except Exception as exc:  # noqa: BLE001
+                    self._on_error(exc)
 
     def close(self, linger: int = 0) -> None:
         """Stop reading and close the socket (idempotent)."""

@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import signal
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -60,6 +61,34 @@ CANCELLED = (
 def _dumps(obj: Any) -> str:
     """JSON text of a result (NaN/inf refused: the wire format is strict JSON)."""
     return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
+_SUCCEEDED_HEAD = b'{"v":1,"type":"result","command_id":"'
+_SUCCEEDED_MID = b'","status":"succeeded","result":'
+_SUCCEEDED_TAIL = b',"error":null,"replay":false}'
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Any:
+    """Go on driving ``coro`` after its first step (which yielded ``yielded``) as if it were
+    awaited from the start: what it yields goes to the task, what the task sends or throws
+    (a wake-up, a cancellation) goes to it — ``yield from`` written out."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - cancellation and the like go to coro
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as finished:
+                return finished.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as finished:
+                return finished.value
 
 
 class _AckBatch:
@@ -126,12 +155,21 @@ class _GroupCommit:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def pending(self) -> bool:
+        return bool(self._ops)
+
+    def flush_now(self) -> None:
+        """Commit what is queued now (the scheduled flush then finds nothing to do)."""
+        self._flush(scheduled=False)
+
+    def _flush(self, scheduled: bool = True) -> None:
+        if scheduled:
+            self._scheduled = False
         if not self._ops:
             self._scheduled = False
             return
         ops, waiters = self._ops, self._waiters
-        self._ops, self._waiters, self._scheduled = [], [], False
+        self._ops, self._waiters = [], []
         error: Exception | None = None
         try:
             changed = self.ledger.apply(ops)
@@ -312,17 +350,21 @@ class Driver:
         if curve is not None:
             curve.apply_client(sock)
         sock.connect(endpoint)
-        link = Link(sock, self._on_frames, self._on_handler_error)
+        link = Link(sock, self._on_frames, self._on_handler_error, on_batch=self._on_batch)
         self.injector = FaultInjector(self.faults, link.send) if self.faults else None
         return link
 
     def _send(self, msg: BaseModel) -> None:
         """Send one message on the current socket without blocking; a closed or unconnected
         socket just loses it (the controller retransmits what it still needs)."""
+        self._send_frame(encode(msg))
+
+    def _send_frame(self, frame: bytes) -> None:
+        """Send one encoded message (see :meth:`_send`)."""
         link = self._link
         if link is None or link.closed:
             return
-        frames = [encode(msg)]
+        frames = [frame]
         try:
             if self.injector is not None:
                 self.injector.send_nowait(frames)
@@ -340,6 +382,14 @@ class Driver:
         self._last_heard = self._loop.time()
         self._heard_any = True
         self._handle(frames)
+
+    def _on_batch(self) -> None:
+        """End of a drained burst of frames: commit the admissions of the whole burst now (one
+        transaction), so each admitted task finds its id committed when it first runs and goes
+        straight on to execute — no extra event-loop turn for the commit, none for a wake-up."""
+        commits = self._commits
+        if commits is not None and commits.pending():
+            commits.flush_now()
 
     def _register_msg(self) -> Register:
         return Register(
@@ -482,9 +532,12 @@ class Driver:
                 return
             if params != cmd.params:
                 run = cmd.model_copy(update={"params": params})
-        # admitted: from here the id is in self._tasks (duplicates are acked as running); the
-        # task commits it to the ledger before execute() may run
-        self._tasks[cid] = self._loop.create_task(self._run(run))
+        # admitted: from here the id is in self._tasks (duplicates are acked as running). The
+        # begin is queued now and committed at the end of this burst of frames (on_batch);
+        # the task awaits that commit before execute() may run
+        assert self._commits is not None
+        begun = self._commits.submit(("begin", cid, capability, run.params))
+        self._tasks[cid] = self._loop.create_task(self._run(run, begun))
 
     def _replay(self, cid: str) -> bool:
         """Answer a command id the ledger already knows (True), or return False if it is new."""
@@ -506,7 +559,7 @@ class Driver:
             )
         return True
 
-    async def _run(self, cmd: Command) -> None:
+    async def _run(self, cmd: Command, begun: asyncio.Future[bool]) -> None:
         """Execute once, under the deadline; store the outcome, then send it.
 
         The Ack goes out only if the command is still running ``ack_after_s`` after admission:
@@ -528,8 +581,9 @@ class Driver:
         commits = self._commits
         assert commits is not None
         try:
-            # no shield needed: a cancelled wait leaves the queued insert to commit anyway
-            fresh = await commits.submit(("begin", cid, cmd.capability, cmd.params))
+            # usually already committed (on_batch), then this does not suspend; no shield
+            # needed: a cancelled wait leaves the queued insert to commit anyway
+            fresh = await begun
         except asyncio.CancelledError:
             # shut down before execute() started: the queued insert still commits, so close
             # the row truthfully instead of leaving it to look interrupted
@@ -550,24 +604,37 @@ class Driver:
             self._replay(cid)
             return
         self.executions += 1
-        acks = self._ack_later(cid)
-        deadline = asyncio.timeout(cmd.deadline_s)
+        deadline: asyncio.Timeout | None = None
+        start = self._loop.time()
         try:
             try:
+                # the first step of execute() runs right here, inside this task: a step that
+                # returns without waiting for anything needs no deadline timer and no ack timer
+                coro = self.execute(cmd, progress)
                 try:
-                    async with deadline:
-                        out = await self.execute(cmd, progress)
-                finally:
-                    acks.done(cid)
+                    first = coro.send(None)
+                except StopIteration as finished:
+                    out = finished.value
+                else:
+                    # it waits: from here under the deadline (counted from the start), and acked
+                    # if still running ack_after_s from now
+                    acks = self._ack_later(cid)
+                    deadline = asyncio.timeout_at(start + cmd.deadline_s)
+                    try:
+                        async with deadline:
+                            out = await _resume(coro, first)
+                    finally:
+                        acks.done(cid)
                 if self.validate_steps:
                     out = validate_result(cmd.capability, out)
                 elif not isinstance(out, dict):
                     raise StepError(f"result must be a dict, got {type(out).__name__}")
-                # the serialisability check is also the ledger's copy (encoded once)
+                # the serialisability check is also the ledger's copy and the wire's (encoded
+                # once)
                 text = _dumps(out)
                 status, payload = "succeeded", out
             except TimeoutError as exc:
-                if not deadline.expired():  # the instrument code's own timeout: a failure
+                if deadline is None or not deadline.expired():  # the instrument's own timeout
                     status, error = "failed", f"driver error: TimeoutError: {exc}"
                 else:
                     status = "expired"
@@ -591,11 +658,12 @@ class Driver:
         # the Result leaves only after the outcome is committed; the id stays in self._tasks
         # until then (a duplicate meanwhile is acked as running). The task ends here: the
         # commit callback sends, no wake-up of this task is needed.
-        commits.submit_then(("finish", cid, status, text, error),
-                            lambda _changed, exc: self._finished(cid, status, payload, error, exc))
+        commits.submit_then(
+            ("finish", cid, status, text, error),
+            lambda _changed, exc: self._finished(cid, status, payload, text, error, exc))
 
     def _finished(self, cid: str, status: Literal["succeeded", "failed", "expired"],
-                  payload: dict[str, Any] | None, error: str | None,
+                  payload: dict[str, Any] | None, text: str | None, error: str | None,
                   failure: Exception | None) -> None:
         """Commit callback of a command's outcome: report it (only now that it is stored)."""
         self._tasks.pop(cid, None)
@@ -603,6 +671,13 @@ class Driver:
             self.log.error("ledger write of the outcome of %s failed: %s", cid, failure)
             self._send(Error(code="internal", detail=f"ledger write failed: {failure}"[:4000],
                              command_id=cid))
+            return
+        if status == "succeeded" and text is not None:
+            # the frame ``encode(Result(...))`` would give, from the JSON text already made
+            # for the ledger (a large result is not validated and encoded a second time);
+            # ``cid`` is a canonical UUID, so it needs no escaping
+            self._send_frame(_SUCCEEDED_HEAD + cid.encode() + _SUCCEEDED_MID + text.encode()
+                             + _SUCCEEDED_TAIL)
             return
         self._send(Result(command_id=cid, status=status, result=payload, error=error))
 
@@ -647,9 +722,16 @@ class Driver:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=2.0)
-            assert self.ledger is not None
+            assert self.ledger is not None and self._commits is not None
+            self._commits.flush_now()
             for cid in cancelled:
                 entry = self.ledger.get(cid)
+                if entry is not None and entry.state == "running" and cid in self._tasks:
+                    # cancelled before its task first ran: execute() never started
+                    self._tasks.pop(cid, None)
+                    self.ledger.finish(cid, "failed",
+                                       error="cancelled before execution started: driver shut down")
+                    entry = self.ledger.get(cid)
                 if entry is not None and entry.state != "running":
                     self._send(Result(command_id=cid, status=entry.state,  # type: ignore[arg-type]
                                             result=entry.result, error=entry.error))
