@@ -111,6 +111,7 @@ class _Pending:
     sends: int = 0
     expiry: asyncio.TimerHandle | None = None
     on_progress: Callable[[str, float, str], None] | None = None
+    joiners: list[asyncio.Future[Outcome]] | None = None  # re-submits of a pending id
 
 
 class Dispatcher:
@@ -283,7 +284,12 @@ class Dispatcher:
         cid = command.command_id
         existing = self._pending.get(cid)
         if existing is not None:
-            return await asyncio.shield(existing.future)
+            # each joiner waits on its own future: cancelling one waiter cancels nobody else
+            joined: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            if existing.joiners is None:
+                existing.joiners = []
+            existing.joiners.append(joined)
+            return await joined
         loop = asyncio.get_running_loop()
         now = loop.time()
         pend = _Pending(
@@ -299,7 +305,10 @@ class Dispatcher:
         self._pending[cid] = pend
         self._queue.append(cid)
         self._assign()
-        return await asyncio.shield(pend.future)
+        # awaited directly (no shield: one callback hop fewer per command). If this caller is
+        # cancelled, the future is cancelled with it but the command stays pending: it is
+        # still routed, retried and resolved for joiners and for re-submits of the id.
+        return await pend.future
 
     async def query_status(
         self, command_ids: list[str], *, timeout: float | None = None
@@ -388,8 +397,13 @@ class Dispatcher:
             drv = self._drivers.get(pend.driver)
             if drv is not None:
                 drv.in_flight.discard(cid)
+        outcome = Outcome(cid, status, result, error, driver)
         if not pend.future.done():
-            pend.future.set_result(Outcome(cid, status, result, error, driver))
+            pend.future.set_result(outcome)
+        if pend.joiners:
+            for joined in pend.joiners:
+                if not joined.done():
+                    joined.set_result(outcome)
         self._changed.set()
 
     def _remember_owner(self, cid: str, identity: str) -> None:
