@@ -66,3 +66,22 @@ def test_yield_gp_learns_where_yield_is_reachable() -> None:
     assert mean[0] > mean[1] and (std > 0).all()
     # too little data: the physics prior, never a crash
     assert not YieldModel(0.5).fit(xs[:2], ys[:2])
+
+
+def test_yield_gp_reuses_hyperparameters_for_a_few_new_points_and_reoptimises_later() -> None:
+    """A refit after every result must not re-run the optimiser each time, and must still
+    predict like a full refit (the marginal-likelihood optimum barely moves)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform([0, 0, 600, 2, 0.3, 0], [500, 500, 1200, 3, 0.9, 0.5], size=(60, 6))
+    y = (x[:, 1] > 100) * 0.7 + rng.normal(0, 0.05, 60)
+    first = YieldModel(0.5)
+    assert first.fit(x[:40], y[:40])
+    warm = YieldModel(0.5)
+    assert warm.fit(x[:44], y[:44], warm=first)
+    assert warm.optimised is first.optimised  # hyperparameters reused, not re-optimised
+    full = YieldModel(0.5)
+    full.fit(x[:44], y[:44])
+    assert np.abs(warm.predict(x[44:])[0] - full.predict(x[44:])[0]).max() < 0.05
+    later = YieldModel(0.5)
+    later.fit(x[:52], y[:52], warm=warm)  # 30 % more data than at the last optimisation
+    assert later.optimised is not None and later.optimised[0] == 52
