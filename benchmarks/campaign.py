@@ -6,7 +6,13 @@
 Each run is ``synthloop bench campaign`` in-process (one JSON line per run on stdout), then a
 summary table (means over seeds) and the goal checks: ``full`` makes >= 80 % of the makeable
 targets with <= 4 experiments per made target, beats every baseline on the same seeds, has zero
-false claims and takes <= 5 min of wall time.
+false claims and takes <= 5 min of wall time for a 355-experiment campaign.
+
+Why a separate campaign for the wall time: on ``alab-like`` every strategy resolves all 60
+targets in ~130 experiments, so none of those campaigns is 355 experiments long. The wall figure
+comes from ``full`` on ``alab-like-wide`` (the same chemistry with all 115 candidate targets)
+with up to ``--wall-max-recipes`` recipes per target, so that the budget of 355, not the
+targets, ends it (``--wall-world ''`` skips it).
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ def main() -> int:
     ap.add_argument("--world", default="alab-like")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=355)
-    ap.add_argument("--strategies", nargs="+",
+    ap.add_argument("--strategies", nargs="*",
                     default=["full", "random_recipes", "no_active_learning", "random_targets"])
+    ap.add_argument("--wall-world", default="alab-like-wide",
+                    help="world of the 355-experiment wall-time campaign ('' to skip it)")
+    ap.add_argument("--wall-max-recipes", type=int, default=12)
     args = ap.parse_args()
 
     from controller.loop.bench import quiet_stdout, run_bench
@@ -76,8 +85,19 @@ def main() -> int:
         fc = sum(r["false_claims"] for r in full)
         print(f"goal zero false claims: {fc} -> {'met' if fc == 0 else 'NOT met'}")
         wall = max(r["wall_s"] for r in full)
-        print(f"goal <= 300 s wall per campaign: max {wall:.0f} s -> {'met' if wall <= 300 else 'NOT met'}")
+        print(f"wall per campaign on {args.world}: max {wall:.0f} s for at most "
+              f"{max(r['experiments'] for r in full)} experiments")
         print(f"duplicate executions (all runs): {sum(r['duplicate_executions'] for r in rows)}")
+    if args.wall_world:
+        with quiet_stdout():
+            r = run_bench(args.wall_world, "full", args.seeds[0], budget=args.budget,
+                          max_recipes=args.wall_max_recipes)
+        print(json.dumps(r), flush=True)
+        ok = r["wall_s"] <= 300 and r["experiments"] >= args.budget
+        print(f"goal <= 300 s wall for a {args.budget}-experiment campaign: {r['experiments']} "
+              f"experiments on {args.wall_world} in {r['wall_s']:.0f} s "
+              f"({r['experiments'] / r['wall_s']:.2f} experiments/s, stop: {r['stop_reason']}) -> "
+              f"{'met' if ok else 'NOT met'}")
     return 0
 
 

@@ -471,11 +471,13 @@ class RecipePlanner:
         key = _history_key(history)
         if self._learned is not None and self._learned[0] == key:
             return self._learned[1]
-        learned = self._learn_from(history)
+        warm = self._learned[1][1] if self._learned is not None else None
+        learned = self._learn_from(history, warm)
         self._learned = (key, learned)
         return learned
 
-    def _learn_from(self, history: Sequence[Observation]) -> tuple[PathwayKnowledge, YieldModel]:
+    def _learn_from(self, history: Sequence[Observation],
+                    warm: YieldModel | None = None) -> tuple[PathwayKnowledge, YieldModel]:
         knowledge = PathwayKnowledge(self.thermo, self.library)
         for obs in history:
             self._register_quiet(obs.recipe)
@@ -493,7 +495,7 @@ class RecipePlanner:
             rem = self._step_force(path, -rxn.energy_mev_per_atom)
             xs.append(self._features(tgt, formulas, rxn, rem, t, obs.recipe.dwell_min))
             ys.append(obs.target_yield)
-        model.fit(xs, ys)
+        model.fit(xs, ys, warm=warm)
         return knowledge, model
 
     def _register_quiet(self, recipe: Recipe) -> None:

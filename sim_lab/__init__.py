@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     "build_world": "builder",
+    "widen_world": "builder",
     "precursor_masses": "builder",
     "target_truth": "builder",
     "CONFORMANCE_SAMPLE": "conformance",
@@ -65,6 +66,7 @@ __all__ = [
     "XrdStation",
     "as_profile",
     "build_world",
+    "widen_world",
     "bundled_worlds",
     "conformance_class",
     "instrument_class",

@@ -482,3 +482,45 @@ def build_world(
         world.save(out)
         world.source = str(out)
     return world
+
+
+def widen_world(world: World, *, name: str, max_e_hull: float = 0.08,
+                description: str = "", log: Callable[[str], None] | None = None) -> World:
+    """A world with every candidate target of ``world`` (all hypotheticals within
+    ``max_e_hull`` eV/atom of the hull), not just the ones its builder picked.
+
+    Why: a campaign on ``alab-like`` resolves all 60 targets in ~130 experiments, so an
+    A-Lab-sized campaign (355 experiments) needs more targets to spend them on. The phases,
+    precursors, kinetics and instruments are the same world's, so the chemistry is unchanged;
+    the added targets get their truth from the same search the builder runs (:func:`target_truth`),
+    and those above the hull are unmakeable by construction (the reaction model never forms them).
+    """
+    say = log or (lambda _msg: None)
+    t0 = time.perf_counter()
+    doc = world.to_dict()
+    ehull = doc.get("provenance", {}).get("e_above_hull_of_hypothetical", {})
+    have = {t["formula"] for t in doc["targets"]}
+    added: list[dict[str, Any]] = []
+    for f in sorted(ehull, key=lambda k: (ehull[k], k)):
+        if ehull[f] > max_e_hull or f in have:
+            continue
+        if ehull[f] > 0:
+            truth: dict[str, Any] = {"makeable": False, "best_yield": 0.0, "best_recipe": None,
+                                     "recipes_tried": 0}
+        else:
+            truth = target_truth(world, f, stop_when_made=True)
+        added.append({"formula": f, "truth": truth})
+    doc["targets"] = sorted([*doc["targets"], *added], key=lambda t: t["formula"])
+    doc["name"] = name
+    doc["description"] = description or f"{world.name} with every candidate target within {max_e_hull} eV/atom of the hull"
+    n_make = sum(bool(t["truth"]["makeable"]) for t in doc["targets"])
+    doc["provenance"]["targets"] = {
+        **doc["provenance"].get("targets", {}),
+        "widened_from": world.name,
+        "added": len(added),
+        "chosen": len(doc["targets"]),
+        "makeable_fraction": round(n_make / max(1, len(doc["targets"])), 3),
+        "widen_seconds": round(time.perf_counter() - t0, 1),
+    }
+    say(f"{name}: {len(doc['targets'])} targets ({len(added)} added), {n_make} makeable")
+    return parse_world(doc, "<widen_world>")

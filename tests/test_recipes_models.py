@@ -66,3 +66,30 @@ def test_yield_gp_learns_where_yield_is_reachable() -> None:
     assert mean[0] > mean[1] and (std > 0).all()
     # too little data: the physics prior, never a crash
     assert not YieldModel(0.5).fit(xs[:2], ys[:2])
+
+
+def test_yield_gp_reoptimises_on_a_schedule_and_answers_the_same_whatever_came_before() -> None:
+    """A refit after every result must not re-run the optimiser each time, and the same history
+    must give the same model whether or not the planner fitted shorter ones first (a resumed
+    campaign must decide as an uninterrupted one)."""
+    from recipes.yield_model import optimisation_points
+
+    assert [optimisation_points(n) for n in (4, 8, 9, 10, 12, 13, 40, 43, 44)] == \
+        [4, 8, 8, 10, 10, 13, 35, 35, 44]
+    rng = np.random.default_rng(0)
+    x = rng.uniform([0, 0, 600, 2, 0.3, 0], [500, 500, 1200, 3, 0.9, 0.5], size=(60, 6))
+    y = (x[:, 1] > 100) * 0.7 + rng.normal(0, 0.05, 60)
+    first = YieldModel(0.5)
+    assert first.fit(x[:40], y[:40])
+    warm = YieldModel(0.5)
+    assert warm.fit(x[:43], y[:43], warm=first)
+    assert warm.optimised[1] is first.optimised[1]  # same 35-point prefix: no optimiser run
+    cold = YieldModel(0.5)
+    cold.fit(x[:43], y[:43])
+    np.testing.assert_allclose(warm.predict(x[43:])[0], cold.predict(x[43:])[0], rtol=1e-9, atol=1e-12)
+    # a corrected early yield changes the prefix: optimised afresh
+    y2 = y.copy()
+    y2[0] += 0.2
+    changed = YieldModel(0.5)
+    changed.fit(x[:43], y2[:43], warm=warm)
+    assert changed.optimised[0] != warm.optimised[0]

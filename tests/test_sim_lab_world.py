@@ -95,3 +95,32 @@ def test_bundled_worlds_load_and_hide_nothing_they_should_show(name: str) -> Non
         assert world.truth(formula) is not None
     known = world.known_formulas()[0]
     assert world.known_structure(known).composition.reduced_formula == known
+
+
+def test_widening_a_world_adds_every_candidate_with_the_builders_truth() -> None:
+    """The wide world is the same chemistry with more targets: a candidate the builder left out
+    comes back with the truth the builder's own search gives it."""
+    from sim_lab import widen_world
+
+    demo = load_world("demo")
+    doc = demo.to_dict()
+    removed = next(t for t in doc["targets"] if t["formula"] == "Li2Mn3O7")
+    doc["targets"] = [t for t in doc["targets"] if t["formula"] != "Li2Mn3O7"]
+    narrow = parse_world(doc, "<narrow>")
+    wide = widen_world(narrow, name="demo-wide", max_e_hull=0.08)
+    assert wide.name == "demo-wide"
+    assert sorted(wide.target_formulas()) == sorted(demo.target_formulas())
+    back = next(t for t in wide.to_dict()["targets"] if t["formula"] == "Li2Mn3O7")["truth"]
+    # the builder's search (here stopping at the first recipe that makes it: a lower bound)
+    assert back["makeable"] == removed["truth"]["makeable"] is True
+    assert 0.5 <= back["best_yield"] <= removed["truth"]["best_yield"] + 1e-9
+    assert back["recipes_tried"] <= removed["truth"]["recipes_tried"]
+    assert wide.model.phases == demo.model.phases  # the chemistry is untouched
+
+
+def test_bundled_wide_world_holds_every_alab_like_target_and_more() -> None:
+    narrow, wide = load_world("alab-like"), load_world("alab-like-wide")
+    assert set(narrow.target_formulas()) < set(wide.target_formulas())
+    truth = {t["formula"]: t["truth"] for t in wide.to_dict()["targets"]}
+    assert all(truth[t["formula"]] == t["truth"] for t in narrow.to_dict()["targets"])
+    assert sum(v["makeable"] for v in truth.values()) == 40  # the added ones are all unmakeable

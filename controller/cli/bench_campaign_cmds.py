@@ -18,6 +18,7 @@ def campaign(
                                  help="full | random_recipes | no_active_learning | random_targets"),
     seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
     budget: int = typer.Option(355, "--budget", help="maximum experiments"),
+    max_recipes: int = typer.Option(5, "--max-recipes", help="recipes per target before it is given up"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON object"),
     workdir: Path | None = typer.Option(None, "--workdir", help="keep the campaign here (default: temporary)"),
 ) -> None:
@@ -31,9 +32,13 @@ def campaign(
     if budget < 1:
         typer.echo(f"error: --budget must be >= 1, got {budget}", err=True)
         raise typer.Exit(2)
+    if not 1 <= max_recipes <= 50:
+        typer.echo(f"error: --max-recipes must be 1..50, got {max_recipes}", err=True)
+        raise typer.Exit(2)
     try:
         with quiet_stdout():
-            result = run_bench(world, strategy, seed, budget=budget, workdir=workdir)
+            result = run_bench(world, strategy, seed, budget=budget, workdir=workdir,
+                               max_recipes=max_recipes)
     except Exception as exc:  # noqa: BLE001 - world errors and the like: say what, exit non-zero
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -55,6 +55,27 @@ def build_world_cmd(
                   f"{len(world.target_formulas())} targets")
 
 
+@simlab_app.command("widen-world")
+def widen_world_cmd(
+    world: str = typer.Argument(..., help="bundled world name or world file to widen"),
+    out: Path = typer.Option(..., "--out", help="world file to write (.json, .json.bz2 or .yaml)"),
+    name: str = typer.Option(..., help="name of the new world"),
+    max_e_hull: float = typer.Option(0.08, help="targets: every candidate with e_above_hull <= this"),
+) -> None:
+    """Same chemistry, every candidate target (for campaigns longer than the world's targets allow)."""
+    from sim_lab import WorldError, load_world, widen_world
+
+    if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
+        _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
+    try:
+        wide = widen_world(load_world(world), name=name, max_e_hull=max_e_hull,
+                           log=lambda m: console.print(m, highlight=False))
+    except WorldError as exc:
+        _fail(str(exc))
+    wide.save(out)
+    console.print(f"[green]wrote[/] {out}: {len(wide.target_formulas())} targets")
+
+
 @simlab_app.command("show")
 def show(world: str = typer.Argument("demo", help="bundled world name or world file")) -> None:
     """Summarise a world (systems, shelf, target candidates) without revealing the truth."""

@@ -22,7 +22,7 @@ from .runtime import _threads, run_async
 
 
 def bench_config(world_ref: str, systems: list[str], *, seed: int, budget: int, strategy: str,
-                 fast: bool = True) -> dict:
+                 fast: bool = True, max_recipes: int = 5) -> dict:
     """The campaign a benchmark runs: the world's systems, a budget, a compact ensemble."""
     return {
         "campaign": {"name": f"bench-{strategy}-{seed}", "seed": seed, "budget": {"max_experiments": budget}},
@@ -31,7 +31,7 @@ def bench_config(world_ref: str, systems: list[str], *, seed: int, budget: int, 
         "surrogate": {"ensemble_size": 3 if fast else 5, "hidden": 32 if fast else 64,
                       "layers": 2 if fast else 3, "epochs": 40 if fast else 150, "retrain_every": 16},
         "acquisition": {"strategy": "qlogei", "batch_size": 6},
-        "recipes": {"max_recipes_per_target": 5, "yield_threshold": 0.5},
+        "recipes": {"max_recipes_per_target": max_recipes, "yield_threshold": 0.5},
         "lab": {"kind": "simulated", "world": world_ref, "speedup": 1e7, "step_retries": 2,
                 "heartbeat_s": 0.5},
         "store": {"url": "sqlite:///campaign.db"},
@@ -90,8 +90,11 @@ def quiet_stdout():  # noqa: ANN201 - context manager
 
 
 def run_bench(world: str, strategy: str, seed: int, *, budget: int | None = None,
-              workdir: Path | None = None, fast: bool = True) -> dict[str, Any]:
-    """Run one benchmark campaign in a temporary directory and return its scores."""
+              workdir: Path | None = None, fast: bool = True, max_recipes: int = 5) -> dict[str, Any]:
+    """Run one benchmark campaign in a temporary directory and return its scores.
+
+    ``max_recipes``: recipes tried per target before it is given up (5, as the A-Lab planned).
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
     _threads()
@@ -100,7 +103,8 @@ def run_bench(world: str, strategy: str, seed: int, *, budget: int | None = None
     ref = str(Path(world).resolve()) if Path(world).exists() else world
     w = load_world(ref)
     budget = budget or 355
-    data = bench_config(ref, sorted(w.systems), seed=seed, budget=budget, strategy=strategy, fast=fast)
+    data = bench_config(ref, sorted(w.systems), seed=seed, budget=budget, strategy=strategy, fast=fast,
+                        max_recipes=max_recipes)
     cfg = parse_config(data, f"bench config ({world})")
     with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
         cdir = Path(workdir) if workdir else Path(tmp)
@@ -113,6 +117,7 @@ def run_bench(world: str, strategy: str, seed: int, *, budget: int | None = None
 
             summary, scores = asyncio.run(run_async(cfg, cdir, store, options=RunOptions(strategy=strategy),
                                                     score=scorer))
-    return {"world": world, "strategy": strategy, "seed": seed, "budget": budget, **scores,
+    return {"world": world, "strategy": strategy, "seed": seed, "budget": budget,
+            "max_recipes_per_target": max_recipes, **scores,
             "lab_days": round(summary.lab_days, 3), "wall_s": round(time.monotonic() - started, 2),
             "model_versions": summary.model_versions, "stop_reason": summary.stop_reason}

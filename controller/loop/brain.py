@@ -110,6 +110,10 @@ def _reduced(formula: str) -> str:
     return Composition(formula).reduced_formula
 
 
+# graph passes per ensemble member and fine-tune (epochs x results): 25 epochs of 32 results
+FINE_TUNE_SAMPLE_EPOCHS = 800
+
+
 class Brain:
     """Real implementation over ``surrogates``, ``recipes`` and ``controller.xrd``."""
 
@@ -197,10 +201,15 @@ class Brain:
 
         want = Composition(formula).reduced_composition
         best = None
-        for rank, (name, s) in enumerate(self._templates()):
-            s0 = s.copy()
-            s0.remove_oxidation_states()
-            tc = s0.composition.reduced_composition
+        if not hasattr(self, "_template_comps"):
+            # each template's de-oxidised copy and composition, once (not once per target)
+            cleaned = []
+            for rank, (name, s) in enumerate(self._templates()):
+                s0 = s.copy()
+                s0.remove_oxidation_states()
+                cleaned.append((rank, name, s0, s0.composition.reduced_composition))
+            self._template_comps = cleaned
+        for rank, name, s0, tc in self._template_comps:
             if len(tc) != len(want):
                 continue
             for a in tc.elements:
@@ -218,6 +227,7 @@ class Brain:
         if best is None:
             return None
         _, name, s0, a, b = best
+        s0 = s0.copy()
         before = s0.composition
         s0.replace_species({a: b})
         s0.scale_lattice(s0.volume * _ionic_volume(s0.composition) / _ionic_volume(before))
@@ -313,8 +323,12 @@ class Brain:
                               aux_targets=tuple(sc.auxiliary_targets))
 
     def _fine_tune_epochs(self, n: int) -> int:
-        """Enough epochs for the yield head to move even when fine-tuned on a handful of results."""
-        return max(25, self.cfg.surrogate.epochs // 3)
+        """Enough epochs for the yield head to move even when fine-tuned on a handful of results,
+        and fewer as the results pile up: each fine-tune starts from the previous version, which
+        has already learned the older results, so the work per retrain stays about constant
+        (~FINE_TUNE_SAMPLE_EPOCHS graph passes per member) instead of growing with the campaign."""
+        full = max(25, self.cfg.surrogate.epochs // 3)
+        return max(3, min(full, round(FINE_TUNE_SAMPLE_EPOCHS / max(n, 1))))
 
     def _structures(self, cands: list[Any]) -> list[Any]:
         from pymatgen.core import Structure
@@ -550,7 +564,8 @@ class Brain:
                     phases.append(ref)
         phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
         ac = self.cfg.analysis
-        settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold)
+        settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold,
+                                    screen_nfev=ac.screen_iterations)
         d = self.analysis_pool.analyze(two_theta, intensities, wavelength, phases, target, settings)
         y, y_low = claimable_yield(d, claim_sigma=ac.claim_sigma, systematic_std=ac.systematic_yield_std)
         return {

@@ -128,6 +128,7 @@ class CampaignRunner:
         self._rng = np.random.default_rng(cfg.campaign.seed)
         self._errors: list[BaseException] = []
         self._pool_exhausted = False
+        self._candidate_rows: list[Candidate] | None = None
         self.missing_drivers: list[str] = []
 
     # ================================================================== entry point
@@ -151,10 +152,7 @@ class CampaignRunner:
                                  "missing_drivers": self.missing_drivers})
         await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers)
         await asyncio.to_thread(self._ensure_candidates)
-        with self.store.session() as s:
-            self.brain.pool_structures = {
-                c.formula: c.structure for c in s.exec(select(Candidate).where(
-                    Candidate.campaign_id == self.campaign_id)).all() if c.structure}
+        self.brain.pool_structures = {c.formula: c.structure for c in self._candidates() if c.structure}
         await self._ensure_model()
         runner = ExperimentRunner(
             self.store, self.transport, self.pools,
@@ -588,14 +586,13 @@ class CampaignRunner:
                 Target.campaign_id == self.campaign_id)).all()
             taken = {cid for cid, _ in taken_rows}
             in_flight = {cid for cid, st in taken_rows if st == TargetState.ACTIVE.value}
-            cands = s.exec(select(Candidate).where(Candidate.campaign_id == self.campaign_id)
-                           .order_by(Candidate.id)).all()
         max_targets = self.cfg.campaign.budget.max_targets
         want = min(self._desired_active() - active, left)
         if max_targets is not None:
             want = min(want, max_targets - n_targets)
         if want <= 0:
             return
+        cands = self._candidates()
         index_of = {c.id: i for i, c in enumerate(cands)}
         excluded = {index_of[c] for c in taken if c in index_of}  # never chosen twice
         pending = {index_of[c] for c in in_flight if c in index_of}  # being made: BoTorch X_pending
@@ -625,6 +622,15 @@ class CampaignRunner:
         self._wake.set()
 
     # ================================================================== candidates & models
+    def _candidates(self) -> list[Candidate]:
+        """The pool in id order, read once: it is written once (``_ensure_candidates``) and never
+        changes, and reading its structures' JSON on every refill cost seconds per campaign."""
+        if self._candidate_rows is None:
+            with self.store.session() as s:
+                self._candidate_rows = list(s.exec(select(Candidate).where(
+                    Candidate.campaign_id == self.campaign_id).order_by(Candidate.id)).all())
+        return self._candidate_rows
+
     def _ensure_candidates(self) -> None:
         with self.store.session() as s:
             n = int(s.exec(select(func.count()).select_from(Candidate)
@@ -699,9 +705,7 @@ class CampaignRunner:
 
     async def _train(self) -> None:
         """Train a new model version on known phases + the campaign's XRD-verified yields."""
-        with self.store.session() as s:
-            cands = s.exec(select(Candidate).where(Candidate.campaign_id == self.campaign_id)
-                           .order_by(Candidate.id)).all()
+        cands = self._candidates()
         results = self._results()
         n_results = self._n_results()
         previous = self._model
