@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import random
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,14 +31,8 @@ from drivers import (
 )
 from drivers.examples import ToyFurnace
 
-HB = 0.05
-
-
-def arun(coro: Any, timeout: float = 30.0) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
+sys.path.insert(0, str(Path(__file__).parent))
+from drivers_lab import HB, arun, lab  # noqa: E402
 
 
 class Recorder(Driver):
@@ -76,23 +70,6 @@ class Recorder(Driver):
             }
         finally:
             self.active -= 1
-
-
-@contextlib.asynccontextmanager
-async def lab(drivers: list[Driver], **dispatcher_kw: Any):
-    kw = {"heartbeat_s": HB, "lost_after": 10, **dispatcher_kw}
-    d = Dispatcher(**kw)
-    await d.start()
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(drv.serve(d.endpoint, stop=stop)) for drv in drivers]
-    try:
-        caps = {c for drv in drivers for c in drv.capabilities}
-        await d.wait_for(caps, 10)
-        yield d
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
-        await d.close()
 
 
 def dose(sample: str, deadline: float = 10.0) -> Command:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,6 @@ import zmq.asyncio
 
 from drivers import (
     Command,
-    Dispatcher,
     Driver,
     InstrumentError,
     Ledger,
@@ -27,14 +27,8 @@ from drivers import (
     encode,
 )
 
-HB = 0.05
-
-
-def arun(coro: Any, timeout: float = 30.0) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
+sys.path.insert(0, str(Path(__file__).parent))
+from drivers_lab import HB, arun, lab  # noqa: E402
 
 
 class Instant(Driver):
@@ -66,12 +60,7 @@ def test_instant_and_waiting_steps_give_the_same_outcomes(tmp_path: Path) -> Non
     drv = Instant("inst", tmp_path / "l.sqlite", heartbeat_s=HB)
 
     async def main() -> None:
-        d = Dispatcher(heartbeat_s=HB, lost_after=10)
-        await d.start()
-        stop = asyncio.Event()
-        serving = asyncio.create_task(drv.serve(d.endpoint, stop=stop))
-        try:
-            await d.wait_for({"echo"}, 10)
+        async with lab([drv]) as d:
             for cap in ("echo", "slow"):
                 ok = await d.submit(Command(capability=cap, params={"i": 7}, deadline_s=5))
                 assert ok.status == "succeeded"
@@ -92,10 +81,6 @@ def test_instant_and_waiting_steps_give_the_same_outcomes(tmp_path: Path) -> Non
             first = await d.submit(cmd)
             again = await d.submit(cmd)
             assert first.result == again.result and drv.calls.count(cmd.command_id) == 1
-        finally:
-            stop.set()
-            await asyncio.wait_for(serving, 10)
-            await d.close()
 
     arun(main())
 
@@ -140,12 +125,7 @@ def test_cancelled_submitter_leaves_the_command_to_its_joiners(tmp_path: Path) -
     drv = Instant("inst", tmp_path / "l.sqlite", heartbeat_s=HB)
 
     async def main() -> None:
-        d = Dispatcher(heartbeat_s=HB, lost_after=10)
-        await d.start()
-        stop = asyncio.Event()
-        serving = asyncio.create_task(drv.serve(d.endpoint, stop=stop))
-        try:
-            await d.wait_for({"slow"}, 10)
+        async with lab([drv]) as d:
             cmd = Command(capability="slow", params={"sleep": 0.3, "i": 5}, deadline_s=5)
             first = asyncio.create_task(d.submit(cmd))
             await asyncio.sleep(0.05)
@@ -158,10 +138,6 @@ def test_cancelled_submitter_leaves_the_command_to_its_joiners(tmp_path: Path) -
             # the id was never lost: a later re-submit gets the stored result (no new run)
             again = await d.submit(cmd)
             assert again.status == "succeeded" and drv.calls.count(cmd.command_id) == 1
-        finally:
-            stop.set()
-            await asyncio.wait_for(serving, 10)
-            await d.close()
 
     arun(main())
 

@@ -25,15 +25,16 @@ from typer.testing import CliRunner
 
 from drivers import Command, Dispatcher, Driver, FaultConfig, ProgressFn, check_driver
 
+sys.path.insert(0, str(Path(__file__).parent))
+from drivers_lab import arun as _arun  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 HB = 0.1
 
 
 def arun(coro: Any, timeout: float = 60.0) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
+    """Separate driver processes start slower than in-process ones: a longer default timeout."""
+    return _arun(coro, timeout)
 
 
 def free_port() -> int:

@@ -1,0 +1,38 @@
+"""Test helpers shared by the driver tests: run a coroutine under a timeout, and a dispatcher
+with in-process drivers serving it (real ZeroMQ sockets on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from drivers import Dispatcher, Driver
+
+HB = 0.05
+
+
+def arun(coro: Any, timeout: float = 30.0) -> Any:
+    async def main() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def lab(drivers: list[Driver], **dispatcher_kw: Any) -> AsyncIterator[Dispatcher]:
+    """A started Dispatcher with every driver registered; drivers stopped and it closed after."""
+    kw = {"heartbeat_s": HB, "lost_after": 10, **dispatcher_kw}
+    d = Dispatcher(**kw)
+    await d.start()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(drv.serve(d.endpoint, stop=stop)) for drv in drivers]
+    try:
+        caps = {c for drv in drivers for c in drv.capabilities}
+        await d.wait_for(caps, 10)
+        yield d
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+        await d.close()
