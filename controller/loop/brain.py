@@ -179,7 +179,9 @@ class Brain:
                                      provenance={"template": template}))
         return out
 
-    def _templates(self) -> list[tuple[str, Any]]:
+    def _templates(self) -> list[tuple[str, Any, Any]]:
+        """(name, de-oxidised structure, reduced composition) of every substitution template,
+        built once (not once per target: the copies were most of candidate generation)."""
         from surrogates import seed_structures
 
         if not hasattr(self, "_template_list"):
@@ -190,7 +192,12 @@ class Brain:
                         items.append((f"known:{f}", self.world.known_structure(f)))
                     except (KeyError, ValueError):
                         continue
-            self._template_list = items
+            cleaned = []
+            for name, s in items:
+                s0 = s.copy()
+                s0.remove_oxidation_states()
+                cleaned.append((name, s0, s0.composition.reduced_composition))
+            self._template_list = cleaned
         return self._template_list
 
     def _substitute(self, formula: str) -> tuple[Any, str] | None:
@@ -201,15 +208,7 @@ class Brain:
 
         want = Composition(formula).reduced_composition
         best = None
-        if not hasattr(self, "_template_comps"):
-            # each template's de-oxidised copy and composition, once (not once per target)
-            cleaned = []
-            for rank, (name, s) in enumerate(self._templates()):
-                s0 = s.copy()
-                s0.remove_oxidation_states()
-                cleaned.append((rank, name, s0, s0.composition.reduced_composition))
-            self._template_comps = cleaned
-        for rank, name, s0, tc in self._template_comps:
+        for rank, (name, s0, tc) in enumerate(self._templates()):
             if len(tc) != len(want):
                 continue
             for a in tc.elements:
