@@ -484,16 +484,32 @@ def build_world(
     return world
 
 
-def widen_world(world: World, *, name: str, max_e_hull: float = 0.08,
+def _known_target_formulas(world: World) -> list[str]:
+    """Known multi-cation phases that are not on the shelf: compounds a lab might be asked to
+    make (ternary or richer, no carbonate or hydroxide, which are precursors, not products)."""
+    shelf = {Composition(p.formula).reduced_formula for p in world.model.precursors}
+    out = []
+    for f in sorted(world.known_formulas()):
+        els = {e.symbol for e in Composition(f).elements}
+        if f in shelf or len(els) < 3 or els & {"C", "H"}:
+            continue
+        out.append(f)
+    return out
+
+
+def widen_world(world: World, *, name: str, max_e_hull: float = 0.08, include_known: bool = False,
                 description: str = "", log: Callable[[str], None] | None = None) -> World:
     """A world with every candidate target of ``world`` (all hypotheticals within
-    ``max_e_hull`` eV/atom of the hull), not just the ones its builder picked.
+    ``max_e_hull`` eV/atom of the hull), not just the ones its builder picked; with
+    ``include_known`` also every known multi-cation phase that is not a precursor.
 
-    Why: a campaign on ``alab-like`` resolves all 60 targets in ~130 experiments, so an
-    A-Lab-sized campaign (355 experiments) needs more targets to spend them on. The phases,
-    precursors, kinetics and instruments are the same world's, so the chemistry is unchanged;
-    the added targets get their truth from the same search the builder runs (:func:`target_truth`),
-    and those above the hull are unmakeable by construction (the reaction model never forms them).
+    Why: a campaign on ``alab-like`` resolves all 60 targets in ~130 experiments, and one on
+    all 115 candidates in ~310-335, so an A-Lab-sized campaign (355 experiments, ended by its
+    budget) needs more targets to spend them on; known compounds are the ones a lab also makes
+    (references, precursors of later steps). The phases, precursors, kinetics and instruments
+    are the same world's, so the chemistry is unchanged; the added targets get their truth from
+    the same search the builder runs (:func:`target_truth`), and those above the hull are
+    unmakeable by construction (the reaction model never forms them).
     """
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
@@ -510,14 +526,22 @@ def widen_world(world: World, *, name: str, max_e_hull: float = 0.08,
         else:
             truth = target_truth(world, f, stop_when_made=True)
         added.append({"formula": f, "truth": truth})
+    if include_known:
+        have |= {a["formula"] for a in added}
+        for f in _known_target_formulas(world):
+            if f not in have:
+                added.append({"formula": f, "truth": target_truth(world, f, stop_when_made=True)})
     doc["targets"] = sorted([*doc["targets"], *added], key=lambda t: t["formula"])
     doc["name"] = name
-    doc["description"] = description or f"{world.name} with every candidate target within {max_e_hull} eV/atom of the hull"
+    doc["description"] = description or (
+        f"{world.name} with every candidate target within {max_e_hull} eV/atom of the hull"
+        + (" and every known multi-cation phase that is not a precursor" if include_known else ""))
     n_make = sum(bool(t["truth"]["makeable"]) for t in doc["targets"])
     doc["provenance"]["targets"] = {
         **doc["provenance"].get("targets", {}),
         "widened_from": world.name,
         "added": len(added),
+        "known_added": sum(a["formula"] in set(world.known_formulas()) for a in added),
         "chosen": len(doc["targets"]),
         "makeable_fraction": round(n_make / max(1, len(doc["targets"])), 3),
         "widen_seconds": round(time.perf_counter() - t0, 1),

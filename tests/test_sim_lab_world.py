@@ -124,3 +124,31 @@ def test_bundled_wide_world_holds_every_alab_like_target_and_more() -> None:
     truth = {t["formula"]: t["truth"] for t in wide.to_dict()["targets"]}
     assert all(truth[t["formula"]] == t["truth"] for t in narrow.to_dict()["targets"])
     assert sum(v["makeable"] for v in truth.values()) == 40  # the added ones are all unmakeable
+
+
+def test_widening_with_known_phases_adds_the_known_compounds_a_lab_would_make() -> None:
+    """--include-known: every known multi-cation phase that is not on the shelf becomes a target
+    with the builder's truth; precursors, binaries and carbonates do not."""
+    from pymatgen.core import Composition
+
+    from sim_lab import widen_world
+
+    demo = load_world("demo")
+    wide = widen_world(demo, name="demo-known", include_known=True)
+    shelf = {Composition(p.formula).reduced_formula for p in demo.model.precursors}
+    added = set(wide.target_formulas()) - set(demo.target_formulas())
+    expected = {f for f in demo.known_formulas()
+                if len(Composition(f).elements) >= 3 and f not in shelf
+                and not {e.symbol for e in Composition(f).elements} & {"C", "H"}}
+    assert added == expected and added  # the demo world has known ternaries to add
+    truth = {t["formula"]: t["truth"] for t in wide.to_dict()["targets"]}
+    assert all(truth[f]["recipes_tried"] > 0 for f in added)  # searched, not assumed
+    assert wide.to_dict()["provenance"]["targets"]["known_added"] == len(added)
+    assert wide.model.phases == demo.model.phases
+
+
+def test_bundled_xl_world_is_alab_like_with_known_targets_added() -> None:
+    narrow, xl = load_world("alab-like"), load_world("alab-like-xl")
+    truth = {t["formula"]: t["truth"] for t in xl.to_dict()["targets"]}
+    assert all(truth[t["formula"]] == t["truth"] for t in narrow.to_dict()["targets"])
+    assert len(truth) == 418 and sum(v["makeable"] for v in truth.values()) == 179

@@ -61,6 +61,8 @@ def widen_world_cmd(
     out: Path = typer.Option(..., "--out", help="world file to write (.json, .json.bz2 or .yaml)"),
     name: str = typer.Option(..., help="name of the new world"),
     max_e_hull: float = typer.Option(0.08, help="targets: every candidate with e_above_hull <= this"),
+    include_known: bool = typer.Option(False, "--include-known",
+                                       help="also every known multi-cation phase that is not a precursor"),
 ) -> None:
     """Same chemistry, every candidate target (for campaigns longer than the world's targets allow)."""
     from sim_lab import WorldError, load_world, widen_world
@@ -68,7 +70,7 @@ def widen_world_cmd(
     if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
         _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
     try:
-        wide = widen_world(load_world(world), name=name, max_e_hull=max_e_hull,
+        wide = widen_world(load_world(world), name=name, max_e_hull=max_e_hull, include_known=include_known,
                            log=lambda m: console.print(m, highlight=False))
     except WorldError as exc:
         _fail(str(exc))

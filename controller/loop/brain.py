@@ -131,7 +131,8 @@ class Brain:
     def candidates(self) -> list[CandidateSpec]:
         """The pool: the configured sources; in a simulated lab, restricted to the world's wish list.
 
-        A wish-list composition no source produced a structure for gets one by prototype
+        A wish-list composition that is a known phase takes its public structure. One no source
+        produced a structure for gets one by prototype
         decoration (a public structure with the same anonymised formula, re-decorated and
         volume-scaled), so every target has a predicted structure for the surrogate and the XRD
         analysis.
@@ -156,6 +157,15 @@ class Brain:
                 found += cands
         out: list[CandidateSpec] = []
         seen: set[str] = set()
+        # a wish-list compound that is already known has public crystallography: a lab uses that
+        # structure (for the surrogate and as its XRD reference), not a predicted one
+        known = set(self.world.known_formulas()) if self.world is not None else set()
+        for formula in wish or []:
+            if formula in known and formula not in seen:
+                seen.add(formula)
+                out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
+                                         structure=self.world.known_structure(formula).as_dict(),
+                                         source="known-structure", provenance={"kind": "known phase"}))
         for cand in found:
             formula = _reduced(cand.formula)
             if (wish is not None and formula not in wish) or formula in seen:
