@@ -7,6 +7,8 @@ The face other packages use:
   :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
   :class:`ProtocolError`;
 - driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`;
+- several instances in one process: :class:`DriverHost`, :func:`serve_many`,
+  :class:`HostLedger` (one shared ledger file, rows keyed by identity);
 - controller side: :class:`Dispatcher`, :class:`Outcome`, :class:`DriverInfo`;
 - steps: params/result models of dose_mix, heat, recover, xrd and :func:`validate_params`,
   :func:`validate_result`, :func:`example_params`;
@@ -19,6 +21,8 @@ The face other packages use:
 from .conformance import CheckResult, ConformanceReport, check_driver, check_driver_async
 from .dispatcher import Dispatcher, DriverInfo, Outcome
 from .faults import FaultConfig, FaultInjector, FaultStats
+from .host import DriverHost, serve_many
+from .host_ledger import HOST_LEDGER_VERSION, HostLedger, LedgerView
 from .ledger import INTERRUPTED, Ledger, LedgerEntry, LedgerError
 from .protocol import (
     MESSAGE_TYPES,
@@ -61,6 +65,7 @@ from .steps import (
 
 __all__ = [
     "CANCELLED",
+    "HOST_LEDGER_VERSION",
     "INTERRUPTED",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -75,6 +80,7 @@ __all__ = [
     "DoseMixParams",
     "DoseMixResult",
     "Driver",
+    "DriverHost",
     "DriverInfo",
     "Dispatcher",
     "Error",
@@ -86,10 +92,12 @@ __all__ = [
     "HeatResult",
     "HeatSegment",
     "Heartbeat",
+    "HostLedger",
     "InstrumentError",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "LedgerView",
     "Message",
     "Outcome",
     "Progress",
@@ -115,6 +123,7 @@ __all__ = [
     "generate_keys",
     "load_target",
     "parse_options",
+    "serve_many",
     "validate_params",
     "validate_result",
 ]
