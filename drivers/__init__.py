@@ -15,7 +15,8 @@ The face other packages use:
 - transport extras: :class:`FaultConfig` (seeded drop/duplicate/delay), :class:`CurveConfig`,
   :func:`generate_keys`;
 - conformance kit: :func:`check_driver`, :class:`ConformanceReport`;
-- loading drivers by name: :func:`load_target`, :func:`build_driver`, :func:`parse_options`.
+- loading drivers by name: :func:`load_target`, :func:`build_driver`, :func:`parse_options`,
+  :func:`serve_targets` (one driver alone, or several instances in a host).
 """
 
 from .conformance import CheckResult, ConformanceReport, check_driver, check_driver_async
@@ -42,7 +43,14 @@ from .protocol import (
     decode,
     encode,
 )
-from .runner import TargetError, build_driver, default_identity, load_target, parse_options
+from .runner import (
+    TargetError,
+    build_driver,
+    default_identity,
+    load_target,
+    parse_options,
+    serve_targets,
+)
 from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn
 from .security import CurveConfig, CurveError, generate_keys
 from .steps import (
@@ -124,6 +132,7 @@ __all__ = [
     "load_target",
     "parse_options",
     "serve_many",
+    "serve_targets",
     "validate_params",
     "validate_result",
 ]
