@@ -3,6 +3,7 @@
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/protocol.py            # 1, 4, 16 drivers + fuzz
+    .venv/bin/python benchmarks/protocol.py --drivers 16 --fuzz 0 --cpu 0 --hosts 2
     .venv/bin/python benchmarks/protocol.py --drivers 16 --seconds 5 --ledger-sync normal
     .venv/bin/python benchmarks/protocol.py --fuzz-only --fuzz 100000
 
@@ -10,7 +11,10 @@ What is measured. The controller (one :class:`drivers.Dispatcher`, this process)
 drivers (separate processes, multiprocessing spawn, each a real :class:`drivers.Driver` with its
 durable SQLite ledger) talk over tcp loopback. A command's round trip is ``submit`` → command
 frame → ledger insert (committed) → execute → ledger update (committed) → result frame →
-``Outcome``.
+``Outcome``. Every configuration runs twice: one process per driver (the baseline) and the same
+drivers spread over ``--hosts`` host processes (:class:`drivers.DriverHost`: one event loop,
+one ZeroMQ context and one shared ledger file per host), then the ratio of the two and the
+goal check (MET/MISSED) of each 16-driver figure are printed.
 
 * closed loop: one command outstanding per driver, p50/p99 of the round trips (with N drivers
   N commands are in flight, so by Little's law p50 ≈ N / commands per second of that phase);
