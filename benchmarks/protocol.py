@@ -3,6 +3,7 @@
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/protocol.py            # 1, 4, 16 drivers + fuzz
+    .venv/bin/python benchmarks/protocol.py --drivers 16 --fuzz 0 --cpu 0 --hosts 2
     .venv/bin/python benchmarks/protocol.py --drivers 16 --seconds 5 --ledger-sync normal
     .venv/bin/python benchmarks/protocol.py --fuzz-only --fuzz 100000
 
@@ -10,7 +11,10 @@ What is measured. The controller (one :class:`drivers.Dispatcher`, this process)
 drivers (separate processes, multiprocessing spawn, each a real :class:`drivers.Driver` with its
 durable SQLite ledger) talk over tcp loopback. A command's round trip is ``submit`` → command
 frame → ledger insert (committed) → execute → ledger update (committed) → result frame →
-``Outcome``.
+``Outcome``. Every configuration runs twice: one process per driver (the baseline) and the same
+drivers spread over ``--hosts`` host processes (:class:`drivers.DriverHost`: one event loop,
+one ZeroMQ context and one shared ledger file per host), then the ratio of the two and the
+goal check (MET/MISSED) of each 16-driver figure are printed.
 
 * closed loop: one command outstanding per driver, p50/p99 of the round trips (with N drivers
   N commands are in flight, so by Little's law p50 ≈ N / commands per second of that phase);
@@ -77,6 +81,18 @@ def _driver_main(endpoint: str, identity: str, ledger: str, sync: str) -> None:
     EchoDriver(identity, ledger, heartbeat_s=0.5, ledger_sync=sync).run(endpoint)  # type: ignore[arg-type]
 
 
+def _host_main(endpoint: str, identities: list[str], ledger: str, sync: str) -> None:
+    """One host process serving several echo instances over one shared ledger file."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from drivers import DriverHost
+
+    base = Path(ledger).parent
+    drivers = [EchoDriver(ident, base / f"{ident}.own.sqlite", heartbeat_s=0.5,
+                          ledger_sync=sync)  # type: ignore[arg-type]
+               for ident in identities]
+    DriverHost(drivers, ledger=ledger).run(endpoint)
+
+
 def _proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, all threads) a process has used so far (Linux /proc)."""
     try:
@@ -93,15 +109,28 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: Path,
-                      rate: float) -> dict:
+                      rate: float, hosts: int = 0) -> dict:
+    """One configuration: ``n`` drivers, each its own process (``hosts=0``, the baseline) or
+    spread round-robin over ``hosts`` host processes (:class:`drivers.DriverHost`, one shared
+    ledger per host)."""
     d = Dispatcher("tcp://127.0.0.1:*", heartbeat_s=0.5, lost_after=20)
     await d.start()
     ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_driver_main,
-                    args=(d.endpoint, f"echo-{i}", str(workdir / f"echo-{n}-{i}.sqlite"), sync))
-        for i in range(n)
-    ]
+    run = workdir / f"run-{n}-{hosts}-{uuid.uuid4().hex[:6]}"
+    run.mkdir()
+    if hosts:
+        procs = [
+            ctx.Process(target=_host_main,
+                        args=(d.endpoint, [f"echo-{i}" for i in range(h, n, hosts)],
+                              str(run / f"host-{h}.sqlite"), sync))
+            for h in range(min(hosts, n))
+        ]
+    else:
+        procs = [
+            ctx.Process(target=_driver_main,
+                        args=(d.endpoint, f"echo-{i}", str(run / f"echo-{i}.sqlite"), sync))
+            for i in range(n)
+        ]
     for p in procs:
         p.start()
     try:
@@ -201,6 +230,7 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
         thr = cpu_since(c0, sum(counts))
         return {
             "drivers": n,
+            "hosts": hosts,
             "closed": closed,
             "open": opened,
             "dispatcher_cpu_us": thr["dispatcher_cpu_us"],
@@ -335,6 +365,59 @@ def fuzz(cases: int, seed: int) -> dict:
             "cases_per_s": cases / elapsed, "first_failure": failures[0] if failures else None}
 
 
+def _mode(res: dict) -> str:
+    return f"{res['hosts']}h" if res["hosts"] else "procs"
+
+
+def _row(res: dict) -> str:
+    """One table line of a configuration."""
+    c, o = res["closed"], res["open"]
+    line = (f"{res['drivers']:7d} {_mode(res):5s}  {c['p50_ms']:12.2f} {c['p99_ms']:6.2f} "
+            f"{c['cmd_s']:5.0f} {c['dispatcher_cpu_us']:.0f}+{c['drivers_cpu_us']:.0f}".ljust(52))
+    if o:
+        line += (f"{o['rate']:5.0f} {o['p50_ms']:6.2f} {o['p99_ms']:6.2f} {o['max_ms']:6.2f} "
+                 f"{o['dispatcher_cpu_us']:.0f}+{o['drivers_cpu_us']:.0f}").ljust(46)
+    else:
+        line += "-".ljust(46)
+    return line + (f"{res['throughput_cmd_s']:5.0f} {res['throughput_commands']} "
+                   f"{res['dispatcher_cpu_us']:.0f}+{res['drivers_cpu_us']:.0f}  "
+                   f"{res['failures']:6d}   load {res['load_avg_1min']:.1f}")
+
+
+def _ratio(base: dict, hosted: dict) -> str:
+    """Hosted against one-process-per-driver, same driver count and run."""
+    def cpu(r: dict, phase: dict | None = None) -> float:
+        ph = phase if phase is not None else r
+        return ph["dispatcher_cpu_us"] + ph["drivers_cpu_us"]
+
+    bc, hc = base["closed"], hosted["closed"]
+    return (f"ratio {base['drivers']} drivers, {_mode(hosted)} / procs: throughput "
+            f"x{hosted['throughput_cmd_s'] / base['throughput_cmd_s']:.2f}, closed-loop cmd/s "
+            f"x{hc['cmd_s'] / bc['cmd_s']:.2f}, closed p99 {bc['p99_ms']:.2f} -> "
+            f"{hc['p99_ms']:.2f} ms, CPU/command closed {cpu(base, bc):.0f} -> "
+            f"{cpu(hosted, hc):.0f} us (x{cpu(hosted, hc) / cpu(base, bc):.2f}), throughput "
+            f"{cpu(base):.0f} -> {cpu(hosted):.0f} us (x{cpu(hosted) / cpu(base):.2f})")
+
+
+def _goal(res: dict, sync: str) -> str:
+    """MET/MISSED of issue 3's goal for one 16-driver configuration."""
+    c, o, thr = res["closed"], res["open"], res["throughput_cmd_s"]
+
+    def verdict(good: bool) -> str:
+        return "MET" if good else "MISSED"
+
+    lines = [f"goal (16 drivers, 2 cores: p99 < 5 ms and >= 5000 cmd/s), ledger sync={sync}, "
+             f"mode {_mode(res)}:",
+             f"  throughput {thr:.0f} cmd/s: {verdict(thr >= 5000)}",
+             f"  closed-loop p99 {c['p99_ms']:.2f} ms (16 in flight, {c['cmd_s']:.0f} cmd/s): "
+             f"{verdict(c['p99_ms'] < 5)}"]
+    if o:
+        good = o["p99_ms"] < 5 and o["rate"] >= 5000 and o["cmd_s"] >= 0.98 * o["rate"]
+        lines.append(f"  open-loop p99 {o['p99_ms']:.2f} ms at {o['rate']:.0f} cmd/s offered "
+                     f"({o['cmd_s']:.0f} cmd/s served): {verdict(good)}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--drivers", type=int, nargs="*", default=[1, 4, 16])
@@ -349,6 +432,11 @@ def main() -> int:
     p.add_argument("--fuzz-only", action="store_true")
     p.add_argument("--cpu", type=int, default=8000,
                    help="commands for the in-process CPU-per-command measurement (0: skip)")
+    p.add_argument("--hosts", type=int, default=2,
+                   help="also measure the drivers spread over this many host processes "
+                   "(drivers.DriverHost, one shared ledger each); 0: only one process per driver")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the one-process-per-driver baseline")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = p.parse_args()
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
@@ -357,51 +445,34 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
     ok = True
     if args.drivers and not args.fuzz_only:
+        modes = ([] if args.no_baseline else [0]) + ([args.hosts] if args.hosts > 0 else [])
         print("closed loop (1 outstanding per driver) | open loop (fixed offered rate, "
               "from scheduled time) | throughput (window outstanding per driver); "
-              "cpu = us per command, dispatcher process + driver processes")
-        print("drivers  closed: p50_ms p99_ms cmd/s cpu      open: rate p50_ms p99_ms "
+              "cpu = us per command, dispatcher process + driver processes; "
+              "mode: procs = one process per driver, Nh = drivers spread over N host processes")
+        print("drivers mode   closed: p50_ms p99_ms cmd/s cpu      open: rate p50_ms p99_ms "
               "max_ms cpu      thr: cmd/s n cpu        failures")
         results = []
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             for n in args.drivers:
-                res = asyncio.run(_run_config(n, args.seconds, args.window, args.ledger_sync,
-                                              Path(tmp), args.rate))
-                results.append(res)
-                ok &= res["failures"] == 0
-                if args.json:
-                    print(json.dumps(res))
-                    continue
-                c, o = res["closed"], res["open"]
-                line = (f"{n:7d}  {c['p50_ms']:13.2f} {c['p99_ms']:6.2f} {c['cmd_s']:5.0f} "
-                        f"{c['dispatcher_cpu_us']:.0f}+{c['drivers_cpu_us']:.0f}".ljust(46))
-                if o:
-                    line += (f"{o['rate']:5.0f} {o['p50_ms']:6.2f} {o['p99_ms']:6.2f} "
-                             f"{o['max_ms']:6.2f} "
-                             f"{o['dispatcher_cpu_us']:.0f}+{o['drivers_cpu_us']:.0f}").ljust(46)
-                else:
-                    line += "-".ljust(46)
-                line += (f"{res['throughput_cmd_s']:5.0f} {res['throughput_commands']} "
-                         f"{res['dispatcher_cpu_us']:.0f}+{res['drivers_cpu_us']:.0f}  "
-                         f"{res['failures']:6d}")
-                print(line)
+                for hosts in modes:
+                    res = asyncio.run(_run_config(n, args.seconds, args.window,
+                                                  args.ledger_sync, Path(tmp), args.rate, hosts))
+                    res["load_avg_1min"] = os.getloadavg()[0]
+                    results.append(res)
+                    ok &= res["failures"] == 0
+                    if args.json:
+                        print(json.dumps(res))
+                        continue
+                    print(_row(res))
+        for n in sorted({r["drivers"] for r in results}):
+            base = next((r for r in results if r["drivers"] == n and r["hosts"] == 0), None)
+            hosted = next((r for r in results if r["drivers"] == n and r["hosts"] > 0), None)
+            if base is not None and hosted is not None:
+                print(_ratio(base, hosted))
         for res in results:
-            if res["drivers"] != 16:
-                continue
-            c, o, thr = res["closed"], res["open"], res["throughput_cmd_s"]
-
-            def verdict(good: bool) -> str:
-                return "MET" if good else "MISSED"
-
-            print(f"goal (16 drivers, 2 cores: p99 < 5 ms and >= 5000 cmd/s), "
-                  f"ledger sync={args.ledger_sync}:")
-            print(f"  throughput {thr:.0f} cmd/s: {verdict(thr >= 5000)}")
-            print(f"  closed-loop p99 {c['p99_ms']:.2f} ms (16 in flight, "
-                  f"{c['cmd_s']:.0f} cmd/s): {verdict(c['p99_ms'] < 5)}")
-            if o:
-                good = o["p99_ms"] < 5 and o["rate"] >= 5000 and o["cmd_s"] >= 0.98 * o["rate"]
-                print(f"  open-loop p99 {o['p99_ms']:.2f} ms at {o['rate']:.0f} cmd/s offered "
-                      f"({o['cmd_s']:.0f} cmd/s served): {verdict(good)}")
+            if res["drivers"] == 16:
+                print(_goal(res, args.ledger_sync))
     if args.cpu and not args.fuzz_only:
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             res = asyncio.run(cpu_per_command(args.cpu, args.ledger_sync, Path(tmp)))

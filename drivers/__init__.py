@@ -7,18 +7,23 @@ The face other packages use:
   :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
   :class:`ProtocolError`;
 - driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`;
+- several instances in one process: :class:`DriverHost`, :func:`serve_many`,
+  :class:`HostLedger` (one shared ledger file, rows keyed by identity);
 - controller side: :class:`Dispatcher`, :class:`Outcome`, :class:`DriverInfo`;
 - steps: params/result models of dose_mix, heat, recover, xrd and :func:`validate_params`,
   :func:`validate_result`, :func:`example_params`;
 - transport extras: :class:`FaultConfig` (seeded drop/duplicate/delay), :class:`CurveConfig`,
   :func:`generate_keys`;
 - conformance kit: :func:`check_driver`, :class:`ConformanceReport`;
-- loading drivers by name: :func:`load_target`, :func:`build_driver`, :func:`parse_options`.
+- loading drivers by name: :func:`load_target`, :func:`build_driver`, :func:`parse_options`,
+  :func:`serve_targets` (one driver alone, or several instances in a host).
 """
 
 from .conformance import CheckResult, ConformanceReport, check_driver, check_driver_async
 from .dispatcher import Dispatcher, DriverInfo, Outcome
 from .faults import FaultConfig, FaultInjector, FaultStats
+from .host import DriverHost, serve_many
+from .host_ledger import HOST_LEDGER_VERSION, HostLedger, LedgerView
 from .ledger import INTERRUPTED, Ledger, LedgerEntry, LedgerError
 from .protocol import (
     MESSAGE_TYPES,
@@ -38,7 +43,14 @@ from .protocol import (
     decode,
     encode,
 )
-from .runner import TargetError, build_driver, default_identity, load_target, parse_options
+from .runner import (
+    TargetError,
+    build_driver,
+    default_identity,
+    load_target,
+    parse_options,
+    serve_targets,
+)
 from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn
 from .security import CurveConfig, CurveError, generate_keys
 from .steps import (
@@ -61,6 +73,7 @@ from .steps import (
 
 __all__ = [
     "CANCELLED",
+    "HOST_LEDGER_VERSION",
     "INTERRUPTED",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -75,6 +88,7 @@ __all__ = [
     "DoseMixParams",
     "DoseMixResult",
     "Driver",
+    "DriverHost",
     "DriverInfo",
     "Dispatcher",
     "Error",
@@ -86,10 +100,12 @@ __all__ = [
     "HeatResult",
     "HeatSegment",
     "Heartbeat",
+    "HostLedger",
     "InstrumentError",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "LedgerView",
     "Message",
     "Outcome",
     "Progress",
@@ -115,6 +131,8 @@ __all__ = [
     "generate_keys",
     "load_target",
     "parse_options",
+    "serve_many",
+    "serve_targets",
     "validate_params",
     "validate_result",
 ]

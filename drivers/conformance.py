@@ -10,6 +10,12 @@ duplicate replay across a driver restart (new instance, same identity and ledger
 unsupported capability · malformed frames (each answered with an Error, driver keeps working) ·
 deadline expiry · graceful shutdown (goodbye, in time).
 
+With ``--hosted`` the driver is served the way a multi-instrument lab PC serves it: by a
+:class:`~drivers.host.DriverHost` together with a sibling instance of the same class, over one
+shared host ledger; the restart check restarts the whole host, and one more check ("hosted
+isolation") sees the sibling registered on its own and still working after the instance under
+test was sent malformed frames.
+
 With ``--bind ENDPOINT`` it instead binds there and checks an already running driver process
 that connects to it (restart and shutdown checks are then skipped: they need to own the
 process).
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .dispatcher import Dispatcher
+from .host import DriverHost
 from .protocol import PROTOCOL_VERSION, Command
 from .runner import TargetError, build_driver, load_target, parse_options
 from .sdk import Driver
@@ -93,8 +100,13 @@ def params_for(target: Any, capability: str, sample_id: str) -> dict[str, Any]:
 class _Kit:
     def __init__(self, target: Callable[..., Driver], spec: str, options: dict[str, Any],
                  workdir: Path, transport: str, heartbeat_s: float, deadline_s: float,
-                 bind: str | None) -> None:
+                 bind: str | None, hosted: bool = False) -> None:
+        if hosted and bind is not None:
+            raise ValueError("--hosted serves the driver in-process; it cannot be combined "
+                             "with --bind")
         self.target = target
+        self.hosted = hosted
+        self.sibling = "conformance-sibling"
         self.report = ConformanceReport(spec)
         self.options = options
         self.workdir = workdir
@@ -132,18 +144,24 @@ class _Kit:
     def skip(self, name: str, why: str) -> None:
         self.report.checks.append(CheckResult(name, None, why))
 
-    def new_driver(self) -> Driver:
+    def new_driver(self, identity: str | None = None) -> Driver:
         opts = dict(self.options)
         opts.setdefault("heartbeat_s", self.heartbeat_s)
-        return build_driver(self.target, self.identity, self.ledger, opts)
+        ident = identity or self.identity
+        path = self.ledger if ident == self.identity else self.workdir / f"{ident}.sqlite"
+        return build_driver(self.target, ident, path, opts)
 
     async def start_driver(self) -> None:
         assert self.dispatcher is not None
         self.driver = self.new_driver()
         self.stop = asyncio.Event()
-        self.serve_task = asyncio.get_running_loop().create_task(
-            self.driver.serve(self.dispatcher.endpoint, stop=self.stop)
-        )
+        if self.hosted:
+            host = DriverHost([self.driver, self.new_driver(self.sibling)],
+                              ledger=self.workdir / "conformance-host.sqlite")
+            serving = host.serve(self.dispatcher.endpoint, stop=self.stop)
+        else:
+            serving = self.driver.serve(self.dispatcher.endpoint, stop=self.stop)
+        self.serve_task = asyncio.get_running_loop().create_task(serving)
 
     async def stop_driver(self, timeout: float) -> float:
         assert self.stop is not None and self.serve_task is not None
@@ -155,6 +173,8 @@ class _Kit:
     async def submit(self, capability: str, *, deadline_s: float | None = None,
                      command: Command | None = None, pin: str | None = None):
         assert self.dispatcher is not None
+        if pin is None and self.hosted:
+            pin = self.identity  # the sibling must not take the commands under test
         sample = self.sample()
         cmd = command or Command(
             capability=capability,
@@ -174,10 +194,15 @@ class _Kit:
             await self.start_driver()
         loop = asyncio.get_running_loop()
         end = loop.time() + 15.0
-        while not [d for d in self.dispatcher.drivers() if d.alive]:
+
+        def registered() -> list[Any]:
+            return [d for d in self.dispatcher.drivers()
+                    if d.alive and (self.bind is not None or d.identity == self.identity)]
+
+        while not registered():
             _require(loop.time() < end, "no driver registered within 15 s")
             await asyncio.sleep(0.02)
-        info = [d for d in self.dispatcher.drivers() if d.alive][0]
+        info = registered()[0]
         if self.bind is not None:
             self.identity = info.identity
             self.capabilities = info.capabilities
@@ -282,6 +307,23 @@ class _Kit:
         _require(out.status == "succeeded", f"driver unusable after malformed frames: {out.error}")
         return f"{len(frames)} malformed frames each answered with an Error; driver still works"
 
+    async def c_hosted(self) -> str:
+        assert self.dispatcher is not None
+        await self.dispatcher.wait_for(set(self.capabilities), 15.0)
+        infos = {d.identity: d for d in self.dispatcher.drivers() if d.alive}
+        _require(self.sibling in infos and self.identity in infos,
+                 f"expected both hosted instances registered, got {sorted(infos)}")
+        _require(infos[self.sibling].capacity == infos[self.identity].capacity,
+                 "sibling registered another capacity")
+        sample = self.sample()
+        cmd = Command(capability=self.capabilities[0],
+                      params=params_for(self.target, self.capabilities[0], sample),
+                      deadline_s=self.deadline_s, sample_ids=[sample])
+        _, out = await self.submit(cmd.capability, command=cmd, pin=self.sibling)
+        _require(out.status == "succeeded" and out.driver == self.sibling,
+                 f"sibling instance: {out.status} from {out.driver}: {out.error}")
+        return "sibling instance registered on its own and served a command"
+
     async def c_deadline(self) -> str:
         assert self.dispatcher is not None
         cap = self.capabilities[0]
@@ -333,6 +375,8 @@ class _Kit:
                 self.skip("replay across restart", "driver process not owned by the kit")
             await self.check("unsupported capability", self.c_unsupported)
             await self.check("malformed messages", self.c_malformed)
+            if self.hosted:
+                await self.check("hosted isolation", self.c_hosted)
             await self.check("deadline expiry", self.c_deadline)
             if self.bind is None:
                 await self.check("graceful shutdown", self.c_shutdown)
@@ -356,8 +400,10 @@ async def check_driver_async(
     heartbeat_s: float = 0.2,
     deadline_s: float = 30.0,
     bind: str | None = None,
+    hosted: bool = False,
 ) -> ConformanceReport:
-    """Run the kit against a driver class (``MODULE:CLASS`` or the class itself)."""
+    """Run the kit against a driver class (``MODULE:CLASS`` or the class itself); ``hosted``
+    serves it in a :class:`~drivers.host.DriverHost` with a sibling instance."""
     spec = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
     loaded = load_target(target) if isinstance(target, str) else target
     if transport not in ("ipc", "tcp"):
@@ -366,7 +412,7 @@ async def check_driver_async(
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="synthloop-conf-"))
         kit = _Kit(loaded, spec, dict(options or {}), Path(workdir), transport, heartbeat_s,
-                   deadline_s, bind)
+                   deadline_s, bind, hosted)
         return await kit.run()
 
 
@@ -376,19 +422,22 @@ def check_driver(target: str | Callable[..., Driver], **kwargs: Any) -> Conforma
 
 
 def check_main(argv: list[str] | None = None) -> int:
-    """``python -m drivers check MODULE:CLASS [--option k=v] [--transport tcp] [--bind EP]``."""
+    """``python -m drivers check MODULE:CLASS [--option k=v] [--transport tcp] [--bind EP]
+    [--hosted]``."""
     p = argparse.ArgumentParser(prog="python -m drivers check")
     p.add_argument("target")
     p.add_argument("--option", action="append", default=[])
     p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc")
     p.add_argument("--bind", default=None)
+    p.add_argument("--hosted", action="store_true",
+                   help="serve the driver in a host process with a sibling instance")
     p.add_argument("--heartbeat", type=float, default=0.2)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     try:
         report = check_driver(args.target, options=parse_options(args.option),
                               transport=args.transport, bind=args.bind,
-                              heartbeat_s=args.heartbeat)
+                              hosted=args.hosted, heartbeat_s=args.heartbeat)
     except (TargetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

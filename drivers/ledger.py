@@ -93,9 +93,18 @@ class Ledger:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.execute(_SCHEMA)
+            hosted = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'host_commands'").fetchone()
+            if hosted is None:
+                self._db.execute(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open driver ledger {self.path}: {exc}") from exc
+        if hosted is not None:
+            # a host ledger (drivers.host_ledger): its rows are keyed by identity; opening it
+            # as a single ledger would start from an empty history and could run ids again
+            self._db.close()
+            raise LedgerError(f"{self.path} is a host ledger shared by several driver "
+                              "instances: serve this driver in that host (drivers.serve_many)")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -1,6 +1,11 @@
 """Load a driver class by ``MODULE:CLASS`` and serve it; the engine behind
 ``synthloop driver serve`` and ``python -m drivers serve`` (the latter starts fast: it imports
 only this package, which is what tests and lab PCs without the full controller want).
+
+One target and no ``--instances``: one driver, its own ledger file (as always). Several
+targets (``MODULE:CLASS`` or ``MODULE:CLASS=IDENTITY``) or ``--instances N``: the instances run
+in this one process (:class:`drivers.host.DriverHost`) over one shared host ledger — what a lab
+PC controlling several instruments should run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .faults import FaultConfig
+from .host import DriverHost
 from .sdk import Driver
 from .security import CurveConfig
 
@@ -79,13 +85,44 @@ def build_driver(
     return driver
 
 
+DEFAULT_HOST_LEDGER = "drivers-host.ledger.sqlite"
+
+
+def host_identities(specs: list[str], instances: int, identity: str | None,
+                    ) -> list[tuple[Callable[..., Driver], str]]:
+    """(target, identity) per instance. ``MODULE:CLASS=IDENTITY`` names a target's identity;
+    otherwise ``--identity`` (one target only) or CLASS-HOSTNAME. With ``instances`` > 1 each
+    target gets IDENTITY-1 … IDENTITY-N. Raises TargetError for a bad spec."""
+    if instances < 1:
+        raise ValueError(f"--instances must be >= 1, got {instances}")
+    if identity is not None and len(specs) > 1:
+        raise ValueError("--identity names one driver; with several targets write "
+                         "MODULE:CLASS=IDENTITY")
+    out: list[tuple[Callable[..., Driver], str]] = []
+    for spec in specs:
+        target_spec, eq, ident = spec.partition("=")
+        target = load_target(target_spec)
+        base = (ident if eq else None) or identity or default_identity(target)
+        names = [base] if instances == 1 else [f"{base}-{i + 1}" for i in range(instances)]
+        out.extend((target, name) for name in names)
+    return out
+
+
 def serve_main(argv: list[str] | None = None) -> int:
-    """``python -m drivers serve MODULE:CLASS --connect ENDPOINT [...]`` (blocking)."""
+    """``python -m drivers serve MODULE:CLASS [MODULE:CLASS[=ID] ...] --connect ENDPOINT [...]``
+    (blocking)."""
     p = argparse.ArgumentParser(prog="python -m drivers serve")
-    p.add_argument("target", help="MODULE:CLASS of a drivers.Driver subclass")
+    p.add_argument("targets", nargs="+", metavar="target",
+                   help="MODULE:CLASS (or MODULE:CLASS=IDENTITY) of a drivers.Driver subclass; "
+                   "several: served by one process")
     p.add_argument("--connect", required=True, help="controller ROUTER endpoint")
-    p.add_argument("--identity", default=None)
-    p.add_argument("--ledger", default=None, help="SQLite ledger path (default ./IDENTITY.ledger.sqlite)")
+    p.add_argument("--identity", default=None, help="identity of the driver (with --instances: "
+                   "prefix of IDENTITY-1..N)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="instances of each target in this process (default 1)")
+    p.add_argument("--ledger", default=None, help="SQLite ledger path (one driver: default "
+                   f"./IDENTITY.ledger.sqlite; hosted: the shared file, default "
+                   f"./{DEFAULT_HOST_LEDGER})")
     p.add_argument("--heartbeat", type=float, default=1.0)
     p.add_argument("--lost-after", type=int, default=5)
     p.add_argument("--option", action="append", default=[], help="key=value passed to the class")
@@ -100,19 +137,41 @@ def serve_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        target = load_target(args.target)
         options = parse_options(args.option)
-        identity = args.identity or default_identity(target)
-        ledger = args.ledger or f"{identity}.ledger.sqlite"
         options.setdefault("heartbeat_s", args.heartbeat)
         options.setdefault("lost_after", args.lost_after)
         if args.fault_seed is not None:
             options["faults"] = FaultConfig(seed=args.fault_seed, drop=args.fault_drop,
                                             duplicate=args.fault_duplicate, delay=args.fault_delay)
         curve = CurveConfig.client(args.curve_keys, args.curve_name) if args.curve_keys else None
-        driver = build_driver(target, identity, ledger, options)
+        return serve_targets(args.targets, args.connect, identity=args.identity,
+                             instances=args.instances, ledger=args.ledger, options=options,
+                             curve=curve)
     except (TargetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    driver.run(args.connect, curve=curve)
-    return 0
+
+
+def serve_targets(specs: list[str], connect: str, *, identity: str | None = None,
+                  instances: int = 1, ledger: str | Path | None = None,
+                  options: dict[str, Any] | None = None, curve: CurveConfig | None = None,
+                  announce: Callable[[list[Driver]], None] | None = None) -> int:
+    """Build and serve (blocking) what ``serve`` was asked for: one driver alone, or several
+    instances in a host. Raises TargetError/ValueError before anything starts."""
+    opts = dict(options or {})
+    plan = host_identities(specs, instances, identity)
+    if len(plan) == 1:
+        target, ident = plan[0]
+        driver = build_driver(target, ident, ledger or f"{ident}.ledger.sqlite", opts)
+        if announce is not None:
+            announce([driver])
+        driver.run(connect, curve=curve)
+        return 0
+    # every instance keeps its own ledger path: an old single-driver ledger found there is
+    # adopted into the shared one, so its finished ids are still answered, never re-run
+    drivers = [build_driver(target, ident, f"{ident}.ledger.sqlite", dict(opts))
+               for target, ident in plan]
+    host = DriverHost(drivers, ledger=ledger or DEFAULT_HOST_LEDGER)
+    if announce is not None:
+        announce(drivers)
+    return host.run(connect, curve=curve)

@@ -29,7 +29,9 @@ from typing import Any, ClassVar, Literal
 import zmq
 from pydantic import BaseModel
 
+from .commit import GroupCommit, TaggedCommits
 from .faults import FaultConfig, FaultInjector
+from .host_ledger import LedgerView
 from .ledger import Ledger
 from .link import Link
 from .protocol import (
@@ -121,74 +123,6 @@ class InstrumentError(Exception):
         self.reason = reason
 
 
-class _GroupCommit:
-    """Batches ledger writes issued in one event-loop turn into one transaction.
-
-    Why: with ``ledger_sync="full"`` every commit is an fsync (milliseconds on real disks).
-    Commands that arrive together (a drained burst of frames) are admitted with one fsync, and
-    results finishing together are stored with one. Durability is unchanged: nobody proceeds
-    (executes, or sends a result) before the write it waits on is committed.
-    """
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._ops: list[tuple[Any, ...]] = []
-        self._waiters: list[asyncio.Future[bool] | Callable[[bool, Exception | None], None]] = []
-        self._scheduled = False
-
-    def submit(self, op: tuple[Any, ...]) -> asyncio.Future[bool]:
-        """Queue ``op``; the future resolves (to "changed a row") once it is committed."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue(op, fut)
-        return fut
-
-    def submit_then(self, op: tuple[Any, ...],
-                    then: Callable[[bool, Exception | None], None]) -> None:
-        """Queue ``op``; ``then(changed, error)`` runs right after the commit (or its failure)
-        — no future, no task wake-up."""
-        self._queue(op, then)
-
-    def _queue(self, op: tuple[Any, ...], waiter: Any) -> None:
-        self._ops.append(op)
-        self._waiters.append(waiter)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def pending(self) -> bool:
-        return bool(self._ops)
-
-    def flush_now(self) -> None:
-        """Commit what is queued now (the scheduled flush then finds nothing to do)."""
-        self._flush(scheduled=False)
-
-    def _flush(self, scheduled: bool = True) -> None:
-        if scheduled:
-            self._scheduled = False
-        if not self._ops:
-            self._scheduled = False
-            return
-        ops, waiters = self._ops, self._waiters
-        self._ops, self._waiters = [], []
-        error: Exception | None = None
-        try:
-            changed = self.ledger.apply(ops)
-        except Exception as exc:  # noqa: BLE001 - every waiter learns the write failed
-            error, changed = exc, [False] * len(ops)
-        for waiter, flag in zip(waiters, changed, strict=True):
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    if error is not None:
-                        waiter.set_exception(error)
-                    else:
-                        waiter.set_result(flag)
-            else:
-                try:
-                    waiter(flag, error)
-                except Exception:  # noqa: BLE001 - one callback must not starve the others
-                    logging.getLogger("drivers.driver").exception("ledger commit callback failed")
-
-
 class Driver:
     """Base class of an instrument driver (one process, one identity, one ledger file).
 
@@ -244,8 +178,8 @@ class Driver:
         self.log = logging.getLogger(f"drivers.driver.{identity}")
         self.executions = 0  # calls of execute() in this process (tests and stats)
         self.sessions = 0  # sockets opened (1 + reconnects)
-        self.ledger: Ledger | None = None
-        self._commits: _GroupCommit | None = None
+        self.ledger: Ledger | LedgerView | None = None
+        self._commits: GroupCommit | TaggedCommits | None = None
         self.injector: FaultInjector | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -297,22 +231,31 @@ class Driver:
         Reconnects (new socket, re-registration) with exponential back-off and jitter whenever
         the controller is silent for ``lost_after`` heartbeats.
         """
-        stop = stop or asyncio.Event()
+        ledger = Ledger(self.ledger_path, sync=self.ledger_sync)
+        ctx = zmq.Context()
+        try:
+            await self._serve_with(endpoint, stop or asyncio.Event(), curve, ctx, ledger,
+                                   GroupCommit(ledger.apply))
+        finally:
+            ctx.destroy(linger=0)
+            ledger.close()
+
+    async def _serve_with(self, endpoint: str, stop: asyncio.Event, curve: CurveConfig | None,
+                          ctx: zmq.Context, ledger: Ledger | LedgerView,
+                          commits: GroupCommit | TaggedCommits) -> None:
+        """Serve on resources the caller owns and closes: a ZeroMQ context, a ledger (own file
+        or a view of a host's shared one) and its group commit. :meth:`serve` gives a driver
+        its own; :mod:`drivers.host` gives several instances one process's shared ones."""
         self._loop = asyncio.get_running_loop()
         self.instance = str(uuid.uuid4())  # every serve() is a fresh start for the controller
         self._draining = False
-        self.ledger = Ledger(self.ledger_path, sync=self.ledger_sync)
-        self._commits = _GroupCommit(self.ledger)
-        interrupted = self.ledger.recover_interrupted()
+        self.ledger = ledger
+        self._commits = commits
+        interrupted = ledger.recover_interrupted()
         for cid in interrupted:
             self.log.warning("command %s was running when this driver died: marked interrupted",
                              cid)
-        try:
-            await self.on_start()
-        except BaseException:
-            self.ledger.close()
-            raise
-        ctx = zmq.Context()
+        await self.on_start()
         attempt = 0
         try:
             while not stop.is_set():
@@ -334,10 +277,8 @@ class Driver:
                     attempt = 0
         finally:
             await self._shutdown()
-            ctx.destroy(linger=0)
             await self.on_stop()
-            self._commits._flush()  # anything still queued is committed before closing
-            self.ledger.close()
+            commits.flush_now()  # anything still queued is committed before closing
 
     def _open(self, ctx: zmq.Context, endpoint: str, curve: CurveConfig | None) -> Link:
         sock = ctx.socket(zmq.DEALER)
@@ -388,8 +329,8 @@ class Driver:
         transaction), so each admitted task finds its id committed when it first runs and goes
         straight on to execute — no extra event-loop turn for the commit, none for a wake-up."""
         commits = self._commits
-        if commits is not None and commits.pending():
-            commits.flush_now()
+        if commits is not None:
+            commits.end_of_burst()
 
     def _register_msg(self) -> Register:
         return Register(

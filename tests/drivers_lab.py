@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers import Dispatcher, Driver
+from drivers import Dispatcher, Driver, DriverHost
 
 HB = 0.05
 
@@ -35,4 +35,31 @@ async def lab(drivers: list[Driver], **dispatcher_kw: Any) -> AsyncIterator[Disp
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+        await d.close()
+
+
+@contextlib.asynccontextmanager
+async def hosted_lab(drivers: list[Driver], ledger: Any,
+                     **dispatcher_kw: Any) -> AsyncIterator[tuple[Dispatcher, DriverHost]]:
+    """Like :func:`lab`, but every driver is an instance of one :class:`DriverHost` (one event
+    loop, one ZeroMQ context, one shared ledger file at ``ledger``)."""
+    kw = {"heartbeat_s": HB, "lost_after": 10, **dispatcher_kw}
+    d = Dispatcher(**kw)
+    await d.start()
+    stop = asyncio.Event()
+    host = DriverHost(drivers, ledger=ledger)
+    task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        want = {drv.identity for drv in drivers if drv.identity not in host.failures}
+        while not want <= {i.identity for i in d.drivers() if i.alive}:
+            if loop.time() > end or task.done():
+                raise TimeoutError(f"hosted instances not all registered: {d.drivers()}")
+            await asyncio.sleep(0.01)
+            want = {drv.identity for drv in drivers if drv.identity not in host.failures}
+        yield d, host
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
         await d.close()

@@ -29,41 +29,43 @@ def _fail(message: str, code: int = 2) -> None:
 
 @driver_app.command("serve")
 def serve(
-    target: str = typer.Argument(..., help="MODULE:CLASS of a drivers.Driver subclass"),
+    targets: list[str] = typer.Argument(
+        ..., help="MODULE:CLASS of a drivers.Driver subclass (or MODULE:CLASS=IDENTITY); "
+        "several are served by this one process"),
     connect: str = typer.Option(..., "--connect", help="controller endpoint, e.g. tcp://host:5555"),
-    identity: str | None = typer.Option(None, help="driver identity (default CLASS-HOSTNAME)"),
-    ledger: Path | None = typer.Option(None, help="SQLite ledger (default ./IDENTITY.ledger.sqlite)"),
+    identity: str | None = typer.Option(
+        None, help="driver identity (default CLASS-HOSTNAME; with --instances the prefix)"),
+    instances: int = typer.Option(1, help="instances of each target in this process"),
+    ledger: Path | None = typer.Option(
+        None, help="SQLite ledger (one driver: default ./IDENTITY.ledger.sqlite; several: the "
+        "shared host ledger, default ./drivers-host.ledger.sqlite)"),
     heartbeat: float = typer.Option(1.0, help="heartbeat interval in seconds"),
     option: list[str] = typer.Option([], "--option", "-o", help="key=value for the class"),
     curve_keys: Path | None = typer.Option(None, help="key folder from `synthloop keys generate`"),
     curve_name: str = typer.Option("driver", help="this driver's key name in that folder"),
     log_level: str = typer.Option("INFO", help="logging level"),
 ) -> None:
-    """Serve one driver until Ctrl-C / SIGTERM (graceful: running commands drain)."""
-    from drivers import (
-        CurveConfig,
-        CurveError,
-        TargetError,
-        build_driver,
-        default_identity,
-        load_target,
-        parse_options,
-    )
+    """Serve one driver, or several instances in one process, until Ctrl-C / SIGTERM
+    (graceful: running commands drain)."""
+    from drivers import CurveConfig, CurveError, Driver, TargetError, parse_options, serve_targets
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def announce(drivers: list[Driver]) -> None:
+        for drv in drivers:
+            console.print(f"driver {drv.identity} ({', '.join(drv.capabilities)}) → {connect}")
+
     try:
-        cls = load_target(target)
         opts = parse_options(option)
         opts.setdefault("heartbeat_s", heartbeat)
-        ident = identity or default_identity(cls)
         curve = CurveConfig.client(curve_keys, curve_name) if curve_keys else None
-        drv = build_driver(cls, ident, ledger or Path(f"{ident}.ledger.sqlite"), opts)
+        code = serve_targets(list(targets), connect, identity=identity, instances=instances,
+                             ledger=ledger, options=opts, curve=curve, announce=announce)
     except (TargetError, CurveError, ValueError) as exc:
         _fail(str(exc))
         return
-    console.print(f"driver {ident} ({', '.join(drv.capabilities)}) → {connect}")
-    drv.run(connect, curve=curve)
+    raise typer.Exit(code)
 
 
 @driver_app.command("check")
@@ -73,6 +75,8 @@ def check(
     transport: str = typer.Option("ipc", help="ipc or tcp (loopback)"),
     bind: str | None = typer.Option(
         None, help="check a running driver that connects to this endpoint instead"),
+    hosted: bool = typer.Option(
+        False, "--hosted", help="serve it in a host process with a sibling instance"),
     heartbeat: float = typer.Option(0.2, help="heartbeat interval used by the kit"),
 ) -> None:
     """Run the conformance kit; exit code 0 only if every check passes."""
@@ -81,7 +85,7 @@ def check(
     logging.basicConfig(level=logging.ERROR)
     try:
         report = check_driver(target, options=parse_options(option), transport=transport,
-                              bind=bind, heartbeat_s=heartbeat)
+                              bind=bind, hosted=hosted, heartbeat_s=heartbeat)
     except (TargetError, ValueError) as exc:
         _fail(str(exc))
         return
