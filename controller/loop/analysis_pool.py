@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,11 +27,28 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """End this worker once its controller is gone: after a ``kill -9`` of the controller the
+    pool's workers are re-parented, not stopped, and every restart would leave another one
+    behind holding memory."""
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(0)
+
+
 def _init_worker() -> None:
     """Single-threaded numerics (the worker is one of the two cores' tenants)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    global _watching
+    if not _watching:
+        _watching = True
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                         name="exit-with-controller").start()
     import controller.xrd  # noqa: F401 - import once, not in the first fit
+
+
+_watching = False
 
 
 def run_analysis(two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
