@@ -36,14 +36,16 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     os._exit(0)
 
 
-def _init_worker() -> None:
-    """Single-threaded numerics (the worker is one of the two cores' tenants)."""
+def _init_worker(parent: int | None = None) -> None:
+    """Single-threaded numerics (the worker is one of the two cores' tenants). ``parent`` is the
+    controller's pid, passed in rather than read here: a controller killed while this worker
+    starts has already handed it to another parent."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     global _watching
     if not _watching:
         _watching = True
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+        threading.Thread(target=_exit_with_parent, args=(parent or os.getppid(),), daemon=True,
                          name="exit-with-controller").start()
     import controller.xrd  # noqa: F401 - import once, not in the first fit
 
@@ -74,7 +76,8 @@ class AnalysisPool:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_init_worker)
+                                                 initializer=_init_worker,
+                                                 initargs=(os.getpid(),))
             return self._pool
 
     def warm_up(self) -> None:
