@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from .ledger import INTERRUPTED, LedgerEntry, LedgerError
+from .ledger import INTERRUPTED, LedgerEntry, LedgerError, commit_rows, stored_json
 
 HOST_LEDGER_VERSION = 1
 
@@ -57,13 +57,6 @@ _SELECT = (
     "SELECT command_id, capability, state, result, error, received_at, finished_at "
     "FROM host_commands WHERE identity = ? AND command_id = ?"
 )
-
-
-def _json(value: Any) -> str | None:
-    """A result as stored: None, JSON text already encoded, or a dict to encode."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value)
 
 
 class HostLedger:
@@ -136,35 +129,12 @@ class HostLedger:
                 kinds.append(True)
             elif kind == "finish":
                 _, ident, cid, state, result, error = op
-                finishes.append((state, _json(result), error, now, ident, cid))
+                finishes.append((state, stored_json(result), error, now, ident, cid))
                 kinds.append(False)
             else:
                 raise ValueError(f"unknown ledger op {kind!r}")
-        db = self._db
         with self._lock:
-            if len(ops) == 1:  # one statement in autocommit mode is its own transaction
-                sql, row = (_INSERT, begins[0]) if begins else (_FINISH, finishes[0])
-                return [db.execute(sql, row).rowcount == 1]
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if (begins and db.executemany(_INSERT, begins).rowcount != len(begins)) or (
-                    finishes and db.executemany(_FINISH, finishes).rowcount != len(finishes)
-                ):
-                    # a begin met a known id or a finish a finished row (rare): redo the batch
-                    # row by row to learn which
-                    db.execute("ROLLBACK")
-                    db.execute("BEGIN IMMEDIATE")
-                    fresh = [db.execute(_INSERT, row).rowcount == 1 for row in begins]
-                    done = [db.execute(_FINISH, row).rowcount == 1 for row in finishes]
-                else:
-                    fresh = [True] * len(begins)
-                    done = [True] * len(finishes)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        fresh_it, done_it = iter(fresh), iter(done)
-        return [next(fresh_it) if is_begin else next(done_it) for is_begin in kinds]
+            return commit_rows(self._db, _INSERT, _FINISH, begins, finishes, kinds)
 
     # ---- used through views ---------------------------------------------------------------
     def _get(self, identity: str, command_id: str) -> LedgerEntry | None:

@@ -54,6 +54,51 @@ _FINISH = (
 )
 
 
+def stored_json(value: Any) -> str | None:
+    """A result as stored: None, JSON text already encoded (the SDK encodes a result once), or
+    a dict to encode."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def commit_rows(db: sqlite3.Connection, insert_sql: str, finish_sql: str,
+                begins: list[tuple[Any, ...]], finishes: list[tuple[Any, ...]],
+                kinds: list[bool]) -> list[bool]:
+    """Write a group commit's rows in ONE transaction (one fsync); per op (``kinds``: True for
+    a begin, in op order) whether it changed a row. The caller holds the connection's lock.
+
+    Shared by the single-driver ledger and the host ledger, which differ only in their SQL.
+    One op is one statement in autocommit mode — its own transaction, committed (and fsynced)
+    like an explicit one, two calls into SQLite fewer than BEGIN … COMMIT: the usual case when
+    commands do not overlap. A batch runs one executemany per kind; if a count falls short (a
+    begin met a known id, a finish met a finished row — rare), it is redone row by row to learn
+    which.
+    """
+    if len(kinds) == 1:
+        sql, row = (insert_sql, begins[0]) if begins else (finish_sql, finishes[0])
+        return [db.execute(sql, row).rowcount == 1]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if (begins and db.executemany(insert_sql, begins).rowcount != len(begins)) or (
+            finishes and db.executemany(finish_sql, finishes).rowcount != len(finishes)
+        ):
+            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            fresh = [db.execute(insert_sql, row).rowcount == 1 for row in begins]
+            done = [db.execute(finish_sql, row).rowcount == 1 for row in finishes]
+        else:
+            fresh = [True] * len(begins)
+            done = [True] * len(finishes)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    fresh_it, done_it = iter(fresh), iter(done)
+    return [next(fresh_it) if is_begin else next(done_it) for is_begin in kinds]
+
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """One command as the ledger knows it."""
@@ -182,24 +227,6 @@ class Ledger:
         one batch as "admitted, then cancelled before it started", which is that order.
         """
         now = time.time()
-        if len(ops) == 1:
-            # the usual case when commands do not overlap: one statement in autocommit mode is
-            # its own transaction, committed (and fsynced) like an explicit one — two calls
-            # into SQLite fewer than BEGIN … COMMIT
-            op = ops[0]
-            kind = op[0]
-            if kind == "begin":
-                _, cid, cap, params = op
-                sql, row = _INSERT, (cid, cap, json.dumps(params), now)
-            elif kind == "finish":
-                _, cid, state, result, error = op
-                if result is not None and not isinstance(result, str):
-                    result = json.dumps(result)
-                sql, row = _FINISH, (state, result, error, now, cid)
-            else:
-                raise ValueError(f"unknown ledger op {kind!r}")
-            with self._lock:
-                return [self._db.execute(sql, row).rowcount == 1]
         begins: list[tuple[str, str, str, float]] = []
         finishes: list[tuple[str, str | None, str | None, float, str]] = []
         kinds: list[bool] = []  # True: begin
@@ -211,42 +238,12 @@ class Ledger:
                 kinds.append(True)
             elif kind == "finish":
                 _, cid, state, result, error = op
-                if result is not None and not isinstance(result, str):
-                    result = json.dumps(result)
-                finishes.append((state, result, error, now, cid))
+                finishes.append((state, stored_json(result), error, now, cid))
                 kinds.append(False)
             else:
                 raise ValueError(f"unknown ledger op {kind!r}")
-        db = self._db
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # one executemany per kind; if a count falls short (a begin met a known id, a
-                # finish met a finished row — rare), redo the batch row by row to learn which
-                if (begins and db.executemany(_INSERT, begins).rowcount != len(begins)) or (
-                    finishes and db.executemany(_FINISH, finishes).rowcount != len(finishes)
-                ):
-                    db.execute("ROLLBACK")
-                    db.execute("BEGIN IMMEDIATE")
-                    fresh = [db.execute(_INSERT, row).rowcount == 1 for row in begins]
-                    done = [db.execute(_FINISH, row).rowcount == 1 for row in finishes]
-                else:
-                    fresh = [True] * len(begins)
-                    done = [True] * len(finishes)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        b = f = 0
-        changed: list[bool] = []
-        for is_begin in kinds:
-            if is_begin:
-                changed.append(fresh[b])
-                b += 1
-            else:
-                changed.append(done[f])
-                f += 1
-        return changed
+            return commit_rows(self._db, _INSERT, _FINISH, begins, finishes, kinds)
 
     def record_failure(self, command_id: str, capability: str, params: dict[str, Any],
                        error: str) -> None:
