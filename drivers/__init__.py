@@ -6,7 +6,8 @@ The face other packages use:
   :class:`Command`, :class:`Ack`, :class:`Progress`, :class:`Result`, :class:`StatusQuery`,
   :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
   :class:`ProtocolError`;
-- driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`;
+- driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`,
+  :func:`run_until_signal` (serve until SIGINT/SIGTERM, then drain);
 - several instances in one process: :class:`DriverHost`, :func:`serve_many`,
   :class:`HostLedger` (one shared ledger file, rows keyed by identity);
 - controller side: :class:`Dispatcher`, :class:`Outcome`, :class:`DriverInfo`;
@@ -51,7 +52,7 @@ from .runner import (
     parse_options,
     serve_targets,
 )
-from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn
+from .sdk import CANCELLED, Driver, InstrumentError, ProgressFn, run_until_signal
 from .security import CurveConfig, CurveError, generate_keys
 from .steps import (
     STANDARD_CAPABILITIES,
@@ -88,6 +89,7 @@ __all__ = [
     "DoseMixParams",
     "DoseMixResult",
     "Driver",
+    "run_until_signal",
     "DriverHost",
     "DriverInfo",
     "Dispatcher",

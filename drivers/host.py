@@ -22,9 +22,7 @@ finds its own rows and answers re-sent ids from them, as a lone driver would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -34,7 +32,7 @@ import zmq
 from .commit import GroupCommit, TaggedCommits
 from .host_ledger import HostLedger
 from .ledger import Ledger
-from .sdk import Driver
+from .sdk import Driver, run_until_signal
 from .security import CurveConfig
 
 log = logging.getLogger("drivers.host")
@@ -71,16 +69,7 @@ class DriverHost:
     def run(self, endpoint: str, *, curve: CurveConfig | None = None) -> int:
         """Blocking: serve until SIGINT/SIGTERM (graceful for every instance); exit code 1 if
         an instance stopped with an error, else 0."""
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
-            await self.serve(endpoint, stop=stop, curve=curve)
-
-        asyncio.run(main())
+        run_until_signal(lambda stop: self.serve(endpoint, stop=stop, curve=curve))
         return 1 if self.failures else 0
 
     async def serve(self, endpoint: str, *, stop: asyncio.Event | None = None,

@@ -93,6 +93,22 @@ def _resume(coro: Any, yielded: Any) -> Any:
                 return finished.value
 
 
+def run_until_signal(serve: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
+    """Blocking: run ``serve(stop)`` in a new event loop, with SIGINT/SIGTERM setting ``stop``
+    so that drivers drain and say goodbye instead of dying mid-command (the one way every
+    driver process — single, hosted or simulated — is run from a command line)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    asyncio.run(main())
+
+
 class _AckBatch:
     """Commands admitted in one short window, sharing one ack timer."""
 
@@ -208,16 +224,7 @@ class Driver:
     # ---- running ------------------------------------------------------------------------
     def run(self, endpoint: str, *, curve: CurveConfig | None = None) -> None:
         """Blocking: serve until SIGINT/SIGTERM, then shut down gracefully."""
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
-            await self.serve(endpoint, stop=stop, curve=curve)
-
-        asyncio.run(main())
+        run_until_signal(lambda stop: self.serve(endpoint, stop=stop, curve=curve))
 
     async def serve(
         self,

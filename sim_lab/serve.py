@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
+
+from drivers import run_until_signal
 
 from .instruments import ROLES, instrument_class
 from .lab import FaultConfig
@@ -71,15 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for ident in identities
     ]
 
-    async def serve_all() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await asyncio.gather(*(d.serve(args.connect, stop=stop) for d in drivers))
-
-    asyncio.run(serve_all())
+    run_until_signal(lambda stop: asyncio.gather(*(d.serve(args.connect, stop=stop) for d in drivers)))
     return 0
 
 
