@@ -11,7 +11,6 @@ import collections
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,16 +31,7 @@ from drivers.examples import ToyFurnace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from drivers_lab import arun, hosted_lab, lab  # noqa: E402
-from test_drivers_processes import Procs, endpoint_for, heat, until  # noqa: E402
-
-
-@pytest.fixture
-def host_procs(tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.kill_all()
+from test_drivers_processes import Procs, endpoint_for, heat, procs, until  # noqa: E402,F401 - procs: the fixture
 
 
 class Echo(Driver):
@@ -156,9 +146,8 @@ def test_a_bad_frame_or_a_broken_instance_does_not_disturb_the_others(tmp_path: 
 
 
 def test_duplicate_after_the_host_process_is_sigkilled_returns_the_stored_result(
-    host_procs: Procs,
+    procs: Procs,  # noqa: F811 - the fixture imported from test_drivers_processes
 ) -> None:
-    procs = host_procs
     endpoint = endpoint_for("ipc")
     ledger = procs.tmp / "host.sqlite"
 
