@@ -541,7 +541,7 @@ def widen_world(world: World, *, name: str, max_e_hull: float = 0.08, include_kn
         **doc["provenance"].get("targets", {}),
         "widened_from": world.name,
         "added": len(added),
-        "known_added": sum(a["formula"] in set(world.known_formulas()) for a in added),
+        "known_added": len({a["formula"] for a in added} & set(world.known_formulas())),
         "chosen": len(doc["targets"]),
         "makeable_fraction": round(n_make / max(1, len(doc["targets"])), 3),
         "widen_seconds": round(time.perf_counter() - t0, 1),
