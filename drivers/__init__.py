@@ -4,7 +4,7 @@ The face other packages use:
 
 - protocol: :data:`PROTOCOL_VERSION`, the messages (:class:`Register`, :class:`Heartbeat`,
   :class:`Command`, :class:`Ack`, :class:`Progress`, :class:`Result`, :class:`StatusQuery`,
-  :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
+  :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`, :func:`new_id`,
   :class:`ProtocolError`;
 - driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`,
   :func:`run_until_signal` (serve until SIGINT/SIGTERM, then drain);
@@ -43,6 +43,7 @@ from .protocol import (
     StatusReply,
     decode,
     encode,
+    new_id,
 )
 from .runner import (
     TargetError,
@@ -132,6 +133,7 @@ __all__ = [
     "example_params",
     "generate_keys",
     "load_target",
+    "new_id",
     "parse_options",
     "serve_many",
     "serve_targets",

@@ -28,6 +28,7 @@ from drivers import (
     decode,
     encode,
     example_params,
+    new_id,
     validate_params,
     validate_result,
 )
@@ -102,6 +103,37 @@ def test_command_defaults_a_uuid_and_normalises_it() -> None:
     cmd = Command(command_id=upper, capability="xrd", deadline_s=1)
     assert cmd.command_id == upper.lower()
     assert uuid.UUID(Command(capability="xrd", deadline_s=1).command_id)
+
+
+def test_new_ids_are_canonical_unique_time_ordered_uuid7_and_differ_after_fork() -> None:
+    import os
+    import time
+
+    ids = [new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:100]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    # the leading 48 bits are Unix milliseconds: ids of later milliseconds sort later, which
+    # is what keeps ledger inserts on the right edge of the B-tree
+    assert abs(int(ids[0][:8] + ids[0][9:13], 16) / 1000 - time.time()) < 60
+    first = new_id()
+    time.sleep(0.003)
+    assert new_id() > first
+    # a forked child must not repeat its parent's sequence
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.write(write, "".join(new_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100_000).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = {new_id() for _ in range(50)}
+    assert len(child) == 50 * 36
+    theirs = {child[i:i + 36] for i in range(0, len(child), 36)}
+    assert not {t[14:] for t in theirs} & {m[14:] for m in mine}  # random parts differ
 
 
 # ---- fuzzing the boundary: decode returns a message or raises ProtocolError, nothing else ----

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlmodel import select
+
+from drivers import new_id
 
 from ..store import (
     Experiment,
@@ -181,7 +182,7 @@ class ExperimentRunner:
                                       floor_s=self.policy.deadline_floor_s)
         with self.store.session() as s:
             row = StepCommand(
-                command_id=str(uuid.uuid4()),
+                command_id=new_id(),  # time-ordered: appends to the B-tree of step commands
                 experiment_id=experiment_id,
                 step=step,
                 sequence=sequence,
