@@ -303,8 +303,16 @@ class Dispatcher:
             self._remember_owner(cid, driver)
         pend.expiry = loop.call_at(pend.deadline_at, self._expire, cid)
         self._pending[cid] = pend
-        self._queue.append(cid)
-        self._assign()
+        if self._queue:
+            self._queue.append(cid)  # others wait already: first come, first routed
+            self._assign()
+        else:
+            # the usual case: nothing queued, route this one without rebuilding the queue
+            drv = self._pick(pend, now)
+            if drv is None:
+                self._queue.append(cid)
+            else:
+                self._route(pend, drv, now)
         # awaited directly (no shield: one callback hop fewer per command). If this caller is
         # cancelled, the future is cancelled with it but the command stays pending: it is
         # still routed, retried and resolved for joiners and for re-submits of the id.
@@ -439,24 +447,7 @@ class Dispatcher:
             pend = self._pending.get(cid)
             if pend is None:
                 continue
-            owner = self._owner.get(cid)
-            best: _Driver | None = None
-            if owner is not None:
-                d = drivers.get(owner)
-                if (d is not None and d.alive and len(d.in_flight) < d.capacity
-                        and d.busy_until <= now):
-                    best = d
-            else:
-                # one pass: the live driver with the capability and the largest free share
-                # of its capacity (then the most free slots)
-                cap = pend.command.capability
-                best_key = (0.0, 0)
-                for d in drivers.values():
-                    free = d.capacity - len(d.in_flight)
-                    if free > 0 and d.alive and d.busy_until <= now and cap in d.capabilities:
-                        key = (free / d.capacity, free)
-                        if best is None or key > best_key:
-                            best, best_key = d, key
+            best = self._pick(pend, now)
             if best is None:
                 if not any(d.alive and d.free() > 0 and d.busy_until <= now
                            for d in drivers.values()):
@@ -464,12 +455,39 @@ class Dispatcher:
                     break  # backlog of thousands must not cost O(n) per finished command)
                 still.append(cid)
                 continue
-            drv = best
-            pend.driver = drv.identity
-            drv.in_flight.add(cid)
-            self._owner.pop(cid, None)
-            self._transmit(pend, now)
+            self._route(pend, best, now)
         self._queue = still
+
+    def _pick(self, pend: _Pending, now: float) -> _Driver | None:
+        """The driver ``pend`` goes to now, or None: its pinned owner if that one is live and
+        has room, else (unpinned) the live driver with the capability and the largest free
+        share of its capacity (then the most free slots)."""
+        drivers = self._drivers
+        owner = self._owner.get(pend.command.command_id)
+        if owner is not None:
+            d = drivers.get(owner)
+            if (d is not None and d.alive and len(d.in_flight) < d.capacity
+                    and d.busy_until <= now):
+                return d
+            return None
+        cap = pend.command.capability
+        best: _Driver | None = None
+        best_key = (0.0, 0)
+        for d in drivers.values():
+            free = d.capacity - len(d.in_flight)
+            if free > 0 and d.alive and d.busy_until <= now and cap in d.capabilities:
+                key = (free / d.capacity, free)
+                if best is None or key > best_key:
+                    best, best_key = d, key
+        return best
+
+    def _route(self, pend: _Pending, drv: _Driver, now: float) -> None:
+        """Pin ``pend`` to ``drv`` and send it."""
+        cid = pend.command.command_id
+        pend.driver = drv.identity
+        drv.in_flight.add(cid)
+        self._owner.pop(cid, None)
+        self._transmit(pend, now)
 
     def _transmit(self, pend: _Pending, now: float) -> None:
         remaining = max(1e-3, pend.deadline_at - self.grace_s - now)

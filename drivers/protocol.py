@@ -243,11 +243,12 @@ MESSAGE_TYPES: dict[str, type[BaseModel]] = {
 }
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
+_TYPES = frozenset(MESSAGE_TYPES.values())
 
 
 def encode(msg: BaseModel) -> bytes:
     """One frame: the message as compact JSON (UTF-8), version included."""
-    if type(msg) not in MESSAGE_TYPES.values():
+    if type(msg) not in _TYPES:
         raise TypeError(f"not a protocol message: {type(msg).__name__}")
     return msg.model_dump_json().encode("utf-8")
 
