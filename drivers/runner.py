@@ -11,6 +11,7 @@ PC controlling several instruments should run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -128,7 +129,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--option", action="append", default=[], help="key=value passed to the class")
     p.add_argument("--curve-keys", default=None, help="key folder (synthloop keys generate)")
     p.add_argument("--curve-name", default="driver")
-    p.add_argument("--fault-seed", type=int, default=None)
+    p.add_argument("--fault-seed", type=int, default=None,
+                   help="turn on transport fault injection with this seed (instance i of a "
+                   "host: seed + i)")
     p.add_argument("--fault-drop", type=float, default=0.0)
     p.add_argument("--fault-duplicate", type=float, default=0.0)
     p.add_argument("--fault-delay", type=float, default=0.0)
@@ -152,6 +155,25 @@ def serve_main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def host_drivers(plan: list[tuple[Callable[..., Driver], str]],
+                 options: dict[str, Any]) -> list[Driver]:
+    """The driver instances of one host, each with its own ledger path (an old single-driver
+    ledger found there is adopted into the shared one).
+
+    A ``faults`` option gives instance *i* (0-based, in ``plan`` order) the seed ``seed + i``:
+    with one shared seed every instance would drop, duplicate and delay the very same frames
+    of its own stream in lock-step, which is not the independent transport faults a soak test
+    means — and the run stays reproducible from the one ``--fault-seed``."""
+    faults = options.get("faults")
+    out = []
+    for index, (target, ident) in enumerate(plan):
+        opts = dict(options)
+        if isinstance(faults, FaultConfig):
+            opts["faults"] = dataclasses.replace(faults, seed=faults.seed + index)
+        out.append(build_driver(target, ident, f"{ident}.ledger.sqlite", opts))
+    return out
+
+
 def serve_targets(specs: list[str], connect: str, *, identity: str | None = None,
                   instances: int = 1, ledger: str | Path | None = None,
                   options: dict[str, Any] | None = None, curve: CurveConfig | None = None,
@@ -169,8 +191,7 @@ def serve_targets(specs: list[str], connect: str, *, identity: str | None = None
         return 0
     # every instance keeps its own ledger path: an old single-driver ledger found there is
     # adopted into the shared one, so its finished ids are still answered, never re-run
-    drivers = [build_driver(target, ident, f"{ident}.ledger.sqlite", dict(opts))
-               for target, ident in plan]
+    drivers = host_drivers(plan, opts)
     host = DriverHost(drivers, ledger=ledger or DEFAULT_HOST_LEDGER)
     if announce is not None:
         announce(drivers)

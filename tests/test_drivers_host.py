@@ -263,3 +263,32 @@ def test_conformance_kit_passes_for_a_hosted_instance(tmp_path: Path) -> None:
     names = {c.name: c.passed for c in report.checks}
     assert names["hosted isolation"] and names["replay across restart"]
     assert names["duplicate replay"] and names["malformed messages"]
+
+
+def test_hosted_instances_of_one_fault_seed_get_their_own_streams(tmp_path, monkeypatch) -> None:
+    """``serve A --instances 3 --fault-seed 7``: instance i injects faults with seed 7 + i, so
+    the instances do not drop the same frames in lock-step, and the run is reproducible."""
+    from drivers import FaultConfig
+    from drivers.faults import FaultInjector
+    from drivers.runner import host_drivers, host_identities
+
+    monkeypatch.chdir(tmp_path)
+    plan = host_identities(["drivers.examples.toy_furnace:ToyFurnace"], 3, "furnace")
+    faults = FaultConfig(seed=7, drop=0.5)
+    built = host_drivers(plan, {"faults": faults, "heartbeat_s": 0.5})
+    assert [d.identity for d in built] == ["furnace-1", "furnace-2", "furnace-3"]
+    assert [d.faults.seed for d in built] == [7, 8, 9]
+    assert all(d.faults.drop == 0.5 for d in built)
+
+    def pattern(cfg: FaultConfig) -> list[int]:
+        sent: list[int] = []
+        inj = FaultInjector(cfg, lambda frames: sent.append(int(frames[0])))
+        for i in range(64):
+            inj.send_nowait([str(i).encode()])
+        return sent
+
+    streams = [pattern(d.faults) for d in built]
+    assert len({tuple(s) for s in streams}) == 3  # independent decisions per instance
+    assert streams == [pattern(d.faults) for d in host_drivers(plan, {"faults": faults})]
+    # no faults option: nothing is added
+    assert all(d.faults is None for d in host_drivers(plan, {}))
