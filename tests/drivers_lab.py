@@ -28,14 +28,23 @@ async def lab(drivers: list[Driver], **dispatcher_kw: Any) -> AsyncIterator[Disp
     await d.start()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(drv.serve(d.endpoint, stop=stop)) for drv in drivers]
+    body_failed = False
     try:
         caps = {c for drv in drivers for c in drv.capabilities}
         await d.wait_for(caps, 10)
         yield d
+    except BaseException:
+        body_failed = True
+        raise
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
         await d.close()
+        # a driver whose serve() crashed must fail the test, not vanish into the gather (but
+        # never mask the test's own failure)
+        crashed = [r for r in results if isinstance(r, BaseException)]
+        if crashed and not body_failed:
+            raise AssertionError(f"a driver's serve() raised: {crashed[0]!r}") from crashed[0]
 
 
 @contextlib.asynccontextmanager
