@@ -4,8 +4,8 @@ The face other packages use:
 
 - protocol: :data:`PROTOCOL_VERSION`, the messages (:class:`Register`, :class:`Heartbeat`,
   :class:`Command`, :class:`Ack`, :class:`Progress`, :class:`Result`, :class:`StatusQuery`,
-  :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`, :func:`new_id`,
-  :class:`ProtocolError`;
+  :class:`StatusReply`, :class:`Error`, :class:`Goodbye`), :func:`encode`, :func:`decode`,
+  :func:`new_id`, :class:`ProtocolError`;
 - driver SDK: :class:`Driver`, :class:`InstrumentError`, :class:`Ledger`, :data:`INTERRUPTED`,
   :func:`run_until_signal` (serve until SIGINT/SIGTERM, then drain);
 - several instances in one process: :class:`DriverHost`, :func:`serve_many`,

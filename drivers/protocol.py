@@ -73,14 +73,14 @@ _CANONICAL_UUID = re.compile(
 class _IdSource:
     """Command ids as UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random.
 
-    Why not ``uuid.uuid4``: ids are the primary keys of every driver ledger and of the
-    controller's experiment tables. Random keys land on random B-tree pages, so each group
-    commit rewrites one page per command; time-ordered keys append at the right edge, where a
-    commit of many commands touches one or two pages. The random bits come from a generator
-    seeded from ``os.urandom`` once per process (and again in a forked child, which must not
-    repeat its parent's sequence) instead of one ``getrandom`` system call per id. These ids
-    identify, they are not a random *choice* of the campaign: they need uniqueness (74 random
-    bits per millisecond per process), not a campaign seed, and they are never secrets.
+    Why not ``uuid.uuid4``: ids are the primary keys of every driver ledger and a unique
+    index of the controller's step commands. Random keys land on random B-tree pages, so each
+    group commit rewrites one page per command; time-ordered keys append at the right edge,
+    where a commit of many commands touches one or two pages. The random bits come from a
+    generator seeded from ``os.urandom`` once per process (and again in a forked child, which
+    must not repeat its parent's sequence) instead of one ``getrandom`` system call per id.
+    These ids identify, they are not a random *choice* of the campaign: they need uniqueness
+    (74 random bits per millisecond per process), not a campaign seed, and are never secrets.
     """
 
     def __init__(self) -> None:
@@ -102,7 +102,6 @@ class _IdSource:
 
 new_id = _IdSource()
 """A fresh identifier (canonical UUID text, version 7, time-ordered); see :class:`_IdSource`."""
-_new_id = new_id
 
 
 class Register(_Message):
@@ -118,7 +117,7 @@ class Register(_Message):
     capabilities: list[_ID] = Field(min_length=1)
     capacity: int = Field(ge=1, le=10_000)
     version: str = Field(max_length=100)
-    instance: str = Field(default_factory=_new_id, max_length=100)
+    instance: str = Field(default_factory=new_id, max_length=100)
     running: list[_ID] = Field(default_factory=list)
 
 
@@ -139,7 +138,7 @@ class Command(_Message):
     """
 
     type: Literal["command"] = "command"
-    command_id: str = Field(default_factory=_new_id)
+    command_id: str = Field(default_factory=new_id)
     capability: _ID
     params: dict[str, Any] = Field(default_factory=dict)
     deadline_s: float = Field(gt=0, le=30 * 24 * 3600.0, allow_inf_nan=False)
@@ -192,7 +191,7 @@ class StatusQuery(_Message):
     """Controller → driver: what do you know about these command ids? (reconciliation)"""
 
     type: Literal["status_query"] = "status_query"
-    query_id: str = Field(default_factory=_new_id, max_length=100)
+    query_id: str = Field(default_factory=new_id, max_length=100)
     command_ids: list[_ID] = Field(max_length=100_000)
 
 

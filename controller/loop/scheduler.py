@@ -24,8 +24,6 @@ from typing import Any, Protocol
 
 from sqlmodel import select
 
-from drivers import new_id
-
 from ..store import (
     Experiment,
     ExperimentState,
@@ -180,9 +178,13 @@ class ExperimentRunner:
         params = step_params(step, sample_id, recipe)
         deadline_s = deadline_seconds(step, params, speedup=self.policy.speedup,
                                       floor_s=self.policy.deadline_floor_s)
+        # imported here, as in controller.loop.lab: importing controller.loop must not load
+        # the drivers package (ZeroMQ, the protocol models) for commands that never talk to a lab
+        from drivers import new_id
+
         with self.store.session() as s:
             row = StepCommand(
-                command_id=new_id(),  # time-ordered: appends to the B-tree of step commands
+                command_id=new_id(),  # time-ordered: appends to the unique index on command_id
                 experiment_id=experiment_id,
                 step=step,
                 sequence=sequence,
