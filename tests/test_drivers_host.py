@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from drivers import (
+    HOST_LEDGER_VERSION,
     Command,
     Driver,
     DriverHost,
@@ -225,11 +226,65 @@ def test_ledger_layouts_are_versioned_and_an_old_single_ledger_is_adopted(
     db = sqlite3.connect(tmp_path / "host.sqlite")
     try:
         assert dict(db.execute("SELECT key, value FROM ledger_meta")) == {
-            "kind": "host", "version": "1"}
+            "kind": "host", "version": str(HOST_LEDGER_VERSION)}
         sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'host_commands'").fetchone()
-        assert "PRIMARY KEY (identity, command_id)" in sql[0] and "WITHOUT ROWID" in sql[0]
+        assert "PRIMARY KEY (command_id, identity)" in sql[0] and "WITHOUT ROWID" in sql[0]
     finally:
         db.close()
+
+
+_V1_TABLE = """CREATE TABLE host_commands (
+    identity TEXT NOT NULL, command_id TEXT NOT NULL, capability TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running','succeeded','failed','expired')),
+    result TEXT, error TEXT, received_at REAL NOT NULL, finished_at REAL,
+    PRIMARY KEY (identity, command_id)
+) WITHOUT ROWID"""
+
+
+def test_version_1_host_ledger_is_migrated_with_every_row(tmp_path: Path) -> None:
+    """A host ledger written by the previous layout (keyed identity first) is converted in
+    place when opened: finished ids still answer from their stored result, a row left running
+    is recovered as interrupted, and nothing is executed again."""
+    path = tmp_path / "host.sqlite"
+    done, running = str(uuid.uuid4()), str(uuid.uuid4())
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO ledger_meta VALUES ('kind', 'host'), ('version', '1')")
+    db.execute(_V1_TABLE)
+    db.execute("INSERT INTO host_commands VALUES ('a', ?, 'echo', '{}', 'succeeded', "
+               "'{\"echo\": 7}', NULL, 1.0, 2.0)", (done,))
+    db.execute("INSERT INTO host_commands VALUES ('b', ?, 'echo', '{}', 'running', NULL, NULL, "
+               "1.0, NULL)", (running,))
+    db.commit()
+    db.close()
+
+    led = HostLedger(path)
+    try:
+        assert led.view("a").get(done).result == {"echo": 7}
+        assert led.view("b").recover_interrupted() == [running]
+        assert led.view("b").get(running).state == "failed"
+        assert led.apply([("begin", "a", done, "echo", {})]) == [False]  # still known
+    finally:
+        led.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT value FROM ledger_meta WHERE key = 'version'").fetchone() == (
+            str(HOST_LEDGER_VERSION),)
+        assert db.execute("SELECT COUNT(*) FROM host_commands").fetchone() == (2,)
+    finally:
+        db.close()
+
+
+def test_host_ledger_of_an_unknown_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "host.sqlite"
+    HostLedger(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE ledger_meta SET value = '99' WHERE key = 'version'")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="layout version 99"):
+        HostLedger(path)
 
 
 def test_host_refuses_two_instances_with_one_identity(tmp_path: Path) -> None:
