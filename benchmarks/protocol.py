@@ -27,6 +27,11 @@ Each phase also reports CPU µs per command of the dispatcher process (which inc
 submitting client) and of all driver processes (``/proc``), which moves much less than wall
 figures when other jobs share the cores.
 
+Floors (``benchmarks/floors.py``, first, in the same run; ``--no-floors`` skips them): a bare
+ZeroMQ ROUTER/DEALER echo with 16 and 1 in flight and the disk's fdatasync latency — what this
+machine gives with none of our code in the path; the goal check prints the protocol's closed
+loop against it.
+
 Fuzz: ``--fuzz`` seeded cases (random bytes, bit flips / truncations / splices of valid frames,
 random JSON shaped like messages) through :func:`drivers.decode`; any exception other than
 ProtocolError is a failure (exit code 1).
@@ -51,6 +56,8 @@ from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import floors  # noqa: E402  (benchmarks/floors.py: this machine's bare ZeroMQ and fsync floors)
 
 from drivers import (  # noqa: E402
     MESSAGE_TYPES,
@@ -399,8 +406,9 @@ def _ratio(base: dict, hosted: dict) -> str:
             f"{cpu(base):.0f} -> {cpu(hosted):.0f} us (x{cpu(hosted) / cpu(base):.2f})")
 
 
-def _goal(res: dict, sync: str) -> str:
-    """MET/MISSED of issue 3's goal for one 16-driver configuration."""
+def _goal(res: dict, sync: str, floor: dict | None = None) -> str:
+    """MET/MISSED of issue 3's goal for one 16-driver configuration (``floor``: the bare
+    ZeroMQ round trip with 16 in flight on this machine, for scale)."""
     c, o, thr = res["closed"], res["open"], res["throughput_cmd_s"]
 
     def verdict(good: bool) -> str:
@@ -410,7 +418,9 @@ def _goal(res: dict, sync: str) -> str:
              f"mode {_mode(res)}:",
              f"  throughput {thr:.0f} cmd/s: {verdict(thr >= 5000)}",
              f"  closed-loop p99 {c['p99_ms']:.2f} ms (16 in flight, {c['cmd_s']:.0f} cmd/s): "
-             f"{verdict(c['p99_ms'] < 5)}"]
+             f"{verdict(c['p99_ms'] < 5)}"
+             + (f" (bare ZeroMQ floor p99 {floor['p99_ms']:.2f} ms, p50 {floor['p50_ms']:.2f}"
+                f" ms: protocol p50 x{c['p50_ms'] / floor['p50_ms']:.1f})" if floor else "")]
     if o:
         good = o["p99_ms"] < 5 and o["rate"] >= 5000 and o["cmd_s"] >= 0.98 * o["rate"]
         lines.append(f"  open-loop p99 {o['p99_ms']:.2f} ms at {o['rate']:.0f} cmd/s offered "
@@ -437,6 +447,8 @@ def main() -> int:
                    "(drivers.DriverHost, one shared ledger each); 0: only one process per driver")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the one-process-per-driver baseline")
+    p.add_argument("--no-floors", action="store_true",
+                   help="skip measuring this machine's bare ZeroMQ and fsync floors")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = p.parse_args()
     print(f"# machine: {os.cpu_count()} cores, {platform.python_implementation()} "
@@ -444,6 +456,15 @@ def main() -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}, load average at start "
           f"{os.getloadavg()[0]:.1f} (other processes share the cores)")
     ok = True
+    floor16: dict | None = None
+    if args.drivers and not args.fuzz_only and not args.no_floors:
+        # same process, same run: what the machine gives with none of our code in the path
+        floor16 = floors.zmq_round_trip(16, max(1, args.hosts), min(args.seconds, 3.0))
+        floor1 = floors.zmq_round_trip(1, 1, min(args.seconds, 3.0))
+        with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
+            disk = floors.fsync_latency(Path(tmp))
+        print(json.dumps({"floors": {"zmq16": floor16, "zmq1": floor1, "fsync": disk}})
+              if args.json else floors.describe(floor16, floor1, disk))
     if args.drivers and not args.fuzz_only:
         modes = ([] if args.no_baseline else [0]) + ([args.hosts] if args.hosts > 0 else [])
         print("closed loop (1 outstanding per driver) | open loop (fixed offered rate, "
@@ -472,7 +493,7 @@ def main() -> int:
                 print(_ratio(base, hosted))
         for res in results:
             if res["drivers"] == 16:
-                print(_goal(res, args.ledger_sync))
+                print(_goal(res, args.ledger_sync, floor16))
     if args.cpu and not args.fuzz_only:
         with tempfile.TemporaryDirectory(prefix="synthloop-bench-") as tmp:
             res = asyncio.run(cpu_per_command(args.cpu, args.ledger_sync, Path(tmp)))
