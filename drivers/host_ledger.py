@@ -25,7 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from .ledger import INTERRUPTED, LedgerEntry, LedgerError, commit_rows, stored_json
+from .ledger import (
+    INTERRUPTED,
+    WAL_CHECKPOINT_PAGES,
+    LedgerEntry,
+    LedgerError,
+    commit_rows,
+    stored_json,
+)
 
 HOST_LEDGER_VERSION = 2
 """Layout of the file. 2: key (command_id, identity) and a partial index of running rows (1 was
@@ -92,6 +99,7 @@ class HostLedger:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")  # one host process owns the file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={sync.upper()}")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open host ledger {self.path}: {exc}") from exc

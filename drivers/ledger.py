@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS commands (
 # their rowid table; the statements are the same for both.
 
 
+WAL_CHECKPOINT_PAGES = 100
+"""WAL frames after which a commit also checkpoints (SQLite's default is 1000). Why smaller: the
+checkpoint runs inside the commit that crosses the mark, on the event loop, and every command
+in flight waits for it. Measured on a 2-core VM (8 instances' begin + finish commits): at 1000
+pages, 0.35 % of commits took 6-17 ms; at 100, the longest took 4-8 ms and commits over 3 ms
+fell 42 -> 4-7 (sync=normal), 67-132 -> 13-27 (sync=full), at the same CPU per command."""
+
+
 _INSERT = (
     "INSERT OR IGNORE INTO commands (command_id, capability, params, state, received_at) "
     "VALUES (?, ?, ?, 'running', ?)"
@@ -138,6 +146,7 @@ class Ledger:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             hosted = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'host_commands'").fetchone()
             if hosted is None:
