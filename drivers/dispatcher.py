@@ -80,6 +80,7 @@ class DriverInfo:
     in_flight: int
     alive: bool
     version: str = ""
+    via: str | None = None  # the host connection it shares with other instances, if any
 
 
 @dataclass
@@ -94,6 +95,13 @@ class _Driver:
     in_flight: set[str] = field(default_factory=set)
     busy_until: float = 0.0
     heartbeats: int = 0
+    route: bytes | None = None  # routing id of the host connection it shares; None: its own
+
+    def envelope(self) -> list[bytes]:
+        """The frames that address it: its own socket's routing id, or the shared
+        connection's routing id followed by its identity (docs/protocol.md, "Envelope")."""
+        ident = self.identity.encode("utf-8")
+        return [ident] if self.route is None else [self.route, ident]
 
     def free(self) -> int:
         return self.capacity - len(self.in_flight)
@@ -160,6 +168,7 @@ class Dispatcher:
         self._sock: zmq.Socket | None = None
         self._link: Link | None = None
         self._drivers: dict[str, _Driver] = {}
+        self._shared_routes: set[bytes] = set()  # routing ids of connections carrying several
         self._pending: dict[str, _Pending] = {}
         self._queue: list[str] = []
         self._owner: dict[str, str] = {}
@@ -240,7 +249,7 @@ class Dispatcher:
         """Snapshot of the registry."""
         return [
             DriverInfo(d.identity, d.capabilities, d.capacity, len(d.in_flight), d.alive,
-                       d.version)
+                       d.version, d.route.decode("utf-8", "replace") if d.route else None)
             for d in self._drivers.values()
         ]
 
@@ -360,21 +369,34 @@ class Dispatcher:
     async def send_raw(self, identity: str, frames: list[bytes]) -> None:
         """Send arbitrary frames to a driver (conformance and fuzz tests of the driver side)."""
         assert self._link is not None
-        self._link.send([identity.encode("utf-8"), *frames])
+        drv = self._drivers.get(identity)
+        head = drv.envelope() if drv is not None else [identity.encode("utf-8")]
+        self._link.send([*head, *frames])
 
     # ---- internals ----------------------------------------------------------------------
     def _send(self, identity: str, msg: BaseModel) -> None:
+        """Send ``msg`` to the driver ``identity`` (over its own or its host's connection)."""
+        drv = self._drivers.get(identity)
+        if drv is not None and drv.route is not None:
+            self._send_frames([drv.route, identity.encode("utf-8"), encode(msg)])
+        else:
+            self._send_frames([identity.encode("utf-8"), encode(msg)])
+
+    def _reply(self, head: list[bytes], msg: BaseModel) -> None:
+        """Answer the sender of a frame whose envelope was ``head`` (it may be unregistered)."""
+        self._send_frames([*head, encode(msg)])
+
+    def _send_frames(self, frames: list[bytes]) -> None:
         link = self._link
         if link is None or link.closed:
             return
-        frames = [identity.encode("utf-8"), encode(msg)]
         try:
             if self.injector is not None:
                 self.injector.send_nowait(frames)
             else:
                 link.send(frames)
         except zmq.ZMQError as exc:
-            log.debug("send to %s failed: %s", identity, exc)
+            log.debug("send to %r failed: %s", frames[:-1], exc)
 
     def _on_handler_error(self, exc: BaseException) -> None:
         # the dispatcher must survive any one message
@@ -502,13 +524,20 @@ class Dispatcher:
         self._send(pend.driver, cmd)
 
     def _handle(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            log.warning("dropping frame set of %d parts (expected identity + payload)",
-                        len(frames))
-            if len(frames) >= 1:
-                self._send_error(frames[0], "malformed", f"expected 1 frame, got {len(frames) - 1}")
+        """One message: ``[identity, payload]`` from a driver's own socket, or ``[route,
+        identity, payload]`` over a host's shared connection (docs/protocol.md, "Envelope")."""
+        n = len(frames)
+        if n == 2:
+            route, (ident_b, payload) = None, frames
+        elif n == 3:
+            route, ident_b, payload = frames
+        else:
+            log.warning("dropping frame set of %d parts (expected identity + payload)", n)
+            if n >= 1:
+                self._reply([frames[0]], Error(code="malformed",
+                                               detail=f"expected 1 frame, got {n - 1}"))
             return
-        ident_b, payload = frames
+        head = [ident_b] if route is None else [route, ident_b]
         try:
             identity = ident_b.decode("utf-8")
         except UnicodeDecodeError:
@@ -517,14 +546,22 @@ class Dispatcher:
         try:
             msg = decode(payload)
         except ProtocolError as exc:
+            if route is not None and route not in self._shared_routes:
+                self._not_shared(route)
+                return
             log.warning("malformed message from %r: %s", identity, exc.detail)
-            self._send(identity, Error(code=exc.code, detail=exc.detail))
+            self._reply(head, Error(code=exc.code, detail=exc.detail))
             return
         now = self._loop.time()
-        drv = self._drivers.get(identity)
         if isinstance(msg, Register):
-            self._on_register(identity, msg, now)
+            self._on_register(identity, msg, now, route, head)
             return
+        if route is not None and route not in self._shared_routes:
+            # a connection becomes shared by registering an identity over it: before that,
+            # three parts are a malformed frame set from a driver's own socket
+            self._not_shared(route)
+            return
+        drv = self._drivers.get(identity)
         if drv is None or not drv.alive:
             if isinstance(msg, Error):
                 self.errors.append((identity, msg))
@@ -533,10 +570,8 @@ class Dispatcher:
                 # a late answer from an unknown/lost peer is still information: use it
                 pass
             else:
-                self._send(
-                    identity,
-                    Error(code="unregistered", detail="register first (controller restarted?)"),
-                )
+                self._reply(head, Error(code="unregistered",
+                                        detail="register first (controller restarted?)"))
                 return
         if drv is not None:
             drv.last_seen = now
@@ -583,26 +618,28 @@ class Dispatcher:
             if drv is not None:
                 self._declare_lost(drv, f"driver {identity!r} shut down ({msg.reason})")
         else:
-            self._send(
-                identity, Error(code="malformed", detail=f"a controller does not accept {msg.type!r}")
-            )
+            self._reply(head, Error(code="malformed",
+                                    detail=f"a controller does not accept {msg.type!r}"))
 
-    def _send_error(self, ident_b: bytes, code: str, detail: str) -> None:
-        try:
-            self._send(ident_b.decode("utf-8"), Error(code=code, detail=detail))
-        except UnicodeDecodeError:
-            return
+    def _not_shared(self, route: bytes) -> None:
+        log.warning("dropping frame set of 3 parts from %r (expected identity + payload)", route)
+        self._reply([route], Error(code="malformed", detail="expected 1 frame, got 2"))
 
-    def _on_register(self, identity: str, msg: Register, now: float) -> None:
+    def _on_register(self, identity: str, msg: Register, now: float, route: bytes | None,
+                     head: list[bytes]) -> None:
         if msg.identity != identity:
-            self._send(identity, Error(
+            self._reply(head, Error(
                 code="malformed",
                 detail=f"register names identity {msg.identity!r} but the socket is {identity!r}",
             ))
             return
+        if route is not None:
+            # from now on this connection carries identities (kept for the dispatcher's life:
+            # one entry per host process start)
+            self._shared_routes.add(route)
         old = self._drivers.get(identity)
         drv = _Driver(identity, tuple(msg.capabilities), msg.capacity, msg.version, msg.instance,
-                      last_seen=now)
+                      last_seen=now, route=route)
         if old is not None:
             drv.in_flight = old.in_flight
             if old.instance != msg.instance:

@@ -4,10 +4,11 @@ several instruments runs (``python -m drivers serve A:Cls B:Cls`` or ``--instanc
 Why: one process per instrument means one Python interpreter, one ZeroMQ I/O thread and one
 ledger fsync stream per instrument. On a small PC (2 cores, 16 instruments) those processes
 spend more CPU on wake-ups and context switches than on the protocol, and every command costs
-two fsyncs of its own. A host keeps each instance's whole contract — its own identity and
-DEALER socket, registration, capabilities, capacity, heartbeats, reconnection and at-most-once
-ledger rules — but shares what can be shared: one ZeroMQ context (one I/O thread) and one
-ledger file (:class:`~drivers.host_ledger.HostLedger`, rows keyed by identity) whose group
+two fsyncs of its own. A host keeps each instance's whole contract — its own identity,
+registration, capabilities, capacity, heartbeats, reconnection and at-most-once ledger rules —
+but shares what can be shared: one ZeroMQ context (one I/O thread), one DEALER connection to
+the controller (:mod:`drivers.shared`: the instance's identity travels as an envelope frame;
+``share_connection=False`` gives every instance a socket of its own) and one ledger file (:class:`~drivers.host_ledger.HostLedger`, rows keyed by identity) whose group
 commit (:mod:`drivers.commit`) carries the admissions and outcomes of all instances that were
 ready in the same loop turn: one fsync per burst across instances. The rule stays: a command id
 is committed as ``running`` before ``execute``, and its Result leaves only after its outcome is
@@ -34,6 +35,7 @@ from .host_ledger import HostLedger
 from .ledger import Ledger
 from .sdk import Driver, run_until_signal
 from .security import CurveConfig
+from .shared import SharedConnection
 
 log = logging.getLogger("drivers.host")
 
@@ -45,10 +47,13 @@ class DriverHost:
     every instance its own ledger file at its ``ledger_path`` as when served alone.
     ``sync``: the shared ledger's durability; default the strictest any instance asks for
     (``full`` if one does), so hosting never weakens an instance's durability.
+    ``share_connection``: all instances over one DEALER connection (default), or one socket
+    each (what a controller older than the "Envelope" section of docs/protocol.md needs).
     """
 
     def __init__(self, drivers: Sequence[Driver], *, ledger: str | Path | None = None,
-                 sync: Literal["full", "normal"] | None = None) -> None:
+                 sync: Literal["full", "normal"] | None = None,
+                 share_connection: bool = True) -> None:
         if not drivers:
             raise ValueError("a driver host needs at least one driver instance")
         seen: set[str] = set()
@@ -63,6 +68,7 @@ class DriverHost:
         self.ledger_path = Path(ledger) if ledger is not None else None
         self.sync: Literal["full", "normal"] = sync or (
             "full" if any(d.ledger_sync == "full" for d in self.drivers) else "normal")
+        self.share_connection = share_connection
         self.failures: dict[str, BaseException] = {}  # identity -> why its serve() ended early
         self.commits: GroupCommit | None = None  # the shared group commit while serving
 
@@ -80,6 +86,7 @@ class DriverHost:
         ctx = zmq.Context(io_threads=1)
         shared: HostLedger | None = None
         own: list[Ledger] = []
+        conn: SharedConnection | None = None
         try:
             plans = []
             if self.ledger_path is not None:
@@ -97,9 +104,11 @@ class DriverHost:
                     led = Ledger(drv.ledger_path, sync=drv.ledger_sync)
                     own.append(led)
                     plans.append((drv, led, GroupCommit(led.apply)))
+            if self.share_connection:
+                conn = SharedConnection(ctx, endpoint, curve, backoff_s=self.drivers[0].backoff_s)
             tasks = {
                 asyncio.get_running_loop().create_task(
-                    drv._serve_with(endpoint, stop, curve, ctx, led, commits),
+                    drv._serve_with(endpoint, stop, curve, ctx, led, commits, conn),
                     name=f"driver {drv.identity}"): drv
                 for drv, led, commits in plans
             }
@@ -123,6 +132,8 @@ class DriverHost:
         finally:
             if self.commits is not None:
                 self.commits.flush_now()
+            if conn is not None:
+                conn.close(linger=200)  # the instances' goodbyes leave before the context ends
             ctx.destroy(linger=0)
             if shared is not None:
                 shared.close()
@@ -142,9 +153,10 @@ class DriverHost:
 async def serve_many(drivers: Sequence[Driver], endpoint: str, *,
                      ledger: str | Path | None = None, stop: asyncio.Event | None = None,
                      curve: CurveConfig | None = None,
-                     sync: Literal["full", "normal"] | None = None) -> DriverHost:
+                     sync: Literal["full", "normal"] | None = None,
+                     share_connection: bool = True) -> DriverHost:
     """Serve several driver instances from this process until ``stop`` is set (see
     :class:`DriverHost`); returns the host (``failures`` names instances that ended early)."""
-    host = DriverHost(drivers, ledger=ledger, sync=sync)
+    host = DriverHost(drivers, ledger=ledger, sync=sync, share_connection=share_connection)
     await host.serve(endpoint, stop=stop, curve=curve)
     return host

@@ -135,6 +135,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-drop", type=float, default=0.0)
     p.add_argument("--fault-duplicate", type=float, default=0.0)
     p.add_argument("--fault-delay", type=float, default=0.0)
+    p.add_argument("--socket-per-instance", action="store_true",
+                   help="hosted: give every instance its own connection instead of sharing one "
+                   "(for a controller older than the envelope of docs/protocol.md)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -149,7 +152,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         curve = CurveConfig.client(args.curve_keys, args.curve_name) if args.curve_keys else None
         return serve_targets(args.targets, args.connect, identity=args.identity,
                              instances=args.instances, ledger=args.ledger, options=options,
-                             curve=curve)
+                             curve=curve, share_connection=not args.socket_per_instance)
     except (TargetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -177,7 +180,8 @@ def host_drivers(plan: list[tuple[Callable[..., Driver], str]],
 def serve_targets(specs: list[str], connect: str, *, identity: str | None = None,
                   instances: int = 1, ledger: str | Path | None = None,
                   options: dict[str, Any] | None = None, curve: CurveConfig | None = None,
-                  announce: Callable[[list[Driver]], None] | None = None) -> int:
+                  announce: Callable[[list[Driver]], None] | None = None,
+                  share_connection: bool = True) -> int:
     """Build and serve (blocking) what ``serve`` was asked for: one driver alone, or several
     instances in a host. Raises TargetError/ValueError before anything starts."""
     opts = dict(options or {})
@@ -192,7 +196,8 @@ def serve_targets(specs: list[str], connect: str, *, identity: str | None = None
     # every instance keeps its own ledger path: an old single-driver ledger found there is
     # adopted into the shared one, so its finished ids are still answered, never re-run
     drivers = host_drivers(plan, opts)
-    host = DriverHost(drivers, ledger=ledger or DEFAULT_HOST_LEDGER)
+    host = DriverHost(drivers, ledger=ledger or DEFAULT_HOST_LEDGER,
+                      share_connection=share_connection)
     if announce is not None:
         announce(drivers)
     return host.run(connect, curve=curve)

@@ -50,6 +50,7 @@ from .protocol import (
     encode,
 )
 from .security import CurveConfig
+from .shared import Channel, SharedConnection
 from .steps import STANDARD_CAPABILITIES, StepError, validate_params, validate_result
 
 ProgressFn = Callable[[float, str], Awaitable[None]]
@@ -201,7 +202,8 @@ class Driver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heard_any = False
         self._ack_batch: _AckBatch | None = None
-        self._link: Link | None = None
+        self._link: Link | Channel | None = None
+        self._shared: SharedConnection | None = None  # the host's connection, when hosted so
         self._draining = False
         self._last_heard = 0.0
         self._rng = random.Random(self.instance)
@@ -249,11 +251,14 @@ class Driver:
 
     async def _serve_with(self, endpoint: str, stop: asyncio.Event, curve: CurveConfig | None,
                           ctx: zmq.Context, ledger: Ledger | LedgerView,
-                          commits: GroupCommit | TaggedCommits) -> None:
+                          commits: GroupCommit | TaggedCommits,
+                          shared: SharedConnection | None = None) -> None:
         """Serve on resources the caller owns and closes: a ZeroMQ context, a ledger (own file
-        or a view of a host's shared one) and its group commit. :meth:`serve` gives a driver
-        its own; :mod:`drivers.host` gives several instances one process's shared ones."""
+        or a view of a host's shared one) and its group commit, and optionally a host's shared
+        connection (then this instance opens no socket of its own). :meth:`serve` gives a
+        driver its own; :mod:`drivers.host` gives several instances one process's shared ones."""
         self._loop = asyncio.get_running_loop()
+        self._shared = shared
         self.instance = str(uuid.uuid4())  # every serve() is a fresh start for the controller
         self._draining = False
         self.ledger = ledger
@@ -287,7 +292,13 @@ class Driver:
             await self.on_stop()
             commits.flush_now()  # anything still queued is committed before closing
 
-    def _open(self, ctx: zmq.Context, endpoint: str, curve: CurveConfig | None) -> Link:
+    def _open(self, ctx: zmq.Context, endpoint: str, curve: CurveConfig | None) -> Link | Channel:
+        if self._shared is not None:
+            # hosted on a shared connection: attach (again, after a silence) instead of a socket
+            channel = self._shared.attach(self.identity, self._on_frames,
+                                          self._on_handler_error)
+            self.injector = FaultInjector(self.faults, channel.send) if self.faults else None
+            return channel
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity.encode("utf-8"))
         sock.setsockopt(zmq.LINGER, 500)

@@ -48,15 +48,16 @@ async def lab(drivers: list[Driver], **dispatcher_kw: Any) -> AsyncIterator[Disp
 
 
 @contextlib.asynccontextmanager
-async def hosted_lab(drivers: list[Driver], ledger: Any,
+async def hosted_lab(drivers: list[Driver], ledger: Any, *, share_connection: bool = True,
                      **dispatcher_kw: Any) -> AsyncIterator[tuple[Dispatcher, DriverHost]]:
     """Like :func:`lab`, but every driver is an instance of one :class:`DriverHost` (one event
-    loop, one ZeroMQ context, one shared ledger file at ``ledger``)."""
+    loop, one ZeroMQ context, one shared ledger file at ``ledger``, one connection unless
+    ``share_connection`` is False)."""
     kw = {"heartbeat_s": HB, "lost_after": 10, **dispatcher_kw}
     d = Dispatcher(**kw)
     await d.start()
     stop = asyncio.Event()
-    host = DriverHost(drivers, ledger=ledger)
+    host = DriverHost(drivers, ledger=ledger, share_connection=share_connection)
     task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
     try:
         loop = asyncio.get_running_loop()

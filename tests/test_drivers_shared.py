@@ -1,0 +1,171 @@
+"""A driver host's instances over ONE connection (docs/protocol.md, "Envelope"): routing by the
+identity frame, the per-socket mode kept, a foreign peer speaking the envelope, and an
+instance's re-registration over the same connection after a controller restart."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from drivers import Command, Dispatcher, DriverHost, Error, Register, Result, decode, encode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from drivers_lab import HB, arun, hosted_lab  # noqa: E402
+from test_drivers_host import Echo, echo  # noqa: E402
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_hosted_instances_route_over_one_connection_or_their_own(tmp_path: Path,
+                                                                 shared: bool) -> None:
+    calls: collections.Counter[str] = collections.Counter()
+    drivers = [Echo(f"echo-{i}", tmp_path / f"e{i}.sqlite", calls=calls) for i in range(3)]
+
+    async def body() -> tuple[list[Any], dict[str, str | None]]:
+        async with hosted_lab(drivers, tmp_path / "host.sqlite", share_connection=shared) as (
+                d, _):
+            outs = [await d.submit(echo(i), driver=f"echo-{i}") for i in range(3)]
+            return outs, {info.identity: info.via for info in d.drivers()}
+
+    outs, via = arun(body())
+    assert [o.result["by"] for o in outs] == ["echo-0", "echo-1", "echo-2"]
+    assert all(o.status == "succeeded" for o in outs) and sum(calls.values()) == 3
+    if shared:
+        routes = set(via.values())
+        assert len(routes) == 1 and next(iter(routes)).startswith("host:")
+    else:
+        assert set(via.values()) == {None}
+
+
+async def _raw_peer(endpoint: str) -> tuple[zmq.asyncio.Context, zmq.asyncio.Socket]:
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, b"host:raw-peer")
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return ctx, sock
+
+
+async def _recv_for(sock: zmq.asyncio.Socket, want: type, timeout: float = 5.0) -> list[bytes]:
+    """The next message of type ``want`` (the dispatcher's heartbeats are skipped)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        frames = await asyncio.wait_for(sock.recv_multipart(), max(0.01, end - loop.time()))
+        if isinstance(decode(frames[-1]), want):
+            return frames
+
+
+def test_a_foreign_peer_speaking_the_envelope_serves_two_identities() -> None:
+    """What another language's host implementation sees on the wire: every message to an
+    instance arrives as [identity, payload]; answering the same way resolves the command."""
+
+    async def body() -> None:
+        async with Dispatcher(heartbeat_s=HB, lost_after=40) as d:
+            ctx, sock = await _raw_peer(d.endpoint)
+            try:
+                for ident in ("furnace-a", "furnace-b"):
+                    reg = Register(identity=ident, capabilities=["echo"], capacity=1, version="x")
+                    await sock.send_multipart([ident.encode(), encode(reg)])
+                await d.wait_for({"echo"}, 5)
+                while len(d.drivers()) < 2:
+                    await asyncio.sleep(0.01)
+                cmd = Command(capability="echo", params={"i": 1}, deadline_s=5)
+                pending = asyncio.ensure_future(d.submit(cmd, driver="furnace-b"))
+                ident, payload = await _recv_for(sock, Command)
+                assert ident == b"furnace-b" and decode(payload).command_id == cmd.command_id
+                await sock.send_multipart([ident, encode(Result(
+                    command_id=cmd.command_id, status="succeeded", result={"ok": True}))])
+                out = await asyncio.wait_for(pending, 5)
+                assert out.status == "succeeded" and out.driver == "furnace-b"
+                assert {i.via for i in d.drivers()} == {"host:raw-peer"}
+            finally:
+                ctx.destroy(linger=0)
+
+    arun(body())
+
+
+def test_envelope_mistakes_are_answered_not_registered() -> None:
+    """A Register naming another identity than its envelope, or an envelope frame on a
+    connection that never registered one, is refused with an Error — nothing is routed there."""
+
+    async def body() -> None:
+        async with Dispatcher(heartbeat_s=HB, lost_after=40) as d:
+            ctx, sock = await _raw_peer(d.endpoint)
+            try:
+                reg = Register(identity="other", capabilities=["echo"], capacity=1, version="x")
+                await sock.send_multipart([b"claimed", encode(reg)])
+                frames = await _recv_for(sock, Error)
+                assert frames[0] == b"claimed" and "names identity 'other'" in decode(
+                    frames[-1]).detail
+                # a connection that registered nothing: three parts are a malformed frame set
+                ctx2 = zmq.asyncio.Context()
+                own = ctx2.socket(zmq.DEALER)
+                own.setsockopt(zmq.IDENTITY, b"plain-driver")
+                own.setsockopt(zmq.LINGER, 0)
+                own.connect(d.endpoint)
+                try:
+                    await own.send_multipart([b"x", b'{"v":1,"type":"heartbeat"}'])
+                    frames = await _recv_for(own, Error)
+                    assert "expected 1 frame, got 2" in decode(frames[-1]).detail
+                finally:
+                    ctx2.destroy(linger=0)
+                assert d.drivers() == []
+            finally:
+                ctx.destroy(linger=0)
+
+    arun(body())
+
+
+def test_instances_re_register_over_the_same_connection_after_a_controller_restart(
+        tmp_path: Path) -> None:
+    """The shared connection is never rebuilt: after the controller goes away and a new one
+    binds the same endpoint, ZeroMQ reconnects it and each instance, finding the controller
+    silent, registers again over it — and a command finished before is answered from the
+    ledger, not executed again."""
+    calls: collections.Counter[str] = collections.Counter()
+    drivers = [Echo(f"echo-{i}", tmp_path / f"e{i}.sqlite", calls=calls, heartbeat_s=HB,
+                    lost_after=4, backoff_s=(0.05, 0.2)) for i in range(2)]
+    with zmq.Context() as probe:
+        sock = probe.socket(zmq.ROUTER)
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
+        sock.close(0)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    cmd = echo(5)
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        host = DriverHost(drivers, ledger=tmp_path / "host.sqlite")
+        d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+        await d.start()
+        task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
+        try:
+            await d.wait_for({"echo"}, 10)
+            first = await d.submit(cmd, driver="echo-1")
+            route = {i.via for i in d.drivers()}
+            await d.close()
+            await asyncio.sleep(6 * HB)  # silent for longer than lost_after heartbeats
+            d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+            await d.start()
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            while {i.identity for i in d.drivers() if i.alive} != {"echo-0", "echo-1"}:
+                assert loop.time() < end, f"instances did not re-register: {d.drivers()}"
+                await asyncio.sleep(0.02)
+            assert {i.via for i in d.drivers()} == route  # the same connection
+            again = await d.submit(cmd, driver="echo-1")
+            assert again.status == "succeeded" and again.result == first.result
+            assert calls[cmd.command_id] == 1
+            assert all(drv.sessions >= 2 for drv in drivers)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await d.close()
+
+    arun(body(), timeout=40)
