@@ -169,6 +169,8 @@ class Dispatcher:
         self._link: Link | None = None
         self._drivers: dict[str, _Driver] = {}
         self._shared_routes: set[bytes] = set()  # routing ids of connections carrying several
+        # sends to shared connections in this loop turn: route -> [route, id, payload, id, ...]
+        self._outbox: dict[bytes, list[bytes]] = {}
         self._pending: dict[str, _Pending] = {}
         self._queue: list[str] = []
         self._owner: dict[str, str] = {}
@@ -210,7 +212,7 @@ class Dispatcher:
         # a ROUTER never blocks (unroutable or over-HWM frames are dropped): sends are direct
         self._loop = asyncio.get_running_loop()
         self._link = Link(sock, self._handle, self._on_handler_error)
-        self.injector = FaultInjector(self.faults, self._link.send) if self.faults else None
+        self.injector = FaultInjector(self.faults, self._put) if self.faults else None
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._tick_loop())]
         log.info("dispatcher bound at %s", self.endpoint)
@@ -394,9 +396,40 @@ class Dispatcher:
             if self.injector is not None:
                 self.injector.send_nowait(frames)
             else:
-                link.send(frames)
+                self._put(frames)
         except zmq.ZMQError as exc:
             log.debug("send to %r failed: %s", frames[:-1], exc)
+
+    def _put(self, frames: list[bytes]) -> None:
+        """Send one message (after fault injection, if any). To a shared connection it joins
+        the other messages of this loop turn for that connection: one multipart message of
+        (identity, payload) pairs at the next turn, so ZeroMQ wakes its I/O thread once per
+        burst instead of once per command (docs/protocol.md, "Envelope")."""
+        if len(frames) == 3 and frames[0] in self._shared_routes:
+            route = frames[0]
+            batch = self._outbox.get(route)
+            if batch is None:
+                if not self._outbox:
+                    self._loop.call_soon(self._flush_outbox)
+                self._outbox[route] = frames
+            else:
+                batch.append(frames[1])
+                batch.append(frames[2])
+            return
+        link = self._link
+        if link is not None and not link.closed:
+            link.send(frames)
+
+    def _flush_outbox(self) -> None:
+        out, self._outbox = self._outbox, {}
+        link = self._link
+        if link is None or link.closed:
+            return
+        for frames in out.values():
+            try:
+                link.send(frames)
+            except zmq.ZMQError as exc:  # lost; the retransmission of silent commands recovers
+                log.debug("send to %r failed: %s", frames[0], exc)
 
     def _on_handler_error(self, exc: BaseException) -> None:
         # the dispatcher must survive any one message
@@ -525,18 +558,28 @@ class Dispatcher:
 
     def _handle(self, frames: list[bytes]) -> None:
         """One message: ``[identity, payload]`` from a driver's own socket, or ``[route,
-        identity, payload]`` over a host's shared connection (docs/protocol.md, "Envelope")."""
+        identity, payload, identity, payload, ...]`` over a host's shared connection — each
+        pair handled as its own message, in order (docs/protocol.md, "Envelope")."""
         n = len(frames)
         if n == 2:
-            route, (ident_b, payload) = None, frames
-        elif n == 3:
-            route, ident_b, payload = frames
-        else:
-            log.warning("dropping frame set of %d parts (expected identity + payload)", n)
-            if n >= 1:
-                self._reply([frames[0]], Error(code="malformed",
-                                               detail=f"expected 1 frame, got {n - 1}"))
+            self._handle_one(None, frames[0], frames[1])
             return
+        if n >= 3 and n % 2 == 1:
+            route = frames[0]
+            for i in range(1, n, 2):
+                if i > 1 and route not in self._shared_routes:
+                    return  # not a shared connection: its malformed frame set was answered
+                try:
+                    self._handle_one(route, frames[i], frames[i + 1])
+                except Exception as exc:  # noqa: BLE001 - the rest of the batch still counts
+                    self._on_handler_error(exc)
+            return
+        log.warning("dropping frame set of %d parts (expected identity + payload)", n)
+        if n >= 1:
+            self._reply([frames[0]], Error(code="malformed",
+                                           detail=f"expected 1 frame, got {n - 1}"))
+
+    def _handle_one(self, route: bytes | None, ident_b: bytes, payload: bytes) -> None:
         head = [ident_b] if route is None else [route, ident_b]
         try:
             identity = ident_b.decode("utf-8")
