@@ -169,3 +169,46 @@ def test_instances_re_register_over_the_same_connection_after_a_controller_resta
             await d.close()
 
     arun(body(), timeout=40)
+
+
+def test_one_message_carries_several_identities_both_ways() -> None:
+    """Batching on the wire: registrations and results sent as one multipart message of
+    (identity, payload) pairs are handled in order, and commands the dispatcher sends in one
+    loop turn to two instances of one connection arrive as one message."""
+
+    async def body() -> None:
+        async with Dispatcher(heartbeat_s=1.0, lost_after=40) as d:
+            ctx, sock = await _raw_peer(d.endpoint)
+            try:
+                regs = []
+                for ident in ("a", "b"):
+                    regs += [ident.encode(), encode(Register(
+                        identity=ident, capabilities=["echo"], capacity=1, version="x"))]
+                await sock.send_multipart(regs)
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 5
+                while len(d.drivers()) < 2:
+                    assert loop.time() < end, d.drivers()
+                    await asyncio.sleep(0.01)
+                cmds = {i: Command(capability="echo", params={}, deadline_s=5) for i in "ab"}
+                pending = [asyncio.ensure_future(d.submit(cmds[i], driver=i)) for i in "ab"]
+                got = await _recv_for(sock, Command)
+                # (a heartbeat of the same turn may ride along: keep the command pairs)
+                pairs = [(i, p) for i, p in zip(got[0::2], got[1::2], strict=True)
+                         if isinstance(decode(p), Command)]
+                frames = [part for pair in pairs for part in pair]
+                assert len(frames) == 4 and frames[0::2] == [b"a", b"b"]
+                assert [decode(p).command_id for p in frames[1::2]] == [
+                    cmds["a"].command_id, cmds["b"].command_id]
+                answer = []
+                for ident, payload in zip(frames[0::2], frames[1::2], strict=True):
+                    answer += [ident, encode(Result(command_id=decode(payload).command_id,
+                                                    status="succeeded", result={"by": ident.decode()}))]
+                await sock.send_multipart(answer)
+                outs = await asyncio.wait_for(asyncio.gather(*pending), 5)
+                assert [(o.status, o.driver, o.result["by"]) for o in outs] == [
+                    ("succeeded", "a", "a"), ("succeeded", "b", "b")]
+            finally:
+                ctx.destroy(linger=0)
+
+    arun(body())
