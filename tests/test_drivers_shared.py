@@ -212,3 +212,76 @@ def test_one_message_carries_several_identities_both_ways() -> None:
                 ctx.destroy(linger=0)
 
     arun(body())
+
+
+def test_seeded_faults_on_a_shared_connection_never_execute_twice_or_lose(
+        tmp_path: Path) -> None:
+    """Drop, duplicate and delay on both ends of a host's one connection (each hosted instance
+    draws its own faults before its messages join the batch): every command succeeds and
+    runs exactly once."""
+    from drivers import FaultConfig
+
+    calls: collections.Counter[str] = collections.Counter()
+    drivers = [Echo(f"echo-{i}", tmp_path / f"e{i}.sqlite", calls=calls, heartbeat_s=HB,
+                    faults=FaultConfig(seed=30 + i, drop=0.15, duplicate=0.15, delay=0.2,
+                                       max_delay_s=0.03)) for i in range(3)]
+    faults = FaultConfig(seed=3, drop=0.15, duplicate=0.15, delay=0.2, max_delay_s=0.03)
+
+    async def body() -> None:
+        async with hosted_lab(drivers, tmp_path / "host.sqlite", faults=faults,
+                              lost_after=20) as (d, _):
+            cmds = [Command(capability="echo", params={"i": i}, deadline_s=20)
+                    for i in range(60)]
+            outs = await asyncio.gather(*[d.submit(c) for c in cmds])
+            assert [o.status for o in outs] == ["succeeded"] * 60, [o.error for o in outs]
+            assert [o.result["i"] for o in outs] == list(range(60))
+            assert d.injector.stats.dropped and d.injector.stats.duplicated
+            assert all(drv.injector.stats.dropped for drv in drivers)
+            assert d.retransmits > 0
+            assert sorted(calls) == sorted(c.command_id for c in cmds)
+            assert set(calls.values()) == {1}, "a command executed twice"
+
+    arun(body(), timeout=60)
+
+
+def test_curve_on_a_shared_connection_admits_only_an_allowed_host_key(tmp_path: Path) -> None:
+    """With CurveZMQ on, the host's one connection carries the host's key: allowed, every
+    instance registers; not allowed, none does and nothing executes."""
+    from drivers import CurveConfig, generate_keys
+
+    keys = tmp_path / "keys"
+    generate_keys(keys, ["controller", "lab-pc", "intruder"], allow=["lab-pc"])
+
+    def instances(tag: str) -> list[Echo]:
+        return [Echo(f"{tag}-{i}", tmp_path / f"{tag}{i}.sqlite", heartbeat_s=HB)
+                for i in range(2)]
+
+    good, bad = instances("good"), instances("bad")
+
+    async def body() -> None:
+        d = Dispatcher(heartbeat_s=HB, curve=CurveConfig.server(keys))
+        await d.start()
+        stop = asyncio.Event()
+        hosts = [DriverHost(good, ledger=tmp_path / "g.sqlite"),
+                 DriverHost(bad, ledger=tmp_path / "b.sqlite")]
+        tasks = [asyncio.create_task(hosts[0].serve(
+                     d.endpoint, stop=stop, curve=CurveConfig.client(keys, "lab-pc"))),
+                 asyncio.create_task(hosts[1].serve(
+                     d.endpoint, stop=stop, curve=CurveConfig.client(keys, "intruder")))]
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            while {i.identity for i in d.drivers()} != {"good-0", "good-1"}:
+                assert loop.time() < end, d.drivers()
+                await asyncio.sleep(0.02)
+            out = await d.submit(echo(1), driver="good-1")
+            assert out.status == "succeeded"
+            await asyncio.sleep(0.3)
+            assert {i.identity for i in d.drivers()} == {"good-0", "good-1"}
+            assert all(drv.executions == 0 for drv in bad)
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+            await d.close()
+
+    arun(body(), timeout=40)
