@@ -19,6 +19,13 @@ from drivers import Command, Dispatcher, DriverHost, Error, Register, Result, de
 sys.path.insert(0, str(Path(__file__).parent))
 from drivers_lab import HB, arun, hosted_lab  # noqa: E402
 from test_drivers_host import Echo, echo  # noqa: E402
+from test_drivers_processes import (  # noqa: E402,F401 - procs: the fixture
+    Procs,
+    endpoint_for,
+    heat,
+    procs,
+    until,
+)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -285,3 +292,32 @@ def test_curve_on_a_shared_connection_admits_only_an_allowed_host_key(tmp_path: 
             await d.close()
 
     arun(body(), timeout=40)
+
+
+@pytest.mark.parametrize("flag", [[], ["--socket-per-instance"]])
+def test_serve_instances_share_a_connection_unless_asked_not_to(procs: Procs,  # noqa: F811
+                                                                flag: list[str]) -> None:
+    endpoint = endpoint_for("ipc")
+
+    async def body() -> None:
+        d = Dispatcher(endpoint, heartbeat_s=0.1, lost_after=40)
+        await d.start()
+        try:
+            procs.spawn(["-m", "drivers", "serve", "drivers.examples:ToyFurnace", "--instances",
+                         "2", "--identity", "f", "--ledger", str(procs.tmp / "h.sqlite"),
+                         "--connect", endpoint, "--heartbeat", "0.1", "--log-level", "WARNING",
+                         "--option", "seconds_per_min=0.02",
+                         "--option", f"actions_file={procs.tmp / 'actions.txt'}", *flag])
+            await until(lambda: {i.identity for i in d.drivers() if i.alive} == {"f-1", "f-2"},
+                        30, "both instances")
+            via = {i.via for i in d.drivers()}
+            if flag:
+                assert via == {None}
+            else:
+                assert len(via) == 1 and next(iter(via)).startswith("host:")
+            out = await d.submit(heat(dwell_min=0, sample="S1"), driver="f-2")
+            assert out.status == "succeeded" and out.driver == "f-2"
+        finally:
+            await d.close()
+
+    arun(body(), timeout=60)

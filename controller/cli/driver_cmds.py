@@ -43,6 +43,9 @@ def serve(
     option: list[str] = typer.Option([], "--option", "-o", help="key=value for the class"),
     curve_keys: Path | None = typer.Option(None, help="key folder from `synthloop keys generate`"),
     curve_name: str = typer.Option("driver", help="this driver's key name in that folder"),
+    socket_per_instance: bool = typer.Option(
+        False, help="hosted: one connection per instance instead of one shared by all (for a "
+        "controller older than the envelope of docs/protocol.md)"),
     log_level: str = typer.Option("INFO", help="logging level"),
 ) -> None:
     """Serve one driver, or several instances in one process, until Ctrl-C / SIGTERM
@@ -61,7 +64,8 @@ def serve(
         opts.setdefault("heartbeat_s", heartbeat)
         curve = CurveConfig.client(curve_keys, curve_name) if curve_keys else None
         code = serve_targets(list(targets), connect, identity=identity, instances=instances,
-                             ledger=ledger, options=opts, curve=curve, announce=announce)
+                             ledger=ledger, options=opts, curve=curve, announce=announce,
+                             share_connection=not socket_per_instance)
     except (TargetError, CurveError, ValueError) as exc:
         _fail(str(exc))
         return
