@@ -8,8 +8,9 @@ two fsyncs of its own. A host keeps each instance's whole contract — its own i
 registration, capabilities, capacity, heartbeats, reconnection and at-most-once ledger rules —
 but shares what can be shared: one ZeroMQ context (one I/O thread), one DEALER connection to
 the controller (:mod:`drivers.shared`: the instance's identity travels as an envelope frame;
-``share_connection=False`` gives every instance a socket of its own) and one ledger file (:class:`~drivers.host_ledger.HostLedger`, rows keyed by identity) whose group
-commit (:mod:`drivers.commit`) carries the admissions and outcomes of all instances that were
+``share_connection=False`` gives every instance a socket of its own) and one ledger file
+(:class:`~drivers.host_ledger.HostLedger`, rows keyed by identity) whose group commit
+(:mod:`drivers.commit`) carries the admissions and outcomes of all instances that were
 ready in the same loop turn: one fsync per burst across instances. The rule stays: a command id
 is committed as ``running`` before ``execute``, and its Result leaves only after its outcome is
 committed.
