@@ -288,6 +288,22 @@ class Dispatcher:
         command to one identity (used after reconciliation, when that driver's ledger holds
         the id; ids seen in :meth:`query_status` replies are pinned automatically).
         """
+        # awaited directly (no shield: one callback hop fewer per command). If this caller is
+        # cancelled, the future is cancelled with it but the command stays pending: it is
+        # still routed, retried and resolved for joiners and for re-submits of the id.
+        return await self.submit_nowait(command, driver=driver, on_progress=on_progress)
+
+    def submit_nowait(
+        self,
+        command: Command,
+        *,
+        driver: str | None = None,
+        on_progress: Callable[[str, float, str], None] | None = None,
+    ) -> asyncio.Future[Outcome]:
+        """:meth:`submit` without a coroutine: route ``command`` now and return the future of
+        its :class:`Outcome` — for a caller fanning out many commands (a scheduler, a load
+        generator) that would otherwise need a task per command. Cancelling the future does
+        not withdraw the command (as with a cancelled :meth:`submit`)."""
         if self._sock is None or self._closed:
             raise RuntimeError("dispatcher not started (call await start()) or closed")
         if not isinstance(command, Command):
@@ -300,7 +316,7 @@ class Dispatcher:
             if existing.joiners is None:
                 existing.joiners = []
             existing.joiners.append(joined)
-            return await joined
+            return joined
         loop = asyncio.get_running_loop()
         now = loop.time()
         pend = _Pending(
@@ -324,10 +340,7 @@ class Dispatcher:
                 self._queue.append(cid)
             else:
                 self._route(pend, drv, now)
-        # awaited directly (no shield: one callback hop fewer per command). If this caller is
-        # cancelled, the future is cancelled with it but the command stays pending: it is
-        # still routed, retried and resolved for joiners and for re-submits of the id.
-        return await pend.future
+        return pend.future
 
     async def query_status(
         self, command_ids: list[str], *, timeout: float | None = None

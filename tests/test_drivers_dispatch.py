@@ -422,3 +422,22 @@ def test_finished_id_is_replayed_by_a_busy_driver_and_a_fresh_process(tmp_path: 
 
     arun(run_again())
     assert calls[done.command_id] == 1 and again.executions == 2
+
+
+def test_submit_nowait_fans_out_without_a_task_per_command(tmp_path: Path) -> None:
+    """``submit_nowait`` routes at once and returns the outcome's future; re-submitting a
+    pending id joins it (a future of its own), and nothing executes twice."""
+    calls: collections.Counter = collections.Counter()
+    rec = Recorder("rec", tmp_path / "r.sqlite", calls=calls, heartbeat_s=HB)
+
+    async def main() -> None:
+        async with lab([rec]) as d:
+            cmds = [dose(f"S{i}") for i in range(5)]
+            futs = [d.submit_nowait(c) for c in cmds]
+            again = d.submit_nowait(cmds[0])
+            assert again is not futs[0] and all(isinstance(f, asyncio.Future) for f in futs)
+            outs = await asyncio.wait_for(asyncio.gather(*futs, again), 10)
+            assert [o.status for o in outs] == ["succeeded"] * 6
+            assert outs[-1] == outs[0] and set(calls.values()) == {1}
+
+    arun(main())
