@@ -580,8 +580,8 @@ class Dispatcher:
         if n >= 3 and n % 2 == 1:
             route = frames[0]
             for i in range(1, n, 2):
-                if i > 1 and route not in self._shared_routes:
-                    return  # not a shared connection: its malformed frame set was answered
+                if i > 1 and self._own_socket(route):
+                    return  # a driver's own socket: its malformed frame set was answered
                 try:
                     self._handle_one(route, frames[i], frames[i + 1])
                 except Exception as exc:  # noqa: BLE001 - the rest of the batch still counts
@@ -602,7 +602,7 @@ class Dispatcher:
         try:
             msg = decode(payload)
         except ProtocolError as exc:
-            if route is not None and route not in self._shared_routes:
+            if route is not None and self._own_socket(route):
                 self._not_shared(route)
                 return
             log.warning("malformed message from %r: %s", identity, exc.detail)
@@ -612,9 +612,10 @@ class Dispatcher:
         if isinstance(msg, Register):
             self._on_register(identity, msg, now, route, head)
             return
-        if route is not None and route not in self._shared_routes:
-            # a connection becomes shared by registering an identity over it: before that,
-            # three parts are a malformed frame set from a driver's own socket
+        if route is not None and self._own_socket(route):
+            # three parts from a registered driver's own socket are a malformed frame set; from
+            # any other connection they are a host's instance (registered or not: after a
+            # controller restart its next heartbeat gets "unregistered" and it registers again)
             self._not_shared(route)
             return
         drv = self._drivers.get(identity)
@@ -676,6 +677,14 @@ class Dispatcher:
         else:
             self._reply(head, Error(code="malformed",
                                     detail=f"a controller does not accept {msg.type!r}"))
+
+    def _own_socket(self, route: bytes) -> bool:
+        """Whether ``route`` is the socket of a driver registered on its own (not a host's
+        shared connection)."""
+        if route in self._shared_routes:
+            return False
+        drv = self._drivers.get(route.decode("utf-8", "replace"))
+        return drv is not None and drv.route is None
 
     def _not_shared(self, route: bytes) -> None:
         log.warning("dropping frame set of 3 parts from %r (expected identity + payload)", route)

@@ -111,23 +111,71 @@ def test_envelope_mistakes_are_answered_not_registered() -> None:
                 frames = await _recv_for(sock, Error)
                 assert frames[0] == b"claimed" and "names identity 'other'" in decode(
                     frames[-1]).detail
-                # a connection that registered nothing: three parts are a malformed frame set
+                # an unregistered instance behind a connection is told to register
+                await sock.send_multipart([b"ghost", b'{"v":1,"type":"heartbeat"}'])
+                frames = await _recv_for(sock, Error)
+                assert frames[0] == b"ghost" and decode(frames[-1]).code == "unregistered"
+                # a driver registered on its own socket: three parts are a malformed frame set
                 ctx2 = zmq.asyncio.Context()
                 own = ctx2.socket(zmq.DEALER)
                 own.setsockopt(zmq.IDENTITY, b"plain-driver")
                 own.setsockopt(zmq.LINGER, 0)
                 own.connect(d.endpoint)
                 try:
+                    await own.send(encode(Register(identity="plain-driver", capabilities=["x"],
+                                                   capacity=1, version="x")))
                     await own.send_multipart([b"x", b'{"v":1,"type":"heartbeat"}'])
                     frames = await _recv_for(own, Error)
+                    assert len(frames) == 1
                     assert "expected 1 frame, got 2" in decode(frames[-1]).detail
                 finally:
                     ctx2.destroy(linger=0)
-                assert d.drivers() == []
+                assert [i.identity for i in d.drivers()] == ["plain-driver"]
             finally:
                 ctx.destroy(linger=0)
 
     arun(body())
+
+
+def test_a_restarted_controller_gets_every_instance_back_at_its_next_heartbeat(
+        tmp_path: Path) -> None:
+    """As with a socket of its own: the new controller answers an unknown instance's heartbeat
+    with ``unregistered`` and it registers at once — long before it would notice the silence
+    (``lost_after`` heartbeats, 10 s here)."""
+    drivers = [Echo(f"echo-{i}", tmp_path / f"e{i}.sqlite", heartbeat_s=HB, lost_after=200)
+               for i in range(3)]
+    with zmq.Context() as probe:
+        sock = probe.socket(zmq.ROUTER)
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
+        sock.close(0)
+    endpoint = f"tcp://127.0.0.1:{port}"
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        host = DriverHost(drivers, ledger=tmp_path / "host.sqlite")
+        d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+        await d.start()
+        task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
+        try:
+            await d.wait_for({"echo"}, 10)
+            while len(d.drivers()) < 3:
+                await asyncio.sleep(0.01)
+            await d.close()
+            d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+            await d.start()
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 3
+            while {i.identity for i in d.drivers() if i.alive} != {"echo-0", "echo-1", "echo-2"}:
+                assert loop.time() < end, f"instances did not re-register: {d.drivers()}"
+                await asyncio.sleep(0.02)
+            out = await d.submit(echo(1), driver="echo-2")
+            assert out.status == "succeeded"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+            await d.close()
+
+    arun(body(), timeout=40)
 
 
 def test_instances_re_register_over_the_same_connection_after_a_controller_restart(
