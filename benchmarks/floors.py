@@ -37,7 +37,8 @@ import zmq
 FRAME = b"x" * 150  # about the size of an encoded echo command / result
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank; also used by protocol.py)."""
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
 
@@ -123,7 +124,7 @@ def zmq_round_trip(in_flight: int = 16, processes: int = 2, seconds: float = 3.0
         for ident in joined:
             router.send_multipart([ident, b"stop"])
         return {"in_flight": in_flight, "processes": len(procs), "samples": len(lat),
-                "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * _percentile(lat, 0.99),
+                "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * percentile(lat, 0.99),
                 "msg_s": len(lat) / elapsed}
     finally:
         for p in procs:
@@ -149,7 +150,7 @@ def fsync_latency(directory: Path, samples: int = 300) -> dict:
         os.close(fd)
         path.unlink(missing_ok=True)
     return {"samples": samples, "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * _percentile(lat, 0.99)}
+            "p99_ms": 1000 * percentile(lat, 0.99)}
 
 
 def describe(zmq16: dict, zmq1: dict | None, disk: dict | None) -> str:

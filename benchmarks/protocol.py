@@ -112,9 +112,7 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+_percentile = floors.percentile
 
 
 async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: Path,

@@ -392,10 +392,8 @@ class Dispatcher:
     def _send(self, identity: str, msg: BaseModel) -> None:
         """Send ``msg`` to the driver ``identity`` (over its own or its host's connection)."""
         drv = self._drivers.get(identity)
-        if drv is not None and drv.route is not None:
-            self._send_frames([drv.route, identity.encode("utf-8"), encode(msg)])
-        else:
-            self._send_frames([identity.encode("utf-8"), encode(msg)])
+        head = drv.envelope() if drv is not None else [identity.encode("utf-8")]
+        self._send_frames([*head, encode(msg)])
 
     def _reply(self, head: list[bytes], msg: BaseModel) -> None:
         """Answer the sender of a frame whose envelope was ``head`` (it may be unregistered)."""

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import zmq
 
+from .security import CurveConfig
+
 # plain ints and the Cython base methods: pyzmq's convenience layer (send_multipart,
 # recv_multipart, getsockopt) spends more time on flag enums than ZeroMQ spends on the frame
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -30,6 +32,24 @@ _RCVMORE = int(zmq.RCVMORE)
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 _get = zmq.backend.Socket.get
+
+
+def connect_dealer(ctx: zmq.Context, routing_id: str, endpoint: str,
+                   curve: CurveConfig | None, backoff_s: tuple[float, float]) -> zmq.Socket:
+    """A driver-side DEALER (a driver's own socket or a host's shared one), connected: its
+    routing id, linger for a goodbye, high-water marks above any burst, ZeroMQ's reconnect
+    back-off, CURVE if on."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, routing_id.encode("utf-8"))
+    sock.setsockopt(zmq.LINGER, 500)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.RECONNECT_IVL, int(backoff_s[0] * 1000))
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(backoff_s[1] * 1000))
+    if curve is not None:
+        curve.apply_client(sock)
+    sock.connect(endpoint)
+    return sock
 
 
 class Link:

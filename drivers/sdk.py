@@ -33,7 +33,7 @@ from .commit import GroupCommit, TaggedCommits
 from .faults import FaultConfig, FaultInjector
 from .host_ledger import LedgerView
 from .ledger import Ledger
-from .link import Link
+from .link import Link, connect_dealer
 from .protocol import (
     Ack,
     Command,
@@ -299,16 +299,7 @@ class Driver:
                                           self._on_handler_error)
             self.injector = FaultInjector(self.faults, channel.send) if self.faults else None
             return channel
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self.identity.encode("utf-8"))
-        sock.setsockopt(zmq.LINGER, 500)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RECONNECT_IVL, int(self.backoff_s[0] * 1000))
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_s[1] * 1000))
-        if curve is not None:
-            curve.apply_client(sock)
-        sock.connect(endpoint)
+        sock = connect_dealer(ctx, self.identity, endpoint, curve, self.backoff_s)
         link = Link(sock, self._on_frames, self._on_handler_error, on_batch=self._on_batch)
         self.injector = FaultInjector(self.faults, link.send) if self.faults else None
         return link

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import zmq
 
-from .link import Link
+from .link import Link, connect_dealer
 from .security import CurveConfig
 
 log = logging.getLogger("drivers.host")
@@ -43,16 +43,7 @@ class SharedConnection:
     def __init__(self, ctx: zmq.Context, endpoint: str, curve: CurveConfig | None, *,
                  backoff_s: tuple[float, float] = (0.1, 5.0)) -> None:
         self.name = f"host:{uuid.uuid4()}"
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self.name.encode())
-        sock.setsockopt(zmq.LINGER, 500)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RECONNECT_IVL, int(backoff_s[0] * 1000))
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(backoff_s[1] * 1000))
-        if curve is not None:
-            curve.apply_client(sock)
-        sock.connect(endpoint)
+        sock = connect_dealer(ctx, self.name, endpoint, curve, backoff_s)
         self._members: dict[bytes, tuple[FrameHandler, Callable[[BaseException], None]]] = {}
         self.link = Link(sock, self._deliver, self._on_error)
         self._loop = asyncio.get_running_loop()
