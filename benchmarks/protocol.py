@@ -21,7 +21,9 @@ goal check (MET/MISSED) of each 16-driver figure are printed.
 * open loop: ``--rate`` commands/s offered on a fixed schedule, round-robin over the drivers,
   each round trip measured from its *scheduled* send time (a stall delays no later send
   without being counted: no coordinated omission); one pacer task sends every due command with
-  ``Dispatcher.submit_nowait`` (no bound on commands outstanding);
+  ``Dispatcher.submit_nowait`` (no bound on commands outstanding). The goal check also prints
+  how late the pacer itself sent (asyncio timers wake in whole milliseconds unless a socket
+  wakes the loop first): that lateness is counted in the figures, not subtracted;
 * throughput: ``window`` commands outstanding per driver, completed commands per second.
 
 Each phase also reports CPU µs per command of the dispatcher process (which includes the
@@ -201,6 +203,9 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
         if rate > 0:
             total = int(rate * seconds)
             olat: list[float] = []
+            # how late the load generator itself sent each command (asyncio sleeps in whole
+            # milliseconds when no socket wakes the loop first): part of every open-loop figure
+            late: list[float] = []
             start = loop.time() + 0.01
             pstart = time.perf_counter() + (start - loop.time())
             finished = loop.create_future()
@@ -223,6 +228,7 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
                 while i < total:
                     now = loop.time()
                     while i < total and start + i / rate <= now:
+                        late.append(time.perf_counter() - (pstart + i / rate))
                         fut = d.submit_nowait(cmd(), driver=idents[i % n])
                         fut.add_done_callback(functools.partial(record, i))
                         i += 1
@@ -235,6 +241,8 @@ async def _run_config(n: int, seconds: float, window: int, sync: str, workdir: P
             opened = {"rate": rate, "p50_ms": 1000 * statistics.median(olat),
                       "p99_ms": 1000 * _percentile(olat, 0.99),
                       "max_ms": 1000 * max(olat), "samples": len(olat),
+                      "sent_late_p50_ms": 1000 * statistics.median(late),
+                      "sent_late_p99_ms": 1000 * _percentile(late, 0.99),
                       **cpu_since(c0, total)}
             opened["cmd_s"] = total / opened["seconds"]
 
@@ -427,13 +435,15 @@ def _goal(res: dict, sync: str, floor: dict | None = None) -> str:
              f"mode {_mode(res)}:",
              f"  throughput {thr:.0f} cmd/s: {verdict(thr >= 5000)}",
              f"  closed-loop p99 {c['p99_ms']:.2f} ms (16 in flight, {c['cmd_s']:.0f} cmd/s): "
-             f"{verdict(c['p99_ms'] < 5)}"
+             f"{verdict(c['p99_ms'] < 5 and c['cmd_s'] >= 5000)}"
              + (f" (bare ZeroMQ floor p99 {floor['p99_ms']:.2f} ms, p50 {floor['p50_ms']:.2f}"
                 f" ms: protocol p50 x{c['p50_ms'] / floor['p50_ms']:.1f})" if floor else "")]
     if o:
         good = o["p99_ms"] < 5 and o["rate"] >= 5000 and o["cmd_s"] >= 0.98 * o["rate"]
         lines.append(f"  open-loop p99 {o['p99_ms']:.2f} ms at {o['rate']:.0f} cmd/s offered "
-                     f"({o['cmd_s']:.0f} cmd/s served): {verdict(good)}")
+                     f"({o['cmd_s']:.0f} cmd/s served): {verdict(good)} (the load generator "
+                     f"sent p50 {o['sent_late_p50_ms']:.2f} / p99 {o['sent_late_p99_ms']:.2f} ms "
+                     "after the scheduled time; counted in the figure)")
     return "\n".join(lines)
 
 
