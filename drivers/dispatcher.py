@@ -684,6 +684,15 @@ class Dispatcher:
         drv = self._drivers.get(route.decode("utf-8", "replace"))
         return drv is not None and drv.route is None
 
+    def _forget_route(self, route: bytes) -> None:
+        """An identity moved off the shared connection ``route`` (its host restarted: a new
+        connection): once no registered identity is behind ``route`` it is no longer known
+        as shared, so a dispatcher outliving many host restarts keeps one entry per live
+        connection, not one per start. A lost host's identities keep theirs (bounded by
+        the identities)."""
+        if not any(d.route == route for d in self._drivers.values()):
+            self._shared_routes.discard(route)
+
     def _not_shared(self, route: bytes) -> None:
         log.warning("dropping frame set of 3 parts from %r (expected identity + payload)", route)
         self._reply([route], Error(code="malformed", detail="expected 1 frame, got 2"))
@@ -697,8 +706,8 @@ class Dispatcher:
             ))
             return
         if route is not None:
-            # from now on this connection carries identities (kept for the dispatcher's life:
-            # one entry per host process start)
+            # from now on this connection carries identities (until none is registered over
+            # it any more: see _forget_route)
             self._shared_routes.add(route)
         old = self._drivers.get(identity)
         drv = _Driver(identity, tuple(msg.capabilities), msg.capacity, msg.version, msg.instance,
@@ -714,6 +723,8 @@ class Dispatcher:
             log.info("driver %s registered: %s x%d", identity, ",".join(msg.capabilities),
                      msg.capacity)
         self._drivers[identity] = drv
+        if old is not None and old.route is not None and old.route != route:
+            self._forget_route(old.route)
         self._send(identity, Heartbeat())
         # whatever it had in flight: ask again now (the ledger answers; nothing runs twice)
         for cid in list(drv.in_flight):

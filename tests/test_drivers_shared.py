@@ -98,6 +98,50 @@ def test_a_foreign_peer_speaking_the_envelope_serves_two_identities() -> None:
     arun(body())
 
 
+def test_a_restarted_hosts_old_connection_is_forgotten_once_all_its_identities_moved(
+) -> None:
+    """A host restart is a new connection (new routing id): the dispatcher stops treating the
+    old one as shared when its last identity has re-registered over the new one, and routes
+    commands over the new one."""
+
+    async def body() -> None:
+        async with Dispatcher(heartbeat_s=HB, lost_after=40) as d:
+            ctx = zmq.asyncio.Context()
+            try:
+                old, new = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+                for sock, rid in ((old, b"host:old"), (new, b"host:new")):
+                    sock.setsockopt(zmq.IDENTITY, rid)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.connect(d.endpoint)
+
+                async def register(sock: zmq.asyncio.Socket, ident: str) -> None:
+                    reg = Register(identity=ident, capabilities=["echo"], capacity=1,
+                                   version="x")
+                    await sock.send_multipart([ident.encode(), encode(reg)])
+                    via = sock.IDENTITY.decode()
+                    await until(lambda: any(i.identity == ident and i.via == via
+                                            for i in d.drivers()), 5, f"{ident} via {via}")
+
+                for ident in ("furnace-a", "furnace-b"):
+                    await register(old, ident)
+                assert d._shared_routes == {b"host:old"}
+                await register(new, "furnace-a")
+                assert d._shared_routes == {b"host:old", b"host:new"}  # furnace-b still there
+                await register(new, "furnace-b")
+                assert d._shared_routes == {b"host:new"}
+                cmd = Command(capability="echo", params={"i": 1}, deadline_s=5)
+                pending = asyncio.ensure_future(d.submit(cmd, driver="furnace-b"))
+                ident, payload = await _recv_for(new, Command)
+                assert ident == b"furnace-b" and decode(payload).command_id == cmd.command_id
+                await new.send_multipart([ident, encode(Result(
+                    command_id=cmd.command_id, status="succeeded", result={"ok": True}))])
+                assert (await asyncio.wait_for(pending, 5)).status == "succeeded"
+            finally:
+                ctx.destroy(linger=0)
+
+    arun(body())
+
+
 def test_envelope_mistakes_are_answered_not_registered() -> None:
     """A Register naming another identity than its envelope is refused; an unregistered
     identity behind a connection is told to register; three parts from a driver registered on
