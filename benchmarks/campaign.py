@@ -59,13 +59,13 @@ def main() -> int:
     print("\n| strategy | made / makeable | exp. per made target | false claims | experiments | lab days | wall s |")
     print("|---|---|---|---|---|---|---|")
     for s in args.strategies:
-        frac = mean(r["targets_made"] / max(r["targets_makeable"], 1) for r in rows if r["strategy"] == s)
-        print(f"| {s} | {agg(s, 'targets_made'):.1f} / {agg(s, 'targets_makeable'):.1f} ({frac:.0%}) | "
+        frac = mean(r["makeable_made"] / max(r["targets_makeable"], 1) for r in rows if r["strategy"] == s)
+        print(f"| {s} | {agg(s, 'makeable_made'):.1f} / {agg(s, 'targets_makeable'):.1f} ({frac:.0%}) | "
               f"{agg(s, 'experiments_per_made_target'):.2f} | {agg(s, 'false_claims'):.1f} | "
               f"{agg(s, 'experiments'):.0f} | {agg(s, 'lab_days'):.1f} | {agg(s, 'wall_s'):.0f} |")
     full = [r for r in rows if r["strategy"] == "full"]
     if full:
-        frac = mean(r["targets_made"] / max(r["targets_makeable"], 1) for r in full)
+        frac = mean(r["makeable_made"] / max(r["targets_makeable"], 1) for r in full)
         epm = agg("full", "experiments_per_made_target")
         def better(f: dict, b: dict) -> bool:
             # more targets truly made; at equal count, fewer experiments for them

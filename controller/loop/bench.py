@@ -45,7 +45,7 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         exps = s.exec(select(Experiment).where(Experiment.campaign_id == campaign_id,
                                                Experiment.state != ExperimentState.CANCELLED.value)).all()
     attempted = {t.id: t for t in targets if any(e.target_id == t.id for e in exps)}
-    made_truth = {t.formula for t in attempted.values() if truth.was_made(t.formula)}
+    made_truth = {_reduced(t.formula) for t in attempted.values() if truth.was_made(t.formula)}
     claimed = [t for t in attempted.values() if t.state == TargetState.MADE]
     false_claims = 0
     for t in claimed:
@@ -54,18 +54,30 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
                             default=0.0)
         if true_fraction < threshold:
             false_claims += 1
-    makeable = set(truth.makeable_targets())
+    makeable = {_reduced(f) for f in truth.makeable_targets()}
     n_made = len(made_truth)
     return {
         "targets_attempted": len(attempted),
         "targets_made": n_made,
         "targets_makeable": len(makeable),
+        # the "made of makeable" share counts only the makeable ones: a campaign can also make
+        # a target the world builder's recipe search called unmakeable (or a formula outside
+        # the world's target list), which must not lift that share above what it is
+        "makeable_attempted": len({_reduced(t.formula) for t in attempted.values()} & makeable),
+        "makeable_made": len(made_truth & makeable),
+        "made_beyond_makeable": sorted(made_truth - makeable),
         "targets_claimed": len(claimed),
         "false_claims": false_claims,
         "experiments": len(exps),
         "experiments_per_made_target": (len(exps) / n_made) if n_made else None,
         "duplicate_executions": int(truth.duplicate_executions()),
     }
+
+
+def _reduced(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
 
 
 def quiet_stdout():  # noqa: ANN201 - context manager
