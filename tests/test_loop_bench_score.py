@@ -45,7 +45,8 @@ def test_made_of_makeable_counts_only_makeable_targets_and_false_claims(tmp_path
             "CaTiO3": ("s-c", {"CaTiO3": 0.3, "CaO": 0.7}, TargetState.MADE)}
     with store.session() as s:
         for formula, (sample, _, state) in rows.items():
-            t = Target(campaign_id=cid, formula=formula, state=state.value)
+            t = Target(campaign_id=cid, formula=formula, state=state.value,
+                       best_yield=0.62 if formula == "CaTiO3" else None)
             s.add(t)
             s.flush()
             r = Recipe(target_id=t.id, ordinal=1)
@@ -64,5 +65,7 @@ def test_made_of_makeable_counts_only_makeable_targets_and_false_claims(tmp_path
     assert out["targets_makeable"] == 3 and out["makeable_attempted"] == 2
     assert out["makeable_made"] == 1  # not 2: BaTiO3 is made but outside the makeable set
     assert out["made_beyond_makeable"] == ["BaTiO3"]
-    assert out["targets_claimed"] == 2 and out["false_claims"] == 1  # CaTiO3 at 30 %
+    assert out["targets_claimed"] == 2 and out["false_claims"] == 1
+    assert out["false_claim_targets"] == [
+        {"formula": "CaTiO3", "claimed_yield": 0.62, "true_fraction": 0.3}]
     assert out["experiments"] == 3 and out["experiments_per_made_target"] == 1.5

@@ -47,13 +47,16 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
     attempted = {t.id: t for t in targets if any(e.target_id == t.id for e in exps)}
     made_truth = {_reduced(t.formula) for t in attempted.values() if truth.was_made(t.formula)}
     claimed = [t for t in attempted.values() if t.state == TargetState.MADE]
-    false_claims = 0
+    false_claims: list[dict[str, Any]] = []
     for t in claimed:
         winners = [e for e in exps if e.target_id == t.id and e.state == ExperimentState.SUCCEEDED]
         true_fraction = max((truth.sample_phases(e.sample_id).get(t.formula, 0.0) for e in winners),
                             default=0.0)
         if true_fraction < threshold:
-            false_claims += 1
+            # which target, what the controller measured, what the sample truly held: what a
+            # reader needs to tell an analysis error from a threshold case
+            false_claims.append({"formula": t.formula, "claimed_yield": t.best_yield,
+                                 "true_fraction": round(true_fraction, 4)})
     makeable = {_reduced(f) for f in truth.makeable_targets()}
     n_made = len(made_truth)
     return {
@@ -67,7 +70,8 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         "makeable_made": len(made_truth & makeable),
         "made_beyond_makeable": sorted(made_truth - makeable),
         "targets_claimed": len(claimed),
-        "false_claims": false_claims,
+        "false_claims": len(false_claims),
+        "false_claim_targets": false_claims,
         "experiments": len(exps),
         "experiments_per_made_target": (len(exps) / n_made) if n_made else None,
         "duplicate_executions": int(truth.duplicate_executions()),
