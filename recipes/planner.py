@@ -522,7 +522,7 @@ class RecipePlanner:
                     s[1] += 1
         scores, notes = [], []
         for f in formulas:
-            for el in set(self.library.describe(f).elements) & pinned:
+            for el in sorted(set(self.library.describe(f).elements) & pinned):  # stable text
                 if (el, f) in stats:
                     s, n = stats[(el, f)]
                     scores.append((s + 1) / (n + 2) - 0.5)

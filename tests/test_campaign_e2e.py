@@ -23,6 +23,7 @@ from controller.store import (
     Measurement,
     ModelVersion,
     PhaseAnalysisRow,
+    Recipe,
     StepCommand,
     Store,
     Target,
@@ -75,6 +76,10 @@ def test_small_campaign_end_to_end(tmp_path: Path) -> None:
         exps = s.exec(select(Experiment)).all()
         assert 1 <= len(exps) <= 24
         assert all(e.state in ("succeeded", "failed", "cancelled") for e in exps)
+        # each crucible is labelled by what it holds: campaign, target, recipe ordinal, attempt
+        for e in exps:
+            t, r = s.get(Target, e.target_id), s.get(Recipe, e.recipe_id)
+            assert e.sample_id == f"C{e.campaign_id}-{t.formula}-R{r.ordinal}-A{e.attempt}"
         analysed = [e for e in exps if e.target_yield is not None]
         assert analysed, "no experiment reached a verdict"
         # every verdict rests on a stored pattern and a stored phase analysis

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlmodel import func, select
+from sqlmodel import Session, func, select
 
 from ..config import CampaignConfig
 from ..store import (
@@ -513,10 +513,9 @@ class CampaignRunner:
             left, _ = self._budget_left(s)
             if left <= 0:
                 return 0
-            n = int(s.exec(select(func.count()).select_from(Experiment)
-                           .where(Experiment.campaign_id == self.campaign_id)).one())
             exp = Experiment(campaign_id=self.campaign_id, target_id=target_id, recipe_id=recipe_id,
-                             sample_id=f"C{self.campaign_id}-S{n + 1:05d}", attempt=attempt)
+                             sample_id=self._sample_id(s, target_id, recipe_id, attempt),
+                             attempt=attempt)
             s.add(exp)
             s.flush()
             self.store.log(s, "experiment.proposed", campaign_id=self.campaign_id, entity="experiment",
@@ -528,6 +527,28 @@ class CampaignRunner:
                                       reason="approval mode off")
         self._wake.set()
         return 1
+
+    def _sample_id(self, s: Session, target_id: int, recipe_id: int, attempt: int) -> str:
+        """The crucible's label: campaign, target, recipe ordinal and attempt
+        (``C1-LiMn2O4-R2-A1``), not a running count.
+
+        Why: a label says on the crucible what is in it; and a simulated lab draws each
+        sample's randomness (dosing error, amorphous share, XRD noise) from its id, so a count
+        — which experiment was proposed first depends on which finished first — re-drew every
+        later sample whenever two results arrived in another order. Keyed by what the
+        experiment *is*, the same recipe attempt meets the same simulated chance in every run
+        and under every strategy (common random numbers for comparing strategies). A label
+        already taken (a hand-edited store) gets a ``-2``, ``-3`` suffix."""
+        target = s.get(Target, target_id)
+        recipe = s.get(Recipe, recipe_id)
+        formula = target.formula if target is not None else f"T{target_id}"
+        ordinal = recipe.ordinal if recipe is not None else recipe_id
+        base = f"C{self.campaign_id}-{formula}-R{ordinal}-A{attempt}"
+        label, n = base, 1
+        while s.exec(select(Experiment.id).where(Experiment.sample_id == label)).first() is not None:
+            n += 1
+            label = f"{base}-{n}"
+        return label
 
     def _recipe_row(self, target_id: int, spec: RecipeSpec, *, ordinal: int,
                     replaces: int | None = None) -> Recipe:
