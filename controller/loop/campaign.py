@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sqlmodel import Session, func, select
 
 from ..config import CampaignConfig
@@ -125,7 +124,6 @@ class CampaignRunner:
         self._model_version: int = 0
         self._train_task: asyncio.Task | None = None
         self._status = "running"
-        self._rng = np.random.default_rng(cfg.campaign.seed)
         self._errors: list[BaseException] = []
         self._pool_exhausted = False
         self._candidate_rows: list[Candidate] | None = None
