@@ -69,6 +69,7 @@ class SimInstrument(Driver):
         self.crash_after_commands = crash_after_commands
         self.allow_crash = allow_crash
         self.commands_seen = 0
+        self._fault_attempts: dict[tuple[str, str], int] = {}  # (step, samples) -> executions
 
     async def execute(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
         self.commands_seen += 1
@@ -78,8 +79,7 @@ class SimInstrument(Driver):
             and self.commands_seen > self.crash_after_commands
         ):
             os._exit(17)  # a driver process dying mid-command, as a power cut would
-        rng = _rng(self.seed, "fault", command.command_id)
-        draw = rng.random(2)
+        draw = self._fault_rng(command).random(2)
         if draw[0] < self.instrument_error_rate:
             raise InstrumentError(f"{self.identity}: simulated instrument fault (seeded), nothing was done")
         if draw[1] < self.timeout_rate:
@@ -91,6 +91,21 @@ class SimInstrument(Driver):
             raise
         except (ValueError, KeyError) as exc:  # bad params or a broken world: say which
             raise InstrumentError(f"{self.identity}: {exc}") from exc
+
+    def _fault_rng(self, command: Command) -> np.random.Generator:
+        """The generator of this execution's fault draws: keyed by the lab seed, the step, its
+        samples and how many times this instrument has executed that step on them.
+
+        Why not the command id: it is a fresh UUID (time and urandom) for every command, so the
+        same campaign drew different faults in every run although the seed was the same. Keyed
+        by what the command does, the faults follow the seed; a retry of a failed step (a new
+        command on the same samples) is the next attempt and draws again. The counts live in
+        this process: after an instrument restart a retry draws as a first attempt again."""
+        if not command.sample_ids:
+            return _rng(self.seed, "fault", command.command_id)
+        key = (command.capability, ",".join(sorted(command.sample_ids)))
+        attempt = self._fault_attempts[key] = self._fault_attempts.get(key, 0) + 1
+        return _rng(self.seed, "fault", *key, attempt)
 
     async def act(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
         raise NotImplementedError

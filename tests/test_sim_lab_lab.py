@@ -113,6 +113,33 @@ def test_seeded_instrument_faults_fail_before_acting(world, tmp_path: Path) -> N
     assert lab.truth().ledger() == []
 
 
+def test_instrument_faults_follow_the_seed_not_the_command_ids(world, tmp_path: Path) -> None:
+    """Two labs with one seed, the same steps sent as new commands (new ids): the same steps
+    fail; a retry of a failed step on the same crucible is a new draw."""
+
+    def faults(run: str) -> list[bool]:
+        lab = SimLab(world, seed=3, speedup=1e7, workdir=tmp_path / run,
+                     faults=FaultConfig(instrument_error_rate=0.5))
+        failed: list[bool] = []
+
+        async def body(d: Dispatcher) -> None:
+            for i in range(12):
+                out = await d.submit(steps(f"S{i}", {"MnO2": 1.0})[0])
+                failed.append(out.status == "failed")
+            first = failed.index(True)
+            for _ in range(6):  # the same step on the same crucible again, as the controller would
+                out = await d.submit(steps(f"S{first}", {"MnO2": 1.0})[0])
+                failed.append(out.status == "failed")
+
+        asyncio.run(run_lab(lab, False, body))
+        return failed
+
+    a, b = faults("a"), faults("b")
+    assert a == b
+    assert any(a[:12]) and not all(a[:12])
+    assert not all(a[12:])  # the retries are not all the first attempt's fault again
+
+
 def test_off_shelf_precursor_and_missing_crucible_are_instrument_errors(world, tmp_path: Path) -> None:
     lab = SimLab(world, seed=1, speedup=1e7, workdir=tmp_path)
 
