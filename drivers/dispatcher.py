@@ -384,16 +384,17 @@ class Dispatcher:
     async def send_raw(self, identity: str, frames: list[bytes]) -> None:
         """Send arbitrary frames to a driver (conformance and fuzz tests of the driver side)."""
         assert self._link is not None
-        drv = self._drivers.get(identity)
-        head = drv.envelope() if drv is not None else [identity.encode("utf-8")]
-        self._link.send([*head, *frames])
+        self._link.send([*self._envelope_of(identity), *frames])
 
     # ---- internals ----------------------------------------------------------------------
     def _send(self, identity: str, msg: BaseModel) -> None:
         """Send ``msg`` to the driver ``identity`` (over its own or its host's connection)."""
+        self._send_frames([*self._envelope_of(identity), encode(msg)])
+
+    def _envelope_of(self, identity: str) -> list[bytes]:
+        """The frames addressing ``identity``: its registered envelope, else its own socket."""
         drv = self._drivers.get(identity)
-        head = drv.envelope() if drv is not None else [identity.encode("utf-8")]
-        self._send_frames([*head, encode(msg)])
+        return drv.envelope() if drv is not None else [identity.encode("utf-8")]
 
     def _reply(self, head: list[bytes], msg: BaseModel) -> None:
         """Answer the sender of a frame whose envelope was ``head`` (it may be unregistered)."""
