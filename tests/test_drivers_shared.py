@@ -50,10 +50,12 @@ def test_hosted_instances_route_over_one_connection_or_their_own(tmp_path: Path,
         assert set(via.values()) == {None}
 
 
-async def _raw_peer(endpoint: str) -> tuple[zmq.asyncio.Context, zmq.asyncio.Socket]:
+async def _raw_peer(endpoint: str, routing_id: bytes = b"host:raw-peer",
+                    ) -> tuple[zmq.asyncio.Context, zmq.asyncio.Socket]:
+    """A hand-driven DEALER (its own context) speaking to the dispatcher at ``endpoint``."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, b"host:raw-peer")
+    sock.setsockopt(zmq.IDENTITY, routing_id)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     return ctx, sock
@@ -106,13 +108,9 @@ def test_a_restarted_hosts_old_connection_is_forgotten_once_all_its_identities_m
 
     async def body() -> None:
         async with Dispatcher(heartbeat_s=HB, lost_after=40) as d:
-            ctx = zmq.asyncio.Context()
+            ctx_old, old = await _raw_peer(d.endpoint, b"host:old")
+            ctx_new, new = await _raw_peer(d.endpoint, b"host:new")
             try:
-                old, new = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
-                for sock, rid in ((old, b"host:old"), (new, b"host:new")):
-                    sock.setsockopt(zmq.IDENTITY, rid)
-                    sock.setsockopt(zmq.LINGER, 0)
-                    sock.connect(d.endpoint)
 
                 async def register(sock: zmq.asyncio.Socket, ident: str) -> None:
                     reg = Register(identity=ident, capabilities=["echo"], capacity=1,
@@ -137,7 +135,8 @@ def test_a_restarted_hosts_old_connection_is_forgotten_once_all_its_identities_m
                     command_id=cmd.command_id, status="succeeded", result={"ok": True}))])
                 assert (await asyncio.wait_for(pending, 5)).status == "succeeded"
             finally:
-                ctx.destroy(linger=0)
+                ctx_old.destroy(linger=0)
+                ctx_new.destroy(linger=0)
 
     arun(body())
 
@@ -161,11 +160,7 @@ def test_envelope_mistakes_are_answered_not_registered() -> None:
                 frames = await _recv_for(sock, Error)
                 assert frames[0] == b"ghost" and decode(frames[-1]).code == "unregistered"
                 # a driver registered on its own socket: three parts are a malformed frame set
-                ctx2 = zmq.asyncio.Context()
-                own = ctx2.socket(zmq.DEALER)
-                own.setsockopt(zmq.IDENTITY, b"plain-driver")
-                own.setsockopt(zmq.LINGER, 0)
-                own.connect(d.endpoint)
+                ctx2, own = await _raw_peer(d.endpoint, b"plain-driver")
                 try:
                     await own.send(encode(Register(identity="plain-driver", capabilities=["x"],
                                                    capacity=1, version="x")))
@@ -192,26 +187,17 @@ def test_a_restarted_controller_gets_every_instance_back_at_its_next_heartbeat(
     endpoint = endpoint_for("tcp")  # a free port both controllers bind in turn
 
     async def body() -> None:
-        stop = asyncio.Event()
-        host = DriverHost(drivers, ledger=tmp_path / "host.sqlite")
-        d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
-        await d.start()
-        task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
-        try:
-            await d.wait_for({"echo"}, 10)
-            while len(d.drivers()) < 3:
-                await asyncio.sleep(0.01)
+        async with hosted_lab(drivers, tmp_path / "host.sqlite", bind=endpoint) as (d, _):
             await d.close()
-            d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
-            await d.start()
-            await until(lambda: {i.identity for i in d.drivers() if i.alive}
-                        == {"echo-0", "echo-1", "echo-2"}, 3, "re-registration of 3 instances")
-            out = await d.submit(echo(1), driver="echo-2")
-            assert out.status == "succeeded"
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-            await d.close()
+            d2 = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+            await d2.start()
+            try:
+                await until(lambda: {i.identity for i in d2.drivers() if i.alive}
+                            == {"echo-0", "echo-1", "echo-2"}, 3, "re-registration of 3 instances")
+                out = await d2.submit(echo(1), driver="echo-2")
+                assert out.status == "succeeded"
+            finally:
+                await d2.close()
 
     arun(body(), timeout=40)
 
@@ -229,30 +215,23 @@ def test_instances_re_register_over_the_same_connection_after_a_controller_resta
     cmd = echo(5)
 
     async def body() -> None:
-        stop = asyncio.Event()
-        host = DriverHost(drivers, ledger=tmp_path / "host.sqlite")
-        d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
-        await d.start()
-        task = asyncio.create_task(host.serve(d.endpoint, stop=stop))
-        try:
-            await d.wait_for({"echo"}, 10)
+        async with hosted_lab(drivers, tmp_path / "host.sqlite", bind=endpoint) as (d, _):
             first = await d.submit(cmd, driver="echo-1")
             route = {i.via for i in d.drivers()}
             await d.close()
             await asyncio.sleep(6 * HB)  # silent for longer than lost_after heartbeats
-            d = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
-            await d.start()
-            await until(lambda: {i.identity for i in d.drivers() if i.alive}
-                        == {"echo-0", "echo-1"}, 10, "re-registration of 2 instances")
-            assert {i.via for i in d.drivers()} == route  # the same connection
-            again = await d.submit(cmd, driver="echo-1")
-            assert again.status == "succeeded" and again.result == first.result
-            assert calls[cmd.command_id] == 1
-            assert all(drv.sessions >= 2 for drv in drivers)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
-            await d.close()
+            d2 = Dispatcher(endpoint, heartbeat_s=HB, lost_after=10)
+            await d2.start()
+            try:
+                await until(lambda: {i.identity for i in d2.drivers() if i.alive}
+                            == {"echo-0", "echo-1"}, 10, "re-registration of 2 instances")
+                assert {i.via for i in d2.drivers()} == route  # the same connection
+                again = await d2.submit(cmd, driver="echo-1")
+                assert again.status == "succeeded" and again.result == first.result
+                assert calls[cmd.command_id] == 1
+                assert all(drv.sessions >= 2 for drv in drivers)
+            finally:
+                await d2.close()
 
     arun(body(), timeout=40)
 
