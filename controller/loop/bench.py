@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from ..config import parse_config
 from ..store import Experiment, ExperimentState, Store, Target, TargetState
+from .brain import _reduced
 from .campaign import STRATEGIES, RunOptions
 from .runtime import _threads, run_async
 
@@ -76,12 +77,6 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         "experiments_per_made_target": (len(exps) / n_made) if n_made else None,
         "duplicate_executions": int(truth.duplicate_executions()),
     }
-
-
-def _reduced(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(formula).reduced_formula
 
 
 def quiet_stdout():  # noqa: ANN201 - context manager
