@@ -40,6 +40,9 @@ class SimInstrument(Driver):
 
     capabilities: ClassVar[tuple[str, ...]] = ("abstract",)
     version: ClassVar[str] = "sim-1"
+    # (lab workdir, step, samples) -> executions, shared by the instruments of one process:
+    # a retry that lands on another furnace of the same lab is the next attempt, not the first
+    _fault_attempts: ClassVar[dict[tuple[str, str, str], int]] = {}
 
     def __init__(
         self,
@@ -69,7 +72,6 @@ class SimInstrument(Driver):
         self.crash_after_commands = crash_after_commands
         self.allow_crash = allow_crash
         self.commands_seen = 0
-        self._fault_attempts: dict[tuple[str, str], int] = {}  # (step, samples) -> executions
 
     async def execute(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
         self.commands_seen += 1
@@ -94,7 +96,8 @@ class SimInstrument(Driver):
 
     def _fault_rng(self, command: Command) -> np.random.Generator:
         """The generator of this execution's fault draws: keyed by the lab seed, the step, its
-        samples and how many times this instrument has executed that step on them.
+        samples and how many times the lab's instruments in this process (all furnaces share
+        one) have executed that step on them.
 
         Why not the command id: it is a fresh UUID (time and urandom) for every command, so the
         same campaign drew different faults in every run although the seed was the same. Keyed
@@ -103,9 +106,10 @@ class SimInstrument(Driver):
         this process: after an instrument restart a retry draws as a first attempt again."""
         if not command.sample_ids:
             return _rng(self.seed, "fault", command.command_id)
-        key = (command.capability, ",".join(sorted(command.sample_ids)))
+        step, samples = command.capability, ",".join(sorted(command.sample_ids))
+        key = (str(self.workdir.resolve()), step, samples)
         attempt = self._fault_attempts[key] = self._fault_attempts.get(key, 0) + 1
-        return _rng(self.seed, "fault", *key, attempt)
+        return _rng(self.seed, "fault", step, samples, attempt)
 
     async def act(self, command: Command, progress: ProgressFn) -> dict[str, Any]:
         raise NotImplementedError

@@ -140,6 +140,29 @@ def test_instrument_faults_follow_the_seed_not_the_command_ids(world, tmp_path: 
     assert not all(a[12:])  # the retries are not all the first attempt's fault again
 
 
+def test_a_heat_retried_on_another_furnace_is_the_next_draw(world, tmp_path: Path) -> None:
+    """The furnaces of a lab count attempts together: a failed firing retried on the other
+    furnace draws as the second attempt, not the first again."""
+    from sim_lab.instruments import _rng
+
+    lab = SimLab(world, seed=3, speedup=1e7, workdir=tmp_path, furnaces=2,
+                 faults=FaultConfig(instrument_error_rate=0.5))
+    failed: list[bool] = []
+    furnaces: set[str | None] = set()
+
+    async def body(d: Dispatcher) -> None:
+        while (await d.submit(steps("S0", {"MnO2": 1.0})[0])).status != "succeeded":
+            pass
+        for k in range(8):  # each retry on the other furnace
+            out = await d.submit(steps("S0", {"MnO2": 1.0})[1], driver=f"sim-furnace-{k % 2 + 1}")
+            failed.append(out.status == "failed")
+            furnaces.add(out.driver)
+
+    asyncio.run(run_lab(lab, False, body))
+    assert furnaces == {"sim-furnace-1", "sim-furnace-2"}
+    assert failed == [_rng(3, "fault", "heat", "S0", k).random(2)[0] < 0.5 for k in range(1, 9)]
+
+
 def test_off_shelf_precursor_and_missing_crucible_are_instrument_errors(world, tmp_path: Path) -> None:
     lab = SimLab(world, seed=1, speedup=1e7, workdir=tmp_path)
 
