@@ -537,10 +537,8 @@ class CampaignRunner:
         experiment *is*, the same recipe attempt meets the same simulated chance in every run
         and under every strategy (common random numbers for comparing strategies). A label
         already taken (a hand-edited store) gets a ``-2``, ``-3`` suffix."""
-        target = s.get(Target, target_id)
-        recipe = s.get(Recipe, recipe_id)
-        formula = target.formula if target is not None else f"T{target_id}"
-        ordinal = recipe.ordinal if recipe is not None else recipe_id
+        # both rows exist: the caller proposes an experiment of this target's recipe
+        formula, ordinal = s.get(Target, target_id).formula, s.get(Recipe, recipe_id).ordinal
         base = f"C{self.campaign_id}-{formula}-R{ordinal}-A{attempt}"
         label, n = base, 1
         while s.exec(select(Experiment.id).where(Experiment.sample_id == label)).first() is not None:
