@@ -63,6 +63,11 @@ class AnalysisSettings:
     # reach 3.7, 10 % glass in a simulated mixture gives ~3, 30 % ~12; see amorphous.py)
     amorphous_threshold: float = 4.0
 
+    @classmethod
+    def baseline(cls) -> AnalysisSettings:
+        """The analysis as it was before the real-product work (issue 21): the 'before' figure."""
+        return cls()
+
 
 @dataclass
 class PhaseResult:
