@@ -30,6 +30,7 @@ if __name__ != "__main__":
         Campaign,
         Experiment,
         ExperimentState,
+        FailureKind,
         Measurement,
         Recipe,
         StepCommand,
@@ -230,7 +231,8 @@ def test_failed_furnace_run_is_retried_then_fails_with_reason(bench, tmp_path: P
         ok, bad = s.get(Experiment, ids[0]), s.get(Experiment, ids[1])
         assert ok.state == ExperimentState.MEASURED
         assert bad.state == ExperimentState.FAILED
-        assert bad.reason.startswith("instrument: heat failed after 3 attempt(s)")
+        assert bad.failure_kind == FailureKind.INSTRUMENT  # the lab spoiled it, not the chemistry
+        assert bad.reason.startswith("heat failed after 3 attempt(s)")
         heats = s.exec(select(StepCommand).where(StepCommand.experiment_id == bad.id,
                                                  StepCommand.step == "heat")).all()
         assert [h.attempt for h in heats] == [1, 2, 3] and len({h.command_id for h in heats}) == 3
@@ -306,6 +308,33 @@ def test_restart_reattaches_in_flight_commands_without_running_them_twice(bench,
     store.close()
 
 
+def test_unusable_xrd_pattern_fails_as_an_instrument_failure(tmp_path: Path) -> None:
+    """Every step succeeds but the diffractometer returns no pattern: the lab spoiled it."""
+    from types import SimpleNamespace
+
+    class EmptyXrd:  # the scheduler's Transport seam, in process: no drivers needed
+        async def submit(self, cmd: Any, *, driver: str | None = None) -> Any:
+            result = {"two_theta": [], "intensities": []} if cmd.capability == "xrd" else {}
+            return SimpleNamespace(status="succeeded", result=result, driver=f"fake-{cmd.capability}")
+
+        async def query_status(self, command_ids: list[str]) -> dict[str, str]:
+            return {}
+
+        async def wait_for(self, capabilities: set[str], timeout: float) -> Any:
+            return None
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    _, ids = _seed(store, 1)
+    pools = {step: Pool(step, 1) for step in ("dose_mix", "heat", "recover", "xrd")}
+    runner = ExperimentRunner(store, EmptyXrd(), pools, StepPolicy(speedup=1e6, deadline_floor_s=5))
+    asyncio.run(asyncio.wait_for(runner.run(ids[0]), 30))
+    with store.session() as s:
+        exp = s.get(Experiment, ids[0])
+        assert exp.state == ExperimentState.FAILED and exp.failure_kind == FailureKind.INSTRUMENT
+        assert "unusable pattern" in exp.reason
+    store.close()
+
+
 def test_command_unknown_while_a_driver_is_away_is_never_resent(tmp_path: Path) -> None:
     """A 'sent' heat no live driver knows, while a furnace the campaign used is missing: it may
     sit in that furnace's ledger, so the experiment fails (instrument) instead of re-sending."""
@@ -327,7 +356,7 @@ def test_command_unknown_while_a_driver_is_away_is_never_resent(tmp_path: Path) 
     asyncio.run(go())
     with store.session() as s:
         exp = s.get(Experiment, ids[0])
-        assert exp.state == ExperimentState.FAILED and exp.reason.startswith("instrument:")
+        assert exp.state == ExperimentState.FAILED and exp.failure_kind == FailureKind.INSTRUMENT
         assert "sim-furnace-2" in exp.reason
         step = s.exec(select(StepCommand).where(StepCommand.command_id == cid)).one()
         assert step.state == StepState.UNKNOWN

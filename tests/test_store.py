@@ -17,12 +17,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from controller.store import (
+    IN_FLIGHT,
+    NOT_STARTED,
+    OPEN_STATES,
+    RUNNABLE,
+    TERMINAL_STATES,
     TRANSITIONS,
+    VERDICT_STATES,
     AppendOnlyViolation,
     Campaign,
     Event,
     Experiment,
     ExperimentState,
+    FailureKind,
     IllegalTransition,
     Measurement,
     Recipe,
@@ -77,7 +84,8 @@ def test_state_machine_covers_every_state() -> None:
 def test_every_legal_transition_commits_with_its_event(store: Store) -> None:
     for i, (src, dst) in enumerate(LEGAL):
         exp_id = make_experiment(store, src, sample=f"L{i}")
-        store.transition(exp_id, dst, reason=f"{src}->{dst}", actor="test")
+        kind = FailureKind.CHEMISTRY if dst == ExperimentState.FAILED else None
+        store.transition(exp_id, dst, reason=f"{src}->{dst}", actor="test", failure_kind=kind)
         assert state_of(store, exp_id) == dst.value
         evs = events_for(store, exp_id)
         assert [(e.from_state, e.to_state, e.actor) for e in evs] == [(src.value, dst.value, "test")]
@@ -103,6 +111,66 @@ def test_full_happy_path_and_fields(store: Store) -> None:
         exp = s.get(Experiment, exp_id)
     assert exp.state == "succeeded" and exp.target_yield == pytest.approx(0.71)
     assert len(events_for(store, exp_id)) == 6
+
+
+def test_state_groups_are_the_named_sets() -> None:
+    S = ExperimentState
+    assert OPEN_STATES == frozenset(S) - TERMINAL_STATES
+    assert TERMINAL_STATES == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+    assert NOT_STARTED == {S.PROPOSED, S.APPROVED, S.QUEUED}
+    assert RUNNABLE == {S.QUEUED, S.RUNNING, S.UNKNOWN}
+    assert IN_FLIGHT == OPEN_STATES - {S.PROPOSED}
+    assert VERDICT_STATES == {S.SUCCEEDED, S.FAILED}
+    assert "queued" in RUNNABLE  # a stored state string tests membership directly
+
+
+def _to_running(store: Store, exp_id: int) -> None:
+    for state in ("approved", "queued", "running"):
+        store.transition(exp_id, state)
+
+
+def test_failed_needs_a_failure_kind_and_changes_nothing_without_one(store: Store) -> None:
+    exp_id = make_experiment(store)
+    _to_running(store, exp_id)
+    n_events = len(events_for(store, exp_id))
+    for bad in (None, "cancelled", "no-such-kind"):
+        with pytest.raises(ValueError, match=f"experiment {exp_id}"):
+            store.transition(exp_id, ExperimentState.FAILED, reason="heat failed", failure_kind=bad)
+    assert state_of(store, exp_id) == "running" and len(events_for(store, exp_id)) == n_events
+    with store.session() as s:
+        assert s.get(Experiment, exp_id).failure_kind is None
+        # inside a caller's unit of work too: the whole unit is rolled back
+    with pytest.raises(ValueError, match="failure_kind"):
+        with store.session() as s:
+            s.add(Event(kind="note", message="part of the same unit of work"))
+            store.transition(exp_id, "failed", session=s)
+    with store.session() as s:
+        assert not s.exec(select(Event).where(Event.kind == "note")).all()
+
+    store.transition(exp_id, "failed", reason="heat failed after 3 attempt(s)", failure_kind="instrument",
+                     data={"step": "heat"})
+    with store.session() as s:
+        exp = s.get(Experiment, exp_id)
+    assert exp.state == "failed" and exp.failure_kind == FailureKind.INSTRUMENT
+    last = events_for(store, exp_id)[-1]
+    assert last.to_state == "failed" and last.data == {"step": "heat", "failure_kind": "instrument"}
+
+
+def test_cancelled_gets_its_kind_and_other_moves_take_none(store: Store) -> None:
+    exp_id = make_experiment(store)
+    store.transition(exp_id, "cancelled", reason="rejected")
+    with store.session() as s:
+        assert s.get(Experiment, exp_id).failure_kind == FailureKind.CANCELLED.value
+    assert events_for(store, exp_id)[-1].data == {"failure_kind": "cancelled"}
+    other = make_experiment(store, sample="S2")
+    with pytest.raises(ValueError, match=f"experiment {other}.*cancelled"):
+        store.transition(other, "cancelled", failure_kind=FailureKind.INSTRUMENT)
+    with pytest.raises(ValueError, match=f"experiment {other}.*'approved'"):
+        store.transition(other, "approved", failure_kind=FailureKind.CHEMISTRY)
+    store.transition(other, "approved")
+    with store.session() as s:
+        assert s.get(Experiment, other).failure_kind is None
+    assert events_for(store, other)[-1].data is None
 
 
 def test_transition_of_missing_experiment(store: Store) -> None:
@@ -233,12 +301,63 @@ def test_alembic_upgrade_from_first_revision_keeps_data(db_url: str) -> None:
     old.close()
     new = Store(db_url)  # opening migrates to head
     try:
-        assert new.current_revision() == "0002"
+        assert new.current_revision() == "0003"
         campaign = new.get_campaign("legacy")
         assert campaign.seed == 7 and campaign.status == "running"
         with pytest.raises(Exception, match="append-only"):
             with new.engine.begin() as conn:
                 conn.execute(text("DELETE FROM event"))
+    finally:
+        new.close()
+
+
+def test_upgrade_to_0003_fills_failure_kind_from_the_old_reason_prefixes(db_url: str) -> None:
+    old = Store(db_url, migrate=False)
+    old.upgrade("0002")
+    assert old.current_revision() == "0002"
+    rows = [  # (state, reason as the loop wrote it before 0003, expected kind)
+        ("failed", "instrument: heat failed after 3 attempt(s): furnace fault", "instrument"),
+        ("failed", "instrument: xrd command unaccounted for after a restart", "instrument"),
+        ("failed", "unverified: yield 0.55 but its lower bound 0.41 is below the threshold 0.50",
+         "unverified"),
+        ("failed", "yield 0.12 below threshold 0.50", "chemistry"),
+        ("failed", None, "chemistry"),
+        ("failed", "Instrument-free reason (capital I)", "chemistry"),
+        ("cancelled", "rejected by cli:alice", "cancelled"),
+        ("cancelled", "instrument: heat failed after 1 attempt(s)", "cancelled"),
+        ("succeeded", "yield 0.71 (lower bound 0.62) >= threshold 0.50", None),
+        ("running", "heat sent (attempt 1)", None),
+        ("unknown", "instrument: looks like a prefix but not failed", None),
+        ("proposed", None, None),
+    ]
+    with old.engine.begin() as conn:
+        conn.execute(text("INSERT INTO campaign (name, seed, config_yaml, status, created_at, updated_at) "
+                          "VALUES ('legacy', 7, '', 'running', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        cid = conn.execute(text("SELECT id FROM campaign WHERE name = 'legacy'")).scalar_one()
+        conn.execute(text("INSERT INTO target (campaign_id, formula, state, created_at, updated_at) "
+                          "VALUES (:c, 'LiMn2O4', 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"c": cid})
+        tid = conn.execute(text("SELECT id FROM target")).scalar_one()
+        conn.execute(text("INSERT INTO recipe (target_id, ordinal, atmosphere, planner, rationale, created_at) "
+                          "VALUES (:t, 1, 'air', 'test', '', CURRENT_TIMESTAMP)"), {"t": tid})
+        rid = conn.execute(text("SELECT id FROM recipe")).scalar_one()
+        for i, (state, reason, _) in enumerate(rows):
+            conn.execute(text("INSERT INTO experiment (campaign_id, target_id, recipe_id, sample_id, state, "
+                              "reason, attempt, created_at, updated_at) VALUES (:c, :t, :r, :s, :st, :re, 1, "
+                              "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                         {"c": cid, "t": tid, "r": rid, "s": f"legacy-{i}", "st": state, "re": reason})
+    old.close()
+    new = Store(db_url)  # opening migrates to head
+    try:
+        assert new.current_revision() == "0003"
+        with new.session() as s:
+            got = {e.sample_id: (e.state, e.reason, e.failure_kind)
+                   for e in s.exec(select(Experiment)).all()}
+        assert got == {f"legacy-{i}": (state, reason, kind) for i, (state, reason, kind) in enumerate(rows)}
+        # and the upgraded store takes new transitions with kinds
+        running = f"legacy-{[state for state, _, _ in rows].index('running')}"
+        with new.session() as s:
+            exp_id = s.exec(select(Experiment.id).where(Experiment.sample_id == running)).one()
+        new.transition(exp_id, "failed", failure_kind=FailureKind.INSTRUMENT, reason="furnace fault")
     finally:
         new.close()
 

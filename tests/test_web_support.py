@@ -221,7 +221,8 @@ def fill_small_campaign(store: Any, name: str = "web-test", seed: int = 7) -> di
                         {"fitted": fit.tolist(), "phase_patterns": {k: v.tolist() for k, v in parts.items()},
                          "unexplained_peaks": [27.3]}))
             store.transition(exp_id, "analysed", session=s, target_yield=yield_)
-            store.transition(exp_id, final, session=s, reason=f"target yield {yield_:.0%}")
+            store.transition(exp_id, final, session=s, reason=f"target yield {yield_:.0%}",
+                             failure_kind="chemistry" if final == "failed" else None)
 
     run_through(exps["A1"], "failed", 0.22, 1, xrd_curves=True)
     run_through(exps["A2"], "succeeded", 0.71, 2)
@@ -292,7 +293,8 @@ def fill_bulk(store: Any, name: str, n_experiments: int, *, seed: int = 0, xrd_e
             y = float(rng.uniform(0.5, 0.95)) if states[i] == "succeeded" else float(rng.uniform(0, 0.45))
             exps.append(Experiment(campaign_id=cid, target_id=r.target_id, recipe_id=r.id, sample_id=f"B{i:06d}",
                                    state=str(states[i]),
-                                   target_yield=y if states[i] in ("succeeded", "failed") else None))
+                                   target_yield=y if states[i] in ("succeeded", "failed") else None,
+                                   failure_kind={"failed": "chemistry", "cancelled": "cancelled"}.get(str(states[i]))))
         s.add_all(exps)
         s.flush()
         for e in exps:

@@ -16,9 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlmodel import select
 
-from ..store import Experiment, ExperimentState, Store, Target
-
-DONE = {ExperimentState.SUCCEEDED.value, ExperimentState.FAILED.value, ExperimentState.CANCELLED.value}
+from ..store import VERDICT_STATES, Experiment, ExperimentState, Store, Target
 
 
 class LiveView:
@@ -58,7 +56,7 @@ class LiveView:
                           .order_by(Experiment.id)).all()
             targets = s.exec(select(Target).where(Target.campaign_id == campaign_id)
                              .order_by(Target.id)).all()
-        finished = sum(e.state in DONE and e.state != ExperimentState.CANCELLED for e in exps)
+        finished = sum(e.state in VERDICT_STATES for e in exps)
         made = sum(t.state == "made" for t in targets)
         running = sum(e.state in (ExperimentState.RUNNING, ExperimentState.QUEUED) for e in exps)
         self.progress.update(self.task, completed=finished,

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from ..store import Experiment, ExperimentState, StepCommand, StepState, Store
+from ..store import Experiment, ExperimentState, FailureKind, StepCommand, StepState, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s
 
     ``missing_drivers``: drivers the campaign used before that did not come back. A step no
     live driver knows may then sit in one of *their* ledgers, so it is not re-sent (that could
-    fire it twice): its experiment fails with an ``instrument:`` reason and the loop re-queues
-    the recipe as a new experiment on a new sample.
+    fire it twice): its experiment fails as an instrument failure (``FailureKind.INSTRUMENT``)
+    and the loop re-queues the recipe as a new experiment on a new sample.
     """
     with store.session() as s:
         rows = s.exec(
@@ -80,7 +80,8 @@ async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s
                 exp = s.get(Experiment, row.experiment_id)
                 if exp.state in (ExperimentState.RUNNING, ExperimentState.UNKNOWN):
                     store.transition(exp.id, ExperimentState.FAILED, session=s,
-                                     reason=f"instrument: {row.step} command unaccounted for after a "
+                                     failure_kind=FailureKind.INSTRUMENT,
+                                     reason=f"{row.step} command unaccounted for after a "
                                             f"restart while drivers {missing_drivers} were away; "
                                             "not re-sent (it may have run there)")
                 rec.marked_unknown.append(row.command_id)

@@ -38,7 +38,7 @@ class ReportFiles:
 
 
 def experiment_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
-    """One flat record per experiment: target, recipe, state, yield, phases, reason, times."""
+    """One flat record per experiment: target, recipe, state, yield, phases, reason and failure kind, times."""
     with store.session() as s:
         rows = s.exec(select(Experiment, Target, Recipe)
                       .join(Target, Target.id == Experiment.target_id)
@@ -68,6 +68,7 @@ def experiment_records(store: Store, campaign_id: int) -> list[dict[str, Any]]:
             "rwp": pa.rwp if pa else None,
             "phases": {p["formula"]: round(float(p["weight_fraction"]), 4) for p in (pa.phases or [])} if pa else {},
             "reason": exp.reason,
+            "failure_kind": exp.failure_kind,
             "created_at": iso(exp.created_at),
             "updated_at": iso(exp.updated_at),
         })
@@ -190,8 +191,9 @@ def write_report(store: Store, campaign_name: str, out_dir: Path, *, threshold: 
               "", "| # | sample | target | precursors | T max (°C) | state | yield |", "|---|---|---|---|---|---|---|"]
     for r in records:
         y = "–" if r["target_yield"] is None else f"{r['target_yield']:.2f}"
+        state = r["state"] + (f" ({r['failure_kind']})" if r["state"] == "failed" else "")
         lines.append(f"| {r['experiment_id']} | {r['sample_id']} | {r['target']} | {r['precursors']} | "
-                     f"{r['max_temperature_c'] or '–'} | {r['state']} | {y} |")
+                     f"{r['max_temperature_c'] or '–'} | {state} | {y} |")
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return ReportFiles(report=report, csv=csv_path, json=json_path, plots=plots)

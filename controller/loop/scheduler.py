@@ -25,8 +25,10 @@ from typing import Any, Protocol
 from sqlmodel import select
 
 from ..store import (
+    RUNNABLE,
     Experiment,
     ExperimentState,
+    FailureKind,
     Measurement,
     Recipe,
     StepCommand,
@@ -39,8 +41,9 @@ from .steps import STEP_ORDER, RecipeView, deadline_seconds, step_params
 
 log = logging.getLogger(__name__)
 
+# deprecated: read Experiment.failure_kind (FailureKind.INSTRUMENT). Nothing here writes this
+# prefix any more; kept only so that older importers (controller/loop/campaign.py) still import.
 INSTRUMENT_FAILURE = "instrument:"
-"""Prefix of an experiment's ``reason`` when it failed for the lab, not for the chemistry."""
 
 
 class Transport(Protocol):
@@ -147,7 +150,7 @@ class ExperimentRunner:
             recipe_row = s.get(Recipe, exp.recipe_id)
             sample_id = exp.sample_id
             state = exp.state
-        if state not in {ExperimentState.QUEUED, ExperimentState.RUNNING, ExperimentState.UNKNOWN}:
+        if state not in RUNNABLE:
             return
         recipe = RecipeView(
             precursors=list(recipe_row.precursors or []),
@@ -225,8 +228,7 @@ class ExperimentRunner:
             if row is None or row.state == StepState.FAILED:
                 attempt = 1 if row is None else row.attempt + 1
                 if row is not None and attempt > 1 + self.policy.retries:
-                    self._fail(experiment_id, f"{INSTRUMENT_FAILURE} {step} failed after "
-                                              f"{row.attempt} attempt(s): {row.error}")
+                    self._fail(experiment_id, f"{step} failed after {row.attempt} attempt(s): {row.error}")
                     return False
                 row = None
                 pool = self.pools[step]
@@ -250,8 +252,7 @@ class ExperimentRunner:
             error = f"{status}: {getattr(outcome, 'error', None) or 'no answer before the deadline'}"
             row = self._record(row, StepState.UNKNOWN, error, getattr(outcome, "driver", None))
             if reattached > self.policy.reattach:
-                self._fail(experiment_id, f"{INSTRUMENT_FAILURE} {step} unaccounted for after "
-                                          f"{reattached} tries ({error})")
+                self._fail(experiment_id, f"{step} unaccounted for after {reattached} tries ({error})")
                 return False
             try:
                 await self.transport.wait_for({step}, timeout=self.policy.wait_driver_s)
@@ -288,7 +289,8 @@ class ExperimentRunner:
                 if len(two_theta) == 0 or len(two_theta) != len(intensities):
                     self.store.transition(
                         row.experiment_id, ExperimentState.FAILED, session=s,
-                        reason=f"{INSTRUMENT_FAILURE} xrd returned an unusable pattern "
+                        failure_kind=FailureKind.INSTRUMENT,
+                        reason=f"xrd returned an unusable pattern "
                                f"({len(two_theta)} angles, {len(intensities)} intensities)")
                     return
                 meas = Measurement(
@@ -307,12 +309,14 @@ class ExperimentRunner:
                                       reason="XRD pattern stored", data={"measurement_id": meas.id})
 
     def _fail(self, experiment_id: int, reason: str) -> None:
+        """The lab gave up on a step: an instrument failure (it says nothing about the recipe)."""
         with self.store.session() as s:
             exp = s.get(Experiment, experiment_id)
-            if exp.state in {ExperimentState.QUEUED}:
+            if exp.state == ExperimentState.QUEUED:  # nothing ran: withdrawn (kind: cancelled)
                 self.store.transition(experiment_id, ExperimentState.CANCELLED, reason=reason, session=s)
             else:
-                self.store.transition(experiment_id, ExperimentState.FAILED, reason=reason, session=s)
+                self.store.transition(experiment_id, ExperimentState.FAILED, reason=reason, session=s,
+                                      failure_kind=FailureKind.INSTRUMENT)
 
 
 @dataclass

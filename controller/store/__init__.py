@@ -16,11 +16,16 @@ from .models import (
     utcnow,
 )
 from .states import (
-    ACTIVE_STATES,
+    IN_FLIGHT,
+    NOT_STARTED,
+    OPEN_STATES,
+    RUNNABLE,
     STEP_TRANSITIONS,
     TERMINAL_STATES,
     TRANSITIONS,
+    VERDICT_STATES,
     ExperimentState,
+    FailureKind,
     IllegalTransition,
     StepState,
     TargetState,
@@ -29,8 +34,9 @@ from .states import (
 from .store import AppendOnlyViolation, Store, StoreError, iso, resolve_url
 
 __all__ = [
-    "ACTIVE_STATES", "STEP_TRANSITIONS", "TERMINAL_STATES", "TRANSITIONS",
-    "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState",
+    "IN_FLIGHT", "NOT_STARTED", "OPEN_STATES", "RUNNABLE", "STEP_TRANSITIONS", "TERMINAL_STATES",
+    "TRANSITIONS", "VERDICT_STATES",
+    "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState", "FailureKind",
     "IllegalTransition", "Measurement", "ModelVersion", "PhaseAnalysisRow", "Prediction", "Recipe",
     "StepCommand", "StepState", "Store", "StoreError", "Target", "TargetState", "check_transition",
     "iso", "pack_array", "resolve_url", "unpack_array", "utcnow",

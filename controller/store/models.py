@@ -131,7 +131,8 @@ class Experiment(SQLModel, table=True):
     sample_id: str = Field(index=True, unique=True)
     state: str = Field(default=ExperimentState.PROPOSED.value)
     target_yield: float | None = None
-    reason: str | None = None
+    reason: str | None = None  # free text for people; code reads failure_kind, never this
+    failure_kind: str | None = None  # a states.FailureKind value when failed or cancelled, else None
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

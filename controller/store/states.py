@@ -41,8 +41,55 @@ TRANSITIONS: dict[ExperimentState, frozenset[ExperimentState]] = {
     S.CANCELLED: frozenset(),
 }
 
-TERMINAL_STATES = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
-ACTIVE_STATES = frozenset(S) - TERMINAL_STATES
+# ---------------------------------------------------------------- experiment-state groups
+# The one home of the sets of states the rest of the code asks about ("is it still open?",
+# "may the runner drive it?"), so every reader means the same thing by the same word. Members
+# are ExperimentState (a StrEnum: a stored state string tests ``in`` them directly; give SQL
+# ``[s.value for s in GROUP]``).
+
+TERMINAL_STATES: frozenset[ExperimentState] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+"""Finished for good: succeeded, failed, cancelled (no move leaves them)."""
+
+OPEN_STATES: frozenset[ExperimentState] = frozenset(S) - TERMINAL_STATES
+"""Not terminal: the experiment may still change state (it counts as pending work)."""
+
+NOT_STARTED: frozenset[ExperimentState] = frozenset({S.PROPOSED, S.APPROVED, S.QUEUED})
+"""Not yet running: no step has gone to an instrument, so withdrawing it costs no lab time."""
+
+RUNNABLE: frozenset[ExperimentState] = frozenset({S.QUEUED, S.RUNNING, S.UNKNOWN})
+"""States the experiment runner may drive through the instruments (send or re-send steps)."""
+
+IN_FLIGHT: frozenset[ExperimentState] = frozenset({S.APPROVED, S.QUEUED, S.RUNNING, S.UNKNOWN,
+                                                   S.MEASURED, S.ANALYSED})
+"""Accepted and unfinished: the loop keeps one task per such experiment (steps, then analysis)."""
+
+VERDICT_STATES: frozenset[ExperimentState] = frozenset({S.SUCCEEDED, S.FAILED})
+"""A result was reached (made or not made); cancelled is terminal but no verdict."""
+
+
+class FailureKind(StrEnum):
+    """Why an experiment ended without success: data on the row, never parsed out of ``reason``.
+
+    The loop acts differently on each kind (an instrument failure repeats the same recipe, a
+    chemistry failure replaces it, an unverified yield repeats it to settle the claim), so the
+    kind must be a value a query can filter on, not a prefix of human-readable text that any
+    rewording would silently break. ``reason`` stays free text for people.
+    """
+
+    CHEMISTRY = "chemistry"
+    """The recipe ran and was measured, and the target's yield is below the threshold: the
+    chemistry answered, so the recipe is evidence for the planner."""
+
+    INSTRUMENT = "instrument"
+    """The lab, not the chemistry, spoiled it (a step failed for good, an unusable XRD pattern,
+    a command nobody could account for after a crash): it says nothing about the recipe."""
+
+    UNVERIFIED = "unverified"
+    """The yield is above the threshold but its lower bound is below it: not a claim yet; a
+    repeat on a new sample settles it."""
+
+    CANCELLED = "cancelled"
+    """Withdrawn (by a person, a stop, or a policy) before it finished: no outcome at all."""
 
 
 class IllegalTransition(RuntimeError):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session as _OrmSession
 from sqlmodel import Session, create_engine, select
 
 from .models import Campaign, Event, Experiment, StepCommand, utcnow
-from .states import STEP_TRANSITIONS, ExperimentState, StepState, check_transition
+from .states import STEP_TRANSITIONS, ExperimentState, FailureKind, StepState, check_transition
 
 
 class StoreError(RuntimeError):
@@ -204,6 +204,7 @@ class Store:
         actor: str = "controller",
         data: dict | None = None,
         session: Session | None = None,
+        failure_kind: FailureKind | str | None = None,
         **fields: Any,
     ) -> Experiment:
         """Move an experiment to ``to_state`` and log it, atomically.
@@ -211,11 +212,16 @@ class Store:
         Extra keyword ``fields`` (e.g. ``target_yield=0.62``) are set on the row in the same
         transaction. Pass ``session`` to join a larger unit of work; otherwise one is opened
         and committed here.
+
+        ``failure_kind`` classifies an end without success and is required for ``failed`` (a
+        ``ValueError`` otherwise, before anything changes: an unclassified failure would be read
+        wrongly by every later decision). ``cancelled`` is always of kind ``cancelled``. The kind
+        is set on the row and carried in the event's ``data["failure_kind"]``.
         """
         if session is None:
             with self.session() as s:
                 return self.transition(experiment_id, to_state, reason=reason, actor=actor,
-                                       data=data, session=s, **fields)
+                                       data=data, session=s, failure_kind=failure_kind, **fields)
         query = select(Experiment).where(Experiment.id == experiment_id)
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update()
@@ -224,6 +230,7 @@ class Store:
             raise StoreError(f"no experiment with id {experiment_id}")
         previous = exp.state
         new = check_transition(experiment_id, previous, str(to_state))
+        kind = _failure_kind_for(experiment_id, new, failure_kind)  # before anything changes
         exp.state = new.value
         exp.updated_at = utcnow()
         if reason is not None:
@@ -232,6 +239,9 @@ class Store:
             if not hasattr(exp, key):
                 raise StoreError(f"experiment has no field {key!r}")
             setattr(exp, key, value)
+        if kind is not None:
+            exp.failure_kind = kind.value
+            data = {**(data or {}), "failure_kind": kind.value}
         session.add(exp)
         self.log(session, "experiment.transition", campaign_id=exp.campaign_id, entity="experiment",
                  entity_id=exp.id, from_state=previous, to_state=new.value, actor=actor,
@@ -289,6 +299,32 @@ class Store:
                     select(Event).where(Event.campaign_id == campaign_id).order_by(Event.id.desc()).limit(limit)
                 ).all()
             )
+
+
+def _failure_kind_for(experiment_id: int, to_state: ExperimentState, given: FailureKind | str | None) -> FailureKind | None:
+    """The kind a move to ``to_state`` records, or ``ValueError`` for a missing or misplaced one."""
+    kind = None
+    if given is not None:
+        try:
+            kind = FailureKind(str(given))
+        except ValueError:
+            allowed = ", ".join(k.value for k in FailureKind)
+            raise ValueError(f"experiment {experiment_id}: unknown failure kind {str(given)!r}; "
+                             f"allowed: {allowed}") from None
+    if to_state == ExperimentState.FAILED:
+        if kind is None or kind == FailureKind.CANCELLED:
+            raise ValueError(f"experiment {experiment_id}: a move to 'failed' needs a failure_kind "
+                             f"(chemistry, instrument or unverified), got {given!r}")
+        return kind
+    if to_state == ExperimentState.CANCELLED:
+        if kind not in (None, FailureKind.CANCELLED):
+            raise ValueError(f"experiment {experiment_id}: a cancelled experiment is of kind 'cancelled', "
+                             f"not {kind.value!r}")
+        return FailureKind.CANCELLED
+    if kind is not None:
+        raise ValueError(f"experiment {experiment_id}: failure_kind {kind.value!r} given for a move to "
+                         f"{to_state.value!r}; only 'failed' and 'cancelled' carry one")
+    return None
 
 
 def iso(ts: datetime | None) -> str | None:

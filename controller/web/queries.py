@@ -19,6 +19,8 @@ from sqlmodel import Session, select
 
 from ..config import CampaignConfig
 from ..store import (
+    IN_FLIGHT,
+    VERDICT_STATES,
     Campaign,
     Event,
     Experiment,
@@ -37,22 +39,14 @@ from ..store import (
 )
 from .aggregates import TERMINAL_STEP_STATES, DriverTotals, StepTotals
 
-IN_FLIGHT_STATES: tuple[str, ...] = (
-    ExperimentState.APPROVED.value,
-    ExperimentState.QUEUED.value,
-    ExperimentState.RUNNING.value,
-    ExperimentState.MEASURED.value,
-    ExperimentState.ANALYSED.value,
-    ExperimentState.UNKNOWN.value,
-)
-FINISHED_STATES: tuple[str, ...] = (
-    ExperimentState.SUCCEEDED.value,
-    ExperimentState.FAILED.value,
-    ExperimentState.CANCELLED.value,
-)
 ACTIVE_STEP_STATES: tuple[str, ...] = (StepState.SENT.value, StepState.ACKED.value)
 UNFINISHED_STEP_STATES = tuple(s.value for s in StepState if s.value not in TERMINAL_STEP_STATES)
 MAX_LIST = 500  # rows a list page shows at most; the API pages with limit/offset
+
+
+def _values(states: frozenset[ExperimentState]) -> list[str]:
+    """A state group of ``controller.store`` as the stored strings, for ``IN (...)``."""
+    return sorted(s.value for s in states)
 
 
 class NotFound(LookupError):
@@ -141,6 +135,7 @@ def experiment_dict(exp: Experiment, formula: str | None = None) -> dict[str, An
         "state": exp.state,
         "target_yield": _f(exp.target_yield),
         "reason": exp.reason,
+        "failure_kind": exp.failure_kind,
         "attempt": exp.attempt,
         "created_at": iso(exp.created_at),
         "updated_at": iso(exp.updated_at),
@@ -397,7 +392,7 @@ def in_flight(session: Session, campaign: Campaign | None, *, limit: int = 200) 
     """Approved-but-unfinished experiments with the step each one is at."""
     if campaign is None:
         return {"total": 0, "experiments": []}
-    where = and_(Experiment.campaign_id == campaign.id, Experiment.state.in_(IN_FLIGHT_STATES))
+    where = and_(Experiment.campaign_id == campaign.id, Experiment.state.in_(_values(IN_FLIGHT)))
     total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
     rows = session.exec(
         select(Experiment, Target.formula, Recipe.profile)
@@ -429,7 +424,7 @@ def results(session: Session, campaign: Campaign | None, *, limit: int = 50, off
     if campaign is None:
         return {"total": 0, "limit": limit, "offset": offset, "experiments": []}
     where = and_(Experiment.campaign_id == campaign.id,
-                 Experiment.state.in_((ExperimentState.SUCCEEDED.value, ExperimentState.FAILED.value)))
+                 Experiment.state.in_(_values(VERDICT_STATES)))
     total = session.exec(select(func.count()).select_from(Experiment).where(where)).one()
     rows = session.exec(
         select(Experiment, Target.formula).join(Target, Target.id == Experiment.target_id)
