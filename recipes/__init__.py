@@ -16,6 +16,7 @@ from .types import (
     Recipe,
     RecipeError,
     TargetSpec,
+    recipes_tried,
 )
 from .yield_model import YieldModel
 
@@ -39,4 +40,5 @@ __all__ = [
     "YieldModel",
     "gas_energy_ev",
     "read_stock_file",
+    "recipes_tried",
 ]

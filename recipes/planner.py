@@ -40,6 +40,7 @@ from .types import (
     Recipe,
     RecipeError,
     TargetSpec,
+    recipes_tried,
 )
 from .yield_model import YieldModel
 
@@ -222,11 +223,12 @@ class RecipePlanner:
                 f"(threshold {self.threshold:.0%})",
             )
         mine = [o for o in hist if _rf(o.recipe.target) == key]
-        if len(mine) >= self.max_attempts:
+        tried = recipes_tried(key, mine, same_target=lambda a, b: _rf(a) == b)
+        if tried >= self.max_attempts:
             return Exhausted(
                 key,
-                f"max recipes reached: {len(mine)} of {self.max_attempts} experiments for {key} "
-                f"used, best yield {max(o.target_yield for o in mine):.0%}",
+                f"max recipes reached: {tried} of {self.max_attempts} recipes for {key} "
+                f"tried, best yield {max(o.target_yield for o in mine):.0%}",
             )
         sets = self._balanced_sets(key)
         tried_sets = {tuple(sorted(_rf(p.formula) for p in o.recipe.precursors)) for o in mine}

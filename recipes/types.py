@@ -8,6 +8,7 @@ planner already reasoned about). ``to_dict``/``from_dict`` give the controller J
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,18 @@ class Exhausted:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Exhausted:
         return cls(str(d["target"]), str(d["reason"]))
+
+
+def recipes_tried(target: str, history: Sequence[Observation], *, same_target: Any = None) -> int:
+    """How many distinct recipes of ``target`` the history has judged: THE count a target's
+    recipe budget is spent in (the planner's ``max_attempts`` and the loop's exhaustion rule).
+
+    Why distinct recipes, not experiments: repeating a recipe on a new sample to verify an
+    uncertain yield, or because an instrument spoiled it, does not try anything new.
+    ``same_target(a, b)`` compares formulas (default: equal strings).
+    """
+    same = same_target or (lambda a, b: a == b)
+    return len({o.recipe.key() for o in history if same(o.recipe.target, target)})
 
 
 @dataclass(frozen=True)

@@ -255,9 +255,9 @@ def test_restart_reattaches_in_flight_commands_without_running_them_twice(bench,
             exp = s.get(Experiment, eid)
             recipe = s.get(Recipe, exp.recipe_id)
             from controller.loop import step_params
-            from controller.loop.steps import RecipeView
+            from controller.loop.records import recipe_of
 
-            view = RecipeView(recipe.precursors, recipe.profile, recipe.atmosphere)
+            view = recipe_of(recipe, "X")
             dose = StepCommand(command_id=str(uuid.uuid4()), experiment_id=eid, step="dose_mix",
                                sequence=0, state=StepState.SUCCEEDED.value, driver="bench",
                                payload={"params": step_params("dose_mix", exp.sample_id, view),

@@ -3,7 +3,7 @@
 Why processes: a fit is 0.1-3 s of numpy/scipy work that holds the GIL for most of it, so in a
 thread it stalls model training, recipe planning and the event loop that keeps instruments fed.
 In a separate process it runs on the other core. The worker is a pure function of its inputs
-(pattern arrays, reference phases, settings), so a fit gives the same numbers in either place;
+(pattern, reference phases, settings) returning a ``PhaseAnalysis``, so a fit gives the same numbers in either place;
 reflection lists are cached per process (``controller.xrd.reference``), so each worker computes
 a phase's reflections once.
 
@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # the worker imports controller.xrd itself, once (see _init_worker)
+    from ..xrd import PhaseAnalysis, XrdPattern
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,12 @@ def _init_worker(parent: int | None = None) -> None:
 _watching = False
 
 
-def run_analysis(two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
-                 phases: list[Any], target: str | None, settings: Any) -> dict:
-    """One whole-pattern analysis as a JSON-ready dict (``PhaseAnalysis.to_dict``)."""
-    from ..xrd import XrdPattern, analyze
+def run_analysis(pattern: XrdPattern, phases: list[Any], target: str | None,
+                 settings: Any) -> PhaseAnalysis:
+    """One whole-pattern analysis (the result pickles back from a worker as it is)."""
+    from ..xrd import analyze
 
-    pattern = XrdPattern(two_theta=np.asarray(two_theta), intensities=np.asarray(intensities),
-                         wavelength_angstrom=float(wavelength), source=None)
-    return analyze(pattern, phases, target=target, settings=settings).to_dict()
+    return analyze(pattern, phases, target=target, settings=settings)
 
 
 class AnalysisPool:
@@ -87,9 +86,9 @@ class AnalysisPool:
             for _ in range(self.workers):
                 pool.submit(_init_worker)
 
-    def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
-                phases: list[Any], target: str | None, settings: Any) -> dict:
-        args = (np.asarray(two_theta), np.asarray(intensities), float(wavelength), phases, target, settings)
+    def analyze(self, pattern: XrdPattern, phases: list[Any], target: str | None,
+                settings: Any) -> PhaseAnalysis:
+        args = (pattern, phases, target, settings)
         if self.workers <= 0:
             return run_analysis(*args)
         try:

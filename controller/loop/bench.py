@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlmodel import select
 
+from surrogates import reduced_formula
+
 from ..config import parse_config
 from ..store import Experiment, ExperimentState, Store, Target, TargetState
-from .brain import _reduced
-from .campaign import STRATEGIES, RunOptions
+from .campaign import RunOptions
 from .runtime import _threads, run_async
+from .strategy import STRATEGIES
 
 
 def bench_config(world_ref: str, systems: list[str], *, seed: int, budget: int, strategy: str,
@@ -46,7 +48,7 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         exps = s.exec(select(Experiment).where(Experiment.campaign_id == campaign_id,
                                                Experiment.state != ExperimentState.CANCELLED.value)).all()
     attempted = {t.id: t for t in targets if any(e.target_id == t.id for e in exps)}
-    made_truth = {_reduced(t.formula) for t in attempted.values() if truth.was_made(t.formula)}
+    made_truth = {reduced_formula(t.formula) for t in attempted.values() if truth.was_made(t.formula)}
     claimed = [t for t in attempted.values() if t.state == TargetState.MADE]
     false_claims: list[dict[str, Any]] = []
     for t in claimed:
@@ -58,7 +60,7 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
             # reader needs to tell an analysis error from a threshold case
             false_claims.append({"formula": t.formula, "claimed_yield": t.best_yield,
                                  "true_fraction": round(true_fraction, 4)})
-    makeable = {_reduced(f) for f in truth.makeable_targets()}
+    makeable = {reduced_formula(f) for f in truth.makeable_targets()}
     n_made = len(made_truth)
     return {
         "targets_attempted": len(attempted),
@@ -67,7 +69,7 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         # the "made of makeable" share counts only the makeable ones: a campaign can also make
         # a target the world builder's recipe search called unmakeable (or a formula outside
         # the world's target list), which must not lift that share above what it is
-        "makeable_attempted": len({_reduced(t.formula) for t in attempted.values()} & makeable),
+        "makeable_attempted": len({reduced_formula(t.formula) for t in attempted.values()} & makeable),
         "makeable_made": len(made_truth & makeable),
         "made_beyond_makeable": sorted(made_truth - makeable),
         "targets_claimed": len(claimed),

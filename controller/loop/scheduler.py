@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from sqlmodel import select
 
+import recipes
+
 from ..store import (
     RUNNABLE,
     Experiment,
@@ -34,16 +36,15 @@ from ..store import (
     StepCommand,
     StepState,
     Store,
+    Target,
     pack_array,
     utcnow,
 )
-from .steps import STEP_ORDER, RecipeView, deadline_seconds, step_params
+from ..xrd import XrdFormatError, XrdPattern
+from .records import recipe_of
+from .steps import STEP_ORDER, deadline_seconds, step_params
 
 log = logging.getLogger(__name__)
-
-# deprecated: read Experiment.failure_kind (FailureKind.INSTRUMENT). Nothing here writes this
-# prefix any more; kept only so that older importers (controller/loop/campaign.py) still import.
-INSTRUMENT_FAILURE = "instrument:"
 
 
 class Transport(Protocol):
@@ -147,16 +148,11 @@ class ExperimentRunner:
             exp = s.get(Experiment, experiment_id)
             if exp is None:
                 raise ValueError(f"no experiment {experiment_id}")
-            recipe_row = s.get(Recipe, exp.recipe_id)
+            recipe = recipe_of(s.get(Recipe, exp.recipe_id), s.get(Target, exp.target_id).formula)
             sample_id = exp.sample_id
             state = exp.state
         if state not in RUNNABLE:
             return
-        recipe = RecipeView(
-            precursors=list(recipe_row.precursors or []),
-            profile=list(recipe_row.profile or []),
-            atmosphere=recipe_row.atmosphere,
-        )
         for sequence, step in enumerate(STEP_ORDER):
             latest = self._latest_step(experiment_id, step)
             if latest is not None and latest.state == StepState.SUCCEEDED:
@@ -175,7 +171,7 @@ class ExperimentRunner:
                 .order_by(StepCommand.attempt.desc())
             ).first()
 
-    def _new_step(self, experiment_id: int, sample_id: str, recipe: RecipeView, step: str,
+    def _new_step(self, experiment_id: int, sample_id: str, recipe: recipes.Recipe, step: str,
                   sequence: int, attempt: int) -> StepCommand:
         """Write a fresh command (new UUID) as ``sent`` and start the experiment, in one transaction."""
         params = step_params(step, sample_id, recipe)
@@ -219,7 +215,7 @@ class ExperimentRunner:
         if exp.state in {ExperimentState.QUEUED, ExperimentState.UNKNOWN}:
             self.store.transition(experiment_id, ExperimentState.RUNNING, reason=why, session=s)
 
-    async def _run_step(self, experiment_id: int, sample_id: str, recipe: RecipeView, step: str,
+    async def _run_step(self, experiment_id: int, sample_id: str, recipe: recipes.Recipe, step: str,
                         sequence: int, latest: StepCommand | None) -> bool:
         """Drive one step to success (True) or give up and fail the experiment (False)."""
         reattached = 0
@@ -284,24 +280,23 @@ class ExperimentRunner:
             self.store.step_transition(s, row.command_id, StepState.SUCCEEDED, result=result,
                                        driver=getattr(outcome, "driver", None))
             if row.step == "xrd":
-                two_theta = result.get("two_theta") or []
-                intensities = result.get("intensities") or []
-                if len(two_theta) == 0 or len(two_theta) != len(intensities):
+                try:
+                    pattern = XrdPattern.from_station_result(result)
+                except XrdFormatError as exc:
                     self.store.transition(
                         row.experiment_id, ExperimentState.FAILED, session=s,
                         failure_kind=FailureKind.INSTRUMENT,
-                        reason=f"xrd returned an unusable pattern "
-                               f"({len(two_theta)} angles, {len(intensities)} intensities)")
+                        reason=f"xrd returned an unusable pattern: {exc}")
                     return
                 meas = Measurement(
                     experiment_id=row.experiment_id,
                     step_command_id=row.id,
-                    n_points=len(two_theta),
-                    two_theta=pack_array(two_theta),
-                    intensities=pack_array(intensities),
-                    wavelength_angstrom=float(result.get("wavelength_angstrom", 1.5406)),
+                    n_points=len(pattern.two_theta),
+                    two_theta=pack_array(pattern.two_theta),
+                    intensities=pack_array(pattern.intensities),
+                    wavelength_angstrom=pattern.wavelength_angstrom,
                     source=getattr(outcome, "driver", None),
-                    meta=result.get("meta") or {},
+                    meta=pattern.meta,
                 )
                 s.add(meas)
                 s.flush()

@@ -7,8 +7,9 @@ keeping it in one place means the scheduler, the recovery code and the tests agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from recipes import Recipe
 
 STEP_ORDER: tuple[str, ...] = ("dose_mix", "heat", "recover", "xrd")
 """Capabilities in the order an experiment visits them (``StepCommand.sequence`` = index)."""
@@ -24,22 +25,13 @@ XRD_SCAN: dict[str, float] = {
 _FIXED_MINUTES = {"dose_mix": 20.0, "recover": 15.0, "xrd": XRD_SCAN["scan_time_min"] + 5.0}
 
 
-@dataclass(frozen=True)
-class RecipeView:
-    """What the steps need of a recipe row (plain values, so recovery can rebuild it from SQL)."""
-
-    precursors: list[dict[str, Any]]
-    profile: list[dict[str, Any]]
-    atmosphere: str
-
-
-def step_params(step: str, sample_id: str, recipe: RecipeView) -> dict[str, Any]:
+def step_params(step: str, sample_id: str, recipe: Recipe) -> dict[str, Any]:
     """The ``params`` dict of one step command, as the drivers' step models expect it."""
     if step == "dose_mix":
         return {
             "sample_id": sample_id,
             "precursors": [
-                {"formula": p["formula"], "target_mass_g": float(p["mass_g"])} for p in recipe.precursors
+                {"formula": p.formula, "target_mass_g": float(p.mass_g)} for p in recipe.precursors
             ],
         }
     if step == "heat":
@@ -47,9 +39,9 @@ def step_params(step: str, sample_id: str, recipe: RecipeView) -> dict[str, Any]
             "sample_ids": [sample_id],
             "profile": [
                 {
-                    "ramp_c_per_min": float(seg["ramp_c_per_min"]),
-                    "setpoint_c": float(seg["setpoint_c"]),
-                    "dwell_min": float(seg["dwell_min"]),
+                    "ramp_c_per_min": float(seg.ramp_c_per_min),
+                    "setpoint_c": float(seg.setpoint_c),
+                    "dwell_min": float(seg.dwell_min),
                 }
                 for seg in recipe.profile
             ],
