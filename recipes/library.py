@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pymatgen.core import Composition, Element
+from pymatgen.core import Composition
+
+from surrogates import UnknownCompositionError
+from surrogates import reduced_formula as _reduced_formula
 
 from .types import RecipeError
 
@@ -64,17 +67,12 @@ UNKNOWN_MELTING_C = 1200.0
 
 @lru_cache(maxsize=65536)
 def reduced_formula(formula: str) -> str:
-    """Canonical reduced formula (``"(NH4)2HPO4"`` → ``"H9N2PO4"``); raises RecipeError."""
+    """``surrogates.reduced_formula`` (the canonical reduced formula) raising RecipeError, the
+    error the planner's callers catch."""
     try:
-        comp = Composition(formula)
-    except Exception as exc:  # pymatgen raises several types for bad formulas
-        raise RecipeError(f"{formula!r} is not a chemical formula: {exc}") from None
-    if comp.num_atoms <= 0:
-        raise RecipeError(f"{formula!r} is not a chemical formula: no atoms")
-    bad = [str(el) for el in comp.elements if not Element.is_valid_symbol(str(el))]
-    if bad:
-        raise RecipeError(f"{formula!r} is not a chemical formula: unknown element(s) {', '.join(bad)}")
-    return comp.reduced_formula
+        return _reduced_formula(formula)
+    except UnknownCompositionError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 @dataclass(frozen=True)

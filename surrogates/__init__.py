@@ -1,4 +1,5 @@
-"""Crystal graphs, GNN ensembles, BoTorch acquisition over candidate pools, candidate generation.
+"""Crystal graphs, GNN ensembles, BoTorch acquisition over candidate pools, candidate generation
+and structure prediction, formula normalisation.
 
 The face of the package: other packages import only the names listed in ``__all__``.
 Names are imported lazily (PEP 562) so that ``from surrogates import known_phases`` or a
@@ -12,14 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     # acquisition over members × candidates tables (BoTorch)
-    "STRATEGIES": "acquisition", "BestYield": "acquisition", "ColumnObjective": "acquisition",
-    "MemberSampler": "acquisition", "Selection": "acquisition", "StableAndMakeable": "acquisition",
-    "TableEnsembleModel": "acquisition", "botorch_acquisition": "acquisition",
+    "OBJECTIVE_KINDS": "acquisition", "STRATEGIES": "acquisition", "BestYield": "acquisition",
+    "ColumnObjective": "acquisition", "MemberSampler": "acquisition", "Selection": "acquisition",
+    "StableAndMakeable": "acquisition", "TableEnsembleModel": "acquisition",
+    "botorch_acquisition": "acquisition", "objective_for": "acquisition",
     "objective_table": "acquisition", "select_batch": "acquisition",
-    # candidates
+    # candidates and predicted structures
     "Candidate": "candidates", "SubstitutionTable": "candidates",
     "generate_candidates": "candidates", "read_candidate_cifs": "candidates",
     "seed_structures": "candidates",
+    "StructurePredictor": "prototypes", "predict_structure": "prototypes",
+    "template_library": "prototypes",
+    # formula normalisation (one spelling of a compound for every package of the brain)
+    "UnknownCompositionError": "formulas", "chemical_system": "formulas",
+    "reduced_formula": "formulas",
     # data, models, ensembles
     "DatasetError": "datasets", "read_structure_csv": "datasets",
     "Ensemble": "ensemble", "EnsembleConfig": "ensemble", "PredictionTable": "ensemble",
@@ -29,8 +36,7 @@ _EXPORTS: dict[str, str] = {
     "build_graph": "graphs", "neighbor_list": "graphs",
     "add_hull_energy": "stability",
     # known phases (Materials Project table)
-    "KnownPhase": "thermo", "KnownPhases": "thermo", "UnknownCompositionError": "thermo",
-    "chemsys_of": "thermo", "known_phases": "thermo",
+    "KnownPhase": "thermo", "KnownPhases": "thermo", "known_phases": "thermo",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -51,6 +57,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers see the real names
     from .acquisition import (  # noqa: F401
+        OBJECTIVE_KINDS,
         STRATEGIES,
         BestYield,
         ColumnObjective,
@@ -59,6 +66,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         StableAndMakeable,
         TableEnsembleModel,
         botorch_acquisition,
+        objective_for,
         objective_table,
         select_batch,
     )
@@ -78,12 +86,8 @@ if TYPE_CHECKING:  # static analysers see the real names
         train_ensemble,
     )
     from .evaluation import evaluate_regression  # noqa: F401
+    from .formulas import UnknownCompositionError, chemical_system, reduced_formula  # noqa: F401
     from .graphs import CrystalGraph, GraphCache, GraphError, build_graph, neighbor_list  # noqa: F401
+    from .prototypes import StructurePredictor, predict_structure, template_library  # noqa: F401
     from .stability import add_hull_energy  # noqa: F401
-    from .thermo import (  # noqa: F401
-        KnownPhase,
-        KnownPhases,
-        UnknownCompositionError,
-        chemsys_of,
-        known_phases,
-    )
+    from .thermo import KnownPhase, KnownPhases, known_phases  # noqa: F401

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -62,23 +62,26 @@ class Selection:
 
 @dataclass(frozen=True)
 class ColumnObjective:
-    """Maximise (or minimise) one output column."""
+    """Maximise (or minimise) one output column, less a per-candidate reference if given
+    (``refs``, e.g. the known hull's energy at each candidate: e_form - ref = decomposition energy)."""
 
     column: str | int = 0
     maximize: bool = True
+    refs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, table: PredictionTable, values: np.ndarray) -> np.ndarray:
-        j = table.column(self.column) if isinstance(self.column, str) else int(self.column)
-        v = values[:, :, j]
+        v = _column(table, values, self.column, self.refs)
         return v if self.maximize else -v
 
 
 @dataclass(frozen=True)
 class StableAndMakeable:
     """Per-member (soft) indicator that a candidate is stable and makeable; its ensemble mean
-    is the probability. Stable: ``stability`` column (e.g. energy above the known hull)
-    below ``threshold``; makeable: ``yield_column`` above ``yield_threshold`` (skipped if None).
-    ``tau`` softens the step so that near-misses still rank above clear failures."""
+    is the probability. Stable: ``stability`` column (e.g. energy above the known hull, or the
+    formation energy less per-candidate hull references ``refs``) below ``threshold``; makeable:
+    ``yield_column`` above ``yield_threshold`` (skipped if None, e.g. while the yield head has
+    seen no results). ``tau`` softens the step so that near-misses still rank above clear
+    failures."""
 
     stability: str | int = "e_above_hull"
     threshold: float = 0.0
@@ -86,14 +89,13 @@ class StableAndMakeable:
     yield_threshold: float = 0.5
     tau: float = 0.02
     yield_tau: float = 0.05
+    refs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, table: PredictionTable, values: np.ndarray) -> np.ndarray:
-        js = table.column(self.stability) if isinstance(self.stability, str) else self.stability
-        p = _sigmoid((self.threshold - values[:, :, js]) / self.tau)
+        p = _sigmoid((self.threshold - _column(table, values, self.stability, self.refs)) / self.tau)
         if self.yield_column is not None:
-            jy = (table.column(self.yield_column) if isinstance(self.yield_column, str)
-                  else self.yield_column)
-            p = p * _sigmoid((values[:, :, jy] - self.yield_threshold) / self.yield_tau)
+            y = _column(table, values, self.yield_column)
+            p = p / _one_plus_exp_neg((y - self.yield_threshold) / self.yield_tau)
         return p
 
 
@@ -104,16 +106,54 @@ class BestYield:
     column: str | int = "yield"
 
     def __call__(self, table: PredictionTable, values: np.ndarray) -> np.ndarray:
-        j = table.column(self.column) if isinstance(self.column, str) else self.column
-        return values[:, :, j]
+        return _column(table, values, self.column)
 
 
 ObjectiveLike = (ColumnObjective | StableAndMakeable | BestYield | str | int | None
                  | Callable[[PredictionTable, np.ndarray], np.ndarray])
 
+#: what a campaign may maximise (``acquisition.objective`` in campaign.yaml)
+OBJECTIVE_KINDS: tuple[str, ...] = ("stable_and_makeable", "stability", "expected_yield")
+
+
+def objective_for(kind: str, *, refs: np.ndarray | None = None, threshold: float = 0.0,
+                  yield_threshold: float = 0.5, use_yield: bool = True,
+                  stability: str | int = "e_form", yield_column: str | int = "yield",
+                  tau: float = 0.02, yield_tau: float = 0.08,
+                  ) -> ColumnObjective | StableAndMakeable | BestYield:
+    """The objective of a campaign kind (:data:`OBJECTIVE_KINDS`), larger = better.
+
+    ``stable_and_makeable``: soft P(stability - refs < threshold), times — when ``use_yield``
+    (the yield head has seen campaign results) — soft P(yield >= yield_threshold);
+    ``stability``: minus (stability - refs), the decomposition energy; ``expected_yield``: the
+    predicted yield.
+    """
+    if kind == "stable_and_makeable":
+        return StableAndMakeable(stability=stability, threshold=threshold,
+                                 yield_column=yield_column if use_yield else None,
+                                 yield_threshold=yield_threshold, tau=tau, yield_tau=yield_tau,
+                                 refs=refs)
+    if kind == "stability":
+        return ColumnObjective(stability, maximize=False, refs=refs)
+    if kind == "expected_yield":
+        return BestYield(yield_column)
+    raise ValueError(f"unknown objective {kind!r}; expected one of {', '.join(OBJECTIVE_KINDS)}")
+
+
+def _column(table: PredictionTable, values: np.ndarray, column: str | int,
+            refs: np.ndarray | None = None) -> np.ndarray:
+    """(members, candidates) values of one output, less ``refs`` per candidate if given."""
+    j = table.column(column) if isinstance(column, str) else int(column)
+    v = values[:, :, j]
+    return v if refs is None else v - np.asarray(refs)[None, :]
+
+
+def _one_plus_exp_neg(x: np.ndarray) -> np.ndarray:
+    return 1.0 + np.exp(-np.clip(x, -50.0, 50.0))
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    return 1.0 / _one_plus_exp_neg(x)
 
 
 def objective_table(table: PredictionTable, objective: ObjectiveLike = None, *,

@@ -24,13 +24,12 @@ from pathlib import Path
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element
 
+from .formulas import UnknownCompositionError
+from .formulas import composition as _composition
+
 DATA_FILE = Path(__file__).resolve().parent / "data" / "mp_e_form.json.bz2"
 _TOKEN = re.compile(r"^([A-Z][a-z]?)(\d+(?:\.\d+)?)?$")
 _Row = tuple[dict[str, float], float, int, str]  # amounts, e_form, spg_num, mbid
-
-
-class UnknownCompositionError(ValueError):
-    """A formula could not be parsed or contains elements unknown to the table."""
 
 
 @dataclass(frozen=True)
@@ -58,24 +57,6 @@ def _frac_key(amounts: dict[str, float]) -> tuple[tuple[str, float], ...]:
     """Composition identity independent of formula units (fractions rounded to 1e-6)."""
     total = sum(amounts.values())
     return tuple(sorted((el, round(x / total, 6)) for el, x in amounts.items() if x > 0))
-
-
-def chemsys_of(formula: str | Composition) -> str:
-    """``"Li2MnO3"`` → ``"Li-Mn-O"`` (sorted element symbols joined by ``-``)."""
-    comp = _composition(formula)
-    return "-".join(sorted(el.symbol for el in comp.elements))
-
-
-def _composition(formula: str | Composition) -> Composition:
-    if isinstance(formula, Composition):
-        return formula
-    try:
-        comp = Composition(formula)
-    except Exception as exc:  # pymatgen raises several types for bad formulas
-        raise UnknownCompositionError(f"cannot parse formula {formula!r}: {exc}") from exc
-    if comp.num_atoms <= 0:
-        raise UnknownCompositionError(f"formula {formula!r} has no atoms")
-    return comp
 
 
 class KnownPhases:

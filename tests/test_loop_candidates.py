@@ -6,14 +6,14 @@ from __future__ import annotations
 import yaml
 
 from controller.config import example_config_text, parse_config
-from controller.loop.brain import Brain
+from controller.loop import Brain, PublicWorld
 from sim_lab import load_world, widen_world
 
 
 def test_known_targets_take_public_structures_and_hypothetical_ones_predicted() -> None:
     world = widen_world(load_world("demo"), name="demo-known", include_known=True)
     cfg = parse_config(yaml.safe_load(example_config_text()), "test")
-    brain = Brain(cfg, world=world)
+    brain = Brain(cfg, world=PublicWorld.from_world(world))
     try:
         pool = {c.formula: c for c in brain.candidates()}
     finally:

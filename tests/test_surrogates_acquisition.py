@@ -3,18 +3,22 @@ sequential greedy qEI/qUCB equal to BoTorch's optimize_acqf_discrete, objectives
 
 from __future__ import annotations
 
+import typing
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from controller.config import AcquisitionSection
 from surrogates import (
+    OBJECTIVE_KINDS,
     STRATEGIES,
     MemberSampler,
     PredictionTable,
     StableAndMakeable,
     TableEnsembleModel,
+    objective_for,
     objective_table,
     select_batch,
 )
@@ -128,6 +132,42 @@ def test_objectives_minimise_and_stable_makeable_probability() -> None:
         select_batch(t, strategy="ei", q=1)
     with pytest.raises(IndexError, match="pending index out of range"):
         select_batch(t, strategy="greedy", q=1, pending=[7])
+
+
+def _brain_objective_before_the_merge(table: PredictionTable, values: np.ndarray, refs: np.ndarray,
+                                      kind: str, use_yield: bool) -> np.ndarray:
+    """The campaign objective as controller/loop/brain.py computed it (threshold 0.05 eV/atom,
+    yield threshold 0.5, tau 0.02 and 0.08) before it moved to surrogates."""
+    e_decomp = values[:, :, table.column("e_form")] - refs[None, :]
+    y = values[:, :, table.column("yield")]
+    if kind == "stability":
+        return -e_decomp
+    if kind == "expected_yield":
+        return y
+    p = 1.0 / (1.0 + np.exp(-np.clip((0.05 - e_decomp) / 0.02, -50, 50)))
+    return p / (1.0 + np.exp(-np.clip((y - 0.5) / 0.08, -50, 50))) if use_yield else p
+
+
+@pytest.mark.parametrize("kind", OBJECTIVE_KINDS)
+@pytest.mark.parametrize("use_yield", [False, True])
+def test_campaign_objectives_keep_the_values_of_the_brains_formula(kind: str, use_yield: bool) -> None:
+    rng = np.random.default_rng(11)
+    values = np.stack([rng.normal(-1.5, 0.3, (5, 40)), rng.uniform(-0.2, 1.2, (5, 40))], axis=-1)
+    values[:, :2, 0] = [[-40.0, 40.0]] * 5  # far tails, where the logistic is clipped
+    t = PredictionTable(values, ("e_form", "yield"), np.array([1.7, 1.2]))
+    refs = rng.normal(-1.5, 0.3, 40)
+    objective = objective_for(kind, refs=refs, threshold=0.05, yield_threshold=0.5, use_yield=use_yield)
+    np.testing.assert_array_equal(objective(t, values),
+                                  _brain_objective_before_the_merge(t, values, refs, kind, use_yield))
+    calibrated = objective_table(t, objective)  # what select_batch hands to the acquisition
+    spread = values.mean(axis=0) + t.inflation * (values - values.mean(axis=0))
+    np.testing.assert_array_equal(calibrated, _brain_objective_before_the_merge(t, spread, refs, kind, use_yield))
+    with pytest.raises(ValueError, match="unknown objective"):
+        objective_for("stable", refs=refs)
+
+
+def test_the_campaign_config_offers_exactly_the_objective_kinds() -> None:
+    assert typing.get_args(AcquisitionSection.model_fields["objective"].annotation) == OBJECTIVE_KINDS
 
 
 def test_calibrated_members_use_the_inflation_factor() -> None:

@@ -15,12 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from surrogates import chemical_system, reduced_formula
+
 from ..config import CampaignConfig
 from .analysis_pool import AnalysisPool
+from .public_world import PublicWorld
+
+if TYPE_CHECKING:
+    from surrogates import StructurePredictor
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +104,6 @@ class Trained:
     predictions: dict[str, tuple[np.ndarray, np.ndarray | None]]
 
 
-def _chemsys(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return "-".join(sorted(el.symbol for el in Composition(formula).elements))
-
-
-def _reduced(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(formula).reduced_formula
-
-
 # graph passes per ensemble member and fine-tune (epochs x results): 25 epochs of 32 results
 FINE_TUNE_SAMPLE_EPOCHS = 800
 
@@ -117,9 +111,12 @@ FINE_TUNE_SAMPLE_EPOCHS = 800
 class Brain:
     """Real implementation over ``surrogates``, ``recipes`` and ``controller.xrd``."""
 
-    def __init__(self, cfg: CampaignConfig, *, world: Any | None = None, strategy: str = "full"):
+    def __init__(self, cfg: CampaignConfig, *, world: PublicWorld | None = None,
+                 strategy: str = "full"):
         self.cfg = cfg
-        self.world = world
+        self.world = world  # a simulated lab's public view; None for a real lab
+        self._predictor: StructurePredictor | None = None
+        self._ref_cache: dict[str, float] = {}  # formula -> known hull energy at its composition
         self.strategy = strategy
         self.seed = int(cfg.campaign.seed)
         self._planner: Any = None
@@ -132,10 +129,10 @@ class Brain:
         """The pool: the configured sources; in a simulated lab, restricted to the world's wish list.
 
         A wish-list composition that is a known phase takes its public structure. One no source
-        produced a structure for gets one by prototype
-        decoration (a public structure with the same anonymised formula, re-decorated and
-        volume-scaled), so every target has a predicted structure for the surrogate and the XRD
-        analysis.
+        produced a structure for gets a predicted one (``surrogates.StructurePredictor``:
+        substitution into a public known structure, else decoration of a public template with
+        the same anonymised formula), so every target has a structure for the surrogate and the
+        XRD analysis.
         """
         from surrogates import generate_candidates, read_candidate_cifs
 
@@ -143,8 +140,8 @@ class Brain:
         systems = list(cs.systems)
         wish: list[str] | None = None
         if self.world is not None:
-            wish = list(dict.fromkeys(_reduced(f) for f in self.world.target_formulas()))
-            systems = sorted(set(systems) | {_chemsys(f) for f in wish})
+            wish = list(dict.fromkeys(reduced_formula(f) for f in self.world.target_formulas))
+            systems = sorted(set(systems) | {chemical_system(f) for f in wish})
         found: list[Any] = []
         for source in cs.candidate_sources:
             if source.kind == "substitution":
@@ -159,159 +156,47 @@ class Brain:
         seen: set[str] = set()
         # a wish-list compound that is already known has public crystallography: a lab uses that
         # structure (for the surrogate and as its XRD reference), not a predicted one
-        known = set(self.world.known_formulas()) if self.world is not None else set()
+        known = self.world.known_structures if self.world is not None else {}
         for formula in wish or []:
             if formula in known and formula not in seen:
                 seen.add(formula)
-                out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
-                                         structure=self.world.known_structure(formula).as_dict(),
+                out.append(CandidateSpec(formula=formula, chemical_system=chemical_system(formula),
+                                         structure=known[formula].as_dict(),
                                          source="known-structure", provenance={"kind": "known phase"}))
         for cand in found:
-            formula = _reduced(cand.formula)
+            formula = reduced_formula(cand.formula)
             if (wish is not None and formula not in wish) or formula in seen:
                 continue
             seen.add(formula)
-            out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
+            out.append(CandidateSpec(formula=formula, chemical_system=chemical_system(formula),
                                      structure=cand.structure.as_dict(), source=cand.source,
                                      provenance={"id": cand.id, **_plain(cand.provenance)}))
         want_prototypes = wish is not None or any(s.kind == "prototypes" for s in cs.candidate_sources)
         for formula in (wish or []) if want_prototypes else []:
             if formula in seen:
                 continue
-            made = self._substitute(formula) or self._decorate(formula)
+            made = self.structure_predictor.predict(formula)
             if made is None:
                 log.warning("no structure for candidate %s: no template with its anonymised formula", formula)
                 continue
             struct, template = made
             seen.add(formula)
-            out.append(CandidateSpec(formula=formula, chemical_system=_chemsys(formula),
+            out.append(CandidateSpec(formula=formula, chemical_system=chemical_system(formula),
                                      structure=struct.as_dict(), source="prototype-decoration",
                                      provenance={"template": template}))
         return out
 
-    def _templates(self) -> list[tuple[str, Any, Any]]:
-        """(name, de-oxidised structure, reduced composition) of every substitution template,
-        built once (not once per target: the copies were most of candidate generation)."""
-        from surrogates import seed_structures
+    @property
+    def structure_predictor(self) -> StructurePredictor:
+        """Structure prediction over the world's public known structures, prepared once."""
+        if self._predictor is None:
+            # imported here: the predictor's module loads the candidate generator and the MP
+            # hull code, which a controller that only serves pages never needs
+            from surrogates import StructurePredictor
 
-        if not hasattr(self, "_template_list"):
-            items = [(f"seed:{sid}", s) for sid, s in seed_structures()]
-            if self.world is not None:
-                for f in sorted(self.world.known_formulas()):
-                    try:
-                        items.append((f"known:{f}", self.world.known_structure(f)))
-                    except (KeyError, ValueError):
-                        continue
-            cleaned = []
-            for name, s in items:
-                s0 = s.copy()
-                s0.remove_oxidation_states()
-                cleaned.append((name, s0, s0.composition.reduced_composition))
-            self._template_list = cleaned
-        return self._template_list
-
-    def _substitute(self, formula: str) -> tuple[Any, str] | None:
-        """GNoME-style single-element substitution: a public structure P whose composition
-        becomes ``formula`` when one element is swapped (e.g. Li2Ti3O7 -> Li2Mn3O7), volume-scaled
-        by the swapped atoms' radii. Known phases of the world come before generic seeds."""
-        from pymatgen.core import Composition
-
-        want = Composition(formula).reduced_composition
-        best = None
-        for rank, (name, s0, tc) in enumerate(self._templates()):
-            if len(tc) != len(want):
-                continue
-            for a in tc.elements:
-                for b in want.elements:
-                    if (b in tc.elements and b != a) or not (a.is_metal and b.is_metal):
-                        continue  # cation swaps only, as in ion-substitution
-                    swapped = {(b if el == a else el).symbol: amt for el, amt in tc.items()}
-                    if Composition(swapped).reduced_composition != want:
-                        continue
-                    # chemically closest swap first (same group, similar electronegativity)
-                    similarity = abs(a.group - b.group) + abs((a.X or 0) - (b.X or 0))
-                    key = (0 if name.startswith("known:") else 1, round(similarity, 2), len(s0), rank)
-                    if best is None or key < best[0]:
-                        best = (key, name, s0, a, b)
-        if best is None:
-            return None
-        _, name, s0, a, b = best
-        s0 = s0.copy()
-        before = s0.composition
-        s0.replace_species({a: b})
-        s0.scale_lattice(s0.volume * _ionic_volume(s0.composition) / _ionic_volume(before))
-        return s0, f"{name} with {a.symbol}->{b.symbol}"
-
-    def _library(self) -> list[dict]:
-        """Public template structures shipped with the controller (see ``data/README.md``)."""
-        if not hasattr(self, "_library_list"):
-            import bz2
-            from importlib import resources
-
-            raw = resources.files("controller.loop").joinpath("data/templates.json.bz2").read_bytes()
-            self._library_list = json.loads(bz2.decompress(raw))["templates"]
-        return self._library_list
-
-    def _packing_ratio(self) -> float | None:
-        """Median cell volume per unit of ionic volume over the world's known (public) structures:
-        the density a decorated template is scaled to."""
-        if self.world is None:
-            return None
-        if not hasattr(self, "_ratio"):
-            ratios = []
-            for f in sorted(self.world.known_formulas()):
-                try:
-                    s = self.world.known_structure(f)
-                except (KeyError, ValueError):
-                    continue
-                ratios.append(s.volume / _ionic_volume(s.composition))
-            self._ratio = float(np.median(ratios)) if ratios else None
-        return self._ratio
-
-    def _decorate(self, formula: str) -> tuple[Any, str] | None:
-        """A structure for ``formula`` from a template with the same anonymised formula.
-
-        Preference: a textbook prototype, then a real CIF of another chemistry, then an
-        Alexandria structure; within each, the smallest mismatch of the swapped atoms' radii.
-        Species are matched by amount, then electronegativity.
-        """
-        from pymatgen.core import Composition, Element, Structure
-
-        comp = Composition(formula).reduced_composition
-        anon = comp.anonymized_formula
-
-        def order(c: Any) -> list[str]:
-            return [el.symbol for el, _ in sorted(c.items(), key=lambda kv: (kv[1], kv[0].X, kv[0].symbol))]
-
-        def radius(sym: str) -> float:
-            el = Element(sym)
-            return float(el.average_ionic_radius or 0.0) or float(el.atomic_radius or 1.0)
-
-        rank = {"prototype": 0, "cif": 1, "alexandria": 2}
-        best = None
-        for i, tpl in enumerate(self._library()):
-            if tpl["anon"] != anon or tpl["formula"] == comp.reduced_formula:
-                continue
-            tcomp = Composition(tpl["formula"])
-            pairs = list(zip(order(tcomp), order(comp), strict=True))
-            mismatch = sum(abs(radius(a) - radius(b)) for a, b in pairs)
-            key = (rank.get(tpl["kind"], 3), round(mismatch, 3), i)
-            if best is None or key < best[0]:
-                best = (key, tpl, pairs)
-        if best is None:
-            return None
-        _, tpl, pairs = best
-        s = Structure.from_dict(tpl["structure"])
-        before = s.composition
-        s.replace_species({Element(a): Element(b) for a, b in pairs})
-        ratio = self._packing_ratio()
-        # a real CIF keeps its measured density, scaled by the swapped ions' sizes; a prototype or a
-        # computed template of another chemistry takes the density typical of this world's phases
-        if ratio is not None and tpl["kind"] != "cif":
-            s.scale_lattice(ratio * _ionic_volume(s.composition))
-        else:
-            s.scale_lattice(s.volume * _ionic_volume(s.composition) / _ionic_volume(before))
-        return s, f"{tpl['kind']} {tpl['id']} ({tpl['formula']}) decorated"
+            known = self.world.known_structures if self.world is not None else {}
+            self._predictor = StructurePredictor(known)
+        return self._predictor
 
     # ------------------------------------------------------------------ models
     OUTPUTS = ("e_form", "yield")
@@ -357,14 +242,11 @@ class Brain:
         seen: set[str] = set()
         out_s, out_e = [], []
         if self.world is not None:
-            for formula in sorted(self.world.known_formulas()):
+            for formula, structure in sorted(self.world.known_structures.items()):
                 ef = kp.formation_energy(formula)
                 if ef is None or formula in seen:
                     continue
-                try:
-                    out_s.append(self.world.known_structure(formula))
-                except (KeyError, ValueError):
-                    continue
+                out_s.append(structure)
                 out_e.append(float(ef))
                 seen.add(formula)
         for c, s in zip(cands, structs, strict=True):
@@ -422,7 +304,7 @@ class Brain:
         """Per candidate, the known hull's energy at its composition (eV/atom)."""
         from surrogates import known_phases
 
-        cache = self.__dict__.setdefault("_ref_cache", {})
+        cache = self._ref_cache
         kp = known_phases()
         out = []
         for c in cands:
@@ -445,13 +327,14 @@ class Brain:
     def select(self, model: Any, cands: list[Any], q: int, pending: set[int], excluded: set[int],
                seed: int, strategy: str | None = None) -> list[Pick]:
         """Acquire up to ``q`` new targets; in-flight targets are BoTorch pending points."""
-        from surrogates import select_batch
+        from surrogates import objective_for, select_batch  # here: BoTorch loads only to acquire
 
         table = model.predict(self._structures(cands))
         objectives = self._objectives(cands, table)
+        # the yield head counts once fine-tuned on a few campaign results
         yield_known = int((getattr(model, "metrics", {}) or {}).get("fine_tuned_on", 0)) >= 4
-        objective = _CampaignObjective(
-            refs=self._hull_refs(cands), kind=self.cfg.acquisition.objective,
+        objective = objective_for(
+            self.cfg.acquisition.objective, refs=self._hull_refs(cands),
             threshold=self.cfg.acquisition.stability_threshold_ev,
             yield_threshold=self.cfg.recipes.yield_threshold, use_yield=yield_known)
         picks = select_batch(table, strategy=strategy or self.cfg.acquisition.strategy, q=q,
@@ -532,7 +415,7 @@ class Brain:
             if structure is not None:
                 ref = ReferencePhase.from_structure(Structure.from_dict(structure), formula)
             elif self.world is not None:
-                known = self.world.known_structure(formula)
+                known = self.world.known_structures.get(formula)
                 if known is not None:
                     ref = ReferencePhase.from_structure(known, formula)
         except Exception as exc:  # noqa: BLE001 - a phase we cannot simulate is left out, logged
@@ -542,12 +425,12 @@ class Brain:
 
     def known_phase_formulas(self, formula: str, precursors: list[str]) -> list[str]:
         """Public phases that may appear: precursors and known compounds of the target's system."""
-        names = list(dict.fromkeys(_reduced(p) for p in precursors))
-        if self.world is not None and hasattr(self.world, "known_formulas"):
-            system = set(_chemsys(formula).split("-"))
-            for f in self.world.known_formulas():
-                if set(_chemsys(f).split("-")) <= system | {"C", "H"}:
-                    names.append(_reduced(f))
+        names = list(dict.fromkeys(reduced_formula(p) for p in precursors))
+        if self.world is not None:
+            system = set(chemical_system(formula).split("-"))
+            for f in self.world.known_structures:
+                if set(chemical_system(f).split("-")) <= system | {"C", "H"}:
+                    names.append(reduced_formula(f))
         return list(dict.fromkeys(names))
 
     def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
@@ -565,9 +448,9 @@ class Brain:
             if ref is not None:
                 phases.append(ref)
         # other hypothetical compounds of the pool in the target's system may form instead
-        system = set(_chemsys(target).split("-"))
+        system = set(chemical_system(target).split("-"))
         for formula, struct in sorted(self.pool_structures.items()):
-            if formula != target and set(_chemsys(formula).split("-")) <= system:
+            if formula != target and set(chemical_system(formula).split("-")) <= system:
                 ref = self._reference(formula, struct)
                 if ref is not None:
                     phases.append(ref)
@@ -625,48 +508,6 @@ def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float
     share_std = float(amorphous.get("share_std") or 0.0) if amorphous.get("detected") else 0.0
     sigma = float(np.sqrt(fit_std**2 + systematic_std**2 + (cryst * share_std) ** 2)) if y > 0 else 0.0
     return y, max(floor_y - claim_sigma * sigma, 0.0)
-
-
-@dataclass(frozen=True)
-class _CampaignObjective:
-    """Per-member objective for acquisition, larger = better.
-
-    ``stable_and_makeable``: probability (soft) that the decomposition energy is below the
-    threshold, times — once the yield head has seen campaign results — the probability that the
-    yield clears the threshold. ``stability``: minus the decomposition energy.
-    ``expected_yield``: the predicted yield.
-    """
-
-    refs: np.ndarray
-    kind: str
-    threshold: float
-    yield_threshold: float
-    use_yield: bool
-    tau: float = 0.02
-    yield_tau: float = 0.08
-
-    def __call__(self, table: Any, values: np.ndarray) -> np.ndarray:
-        je, jy = table.column("e_form"), table.column("yield")
-        e_decomp = values[:, :, je] - self.refs[None, :]
-        if self.kind == "stability":
-            return -e_decomp
-        if self.kind == "expected_yield":
-            return values[:, :, jy]
-        p = 1.0 / (1.0 + np.exp(-np.clip((self.threshold - e_decomp) / self.tau, -50, 50)))
-        if self.use_yield:
-            p = p / (1.0 + np.exp(-np.clip((values[:, :, jy] - self.yield_threshold) / self.yield_tau, -50, 50)))
-        return p
-
-
-def _ionic_volume(comp: Any) -> float:
-    """Sum of amount x (average ionic radius)^3: the volume scale of a substituted cell."""
-    from pymatgen.core import Element
-
-    total = 0.0
-    for el, amt in comp.items():
-        r = float(Element(el.symbol).average_ionic_radius or 0.0) or float(Element(el.symbol).atomic_radius or 1.0)
-        total += float(amt) * r**3
-    return max(total, 1e-6)
 
 
 def _plain(d: Any) -> dict:

@@ -20,6 +20,7 @@ from ..store import Store
 from .brain import Brain
 from .campaign import CampaignRunner, RunOptions, RunSummary
 from .lab import open_lab
+from .public_world import PublicWorld
 from .report import ReportFiles, write_report
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ async def run_async(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with open_lab(cfg, campaign_dir, external=external_lab) as lab:
-        brain = Brain(cfg, world=lab.world, strategy=(options or RunOptions()).strategy)
+        world = PublicWorld.from_world(lab.world) if lab.world is not None else None
+        brain = Brain(cfg, world=world, strategy=(options or RunOptions()).strategy)
         brain.analysis_pool.warm_up()  # XRD workers import while the surrogate pretrains
         try:
             runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,

@@ -1,7 +1,7 @@
-"""Build ``controller/loop/data/templates.json.bz2``: public crystal structures used as templates
-for candidate structures (prototype decoration of a wish-list composition).
+"""Build ``surrogates/data/templates.json.bz2``: public crystal structures used as templates
+for candidate structures (prototype decoration of a wish-list composition, ``prototypes.py``).
 
-Run once by a developer (``python -m controller.loop._prepare_templates ../shared/data``); the
+Run once by a developer (``python -m surrogates._prepare_templates ../shared/data``); the
 package only reads the shipped result. Sources (licences in ``data/README.md``): the 87 reference
 CIFs of XRD-AutoAnalyzer and Dara (MIT), the Alexandria random-1k sample (CC BY 4.0, via mattersim,
 MIT), and textbook oxide prototypes built from their space groups.
