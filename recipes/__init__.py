@@ -4,8 +4,10 @@ The face of the package: other packages import only the names listed in ``__all_
 """
 
 from .library import Precursor, PrecursorLibrary, read_stock_file
+from .literature import LiteratureModel, literature_model
 from .pathways import PairReaction, PathwayKnowledge
 from .planner import STRATEGIES, RecipePlanner
+from .replay import CandidateSpace, Outcome, OutcomeTableError, parse_outcomes
 from .thermo import Reaction, Thermo, gas_energy_ev
 from .types import (
     Exhausted,
@@ -22,6 +24,12 @@ from .yield_model import YieldModel
 
 __all__ = [
     "STRATEGIES",
+    "CandidateSpace",
+    "LiteratureModel",
+    "Outcome",
+    "OutcomeTableError",
+    "literature_model",
+    "parse_outcomes",
     "Exhausted",
     "HeatingSegment",
     "MissingElementsError",

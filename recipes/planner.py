@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ import numpy as np
 
 from .conditions import DWELL_CHOICES, build_profile, heuristic_conditions, mean_melting_k
 from .library import PrecursorLibrary, reduced_formula
+from .literature import LiteratureModel, literature_model
 from .pathways import PathwayKnowledge, effective_phases
+from .replay import CandidateSpace
 from .thermo import GASIFIABLE, Reaction, Thermo, amounts_of, molar_mass, rf
 from .types import (
     Exhausted,
@@ -56,7 +59,15 @@ GP_CONDITION_GAIN = 0.25  # P(feasible) the GP must add before it overrides the 
 CONDITION_SEARCH_SETS = 12
 PRIOR_WEIGHT = 0.5
 # uncertainty of the target energy by its source (meV/atom), see RecipePlanner._skip_margin
-ENERGY_MARGIN_MEV = {"table": 0.0, "given": 50.0, "hull_estimate": 150.0}  # weight of the thermodynamic-prior pathway in the ranking objective
+ENERGY_MARGIN_MEV = {"table": 0.0, "given": 50.0, "hull_estimate": 150.0}
+# ---- the one ranking score of the full strategy, in nats (see RecipePlanner._score_terms)
+THERMO_NATS_PER_100MEV = 1.0  # 100 meV/atom at the target-forming step = a factor e of literature odds
+THERMO_CAP_MEV = 300.0  # beyond this, more driving force does not make a set more likely to work
+THERMO_CAP_NO_LITERATURE_MEV = 1000.0
+HANDLING_NATS = {"air_sensitive": 1.0, "carcinogen": 1.0, "toxic": 0.5, "deliquescent": 0.25}
+EXPERIENCE_NATS = 2.0  # × experience in [-0.5, 0.5]
+LITERATURE_SOURCES_PER_ELEMENT = 8  # large shelves: powders considered per element
+LITERATURE_PRUNE_ABOVE = 30  # usable powders for a target above which the literature prunes
 
 
 @dataclass
@@ -78,6 +89,10 @@ class Candidate:
     experience: float = 0.0
     experience_note: str = ""
     notes: list[str] = field(default_factory=list)
+    literature_nats: float = 0.0
+    literature_note: str = ""
+    terms: dict[str, float] = field(default_factory=dict)
+    decided_by: str = ""
 
     @property
     def driving_force(self) -> float:
@@ -124,6 +139,8 @@ class RecipePlanner:
         max_set_size: int = 4,
         pairwise_prior: bool = True,
         known: Any = None,
+        literature: bool | LiteratureModel = True,
+        candidate_space: CandidateSpace | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise RecipeError(f"strategy {strategy!r} unknown; use one of {', '.join(STRATEGIES)}")
@@ -155,21 +172,35 @@ class RecipePlanner:
         self.pairwise_prior = bool(pairwise_prior)
         self.library = PrecursorLibrary.bundled(extra_precursors)
         self.thermo = Thermo(known, atmosphere=atmosphere)
+        self.space = candidate_space
+        if stock is None and candidate_space is not None:
+            stock = candidate_space.precursors
+        # literature knowledge ranks and fires the full strategy's sets (recipes/literature.py)
+        if isinstance(literature, LiteratureModel):
+            self.literature: LiteratureModel | None = literature
+        elif literature and strategy == "full":
+            self.literature = literature_model()
+        else:
+            self.literature = None
         stocked = self.library.stocked(list(stock) if stock is not None else None)
         self.stock: dict[str, Any] = {}
         self.unusable: dict[str, str] = {}
         for p in stocked:
             if self.thermo.formation_energy(p.key) is None:
+                self.unusable[p.key] = "not on the Materials Project table, so its energy is unknown"
                 if stock is not None:
-                    raise RecipeError(
-                        f"stocked precursor {p.formula} is not on the Materials Project table, so "
-                        "its energy is unknown; remove it from the stock"
+                    # one odd bottle must not stop planning for the whole shelf
+                    warnings.warn(
+                        f"stocked precursor {p.formula} skipped: {self.unusable[p.key]}",
+                        stacklevel=2,
                     )
-                self.unusable[p.key] = "not on the Materials Project table"
                 continue
             self.stock[p.key] = p
         # recipes name each powder as the shelf does (the dosing station matches these names)
         self.shelf_names: dict[str, str] = {reduced_formula(f): f for f in (stock or [])}
+        self._exclude_rows: set[tuple[tuple[str, ...], float, float]] = set()
+        self._space_made: set[tuple[str, ...]] = set()
+        self.space_unusable: dict[tuple[str, ...], str] = {}
         self._sets_cache: dict[str, list[tuple[str, ...]]] = {}
         # per-call memo of pathway predictions (cleared at every public call: knowledge changes)
         self._memo: dict[tuple[Any, ...], tuple[float, float, list[dict[str, Any]], list[str]]] = {}
@@ -181,8 +212,14 @@ class RecipePlanner:
         if isinstance(target, str):
             target = TargetSpec(target)
         self._memo.clear()
+        self._exclude_rows = set()
+        self._space_made: set[tuple[str, ...]] = set()
         key, e_source = self._register(target)
         sets = self._balanced_sets(key)
+        if self.space is not None and self.space.covers(key):
+            sets = self._space_untried(key, sets, history)
+            if not sets:
+                raise RecipeError(f"every recorded experiment of {key} that can still help has been run")
         if not sets:
             raise RecipeError(
                 f"no combination of the stocked precursors balances to {key} with the allowed "
@@ -211,6 +248,8 @@ class RecipePlanner:
     ) -> Recipe | Exhausted:
         """A better recipe after ``observed`` fell short, or Exhausted with the reason."""
         self._memo.clear()
+        self._exclude_rows = set()
+        self._space_made = set()
         key = _rf(recipe.target)
         _, e_source = self._register(self._spec_of(recipe))
         hist = list(history)
@@ -234,15 +273,27 @@ class RecipePlanner:
         tried_sets = {tuple(sorted(_rf(p.formula) for p in o.recipe.precursors)) for o in mine}
         tried_sets |= {tuple(sorted(_rf(p.formula) for p in r.precursors)) for r in pending}
         untried = [s for s in sets if tuple(sorted(s)) not in tried_sets]
+        in_space = self.space is not None and self.space.covers(key)
+        if in_space:
+            # a replay: only recorded rows, each run once; a set's other temperatures stay open
+            self._space_untried(key, sets, mine)
+            self._exclude_rows |= {self._row_key(r.precursor_formulas, r.temperature_c, r.dwell_min) for r in pending}
+            open_sets = [s for s in sets if self._space_conditions(s)]
+            if not open_sets:
+                return Exhausted(key, f"all {len(self.space)} recorded experiments of {key} that can help were run")
+            untried = [s for s in untried if s in open_sets]
 
         if self.strategy == "random":
+            if in_space:  # random order over the recorded rows, not over sets
+                return self._to_recipe(key, self._space_random(key, open_sets), e_source,
+                                       "next random recorded experiment")
             order = [s for s in self._random_order(key, sets) if tuple(sorted(s)) not in tried_sets]
             if not order:
                 return Exhausted(key, f"all {len(sets)} balanced stocked precursor sets tried")
             c = self._evaluate(key, order[0], None, None, None, None)
             return self._to_recipe(key, c, e_source, "next random stocked set that balances")
         if self.strategy == "driving_force":
-            ranked = [c for c in self._driving_force_ranking(key, untried)]
+            ranked = [c for c in self._driving_force_ranking(key, untried or open_sets if in_space else untried)]
             if not ranked:
                 return Exhausted(key, f"all {len(sets)} balanced stocked precursor sets tried")
             return self._to_recipe(key, ranked[0], e_source, "next set by overall driving force")
@@ -280,6 +331,12 @@ class RecipePlanner:
             if lesson:
                 retry.notes.append(lesson)
             return self._to_recipe(key, retry, e_source, why)
+        if in_space and not viable:
+            # a replay never gives up while recorded rows are left: predicted failures come last
+            rest = self._rank_full(key, [s for s in open_sets if s not in untried], knowledge, model, hist)
+            rest.sort(key=lambda c: -self._best_yield_of(c.formulas, mine))
+            viable = (skipped + rest)[:1]
+            skipped = []
         if viable:
             best = viable[0]
             if skipped:
@@ -330,6 +387,64 @@ class RecipePlanner:
         value, source = self.thermo.register_target(TargetSpec(key, target.e_form_ev_per_atom))
         return key, f"{value:.4f} eV/atom ({source})"
 
+    # ------------------------------------------------------------------ replay space
+    @staticmethod
+    def _row_key(formulas: Sequence[str], t: float, d: float) -> tuple[tuple[str, ...], float, float]:
+        return (tuple(sorted(_rf(f) for f in formulas)), round(float(t), 1), round(float(d), 1))
+
+    def _space_untried(self, key: str, sets: list[tuple[str, ...]],
+                       history: Sequence[Observation]) -> list[tuple[str, ...]]:
+        """Replay: the recorded rows already run are excluded, and so is every row of a set
+        that already reached the threshold (it is found); the sets with rows left."""
+        mine = [o for o in history if _rf(o.recipe.target) == key]
+        self._exclude_rows = {self._row_key(o.recipe.precursor_formulas, o.recipe.temperature_c,
+                                            o.recipe.dwell_min) for o in mine}
+        self._space_made = {tuple(sorted(_rf(f) for f in o.recipe.precursor_formulas))
+                            for o in mine if o.target_yield >= self.threshold}
+        return [s for s in sets if self._space_conditions(s)]
+
+    def _space_conditions(self, formulas: Sequence[str]) -> list[tuple[float, float]]:
+        """Recorded (temperature, dwell) of a set not yet run (replay only)."""
+        assert self.space is not None
+        k = tuple(sorted(formulas))
+        if k in self._space_made:
+            return []
+        return [(t, d) for t, d in self.space.conditions.get(k, [])
+                if (k, round(t, 1), round(d, 1)) not in self._exclude_rows]
+
+    def _space_random(self, key: str, open_sets: list[tuple[str, ...]]) -> Candidate:
+        rows = sorted((s, t, d) for s in open_sets for t, d in self._space_conditions(s))
+        rng = np.random.default_rng([self.seed, zlib.crc32(key.encode()), len(self._exclude_rows)])
+        s, t, d = rows[int(rng.integers(len(rows)))]
+        return self._evaluate(key, s, None, None, t, d)
+
+    @staticmethod
+    def _best_yield_of(formulas: Sequence[str], mine: Sequence[Observation]) -> float:
+        k = sorted(formulas)
+        return max((o.target_yield for o in mine if sorted(_rf(f) for f in o.recipe.precursor_formulas) == k),
+                   default=0.0)
+
+    def _display(self, formula: str) -> str:
+        """How a person writes a powder: the library's formula (LiOH, not LiHO), else the shelf's."""
+        p = self.library.get(formula)
+        if p is not None:
+            return p.formula
+        return self.shelf_names.get(formula, formula)
+
+    def _equation(self, rxn: Reaction) -> str:
+        def fmt(c: float, f: str) -> str:
+            name = self._display(f)
+            return name if abs(c - 1) < 1e-9 else f"{c:.4g} {name}"
+
+        left = [fmt(c, f) for f, c in rxn.reactants]
+        right = [rxn.product]
+        for g, c in rxn.gases:
+            if g == "O2" and c < 0:
+                left.append(fmt(-c, "O2"))
+            elif c > 1e-12:
+                right.append(fmt(c, g))
+        return " + ".join(left) + " -> " + " + ".join(right)
+
     def usable_precursors(self, target: str) -> list[str]:
         """Stocked precursors that can contribute to ``target`` without leaving foreign elements."""
         pinned = set(amounts_of(target)) - {"O"}
@@ -351,11 +466,33 @@ class RecipePlanner:
         if target in self._sets_cache:
             return self._sets_cache[target]
         pinned = set(amounts_of(target)) - {"O"}
+        if self.space is not None and self.space.covers(target):
+            out_space: list[tuple[str, ...]] = []
+            self.space_unusable: dict[tuple[str, ...], str] = {}
+            for combo in self.space.conditions:
+                off = [f for f in combo if f not in self.stock]
+                if off:
+                    self.space_unusable[combo] = f"{', '.join(off)} not usable ({self.unusable.get(off[0], 'unknown')})"
+                elif self.thermo.balance(combo, target, 800.0) is None:
+                    self.space_unusable[combo] = f"does not balance to {target}"
+                else:
+                    out_space.append(combo)
+            self._sets_cache[target] = out_space
+            return out_space
         usable = self.usable_precursors(target)
         provided = set().union(*[set(self.stock[u].elements) for u in usable]) if usable else set()
         missing = sorted(pinned - provided)
         if missing:
             raise MissingElementsError(target, missing)
+        if self.literature is not None and len(usable) > LITERATURE_PRUNE_ABOVE:
+            # a large shelf: per element, only the powders similar targets' papers use most
+            keep: set[str] = set()
+            for el in sorted(pinned):
+                probs = self.literature.source_probabilities(target, el)
+                with_el = [u for u in usable if el in self.stock[u].elements]
+                with_el.sort(key=lambda u: (-probs.get(u, 0.0), u))
+                keep.update(with_el[:LITERATURE_SOURCES_PER_ELEMENT])
+            usable = [u for u in usable if u in keep]
         pinned_of = {u: frozenset(set(self.stock[u].elements) & pinned) for u in usable}
         out: list[tuple[str, ...]] = []
         for size in range(1, min(len(pinned), self.max_set_size) + 1):
@@ -399,12 +536,24 @@ class RecipePlanner:
         heur = heuristic_conditions(
             self.library, list(ref.reactants), -ref.energy_mev_per_atom, self.min_c, self.max_c
         )
-        t = heur.temperature_c if temperature_c is None else temperature_c
+        t_pred, reasons, lit_dwell = heur.temperature_c, heur.reasons, None
+        guess = self.literature.temperature(target, formulas) if self.literature is not None else None
+        if guess is not None:
+            t_pred = min(max(float(round(guess.temperature_c / 25.0) * 25.0), self.min_c), self.max_c)
+            reasons = (f"literature: weighted median firing temperature of {guess.support} syntheses "
+                       f"of similar targets (nearest {guess.nearest}) = {guess.temperature_c:.0f} °C",)
+            if guess.hours is not None:
+                lit_dwell = min(DWELL_CHOICES, key=lambda d: abs(math.log(d / max(guess.hours * 60.0, 1.0))))
+        if temperature_c is None and self.space is not None and self.space.covers(target):
+            rows = self._space_conditions(formulas) or self.space.conditions.get(tuple(sorted(formulas)), [])
+            temperature_c, dwell_min = min(rows, key=lambda r: (abs(r[0] - t_pred), abs(r[1] - (lit_dwell or 240.0))))
+            reasons = (*reasons, f"recorded experiment closest to that: {temperature_c:.0f} °C for {dwell_min:.0f} min")
+        t = t_pred if temperature_c is None else temperature_c
         rxn = self.thermo.balance(formulas, target, t)
         assert rxn is not None
         dwell = dwell_min
         if dwell is None:
-            dwell = heuristic_conditions(
+            dwell = lit_dwell if lit_dwell is not None else heuristic_conditions(
                 self.library, list(rxn.reactants), -rxn.energy_mev_per_atom, self.min_c, self.max_c
             ).dwell_min
         overall = -rxn.energy_mev_per_atom
@@ -430,7 +579,7 @@ class RecipePlanner:
         self._memo[memo_key] = (remaining, prior_remaining, steps, inter)
         feats = self._features(target, formulas, rxn, remaining, t, dwell)
         cand = Candidate(
-            formulas, rxn, t, dwell, heur.reasons, remaining, prior_remaining, steps, inter, feats
+            formulas, rxn, t, dwell, tuple(reasons), remaining, prior_remaining, steps, inter, feats
         )
         if model is not None and score:
             self._score([cand], model)
@@ -552,11 +701,15 @@ class RecipePlanner:
         if not model.trained or model.n_train < GP_MIN_POINTS_FOR_CONDITIONS:
             return base if above is None else None
         grid = self._conditions_grid(base.temperature_c)
+        if self.space is not None and self.space.covers(target):
+            grid = self._space_conditions(formulas)
         if above is not None:
             t0, d0 = above
             grid = [(t, d) for t, d in grid if (t > t0 + 1 and d >= min(d0, 240)) or (t >= t0 - 1 and d > d0 + 1)]
             if not grid:
                 return None
+        if not grid:
+            return base
         cands = [self._evaluate(target, formulas, knowledge, model, t, d, score=False) for t, d in grid]
         self._score(cands, model)
         pf = np.array([c.prob_feasible for c in cands])
@@ -593,23 +746,62 @@ class RecipePlanner:
             if c is None:
                 continue
             c.experience, c.experience_note = self._experience(target, c.formulas, history)
+            if self.literature is not None:
+                c.literature_nats, notes = self.literature.set_log_likelihood(target, c.formulas)
+                c.literature_note = "P(source) " + ", ".join(
+                    f"{self._display(f)} for {el} {p:.0%}" for el, f, p in notes)
+            c.terms = self._score_terms(c)
             cands.append(c)
         if not cands:
             return []
         best_pf = max(c.prob_feasible for c in cands)
         cut = max(0.05, 0.5 * best_pf)
-
-        def objective(c: Candidate) -> float:
-            # the step that forms the target must be downhill, and so must the whole reaction;
-            # the thermodynamic prior (unobserved pairs) only nudges, evidence decides
-            evidence = min(c.step_force, 1000.0)
-            prior = min(c.prior_remaining_mev, c.driving_force, 1000.0)
-            w = PRIOR_WEIGHT if self.pairwise_prior else 0.0
-            return (1 - w) * evidence + w * prior + EXPERIENCE_MEV * 2 * c.experience
-
-        feasible = sorted((c for c in cands if c.prob_feasible >= cut), key=lambda c: (-objective(c), c.formulas))
+        feasible = sorted((c for c in cands if c.prob_feasible >= cut), key=lambda c: (-c.terms["score"], c.formulas))
         rest = sorted((c for c in cands if c.prob_feasible < cut), key=lambda c: (-c.prob_feasible, c.formulas))
-        return feasible + rest
+        ranked = feasible + rest
+        for i, c in enumerate(ranked):
+            other = ranked[i + 1] if i + 1 < len(ranked) else None
+            if other is None:
+                c.decided_by = ""
+            elif c in feasible and other not in feasible:
+                c.decided_by = (f"ranked above {' + '.join(map(self._display, other.formulas))} by the yield "
+                                f"model: P(yield ≥ {self.threshold:.0%}) {c.prob_feasible:.2f} vs {other.prob_feasible:.2f}")
+            elif c in feasible:
+                gains = {k: c.terms[k] - other.terms[k] for k in ("literature", "thermodynamics", "handling", "experience")}
+                term = max(gains, key=lambda k: gains[k])
+                c.decided_by = (f"ranked above {' + '.join(map(self._display, other.formulas))} by "
+                                f"{term} (+{gains[term]:.2f} nats of +{c.terms['score'] - other.terms['score']:.2f})")
+        return ranked
+
+    def _score_terms(self, c: Candidate) -> dict[str, float]:
+        """The full strategy's one score, in nats (natural-log odds), and its terms:
+
+        - literature: log-likelihood of the set as the precursors of the target in the papers of
+          similar targets (``LiteratureModel.set_log_likelihood``), 0 without literature;
+        - thermodynamics: ``THERMO_NATS_PER_100MEV`` per 100 meV/atom of driving force at the
+          target-forming step (½ from observed reactions, ½ with the pairwise thermodynamic
+          prior for unobserved pairs; never more than the overall reaction's), capped at
+          ``THERMO_CAP_MEV`` (300: past that, more driving force does not make a set likelier
+          to work; 1000 without literature), uncapped below (an uphill step sinks the set);
+        - handling: − ``HANDLING_NATS`` per hazard flag of the powders (air-sensitive,
+          carcinogen, toxic, deliquescent): a chemist avoids them when an equal route exists;
+        - experience: ``EXPERIENCE_NATS`` × the powders' track record in this campaign.
+        """
+        cap = THERMO_CAP_MEV if self.literature is not None else THERMO_CAP_NO_LITERATURE_MEV
+        evidence = min(c.step_force, cap)
+        prior = min(c.prior_remaining_mev, c.driving_force, cap)
+        w = PRIOR_WEIGHT if self.pairwise_prior else 0.0
+        thermo_mev = (1 - w) * evidence + w * prior
+        flags = {h for f, _ in c.reaction.reactants for h in self.library.describe(f).handling}
+        terms = {
+            "literature": c.literature_nats,
+            "thermodynamics": THERMO_NATS_PER_100MEV * thermo_mev / 100.0,
+            "handling": -sum(HANDLING_NATS.get(h, 0.0) for h in flags),
+            "experience": EXPERIENCE_NATS * c.experience,
+            "thermo_mev": thermo_mev,
+        }
+        terms["score"] = terms["literature"] + terms["thermodynamics"] + terms["handling"] + terms["experience"]
+        return terms
 
     def _condition_retry(
         self,
@@ -644,6 +836,13 @@ class RecipePlanner:
         t0, d0 = recipe.temperature_c, recipe.dwell_min
         if model.trained and model.n_train >= GP_MIN_POINTS_FOR_CONDITIONS:
             cand = self._best_conditions(target, formulas, knowledge, model, above=(t0, d0))
+        elif self.space is not None and self.space.covers(target):
+            hotter = [(t, d) for t, d in self._space_conditions(formulas)
+                      if t > t0 + 1 or (t >= t0 - 1 and d > d0 + 1)]
+            if not hotter:
+                return None
+            t, d = min(hotter)
+            cand = self._evaluate(target, formulas, knowledge, model, t, d)
         else:
             t = min(self.max_c, t0 + RETRY_STEP_C)
             d = min(max(DWELL_CHOICES), 2 * d0)
@@ -705,23 +904,43 @@ class RecipePlanner:
                 PrecursorAmount(label, round(moles, 8), round(moles * molar_mass(f), 6))
             )
         profile = build_profile(self.library, [f for f, _ in rxn.reactants], c.temperature_c, c.dwell_min)
+        equation = self._equation(rxn)
         parts = [
-            f"{rxn.equation()}: driving force {c.driving_force:.0f} meV/atom at {c.temperature_c:.0f} °C",
+            f"{equation}: overall driving force {c.driving_force:.0f} meV/atom at {c.temperature_c:.0f} °C"
+            + (" (uphill: the target should not form)" if c.driving_force < 0 else ""),
         ]
+        trained = False
         if self.strategy == "full":
+            terms = c.terms or self._score_terms(c)
+            with_prior = min(c.prior_remaining_mev, c.driving_force)
             if c.pathway_steps:
                 first = c.pathway_steps[0]
                 parts.append(
-                    f"predicted first step {' + '.join(first['reactants'])} -> {first['product']} "
-                    f"({first['source']}), leaving {c.prior_remaining_mev:.0f} meV/atom for the "
-                    f"target-forming step ({c.step_force:.0f} from observed reactions only)"
+                    f"predicted first step {' + '.join(map(self._display, first['reactants']))} -> "
+                    f"{self._display(first['product'])} ({first['source']}), leaving {with_prior:.0f} meV/atom "
+                    f"for the target-forming step ({c.step_force:.0f} from observed reactions only)"
                 )
             else:
                 parts.append("no intermediate predicted: the full driving force goes to the target")
-            parts.append(f"P(yield ≥ {self.threshold:.0%}) = {c.prob_feasible:.2f}, predicted yield {c.predicted_yield:.2f}")
+            parts.append(
+                f"score {terms['score']:.2f} nats = literature {terms['literature']:.2f}"
+                + (f" ({c.literature_note})" if c.literature_note else "")
+                + f" + thermodynamics {terms['thermodynamics']:.2f} ({terms['thermo_mev']:.0f} meV/atom at the "
+                f"target-forming step) + handling {terms['handling']:.2f} + experience {terms['experience']:.2f}"
+            )
+            if c.decided_by:
+                parts.append(c.decided_by)
+            trained = bool(c.features) and "yield GP" in why
+            if trained:
+                parts.append(f"yield GP: predicted yield {c.predicted_yield:.2f}, "
+                             f"P(yield ≥ {self.threshold:.0%}) = {c.prob_feasible:.2f}")
+            else:
+                parts.append(f"physics prior (no yields yet): P(yield ≥ {self.threshold:.0%}) = {c.prob_feasible:.2f}")
             if c.experience_note:
                 parts.append(c.experience_note)
         parts.append(f"{c.temperature_c:.0f} °C for {c.dwell_min:.0f} min ({'; '.join(c.heuristic_reasons)})")
+        if self.literature is not None and self.literature.attribution:
+            parts.append("literature: Kononova et al. 2019 text-mined reactions")
         handling = sorted({h for f, _ in rxn.reactants for h in self.library.describe(f).handling})
         if handling:
             parts.append("handling: " + ", ".join(handling))
@@ -731,7 +950,8 @@ class RecipePlanner:
         parts.extend(c.notes)
         parts.append(why)
         details = {
-            "reaction": rxn.to_dict(),
+            "reaction": {**rxn.to_dict(), "equation": equation},
+            "score_terms": dict(c.terms) if c.terms else {},
             "target_e_form_ev_per_atom": self.thermo.formation_energy(target),
             "target_energy_source": e_source,
             "target_energy_kind": self.thermo.target_kind.get(target, "table"),
@@ -754,6 +974,7 @@ class RecipePlanner:
             planner=self.strategy,
             rationale="; ".join(parts),
             driving_force_mev_per_atom=round(c.driving_force, 3),
-            predicted_yield=round(c.predicted_yield, 4) if self.strategy == "full" else None,
+            # a yield prediction only from a GP on yields: the prior is a probability, not a yield
+            predicted_yield=round(c.predicted_yield, 4) if (self.strategy == "full" and trained) else None,
             details=details,
         )
