@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recipes import RecipePlanner
 from surrogates import chemical_system, reduced_formula
 
 from ..config import CampaignConfig
+from ..xrd import AnalysisSettings, PhaseAnalysis, XrdPattern
 from .analysis_pool import AnalysisPool
 from .public_world import PublicWorld
+from .strategy import strategy
 
 if TYPE_CHECKING:
     from surrogates import StructurePredictor
@@ -41,58 +44,21 @@ class CandidateSpec:
 
 
 @dataclass
-class RecipeSpec:
-    """A recipe as plain JSON values (the store's columns), convertible to ``recipes.Recipe``."""
-
-    target: str
-    precursors: list[dict]
-    profile: list[dict]
-    atmosphere: str = "air"
-    planner: str = "unknown"
-    rationale: str = ""
-    driving_force_mev_per_atom: float | None = None
-    predicted_yield: float | None = None
-    details: dict = field(default_factory=dict)
-
-    def key(self) -> str:
-        """Identity for de-duplication: precursor set, profile and atmosphere (not masses)."""
-        return json.dumps({
-            "p": sorted(p["formula"] for p in self.precursors),
-            "h": [(round(float(s["setpoint_c"])), round(float(s["dwell_min"]))) for s in self.profile],
-            "a": self.atmosphere,
-        }, sort_keys=True)
-
-    @classmethod
-    def from_recipe(cls, recipe: Any) -> RecipeSpec:
-        d = recipe.to_dict()
-        details = dict(d.get("details") or {})
-        details.setdefault("target", d["target"])
-        details["recipe"] = d
-        return cls(target=d["target"], precursors=list(d["precursors"]), profile=list(d["profile"]),
-                   atmosphere=d.get("atmosphere", "air"), planner=d.get("planner", "unknown"),
-                   rationale=d.get("rationale", ""),
-                   driving_force_mev_per_atom=d.get("driving_force_mev_per_atom"),
-                   predicted_yield=d.get("predicted_yield"), details=details)
-
-    def to_recipe(self) -> Any:
-        from recipes import Recipe
-
-        stored = self.details.get("recipe")
-        if stored:
-            return Recipe.from_dict(stored)
-        return Recipe.from_dict({
-            "target": self.target, "precursors": self.precursors, "profile": self.profile,
-            "atmosphere": self.atmosphere, "planner": self.planner, "rationale": self.rationale,
-            "driving_force_mev_per_atom": self.driving_force_mev_per_atom,
-            "predicted_yield": self.predicted_yield, "details": {},
-        })
-
-
-@dataclass
 class Pick:
     index: int
     value: float
     predicted: dict
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """A measured pattern judged: the analysis, the target's yield and the bound a claim
+    needs (see :func:`claimable_yield`), and the reference phases that were offered."""
+
+    analysis: PhaseAnalysis
+    target_yield: float
+    yield_lower: float
+    candidate_phases: tuple[str, ...]
 
 
 @dataclass
@@ -353,53 +319,20 @@ class Brain:
 
     # ------------------------------------------------------------------ recipes
     @property
-    def planner(self) -> Any:
+    def planner(self) -> RecipePlanner:
+        """The recipe planner of this campaign, built once (its caches outlive a call)."""
         if self._planner is None:
-            from recipes import RecipePlanner
-
             rc = self.cfg.recipes
             stock = list(self.world.precursors) if self.world is not None else (
                 rc.stock if isinstance(rc.stock, list) else None)
-            # random_recipes: the planner's random baseline; no_active_learning: recipes ranked
-            # by driving force alone (nothing learned from observations); else the full planner
-            strategy = {"random_recipes": "random", "no_active_learning": "driving_force"}.get(
-                self.strategy, "full")
             self._planner = RecipePlanner(stock=stock, max_recipes=rc.max_recipes_per_target,
-                                          yield_threshold=rc.yield_threshold, strategy=strategy,
+                                          yield_threshold=rc.yield_threshold,
+                                          strategy=strategy(self.strategy).recipes,
                                           seed=self.seed, min_temperature_c=rc.min_temperature_c,
                                           max_temperature_c=rc.max_temperature_c,
                                           min_driving_force_mev=rc.min_driving_force_mev,
                                           extra_precursors=rc.extra_precursors)
         return self._planner
-
-    def _observations(self, history: list[dict]) -> list[Any]:
-        from recipes import Observation
-
-        return [Observation(recipe=h["recipe"].to_recipe(), phases=h["phases"],
-                            target_yield=h["target_yield"]) for h in history]
-
-    def initial_recipes(self, formula: str, e_form: float | None,
-                        history: list[dict]) -> list[RecipeSpec] | str:
-        """Up to ``max_recipes`` recipes, or the planner's reason (a string) why there is none."""
-        from recipes import RecipeError, TargetSpec
-
-        try:
-            recipes = self.planner.initial_recipes(TargetSpec(formula=formula, e_form_ev_per_atom=e_form),
-                                                   self._observations(history))
-        except RecipeError as exc:
-            return f"planner: {exc}"
-        return [RecipeSpec.from_recipe(r) for r in recipes]
-
-    def replace(self, failed: RecipeSpec, observed: dict, history: list[dict]) -> RecipeSpec | str:
-        """A better recipe, or the planner's reason (a string) why the target is exhausted."""
-        from recipes import Exhausted, Observation
-
-        obs = Observation(recipe=failed.to_recipe(), phases=observed["phases"],
-                          target_yield=observed["target_yield"])
-        out = self.planner.replace(failed.to_recipe(), obs, self._observations(history))
-        if isinstance(out, Exhausted):
-            return out.reason
-        return RecipeSpec.from_recipe(out)
 
     # ------------------------------------------------------------------ XRD
     def _reference(self, formula: str, structure: dict | None) -> Any | None:
@@ -433,10 +366,13 @@ class Brain:
                     names.append(reduced_formula(f))
         return list(dict.fromkeys(names))
 
-    def analyze(self, two_theta: np.ndarray, intensities: np.ndarray, wavelength: float,
-                target: str, target_structure: dict | None, precursors: list[str]) -> dict:
-        from ..xrd import AnalysisSettings
+    def analyze(self, pattern: XrdPattern, target: str, target_structure: dict | None,
+                precursors: list[str]) -> Assessed:
+        """Phases and the target's claimable yield in one measured pattern.
 
+        The references offered: the target (its predicted structure), the precursors, the
+        public known phases of its chemical system and the pool's other hypothetical compounds
+        of that system (one may form instead of the target)."""
         phases = []
         tref = self._reference(target, target_structure)
         if tref is not None:
@@ -447,7 +383,6 @@ class Brain:
             ref = self._reference(name, None)
             if ref is not None:
                 phases.append(ref)
-        # other hypothetical compounds of the pool in the target's system may form instead
         system = set(chemical_system(target).split("-"))
         for formula, struct in sorted(self.pool_structures.items()):
             if formula != target and set(chemical_system(formula).split("-")) <= system:
@@ -458,23 +393,11 @@ class Brain:
         ac = self.cfg.analysis
         settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold,
                                     screen_nfev=ac.screen_iterations)
-        d = self.analysis_pool.analyze(two_theta, intensities, wavelength, phases, target, settings)
-        y, y_low = claimable_yield(d, claim_sigma=ac.claim_sigma, systematic_std=ac.systematic_yield_std)
-        return {
-            "phases": [{"name": p["name"], "formula": p["formula"],
-                        "weight_fraction": float(p["weight_fraction"]),
-                        "std": float(p["weight_fraction_std"] or 0.0)} for p in d["phases"]],
-            "rwp": float(d["rwp"]) if d.get("rwp") is not None else None,
-            "target_yield": y,
-            "target_yield_lower": y_low,
-            "method": "whole-pattern",
-            "method_version": str(d.get("analysis_version", 1)),
-            "details": {"unexplained_peaks": list(d.get("unexplained_peaks") or [])[:50],
-                        "candidate_phases": [p.name for p in phases],
-                        "target_yield_crystalline": float(d.get("target_yield") or 0.0),
-                        "target_yield_lower": y_low,
-                        **{k: v for k, v in d.items() if k not in {"phases"} and _jsonable(v)}},
-        }
+        analysis = self.analysis_pool.analyze(pattern, phases, target, settings)
+        y, y_low = claimable_yield(analysis, claim_sigma=ac.claim_sigma,
+                                   systematic_std=ac.systematic_yield_std)
+        return Assessed(analysis=analysis, target_yield=y, yield_lower=y_low,
+                        candidate_phases=tuple(p.name for p in phases))
 
     def close(self) -> None:
         """Stop the XRD worker processes (the brain's only resource that outlives a call)."""
@@ -488,7 +411,8 @@ class Brain:
         return self._analysis_pool
 
 
-def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float) -> tuple[float, float]:
+def claimable_yield(analysis: PhaseAnalysis, *, claim_sigma: float,
+                    systematic_std: float) -> tuple[float, float]:
     """(best estimate, lower bound) of the target's weight fraction in the whole sample.
 
     The estimate is the crystalline fraction scaled by (1 - amorphous share) when the pattern
@@ -497,15 +421,15 @@ def claimable_yield(analysis: dict, *, claim_sigma: float, systematic_std: float
     deviations of the fit, of the systematic floor and of the amorphous share (in quadrature): a target is
     claimed made only on the bound, because the point estimate claimed partly glassy samples.
     """
-    cryst = float(analysis.get("target_yield") or 0.0)
-    whole = analysis.get("target_yield_whole_sample")
+    cryst = float(analysis.target_yield or 0.0)
+    whole = analysis.target_yield_whole_sample
     y = float(whole) if whole is not None else cryst
     # the claim must also hold with the nearly significant phases the fit dropped kept in
-    alt = analysis.get("target_yield_alternative")
+    alt = analysis.target_yield_alternative
     floor_y = min(y, float(alt) * (y / cryst if cryst > 0 else 1.0)) if alt is not None else y
-    amorphous = analysis.get("amorphous") or {}
-    fit_std = float(analysis.get("target_yield_std") or 0.0)
-    share_std = float(amorphous.get("share_std") or 0.0) if amorphous.get("detected") else 0.0
+    amorphous = analysis.amorphous
+    fit_std = float(analysis.target_yield_std or 0.0)
+    share_std = float(amorphous.share_std) if amorphous is not None and amorphous.detected else 0.0
     sigma = float(np.sqrt(fit_std**2 + systematic_std**2 + (cryst * share_std) ** 2)) if y > 0 else 0.0
     return y, max(floor_y - claim_sigma * sigma, 0.0)
 
