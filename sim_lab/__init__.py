@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "simulate": "physics",
     "simulate_recipe": "physics",
     "SampleStore": "store",
+    "world_stats": "stats",
+    "target_outcomes": "stats",
     "FORMAT": "world",
     "World": "world",
     "WorldError": "world",
@@ -77,7 +79,9 @@ __all__ = [
     "simulate",
     "simulate_pattern",
     "simulate_recipe",
+    "target_outcomes",
     "target_truth",
+    "world_stats",
 ]
 
 
@@ -107,6 +111,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         simulate,
         simulate_recipe,
     )
+    from .stats import target_outcomes, world_stats
     from .store import SampleStore
     from .world import FORMAT, World, WorldError, bundled_worlds, load_world, parse_world
     from .xrd import PatternSimulator, simulate_pattern

@@ -28,6 +28,7 @@ import itertools
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -41,18 +42,21 @@ from .chemistry import (
     DECOMPOSITION,
     MP_ATTRIBUTION,
     SHELF,
+    SHELF_WIDE_EXTRA,
     SUBSTITUTIONS,
     VOLATILE,
     estimate_melting_c,
     mp_table,
+    reference_cifs,
+    templates,
 )
 from .physics import simulate
-from .structures import known_structure, perturb, substitute
+from .structures import experimental_structure, known_structure, substitute, templated_structure
 from .world import FORMAT, GASES, World, WorldError, parse_world
 
-#: A swap-reaction energy beyond this (eV/atom) means CHGNet saw a broken geometry (an
-#: unrelaxed decoration far from its minimum), not chemistry: such candidates are dropped.
-MAX_SWAP_EV_PER_ATOM = 0.3
+#: single-point screen before relaxing: structures further than this above their MP-hull
+#: decomposition products (eV/atom, unrelaxed) are not relaxed
+SCREEN_EV_PER_ATOM = 0.6
 TRUTH_TEMPERATURES_C = (700, 850, 1000, 1150)
 TRUTH_DWELL_MIN = 480
 TRUTH_BATCH_G = 2.0
@@ -115,85 +119,6 @@ def _phase_record(formula: str, e_form: float, struct: Structure, kind: str, ene
     }
 
 
-class _Oracle:
-    """CHGNet energies (eV/atom, total) of structures, loaded lazily and used offline."""
-
-    def __init__(self, relax_steps: int) -> None:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        try:
-            from chgnet.model import CHGNet, StructOptimizer
-        except ImportError as exc:  # the [oracle] extra is missing
-            raise WorldError(
-                "the world builder needs CHGNet for hypothetical energies: "
-                "pip install 'synthloop[oracle]'"
-            ) from exc
-        self.model = CHGNet.load(verbose=False)
-        self.relaxer = StructOptimizer(model=self.model) if relax_steps > 0 else None
-        self.relax_steps = relax_steps
-        self.version = getattr(self.model, "version", None) or "pretrained"
-
-    def energies(self, structures: Sequence[Structure]) -> tuple[list[float], list[Structure]]:
-        out_s: list[Structure] = []
-        for s in structures:
-            p = s.get_primitive_structure() if len(s) > 12 else s
-            if self.relaxer is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = self.relaxer.relax(p, steps=self.relax_steps, verbose=False, fmax=0.1)
-                p = res["final_structure"]
-            out_s.append(p)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            preds = self.model.predict_structure(out_s, task="e", batch_size=16)
-        if isinstance(preds, dict):
-            preds = [preds]
-        return [float(p["e"]) for p in preds], out_s
-
-
-def _oxide_pair(old: str, new: str) -> tuple[str, str] | None:
-    """Binary oxides of ``old`` and ``new`` with the same formula type (same oxidation state)."""
-    table = mp_table()
-    for ox in [f for f in SHELF.get(old, []) if len(Composition(f)) == 2] + sorted(
-        f for f in table if set(x.symbol for x in Composition(f)) == {old, "O"}
-    ):
-        c = Composition(ox)
-        twin = Composition({(new if e.symbol == old else e.symbol): a for e, a in c.items()}).reduced_formula
-        if twin in table and ox in table:
-            return ox, twin
-    return None
-
-
-def _enumerate_hypothetical(systems: list[str], known: set[str]) -> dict[str, tuple[str, dict[str, str]]]:
-    """Substitution candidates: formula -> (parent formula, swaps parent->target element)."""
-    out: dict[str, tuple[str, dict[str, str]]] = {}
-    for system in systems:
-        els = _elements(system)
-        cations = sorted(els - {"O"})
-        for target_el in cations:
-            for sister in SUBSTITUTIONS.get(target_el, []):
-                if sister in els:
-                    continue
-                sister_els = (els - {target_el}) | {sister}
-                try:
-                    parents = _hull_phases(sister_els)
-                except Exception:  # a sister system the table barely covers
-                    continue
-                for parent in parents:
-                    pc = Composition(parent)
-                    if sister not in pc or len([e for e in pc if e.symbol != "O"]) < 2:
-                        continue
-                    new = Composition(
-                        {(target_el if el.symbol == sister else el.symbol): amt for el, amt in pc.items()}
-                    )
-                    key = new.reduced_formula
-                    if key in known or key in out or new.num_atoms > 40:
-                        continue
-                    if {e.symbol for e in new} != els:
-                        continue
-                    out[key] = (parent, {sister: target_el})
-    return out
-
-
 def _precursor_sets(world: World, target: str) -> list[tuple[str, ...]]:
     cations = sorted(el.symbol for el in Composition(target) if el.symbol != "O")
     choices = []
@@ -249,6 +174,177 @@ def target_truth(
     return best
 
 
+def _enumerate_substitutions(
+    systems: list[str], known: set[str], per_formula: int
+) -> dict[str, list[tuple[Structure, str]]]:
+    """Substitution candidates: formula -> [(structure, how)], one per parent (<= per_formula).
+
+    Every multi-cation hull phase of a sister system (one element swapped for a same-valence
+    neighbour, ``chemistry.SUBSTITUTIONS``) whose structure is a real CIF or a template decoration
+    gives the target's element-swapped, volume-scaled structure.
+    """
+    table = mp_table()
+    out: dict[str, list[tuple[Structure, str]]] = {}
+    for system in systems:
+        els = _elements(system)
+        for target_el in sorted(els - {"O"}):
+            for sister in SUBSTITUTIONS.get(target_el, []):
+                if sister in els:
+                    continue
+                try:
+                    parents = _hull_phases((els - {target_el}) | {sister})
+                except Exception:  # a sister system the table barely covers
+                    continue
+                for parent in parents:
+                    pc = Composition(parent)
+                    if sister not in pc or len([e for e in pc if e.symbol != "O"]) < 2:
+                        continue
+                    new = Composition({(target_el if el.symbol == sister else el.symbol): amt
+                                       for el, amt in pc.items()})
+                    key = new.reduced_formula
+                    if key in known or new.num_atoms > 40 or {e.symbol for e in new} != els:
+                        continue
+                    if len(out.get(key, [])) >= per_formula:
+                        continue
+                    made = known_structure(parent, table[parent][1])
+                    if made is None or made[1].startswith("random"):
+                        continue
+                    struct = substitute(made[0], {sister: target_el})
+                    if struct.composition.reduced_formula != key:
+                        continue
+                    out.setdefault(key, []).append(
+                        (struct, f"substitution {sister}->{target_el} on {parent} ({made[1][:70]})"))
+    return out
+
+
+def _charge_balanced(comp: Composition) -> bool:
+    """Some combination of common positive oxidation states balances O2-."""
+    cations = [(el, amt) for el, amt in comp.items() if el.symbol != "O"]
+    options = [[s for s in el.common_oxidation_states if s > 0] or [s for s in el.oxidation_states if s > 0]
+               for el, _ in cations]
+    if any(not o for o in options):
+        return False
+    need = 2 * comp["O"]
+    return any(abs(sum(q * amt for q, (_, amt) in zip(combo, cations, strict=True)) - need) < 1e-6
+               for combo in itertools.product(*options))
+
+
+def _enumerate_decorations(system: str, known: set[str], taken: set[str], limit: int) -> dict[str, list[tuple[Structure, str]]]:
+    """Prototype decoration: charge-balanced compositions of ``system`` that some shipped template
+    (textbook prototype, reference CIF, Alexandria) carries; the smallest cells first."""
+    if limit <= 0:
+        return {}
+    els = sorted(_elements(system))
+    cations = [e for e in els if e != "O"]
+    anons: set[str] = set(templates())
+    anons |= {Composition(f).anonymized_formula for f in reference_cifs()}
+    found: dict[str, Composition] = {}
+    for anon in sorted(anons):
+        amounts = sorted(Composition(anon).values())
+        if len(amounts) != len(els) or sum(amounts) > 24:
+            continue
+        for perm in set(itertools.permutations(amounts)):
+            comp = Composition(dict(zip(cations + ["O"], perm, strict=True)))
+            if comp["O"] < max(comp[c] for c in cations):
+                continue
+            key = comp.reduced_formula
+            if key in known or key in taken or key in found or not _charge_balanced(comp):
+                continue
+            found[key] = comp
+    out: dict[str, list[tuple[Structure, str]]] = {}
+    for key in sorted(found, key=lambda f: (found[f].reduced_composition.num_atoms, f)):
+        if len(out) >= limit:
+            break
+        made = templated_structure(key)
+        if made is not None:
+            out[key] = [made]
+    return out
+
+
+class _Relaxer:
+    """CHGNet relaxations (FIRE, cell and positions) with progress, loaded lazily, offline."""
+
+    def __init__(self, steps: int, say: Callable[[str], None], max_atoms: int = 40) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            from chgnet.model import CHGNet, StructOptimizer
+        except ImportError as exc:  # the [oracle] extra is missing
+            raise WorldError("the world builder needs CHGNet for hypothetical energies: "
+                             "pip install 'synthloop[oracle]'") from exc
+        self.model = CHGNet.load(verbose=False)
+        self.opt = StructOptimizer(model=self.model)
+        self.steps = steps
+        self.say = say
+        self.max_atoms = max_atoms
+        self.version = getattr(self.model, "version", None) or "pretrained"
+        self.count = 0
+        self.seconds = 0.0
+
+    def relax(self, structure: Structure) -> tuple[float, Structure] | None:
+        """(energy eV/atom, relaxed structure); None for a cell too large to relax here."""
+        p = structure.get_primitive_structure() if len(structure) > 8 else structure
+        if len(p) > self.max_atoms:
+            return None
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.steps > 0:
+                res = self.opt.relax(p, steps=self.steps, fmax=0.1, verbose=False)
+                final = res["final_structure"]
+                energy = float(res["trajectory"].energies[-1]) / len(final)
+            else:
+                final = p
+                energy = float(self.model.predict_structure(p, task="e")["e"])
+        self.count += 1
+        self.seconds += time.perf_counter() - t0
+        return energy, final
+
+    def relax_all(self, jobs: list[tuple[str, Structure]], what: str) -> list[tuple[float, Structure] | None]:
+        out: list[tuple[float, Structure] | None] = []
+        t0 = time.perf_counter()
+        for i, (label, s) in enumerate(jobs):
+            out.append(self.relax(s))
+            done = i + 1
+            if done % 5 == 0 or done == len(jobs):
+                spent = time.perf_counter() - t0
+                self.say(f"  CHGNet {what}: {done}/{len(jobs)} relaxed ({label}), {spent:.0f} s, "
+                         f"about {spent / done * (len(jobs) - done):.0f} s left")
+        return out
+
+
+def _fit_references(rows: list[tuple[str, float, float]]) -> tuple[dict[str, float], list[str]]:
+    """Per-element CHGNet references: least squares of E_chg - E_MP (totals) = sum_el n_el mu_el,
+    refitted without phases more than 0.1 eV/atom off (a templated structure CHGNet finds far
+    from its minimum). Returns the references and the phases the fit kept.
+
+    Why: CHGNet predicts uncorrected MPtrj (GGA/GGA+U) energies; the MP table's formation energies
+    carry elemental references and per-atom corrections (oxide O, +U metals). Both are constant per
+    atom of an element, so this fit absorbs them (and in a balanced reaction they cancel exactly).
+    """
+    use = list(rows)
+    mu: dict[str, float] = {}
+    for _ in range(4):
+        comps = [Composition(f) for f, _, _ in use]
+        els = sorted({el.symbol for c in comps for el in c})
+        a = np.array([[c[el] / c.num_atoms for el in els] for c in comps])
+        b = np.array([e_chg - e_mp for _, e_chg, e_mp in use])
+        sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+        mu = dict(zip(els, (float(m) for m in sol), strict=True))
+        resid = np.abs(a @ sol - b)
+        keep = [r for r, d in zip(use, resid, strict=True) if d <= 0.1]
+        if len(keep) == len(use) or len(keep) < len(els) + 1:
+            break
+        use = keep
+    return mu, [f for f, _, _ in use]
+
+
+def _noise(seed: int, formula: str, sigma: float) -> float:
+    if sigma <= 0:
+        return 0.0
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(formula.encode()), 11])
+    return float(rng.normal(0.0, sigma))
+
+
 def build_world(
     systems: Sequence[str],
     out: Path | str | None = None,
@@ -258,11 +354,35 @@ def build_world(
     description: str = "",
     n_targets: int | None = None,
     makeable_fraction: float | None = None,
-    max_e_hull: float = 0.06,
-    relax_steps: int = 0,
+    max_e_hull: float = 0.03,
+    relax_steps: int = 60,
+    shelf: str = "wide",
+    structures_per_formula: int = 2,
+    decorations_per_system: int = 10,
+    energy_noise_ev: float = 0.02,
+    kinetics: dict[str, Any] | None = None,
+    max_relax_atoms: int = 40,
     log: Callable[[str], None] | None = None,
 ) -> World:
-    """Build (and with ``out`` save) a world over ``systems`` such as ["Li-Mn-O", "Ba-Ti-O"]."""
+    """Build (and with ``out`` save) a world over ``systems`` such as ["Li-Mn-O", "Ba-Ti-O"].
+
+    Known phases: the MP table's hull oxides and the shelf (``shelf="wide"`` adds hydroxides,
+    nitrates and more oxides, ``chemistry.SHELF_WIDE_EXTRA``). Hypothetical compounds: element
+    substitution into sister systems' phases (<= ``structures_per_formula`` parents each) and
+    prototype decoration (<= ``decorations_per_system`` compositions per system), every structure
+    relaxed by CHGNet (``relax_steps`` FIRE steps, fmax 0.1 eV/A); the lowest-energy one is the
+    composition's *computed structure* (published for targets, ``World.computed_structure``).
+    Computed energy: MP hull energy at the composition + CHGNet's energy of forming the compound
+    from its MP-hull decomposition products (each relaxed too), so CHGNet's systematic errors and
+    MP's corrections cancel in the balanced reaction. True energy: computed + N(0,
+    ``energy_noise_ev``) (computed stability is inaccurate, as in the A-Lab). True structure: the
+    computed one made experimental (``structures.experimental_structure``). Candidate targets:
+    computed e_above_hull <= ``max_e_hull``; each gets the full truth search (every shelf set x
+    4 temperatures), stored as ``truth.outcomes``. ``kinetics`` overrides reaction-model
+    parameters. Progress goes to ``log``.
+    """
+    from .stats import MADE, target_outcomes
+
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
     systems = list(systems)
@@ -274,149 +394,163 @@ def build_world(
         bad = [e for e in els if e != "O" and e not in SHELF]
         if bad:
             raise WorldError(f"system {system!r}: no precursor on the shelf for {', '.join(bad)}")
+    if shelf not in {"wide", "narrow"}:
+        raise WorldError(f"shelf {shelf!r}: use 'wide' or 'narrow'")
     # 1. known phases ---------------------------------------------------------------------
     phases: dict[str, dict[str, Any]] = {}
     omitted: list[str] = []
-    structures: dict[str, Structure] = {}
+    known_how: dict[str, str] = {}
+    known_structs: dict[str, Structure] = {}
+
+    def add_known(f: str) -> bool:
+        if f in phases:
+            return True
+        if f not in table:
+            return False
+        made = known_structure(f, table[f][1])
+        if made is None:
+            return False
+        known_structs[f] = made[0]
+        known_how[f] = made[1]
+        phases[f] = _phase_record(f, table[f][0], made[0], "known",
+                                  f"Materials Project e_form ({table[f][2]}, space group {table[f][1]})", made[1])
+        return True
+
     for system in systems:
         for f in _hull_phases(_elements(system)):
-            if f in phases or f in omitted:
-                continue
-            made = known_structure(f, table[f][1])
-            if made is None:
+            if f not in phases and f not in omitted and not add_known(f):
                 omitted.append(f)
-                continue
-            structures[f] = made[0]
-            phases[f] = _phase_record(
-                f, table[f][0], made[0], "known",
-                f"Materials Project e_form ({table[f][2]}, space group {table[f][1]})", made[1],
-            )
     cations = sorted({e for s in systems for e in _elements(s)} - {"O"})
     precursors: list[dict[str, Any]] = []
     for el in cations:
-        for f in SHELF[el]:
-            if f not in table:
-                continue
+        powders = SHELF[el] + (SHELF_WIDE_EXTRA.get(el, []) if shelf == "wide" else [])
+        for f in powders:
             dec = DECOMPOSITION.get(f)
-            products = dec[1] if dec else {}
-            needed = [Composition(p).reduced_formula for p in products if Composition(p).reduced_formula not in GASES]
-            ok = True
-            for g in [f, *needed]:
-                if g in phases:
-                    continue
-                if g not in table:
-                    ok = False
-                    break
-                made = known_structure(g, table[g][1])
-                if made is None:
-                    ok = False
-                    break
-                structures[g] = made[0]
-                phases[g] = _phase_record(
-                    g, table[g][0], made[0], "known",
-                    f"Materials Project e_form ({table[g][2]}, space group {table[g][1]})", made[1],
-                )
-            if not ok:
+            needed = [Composition(p).reduced_formula for p in (dec[1] if dec else {})
+                      if Composition(p).reduced_formula not in GASES]
+            if not all(add_known(g) for g in [f, *needed]):
                 continue
             entry: dict[str, Any] = {"formula": f}
             if dec:
                 entry["decomposition"] = {"temperature_c": dec[0], "products": dec[1]}
             precursors.append(entry)
-    say(f"known phases: {len(phases)} ({len(omitted)} omitted: no structure); precursors: {len(precursors)}")
-    # 2. hypothetical compounds -----------------------------------------------------------
-    hyp = _enumerate_hypothetical(systems, set(phases))
-    hyp_structs: dict[str, Structure] = {}
-    parent_structs: dict[str, tuple[Structure, str]] = {}
-    for f, (parent, swaps) in sorted(hyp.items()):
-        if parent not in parent_structs:
-            made = known_structure(parent, table.get(parent, (0, 0, ""))[1])
-            if made is None or made[1].startswith("random"):
-                continue
-            parent_structs[parent] = made
-        s = substitute(parent_structs[parent][0], swaps)
-        if s.composition.reduced_formula != f:
-            continue
-        hyp_structs[f] = s
-    say(f"hypothetical compositions by substitution: {len(hyp_structs)}")
-    # 3. CHGNet energies: a balanced swap reaction  hyp + k*ox_old -> parent + k*ox_new --------
-    oracle = _Oracle(relax_steps)
+    say(f"known phases: {len(phases)} ({len(omitted)} omitted: no structure); "
+        f"precursors: {len(precursors)} ({shelf} shelf)")
+    # 2. hypothetical compositions and their candidate structures ---------------------------
+    cands = _enumerate_substitutions(systems, set(phases), structures_per_formula)
+    n_sub = len(cands)
+    for system in systems:
+        for f, opts in _enumerate_decorations(system, set(phases), set(cands), decorations_per_system).items():
+            cands[f] = opts
+    say(f"hypothetical compositions: {len(cands)} ({n_sub} by substitution, {len(cands) - n_sub} by "
+        f"prototype decoration), {sum(len(v) for v in cands.values())} structures")
+    # MP-hull decomposition products of every candidate (closed system, known non-gas phases)
     no_gas = [f for f in phases if not ({e.symbol for e in Composition(f)} & {"C", "H", "N"})]
-    swap_oxides: dict[tuple[str, str], tuple[str, str]] = {}
-    ref_structs: dict[str, Structure] = {}
-    for f in list(hyp_structs):
-        parent, swaps = hyp[f]
-        (old, new), = swaps.items()
-        if (old, new) not in swap_oxides:
-            pair = _oxide_pair(old, new)
-            if pair is None:
-                swap_oxides[(old, new)] = ("", "")
-            else:
-                swap_oxides[(old, new)] = pair
-                for ox in pair:
-                    if ox not in ref_structs:
-                        made = known_structure(ox, table[ox][1])
-                        if made is not None and not made[1].startswith("random"):
-                            ref_structs[ox] = made[0]
-        ox_old, ox_new = swap_oxides[(old, new)]
-        if not ox_old or ox_old not in ref_structs or ox_new not in ref_structs:
-            del hyp_structs[f]
-            continue
-        ref_structs.setdefault(parent, parent_structs[parent][0])
-    hyp_list = sorted(hyp_structs)
-    ref_list = sorted(ref_structs)
-    energies, relaxed = oracle.energies([hyp_structs[f] for f in hyp_list] + [ref_structs[f] for f in ref_list])
-    e_chg = dict(zip(hyp_list + ref_list, energies, strict=True))  # eV/atom
-    say(f"CHGNet: {len(hyp_list)} hypothetical + {len(ref_list)} parents/oxides")
+    pds: dict[frozenset[str], PhaseDiagram] = {}
 
-    def total(formula: str, per_atom: float) -> float:
-        return per_atom * Composition(formula).num_atoms
+    def diagram(els: frozenset[str]) -> PhaseDiagram:
+        if els not in pds:
+            entries = [PDEntry(Composition(el), 0.0) for el in els]
+            entries += [PDEntry(Composition(g), phases[g]["e_form_ev_per_atom"] * Composition(g).num_atoms, name=g)
+                        for g in no_gas if {x.symbol for x in Composition(g)} <= els]
+            pds[els] = PhaseDiagram(entries)
+        return pds[els]
 
-    hyp_energy: dict[str, float] = {}
-    rejected: dict[str, float] = {}
-    for idx, f in enumerate(hyp_list):
-        parent, swaps = hyp[f]
-        (old, new), = swaps.items()
-        ox_old, ox_new = swap_oxides[(old, new)]
-        k = Composition(parent)[old] / Composition(ox_old)[old]
-        scale = Composition(f).num_atoms / Composition(parent).num_atoms  # same formula units
-        d_chg = total(f, e_chg[f]) - scale * (
-            total(parent, e_chg[parent]) + k * (total(ox_new, e_chg[ox_new]) - total(ox_old, e_chg[ox_old]))
-        )
-        e_tot = scale * (
-            total(parent, table[parent][0]) + k * (total(ox_new, table[ox_new][0]) - total(ox_old, table[ox_old][0]))
-        ) + d_chg
-        if abs(d_chg) / Composition(f).num_atoms > MAX_SWAP_EV_PER_ATOM:
-            rejected[f] = round(d_chg / Composition(f).num_atoms, 3)
+    decomp: dict[str, dict[str, float]] = {}  # formula -> {product: atom fraction} (elements: "")
+    hull_e: dict[str, float] = {}
+    for f in cands:
+        comp = Composition(f)
+        pd = diagram(frozenset(el.symbol for el in comp))
+        dec = pd.get_decomposition(comp)
+        decomp[f] = {(e.name if len(e.composition) > 1 else e.composition.reduced_formula): float(x)
+                     for e, x in dec.items()}
+        hull_e[f] = float(pd.get_hull_energy_per_atom(comp))
+    needed = {p for d in decomp.values() for p in d if p in phases}
+    # relaxed known phases: the decomposition products, and for the reference fit the binary
+    # oxides and the phases with a real (reference CIF) structure
+    needed_known = sorted(needed | {g for g in no_gas if len(Composition(g)) == 2
+                                    or known_how[g].startswith("reference CIF")})
+    # 3. CHGNet ------------------------------------------------------------------------------
+    relaxer = _Relaxer(relax_steps, say, max_relax_atoms)
+    say(f"CHGNet {relaxer.version}: relaxing {len(needed_known)} known phases ({relax_steps} FIRE steps max)")
+    known_res = relaxer.relax_all([(g, known_structs[g]) for g in needed_known], "known phases")
+    e_chg_known = {g: r[0] for g, r in zip(needed_known, known_res, strict=True) if r is not None}
+    rows = [(g, e_chg_known[g], table[g][0]) for g in e_chg_known if not known_how[g].startswith("random")]
+    mu, fitted = _fit_references(rows) if rows else ({}, [])
+
+    def e_form_chg(formula: str, e_chg: float) -> float:
+        c = Composition(formula)
+        return e_chg - sum(c[el] * mu.get(el.symbol, 0.0) for el in c) / c.num_atoms
+
+    # a product CHGNet cannot place near MP (its structure is templated or random, far from the
+    # real one) takes MP's energy: its CHGNet error would otherwise pass to the hypothetical
+    trusted: dict[str, float] = {}
+    untrusted: list[str] = []
+    for g in needed:
+        if g in fitted:
+            trusted[g] = e_form_chg(g, e_chg_known[g])
+        else:
+            untrusted.append(g)
+            trusted[g] = table[g][0]
+
+    def above_products(f: str, e_chg: float) -> float:
+        return e_form_chg(f, e_chg) - sum(x * trusted.get(p, 0.0) for p, x in decomp[f].items())
+
+    # screen: single points of the unrelaxed structures; relaxation rarely gains > 0.3 eV/atom
+    jobs = [(f, st, how) for f in sorted(cands) for st, how in cands[f]]
+    screened = []
+    for f, st, how in jobs:
+        p = st.get_primitive_structure() if len(st) > 8 else st
+        if len(p) > max_relax_atoms:
             continue
-        hyp_energy[f] = e_tot / Composition(f).num_atoms
-        hyp_structs[f] = perturb(relaxed[idx], seed)
-    if rejected:
-        say(f"rejected {len(rejected)} hypotheticals with |swap energy| > {MAX_SWAP_EV_PER_ATOM} eV/atom")
-    # hull distance of each hypothetical against the known phases of its system
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e_sp = float(relaxer.model.predict_structure(p, task="e")["e"])
+        if above_products(f, e_sp) <= SCREEN_EV_PER_ATOM:
+            screened.append((f, st, how))
+    say(f"single-point screen: {len(screened)} of {len(jobs)} hypothetical structures within "
+        f"{SCREEN_EV_PER_ATOM} eV/atom of their decomposition products; relaxing those")
+    hyp_res = relaxer.relax_all([(f, st) for f, st, _ in screened], "hypothetical")
+    best: dict[str, tuple[float, Structure, str]] = {}
+    for (f, _, how), r in zip(screened, hyp_res, strict=True):
+        if r is not None and (f not in best or r[0] < best[f][0]):
+            best[f] = (r[0], r[1], how)
+    fit_rms = (float(np.sqrt(np.mean([(e_form_chg(g, e_chg_known[g]) - table[g][0]) ** 2 for g in fitted])))
+               if fitted else 0.0)
+    computed_e: dict[str, float] = {}
+    for f, (e, _, _) in best.items():
+        computed_e[f] = hull_e[f] + above_products(f, e)
+    # e_above_hull against every known phase and every other computed hypothetical (what a
+    # database of computed structures would say), as the A-Lab chose its targets
     ehull: dict[str, float] = {}
-    for f, e in hyp_energy.items():
-        els = {el.symbol for el in Composition(f)}
-        entries = [PDEntry(Composition(el), 0.0) for el in els]
-        entries += [
-            PDEntry(Composition(g), phases[g]["e_form_ev_per_atom"] * Composition(g).num_atoms)
-            for g in no_gas if {x.symbol for x in Composition(g)} <= els
-        ]
-        pd = PhaseDiagram(entries)
-        ehull[f] = float(e - pd.get_hull_energy_per_atom(Composition(f)))
-    say("e_above_hull of hypothetical (eV/atom): " + ", ".join(f"{f} {ehull[f]:+.3f}" for f in sorted(ehull, key=ehull.get)))
-    keep = sorted(f for f in hyp_energy if ehull[f] <= max(max_e_hull, 0.1))
+    for f, e in computed_e.items():
+        els = frozenset(el.symbol for el in Composition(f))
+        others = [PDEntry(Composition(g), ge * Composition(g).num_atoms) for g, ge in computed_e.items()
+                  if g != f and {x.symbol for x in Composition(g)} <= els]
+        entries = list(diagram(els).all_entries) + others
+        ehull[f] = float(e - PhaseDiagram(entries).get_hull_energy_per_atom(Composition(f)))
+    say("computed e_above_hull (eV/atom): " + ", ".join(f"{f} {ehull[f]:+.3f}" for f in sorted(ehull, key=ehull.get)))
+    true_e = {f: computed_e[f] + _noise(seed, f, energy_noise_ev) for f in computed_e}
+    keep = sorted(f for f in computed_e if ehull[f] <= max(max_e_hull, 0.1))
+    computed_structs: dict[str, Structure] = {}
     for f in keep:
-        parent, swaps = hyp[f]
-        phases[f] = _phase_record(
-            f, hyp_energy[f], hyp_structs[f], "hypothetical",
-            f"MP e_form of parent {parent} and of {'/'.join(swap_oxides[next(iter(swaps.items()))])} "
-            f"+ CHGNet {oracle.version} energy of the swap reaction "
-            f"({'after ' + str(relax_steps) + ' FIRE steps' if relax_steps else 'single points'})",
-            f"substitution {swaps} on {parent} ({phases.get(parent, {}).get('source', {}).get('structure', 'parent structure')[:80]}), "
-            f"volume-scaled, seeded distortion",
+        _, relaxed, how = best[f]
+        computed_structs[f] = relaxed
+        truth_struct, change = experimental_structure(relaxed, seed)
+        rec = _phase_record(
+            f, true_e[f], truth_struct, "hypothetical",
+            f"MP hull energy at the composition + CHGNet {relaxer.version} energy of forming it from "
+            f"{'/'.join(p for p in decomp[f])} (relaxed, {relax_steps} FIRE steps) + true-energy "
+            f"offset {true_e[f] - computed_e[f]:+.3f} (computed stability is inaccurate)",
+            f"lowest-energy of {len(cands[f])} relaxed candidate(s): {how}; lab structure = computed "
+            f"made experimental: volume {change['volume_change']:+.3f}"
+            + (f", {change['reordered']}" if change["reordered"] else ""),
         )
-    candidates = sorted((f for f in keep if ehull[f] <= max_e_hull), key=lambda f: ehull[f])
-    say(f"candidate targets within {max_e_hull} eV/atom of the hull: {len(candidates)}")
+        rec["computed_structure"] = {"cif": relaxed.to(fmt="cif")}
+        rec["computed_e_form_ev_per_atom"] = round(computed_e[f], 5)
+        phases[f] = rec
+    candidates = sorted((f for f in keep if ehull[f] <= max_e_hull), key=lambda f: (ehull[f], f))
+    say(f"candidate targets (computed e_above_hull <= {max_e_hull} eV/atom): {len(candidates)}")
     doc: dict[str, Any] = {
         "format": FORMAT,
         "name": name or "-".join(s.replace("-", "") for s in systems)[:60],
@@ -424,15 +558,21 @@ def build_world(
         "seed": seed,
         "systems": systems,
         "provenance": {
-            "builder": "sim_lab.build_world",
+            "builder": "sim_lab.build_world (relaxed CHGNet reaction energies vs the MP hull)",
             "energies_known": MP_ATTRIBUTION,
-            "energies_hypothetical": f"CHGNet pretrained ({oracle.version}), single-point"
-            + (f" after {relax_steps} FIRE steps" if relax_steps else " on volume-scaled structures"),
+            "energies_hypothetical": (
+                f"MP hull energy + CHGNet {relaxer.version} reaction energy from the MP-hull decomposition "
+                f"products, all relaxed ({relax_steps} FIRE steps, fmax 0.1 eV/A); per-element CHGNet "
+                f"references fitted on {len(fitted)} of {len(rows)} known phases (rms {fit_rms:.3f} eV/atom; "
+                f"the others > 0.1 eV/atom off), which cancel in the balanced reaction; decomposition "
+                f"products outside the fit use MP's energy ({', '.join(sorted(untrusted)) or 'none'}); "
+                f"true = computed + N(0, {energy_noise_ev})"),
             "structures": "reference CIFs (XRD-AutoAnalyzer, Dara; MIT), Alexandria templates "
             "(CC BY 4.0), textbook prototypes; see each phase's source.structure",
             "omitted_phases_no_structure": omitted,
-            "rejected_hypothetical_swap_energy_ev_per_atom": rejected,
             "e_above_hull_of_hypothetical": {f: round(ehull[f], 4) for f in keep},
+            "true_e_above_hull_offset": {f: round(true_e[f] - computed_e[f], 4) for f in keep},
+            "chgnet_relaxations": {"count": relaxer.count, "seconds": round(relaxer.seconds, 1)},
         },
         "phases": list(phases.values()),
         "precursors": precursors,
@@ -442,14 +582,27 @@ def build_world(
             for el, ox, on, r, d in VOLATILE if el in cations
         ],
     }
+    if kinetics:
+        doc["kinetics"] = dict(kinetics)
     world = parse_world(doc, "<builder>")
-    # 4. truth for candidates ---------------------------------------------------------------
+    # 4. truth for candidates: the full search, stored --------------------------------------
     truths: dict[str, dict[str, Any]] = {}
-    for f in candidates:
-        if ehull[f] > 0:  # above the hull: the reaction model never forms it (LP products lie on it)
-            truths[f] = {"makeable": False, "best_yield": 0.0, "best_recipe": None, "recipes_tried": 0}
-        else:
-            truths[f] = target_truth(world, f, stop_when_made=True)
+    t_truth = time.perf_counter()
+    for i, f in enumerate(candidates):
+        o = target_outcomes(world, f)
+        best_y, best_recipe, tried = 0.0, None, 0
+        for row in o["sets"]:
+            for temp, y in zip(o["temperatures_c"], row["yields"], strict=True):
+                tried += 1
+                if y > best_y:
+                    best_y = y
+                    best_recipe = {"precursors": {k: round(v, 4) for k, v in precursor_masses(f, row["precursors"]).items()},
+                                   "profile": [{"ramp_c_per_min": 5.0, "setpoint_c": float(temp), "dwell_min": TRUTH_DWELL_MIN}]}
+        o = {k: v for k, v in o.items() if k != "formula"}
+        truths[f] = {"makeable": best_y >= MADE, "best_yield": round(best_y, 4), "best_recipe": best_recipe,
+                     "recipes_tried": tried, "outcomes": o}
+        if (i + 1) % 5 == 0 or i + 1 == len(candidates):
+            say(f"  truth search: {i + 1}/{len(candidates)} targets, {time.perf_counter() - t_truth:.0f} s")
     makeable = [f for f in candidates if truths[f]["makeable"]]
     not_makeable = [f for f in candidates if not truths[f]["makeable"]]
     if n_targets is None:
@@ -473,7 +626,7 @@ def build_world(
         "chosen": len(chosen),
         "makeable_fraction": round(frac, 3),
         "truth_search": f"single-cation shelf precursor sets (<= {MAX_SETS_PER_TARGET}) x "
-        f"{list(TRUTH_TEMPERATURES_C)} C, {TRUTH_DWELL_MIN} min dwell, 5 C/min",
+        f"{list(TRUTH_TEMPERATURES_C)} C, {TRUTH_DWELL_MIN} min dwell, 5 C/min (all recipes)",
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
     world = parse_world(doc, "<builder>")

@@ -29,7 +29,9 @@ MELTING_C: dict[str, float] = {
     "In2O3": 1910, "Sc2O3": 2485, "CeO2": 2400, "Li2O2": 340,
     "Li2CO3": 723, "Na2CO3": 851, "K2CO3": 891, "CaCO3": 1339, "SrCO3": 1494, "BaCO3": 1555,
     "MgCO3": 990, "MnCO3": 800, "LiOH": 462, "NaOH": 318, "LiNO3": 255, "NH4H2PO4": 190,
-    "(NH4)2HPO4": 155, "Li3PO4": 1205, "LiH2PO4": 410,
+    "(NH4)2HPO4": 155, "Li3PO4": 1205, "LiH2PO4": 410, "NaNO3": 308, "KNO3": 334,
+    "Sr(NO3)2": 570, "Ba(NO3)2": 592, "Ca(OH)2": 580, "Mg(OH)2": 350, "CoCO3": 400, "NiCO3": 400,
+    "ZnCO3": 300, "La(OH)3": 600, "Cu(OH)2": 200, "CrO3": 197,
 }
 
 #: The precursor shelf: per cation, the powders a lab keeps, and how the salts decompose
@@ -46,6 +48,16 @@ SHELF: dict[str, list[str]] = {
     "Sb": ["Sb2O3"], "In": ["In2O3"], "Sc": ["Sc2O3"], "Ce": ["CeO2"], "B": ["B2O3"],
 }
 
+#: More powders a solid-state lab keeps (hydroxides, nitrates, other carbonates and oxides):
+#: ``build_world(shelf="wide")`` adds them. Why: with one powder per cation most targets have
+#: one precursor set, and the choice of precursors cannot matter (A-Lab used 2-6 per cation).
+SHELF_WIDE_EXTRA: dict[str, list[str]] = {
+    "Na": ["NaOH", "NaNO3"], "K": ["KNO3"], "Sr": ["Sr(NO3)2"], "Ba": ["Ba(NO3)2"],
+    "Ca": ["Ca(OH)2"], "Mg": ["Mg(OH)2"], "Mn": ["MnCO3"], "Co": ["CoCO3"], "Ni": ["NiCO3"],
+    "Zn": ["ZnCO3"], "Mo": ["MoO2"], "V": ["V2O3"], "La": ["La(OH)3"], "Cu": ["Cu(OH)2"],
+    "Cr": ["CrO3"],
+}
+
 DECOMPOSITION: dict[str, tuple[float, dict[str, float]]] = {
     "Li2CO3": (700, {"Li2O": 1, "CO2": 1}),
     "Na2CO3": (780, {"Na2O": 1, "CO2": 1}),
@@ -60,11 +72,23 @@ DECOMPOSITION: dict[str, tuple[float, dict[str, float]]] = {
     "LiNO3": (600, {"Li2O": 0.5, "NO2": 1, "O2": 0.25}),
     "NH4H2PO4": (200, {"P2O5": 0.5, "NH3": 1, "H2O": 1.5}),
     "(NH4)2HPO4": (180, {"P2O5": 0.5, "NH3": 2, "H2O": 1.5}),
+    "NaNO3": (600, {"Na2O": 0.5, "NO2": 1, "O2": 0.25}),
+    "KNO3": (650, {"K2O": 0.5, "NO2": 1, "O2": 0.25}),
+    "Sr(NO3)2": (600, {"SrO": 1, "NO2": 2, "O2": 0.5}),
+    "Ba(NO3)2": (620, {"BaO": 1, "NO2": 2, "O2": 0.5}),
+    "Ca(OH)2": (480, {"CaO": 1, "H2O": 1}),
+    "Mg(OH)2": (380, {"MgO": 1, "H2O": 1}),
+    "CoCO3": (350, {"CoO": 1, "CO2": 1}),
+    "NiCO3": (320, {"NiO": 1, "CO2": 1}),
+    "ZnCO3": (300, {"ZnO": 1, "CO2": 1}),
+    "La(OH)3": (550, {"La2O3": 0.5, "H2O": 1.5}),
+    "Cu(OH)2": (200, {"CuO": 1, "H2O": 1}),
 }
 
 # every table is keyed by pymatgen's reduced formula (NH4H2PO4 is "PH6NO4" there)
 MELTING_C = {Composition(k).reduced_formula: v for k, v in MELTING_C.items()}
 SHELF = {el: [Composition(f).reduced_formula for f in fs] for el, fs in SHELF.items()}
+SHELF_WIDE_EXTRA = {el: [Composition(f).reduced_formula for f in fs] for el, fs in SHELF_WIDE_EXTRA.items()}
 DECOMPOSITION = {Composition(k).reduced_formula: v for k, v in DECOMPOSITION.items()}
 
 #: Volatile oxides (element, oxide, onset C, rate per hour at onset, doubling C).

@@ -182,3 +182,48 @@ def perturb(structure: Structure, seed: int, *, strain: float = 0.015, displacem
     for i in range(len(s)):
         s.translate_sites([i], rng.normal(0, displacement, size=3).tolist(), frac_coords=False)
     return s
+
+
+def experimental_structure(
+    computed: Structure,
+    seed: int,
+    *,
+    volume_shrink: tuple[float, float] = (0.01, 0.04),
+    anisotropy: float = 0.012,
+    displacement: float = 0.02,
+    reorder_probability: float = 0.15,
+) -> tuple[Structure, dict[str, object]]:
+    """The lab's true structure of a phase whose *computed* structure is ``computed``.
+
+    Why: an experimental cell differs from a computed one the way experiment differs from
+    GGA-level computation (CHGNet is trained on PBE/PBE+U, which overestimates cell volumes by a
+    few per cent): the volume is ``volume_shrink`` smaller, the axes strained independently by up
+    to ``anisotropy``, atoms displaced by ``displacement`` A (rms); and now and then (probability
+    ``reorder_probability``, where the cell has at least two sites of each of two cation species)
+    the cations order differently: one pair of unlike cation sites is swapped. Seeded by
+    (seed, formula). Returns the structure and what was done to it.
+    """
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(computed.composition.reduced_formula.encode()), 7])
+    s = computed.copy()
+    shrink = float(rng.uniform(*volume_shrink))
+    eps = rng.uniform(-anisotropy, anisotropy, size=3)
+    eps = eps - eps.mean() + ((1 - shrink) ** (1 / 3) - 1)
+    s.apply_strain(eps.tolist())
+    for i in range(len(s)):
+        s.translate_sites([i], rng.normal(0, displacement / np.sqrt(3), size=3).tolist(), frac_coords=False)
+    how: dict[str, object] = {"volume_change": round(s.volume / computed.volume - 1, 4),
+                              "axis_strain": [round(float(e), 4) for e in eps], "reordered": None}
+    if rng.random() < reorder_probability:
+        counts: dict[str, list[int]] = {}
+        for i, site in enumerate(s):
+            sym = site.specie.symbol
+            if sym != "O":
+                counts.setdefault(sym, []).append(i)
+        many = sorted(el for el, idx in counts.items() if len(idx) >= 2)
+        if len(many) >= 2:
+            a, b = (many[i] for i in rng.choice(len(many), 2, replace=False))
+            i, j = int(rng.choice(counts[a])), int(rng.choice(counts[b]))
+            s.replace(i, b, s[i].frac_coords)
+            s.replace(j, a, s[j].frac_coords)
+            how["reordered"] = f"{a}/{b} antisite pair (sites {i}, {j})"
+    return s, how

@@ -77,6 +77,11 @@ class Phase(_Strict):
     melting_point_c: float = Field(gt=0, le=4000)
     structure: StructureSpec
     source: PhaseSource
+    #: hypothetical phases: what computation predicts (the A-Lab's targets came with DFT
+    #: structures); the lab's ``structure`` differs from it as experiment differs from computation.
+    #: Published for targets by ``World.computed_structure``; the energy stays hidden.
+    computed_structure: StructureSpec | None = None
+    computed_e_form_ev_per_atom: float | None = Field(None, ge=-8.0, le=4.0)
 
     _formula = field_validator("formula")(classmethod(lambda cls, v: _check_formula(v)))
 
@@ -203,6 +208,9 @@ class TargetTruth(_Strict):
     best_yield: float = Field(ge=0, le=1)
     best_recipe: dict[str, Any] | None = None
     recipes_tried: int = Field(0, ge=0)
+    #: the exhaustive search (``sim_lab.stats.target_outcomes``): every shelf set's yield at each
+    #: truth temperature; ``sim-lab stats`` reads it instead of firing again
+    outcomes: dict[str, Any] | None = None
 
 
 class Target(_Strict):
@@ -325,7 +333,8 @@ class World:
     """A validated world with lookups the physics and instruments need.
 
     Holds the hidden truth: only the lab and scorers should touch ``phases``/``targets[].truth``;
-    a campaign may read ``precursors``, ``systems``, ``target_formulas()`` and ``known_structure``.
+    a campaign may read ``precursors``, ``systems``, ``target_formulas()``, ``known_structure``,
+    ``known_formulas()``, ``computed_formulas()`` and ``computed_structure`` (targets only).
     """
 
     def __init__(self, model: WorldModel, source: str = "<world>") -> None:
@@ -361,6 +370,39 @@ class World:
 
     def known_formulas(self) -> list[str]:
         return [f for f, p in self._phases.items() if p.kind == "known"]
+
+    def computed_formulas(self) -> list[str]:
+        """Targets that publish a computed structure (``computed_structure`` answers for these)."""
+        return [f for f in self.target_formulas() if self._phases[f].computed_structure is not None]
+
+    def computed_structure(self, formula: str) -> Structure:
+        """Public *computed* structure of a hypothetical target (CHGNet-relaxed, as a DFT database
+        would give it); KeyError for a non-target or a world without one (older world files).
+
+        The lab's true structure differs from it as experiment from computation: a cell a few per
+        cent smaller and strained, displaced atoms, now and then another cation ordering.
+        """
+        key = Composition(formula).reduced_formula
+        if key not in self.target_formulas():
+            raise KeyError(f"{formula} is not a target of world {self.name!r}")
+        spec = self._phases[key].computed_structure
+        if spec is None:
+            raise KeyError(f"world {self.name!r} publishes no computed structure for {formula}")
+        cache_key = "computed:" + key
+        if cache_key not in self._structures:
+            index = list(self._phases).index(key)
+            where = f"{self.source}: phases[{index}].computed_structure"
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    struct = (Structure.from_str(spec.cif, fmt="cif") if spec.cif is not None
+                              else Structure.from_dict(spec.pymatgen))
+            except Exception as exc:
+                raise WorldError(f"{where}: cannot parse the computed structure of {key}: {exc}") from None
+            if struct.composition.reduced_formula != key:
+                raise WorldError(f"{where}: composition {struct.composition.reduced_formula} is not {key}")
+            self._structures[cache_key] = struct
+        return self._structures[cache_key].copy()
 
     # -- hidden ------------------------------------------------------------------------------
     @property

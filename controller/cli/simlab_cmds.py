@@ -1,4 +1,4 @@
-"""`synthloop sim-lab build-world | serve | show`: build, run and inspect simulated labs.
+"""`synthloop sim-lab build-world | widen-world | show | stats | serve`: build, run and inspect simulated labs.
 
 Why here: the engines live in ``sim_lab`` (world builder, instruments, launcher); these commands
 put them under the one ``synthloop`` entry point with clear errors for bad input.
@@ -34,8 +34,11 @@ def build_world_cmd(
     name: str | None = typer.Option(None, help="world name (default from the systems)"),
     n_targets: int | None = typer.Option(None, help="pick this many targets from the candidates"),
     makeable_fraction: float | None = typer.Option(None, help="aim for this makeable fraction"),
-    max_e_hull: float = typer.Option(0.06, help="candidate targets: e_above_hull <= this (eV/atom)"),
-    relax_steps: int = typer.Option(10, help="CHGNet FIRE steps per hypothetical (0: single point)"),
+    max_e_hull: float = typer.Option(0.03, help="candidate targets: computed e_above_hull <= this (eV/atom)"),
+    relax_steps: int = typer.Option(60, help="CHGNet FIRE steps per structure (0: single point)"),
+    shelf: str = typer.Option("wide", help="'wide' (hydroxides, nitrates, more oxides) or 'narrow'"),
+    decorations: int = typer.Option(10, help="prototype-decoration compositions per system"),
+    energy_noise: float = typer.Option(0.02, help="true minus computed energy, sd (eV/atom)"),
 ) -> None:
     """Build a world: MP energies for known phases, CHGNet for hypothetical ones, hidden truth."""
     from sim_lab import WorldError, build_world
@@ -48,7 +51,8 @@ def build_world_cmd(
     try:
         world = build_world(items, out, seed=seed, name=name, n_targets=n_targets,
                             makeable_fraction=makeable_fraction, max_e_hull=max_e_hull,
-                            relax_steps=relax_steps, log=lambda m: console.print(m, highlight=False))
+                            relax_steps=relax_steps, shelf=shelf, decorations_per_system=decorations,
+                            energy_noise_ev=energy_noise, log=lambda m: console.print(m, highlight=False))
     except WorldError as exc:
         _fail(str(exc))
     console.print(f"[green]wrote[/] {out}: {len(world.phase_formulas())} phases, "
@@ -96,6 +100,35 @@ def show(world: str = typer.Argument("demo", help="bundled world name or world f
     console.print(table)
     console.print(f"{len(w.phase_formulas())} phases; furnaces: {w.instruments.furnaces.count} x "
                   f"{w.instruments.furnaces.capacity} crucibles")
+
+
+@simlab_app.command("stats")
+def stats_cmd(
+    world: str = typer.Argument(..., help="bundled world name or world file"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    recompute: bool = typer.Option(False, help="run the truth search again even if stored"),
+) -> None:
+    """Hidden-truth statistics of a world: makeable share, recipe success, precursor dependence."""
+    import json
+
+    from sim_lab import WorldError, load_world, world_stats
+
+    try:
+        w = load_world(world)
+    except WorldError as exc:
+        _fail(str(exc))
+    say = (lambda m: err_console.print(m, highlight=False)) if as_json else (
+        lambda m: console.print(m, highlight=False))
+    figures = world_stats(w, recompute=recompute, progress=say)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    table = Table("figure", "value")
+    for k, v in figures.items():
+        if isinstance(v, list) and len(v) > 6:
+            v = f"{len(v)}: {', '.join(map(str, v[:6]))}, ..."
+        table.add_row(k, str(v))
+    console.print(table)
 
 
 @simlab_app.command("serve")

@@ -1,0 +1,180 @@
+"""World statistics: how hard a world's targets are, from the builder's exhaustive truth search.
+
+Why: a world is only useful for comparing strategies when, as in the A-Lab, some targets cannot
+be made, most recipes fail, and for most makeable targets the choice of precursors matters (some
+shelf sets fail through intermediates that eat the driving force, volatility or slow kinetics).
+These figures say whether a world is like that; ``synthloop sim-lab stats WORLD --json`` prints them.
+
+Definitions (the truth search = every single-cation shelf precursor set of a target, at most
+``MAX_SETS_PER_TARGET``, fired at each of ``TRUTH_TEMPERATURES_C`` for 8 h, no amorphisation):
+
+* a **recipe** is one (precursor set, temperature) of that search; it **succeeds** at >= 50 %
+  target weight fraction;
+* a target is **makeable** when one of its recipes succeeds;
+* a **set succeeds** when it succeeds at one of the temperatures, and **fails** when it fails at
+  all of them;
+* a makeable target is **precursor-dependent** when one of its shelf sets succeeds and another
+  fails.
+
+Targets above the hull of the world's other phases never form in the reaction model (every
+reaction's products lie on the hull), so their recipes are counted as failed without firing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymatgen.core import Composition
+
+from .builder import TRUTH_DWELL_MIN, TRUTH_TEMPERATURES_C, _precursor_sets, precursor_masses
+from .physics import simulate, thermo_for
+from .world import World
+
+MADE = 0.5
+
+
+def _above_hull(world: World, formula: str) -> bool:
+    """True when the phase lies above the lower hull of the world's other phases (any mu_O)."""
+    thermo = thermo_for(world)
+    if formula not in thermo.data:
+        return True
+    d = thermo.data[formula]
+    # the LP "decompose these cations" at a furnace-like mu_O: if the best assemblage does not
+    # contain the phase itself, something else is lower -> it can never be a reaction product
+    for t in (700.0, 1000.0):
+        mu = thermo.mu_o(t, "air")
+        sol = thermo.decompose({el: amt * d.n_cat for el, amt in d.cation_fractions.items()}, mu)
+        if sol and formula in sol and sol[formula] > 0.999 * 1.0:
+            return False
+    return True
+
+
+def _failure_cause(world: World, state: Any, target: str) -> str:
+    """Why a set failed at its best temperature: 'volatility', 'kinetics' (precursors or their
+    decomposition products left unreacted) or 'intermediates' (stable side phases formed)."""
+    dosed = state.dosed_elements
+    lost = 0.0
+    for ox, moles in state.evaporated.items():
+        comp = Composition(ox)
+        for el, amt in comp.items():
+            if el.symbol != "O" and dosed.get(el.symbol, 0) > 0:
+                lost = max(lost, amt * moles / dosed[el.symbol])
+    if lost > 0.1:
+        return "volatility"
+    shelf = set(world.precursors)
+    binaries = [f for f in state.phases if f in shelf or len(Composition(f)) <= 2]
+    wf = state.weight_fractions()
+    if sum(wf.get(f, 0.0) for f in binaries) > 0.5:
+        return "kinetics"
+    return "intermediates"
+
+
+def target_outcomes(
+    world: World, formula: str, temperatures: tuple[float, ...] = TRUTH_TEMPERATURES_C
+) -> dict[str, Any]:
+    """The full truth search of one target: every set at every temperature, with yields."""
+    key = Composition(formula).reduced_formula
+    sets = _precursor_sets(world, key)
+    above = _above_hull(world, key)
+    rows: list[dict[str, Any]] = []
+    for pset in sets:
+        yields: list[float] = []
+        cause = None
+        best_state = None
+        for temp in temperatures:
+            if above:
+                yields.append(0.0)
+                continue
+            profile = [{"ramp_c_per_min": 5.0, "setpoint_c": float(temp), "dwell_min": TRUTH_DWELL_MIN}]
+            state = simulate(world, precursor_masses(key, pset), profile, seed=None)
+            y = float(state.weight_fractions().get(key, 0.0))
+            if best_state is None or y > max(yields, default=-1):
+                best_state = state
+            yields.append(round(y, 4))
+        if max(yields, default=0.0) < MADE:
+            cause = "above_hull" if above else _failure_cause(world, best_state, key)
+        rows.append({"precursors": list(pset), "yields": yields, "failure": cause})
+    return {"formula": key, "above_hull": above, "temperatures_c": list(temperatures), "sets": rows}
+
+
+def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The world figures from per-target outcomes (see the module docstring for definitions)."""
+    n = len(outcomes)
+    recipes = succeeded = 0
+    recipes_m = succeeded_m = 0
+    makeable: list[str] = []
+    dependent: list[str] = []
+    multi: list[str] = []
+    causes: dict[str, int] = {}
+    for o in outcomes:
+        set_ok = [max(r["yields"], default=0.0) >= MADE for r in o["sets"]]
+        r_all = sum(len(r["yields"]) for r in o["sets"])
+        r_ok = sum(y >= MADE for r in o["sets"] for y in r["yields"])
+        recipes += r_all
+        succeeded += r_ok
+        if any(set_ok):
+            makeable.append(o["formula"])
+            recipes_m += r_all
+            succeeded_m += r_ok
+            if len(set_ok) > 1:
+                multi.append(o["formula"])
+            if not all(set_ok):
+                dependent.append(o["formula"])
+                for r in o["sets"]:
+                    if r["failure"]:
+                        causes[r["failure"]] = causes.get(r["failure"], 0) + 1
+    sets_per = [len(o["sets"]) for o in outcomes]
+    return {
+        "targets": n,
+        "makeable": len(makeable),
+        "makeable_share": round(len(makeable) / n, 3) if n else 0.0,
+        "recipes": recipes,
+        "recipes_succeeded": succeeded,
+        "recipe_success_share": round(succeeded / recipes, 3) if recipes else 0.0,
+        "recipe_success_share_makeable": round(succeeded_m / recipes_m, 3) if recipes_m else 0.0,
+        "precursor_dependent": len(dependent),
+        "precursor_dependent_share": round(len(dependent) / len(makeable), 3) if makeable else 0.0,
+        "makeable_with_several_sets": len(multi),
+        "failed_set_causes_in_dependent": dict(sorted(causes.items())),
+        "shelf_sets_per_target_median": statistics.median(sets_per) if sets_per else 0,
+        "precursor_dependent_targets": dependent,
+        "makeable_targets": makeable,
+    }
+
+
+def world_stats(
+    world: World,
+    *,
+    recompute: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Statistics of ``world``'s targets; stored outcomes (``truth.outcomes``) are used unless
+    ``recompute`` or missing (older world files), in which case the search runs now."""
+    t0 = time.perf_counter()
+    outcomes: list[dict[str, Any]] = []
+    computed = 0
+    targets = world.target_formulas()
+    for i, f in enumerate(targets):
+        truth = world.truth(f)
+        stored = getattr(truth, "outcomes", None) if truth is not None else None
+        if stored and not recompute:
+            outcomes.append(dict(stored, formula=f))
+            continue
+        outcomes.append(target_outcomes(world, f))
+        computed += 1
+        if progress:
+            progress(f"[{i + 1}/{len(targets)}] {f}: "
+                     + ", ".join(f"{'+'.join(r['precursors'])} {max(r['yields'], default=0):.2f}"
+                                 for r in outcomes[-1]["sets"]))
+    out = {"world": world.name, **summarise(outcomes)}
+    ehull = world.model.provenance.get("e_above_hull_of_hypothetical", {})
+    eh = [ehull[f] for f in targets if f in ehull]
+    if eh:
+        out["target_e_above_hull_median_ev"] = round(statistics.median(eh), 4)
+        out["target_e_above_hull_range_ev"] = [round(min(eh), 4), round(max(eh), 4)]
+    out["searched_now"] = computed
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
