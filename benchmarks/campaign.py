@@ -40,6 +40,9 @@ def main() -> int:
     ap.add_argument("--wall-world", default="alab-like-xl",
                     help="world of the 355-experiment wall-time campaign ('' to skip it)")
     ap.add_argument("--wall-max-recipes", type=int, default=5)
+    ap.add_argument("--free-running", action="store_true",
+                    help="decide as results arrive (as on real instruments) instead of in rounds: "
+                         "faster, but a seed no longer fixes the campaign")
     args = ap.parse_args()
 
     from controller.loop.bench import quiet_stdout, run_bench
@@ -48,7 +51,8 @@ def main() -> int:
     for strategy in args.strategies:
         for seed in args.seeds:
             with quiet_stdout():
-                r = run_bench(args.world, strategy, seed, budget=args.budget)
+                r = run_bench(args.world, strategy, seed, budget=args.budget,
+                              lockstep=not args.free_running)
             rows.append(r)
             print(json.dumps(r), flush=True)
 
@@ -56,6 +60,8 @@ def main() -> int:
         vals = [r[key] for r in rows if r["strategy"] == strategy and r[key] is not None]
         return mean(vals) if vals else float("nan")
 
+    for r in rows:
+        print(f"fingerprint {r['strategy']} seed {r['seed']}: {r['campaign_fingerprint']}")
     print("\n| strategy | made / makeable | exp. per made target | false claims | experiments | lab days | wall s |")
     print("|---|---|---|---|---|---|---|")
     for s in args.strategies:

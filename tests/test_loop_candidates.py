@@ -24,7 +24,7 @@ def test_known_targets_take_public_structures_and_hypothetical_ones_predicted() 
     for formula, cand in pool.items():
         if formula in known:
             assert cand.source == "known-structure"
-            assert cand.structure == world.known_structure(formula).as_dict()
+            assert cand.structure.as_dict() == world.known_structure(formula).as_dict()
         else:
             assert cand.source != "known-structure"
     assert any(f in known for f in pool) and any(f not in known for f in pool)

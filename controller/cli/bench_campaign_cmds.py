@@ -21,6 +21,9 @@ def campaign(
     max_recipes: int = typer.Option(5, "--max-recipes", help="recipes per target before it is given up"),
     as_json: bool = typer.Option(False, "--json", help="print only the JSON object"),
     workdir: Path | None = typer.Option(None, "--workdir", help="keep the campaign here (default: temporary)"),
+    free_running: bool = typer.Option(
+        False, "--free-running",
+        help="decide as results arrive instead of in rounds (faster; not reproducible run to run)"),
 ) -> None:
     """Run a campaign against a simulated world and score it with the world's truth."""
     from ..loop import STRATEGIES
@@ -38,7 +41,7 @@ def campaign(
     try:
         with quiet_stdout():
             result = run_bench(world, strategy, seed, budget=budget, workdir=workdir,
-                               max_recipes=max_recipes)
+                               max_recipes=max_recipes, lockstep=not free_running)
     except Exception as exc:  # noqa: BLE001 - world errors and the like: say what, exit non-zero
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -7,7 +7,8 @@ runs them against instruments and the store.
 """
 
 from .asktell import AskTell, Book, Proposal, advance_target
-from .brain import Assessed, Brain, CandidateSpec, claimable_yield
+from .assess import Assessed, claimable_yield
+from .brain import Brain
 from .campaign import CampaignRunner, RunOptions, RunSummary
 from .control import ControlError, approve, pause, reject, resume, set_status, stop
 from .history import PlannedRecipe, TargetHistory, Trial
@@ -24,7 +25,7 @@ from .strategy import STRATEGIES, Strategy, strategy
 
 __all__ = [
     "STEP_ORDER", "STRATEGIES", "AskTell", "Assessed", "Book", "Brain", "CampaignRecords",
-    "CampaignResult", "CampaignRunner", "CandidateSpec", "ControlError", "ExperimentRunner",
+    "CampaignResult", "CampaignRunner", "ControlError", "ExperimentRunner",
     "PlannedRecipe", "Pool", "Proposal", "PublicWorld", "Reconciliation", "ReportFiles", "Rules", "RunOptions",
     "RunSummary", "StepPolicy", "Strategy", "TargetHistory", "Trial", "Verdict", "advance_target",
     "approve", "claimable_yield", "expected_minutes", "experiment_records", "export_experiments",

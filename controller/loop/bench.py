@@ -20,6 +20,7 @@ from surrogates import reduced_formula
 from ..config import parse_config
 from ..store import Experiment, ExperimentState, Store, Target, TargetState
 from .campaign import RunOptions
+from .records import CampaignRecords
 from .runtime import _threads, run_async
 from .strategy import STRATEGIES
 
@@ -78,6 +79,7 @@ def score(store: Store, campaign_id: int, truth: Any, threshold: float) -> dict[
         "experiments": len(exps),
         "experiments_per_made_target": (len(exps) / n_made) if n_made else None,
         "duplicate_executions": int(truth.duplicate_executions()),
+        "campaign_fingerprint": CampaignRecords(store, campaign_id).fingerprint(),
     }
 
 
@@ -103,10 +105,13 @@ def quiet_stdout():  # noqa: ANN201 - context manager
 
 
 def run_bench(world: str, strategy: str, seed: int, *, budget: int | None = None,
-              workdir: Path | None = None, fast: bool = True, max_recipes: int = 5) -> dict[str, Any]:
+              workdir: Path | None = None, fast: bool = True, max_recipes: int = 5,
+              lockstep: bool = True) -> dict[str, Any]:
     """Run one benchmark campaign in a temporary directory and return its scores.
 
     ``max_recipes``: recipes tried per target before it is given up (5, as the A-Lab planned).
+    ``lockstep``: decide in rounds (the same seed gives the same campaign); False decides as
+    results arrive, as a controller on real instruments does.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -128,9 +133,10 @@ def run_bench(world: str, strategy: str, seed: int, *, budget: int | None = None
             def scorer(runner: Any, lab: Any) -> dict[str, Any]:
                 return score(store, runner.campaign_id, lab.sim.truth(), cfg.recipes.yield_threshold)
 
-            summary, scores = asyncio.run(run_async(cfg, cdir, store, options=RunOptions(strategy=strategy),
+            summary, scores = asyncio.run(run_async(cfg, cdir, store, options=RunOptions(strategy=strategy, lockstep=lockstep),
                                                     score=scorer))
     return {"world": world, "strategy": strategy, "seed": seed, "budget": budget,
             "max_recipes_per_target": max_recipes, **scores,
             "lab_days": round(summary.lab_days, 3), "wall_s": round(time.monotonic() - started, 2),
-            "model_versions": summary.model_versions, "stop_reason": summary.stop_reason}
+            "model_versions": summary.model_versions, "stop_reason": summary.stop_reason,
+            "lockstep": lockstep}

@@ -54,6 +54,10 @@ class RunOptions:
     max_wall_s: float | None = None
     requeue_instrument_failures: int = 1
     actor: str = "controller"
+    # decide only between rounds: every open experiment finished, retrain due done first.
+    # None = on for a simulated lab (a campaign is then a function of its seed), off for real
+    # instruments (a furnace should not wait for another experiment's analysis)
+    lockstep: bool | None = None
 
     def __post_init__(self) -> None:
         strategy(self.strategy)  # a ValueError naming the strategies that exist
@@ -104,6 +108,8 @@ class CampaignRunner:
         self._status = "running"
         self._errors: list[BaseException] = []
         self._pool_exhausted = False
+        self.lockstep = (self.options.lockstep if self.options.lockstep is not None
+                         else cfg.lab.kind == "simulated")
 
     async def run(self) -> RunSummary:
         started = time.monotonic()
@@ -203,9 +209,14 @@ class CampaignRunner:
                 await self._refresh_pools()
                 last_refresh = time.monotonic()
             if self._status != "paused":
-                await self._decide()
+                if not self.lockstep:
+                    await self._decide()
+                elif not self._tasks and self._snapshot().open_experiments == 0:
+                    await self._round_barrier()
+                    await self._decide()
                 self._spawn()
-            self._maybe_retrain()
+            if not self.lockstep:
+                self._maybe_retrain()
             if self.on_update is not None:
                 self.on_update(self)
             reason = stop_reason(self._snapshot(), self.budget, pool_exhausted=self._pool_exhausted)
@@ -322,15 +333,26 @@ class CampaignRunner:
             return
         await self._train()
 
-    def _maybe_retrain(self) -> None:
-        if self._model is None or (self._train_task is not None and not self._train_task.done()):
-            return
+    def _retrain_due(self) -> bool:
         latest = self.records.latest_model()
         at_last = int((latest.metrics or {}).get("n_results", 0)) if latest else 0
-        if should_retrain(self.records.n_results(), at_last, every=self.cfg.surrogate.retrain_every,
-                          learns=self.strategy.learns):
+        return should_retrain(self.records.n_results(), at_last,
+                              every=self.cfg.surrogate.retrain_every, learns=self.strategy.learns)
+
+    def _maybe_retrain(self) -> None:
+        """Free-running mode: retrain in the background while the instruments work."""
+        if self._model is None or (self._train_task is not None and not self._train_task.done()):
+            return
+        if self._retrain_due():
             self._train_task = asyncio.create_task(self._train(), name="retrain")
             self._train_task.add_done_callback(self._train_done)
+
+    async def _round_barrier(self) -> None:
+        """Lockstep mode, between rounds: every result of the round is in, so a retrain that is
+        due happens now, before the next decisions — which results a model has seen and when
+        the planner sees them no longer depend on instrument or worker timing."""
+        if self._model is not None and self._retrain_due():
+            await self._train()
 
     def _train_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -5,16 +5,23 @@ one, and a real lab's wall time includes nights the controller waited for a pers
 budget in "lab days" means is instrument time: we replay the stored steps in dispatch order
 over the stations' capacities (recorded when the controller started) using each step's
 reported ``sim_time_min`` (or its planned duration), and report the finish time of the last.
+
+Decisions wait for results: an experiment cannot start before the results it was decided on
+exist. So an experiment's first step starts no earlier than the end of every experiment whose
+verdict was written before it was proposed (event-log order) — otherwise a controller that
+waits for results (the lockstep mode of a simulated lab) would be credited with lab time it
+could not have had.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from typing import Any
 
 from sqlmodel import select
 
-from ..store import Event, Experiment, StepCommand, StepState, Store
+from ..store import TERMINAL_STATES, Event, Experiment, StepCommand, StepState, Store
 from .steps import expected_minutes
 
 
@@ -45,15 +52,40 @@ def lab_days(store: Store, campaign_id: int, *, session: Any | None = None) -> f
                StepCommand.state.in_([StepState.SUCCEEDED.value, StepState.FAILED.value]))
         .order_by(StepCommand.id)
     ).all()
+    proposed, decided = _decision_order(campaign_id, session)
+    order = sorted(decided, key=decided.get)  # experiments by when their verdict was written
+    verdict_ids = [decided[e] for e in order]
+    prefix: list[float] = []  # running max of the ends of ``order`` (extended when final)
     slots: dict[str, list[float]] = {}
     ready: dict[int, float] = {}
     end_max = 0.0
     for row in rows:
         heap = slots.setdefault(row.step, [0.0] * caps.get(row.step, 1))
+        if row.experiment_id not in ready:  # its first step: after the results it was decided on
+            k = bisect.bisect_left(verdict_ids, proposed.get(row.experiment_id, 0))
+            while len(prefix) < k:  # every experiment decided before this one has all its steps
+                prefix.append(max(prefix[-1] if prefix else 0.0, ready.get(order[len(prefix)], 0.0)))
+            ready[row.experiment_id] = prefix[k - 1] if k else 0.0
         free = heapq.heappop(heap)
-        start = max(free, ready.get(row.experiment_id, 0.0))
+        start = max(free, ready[row.experiment_id])
         end = start + step_minutes(row)
         heapq.heappush(heap, end)
         ready[row.experiment_id] = end
         end_max = max(end_max, end)
     return end_max / 1440.0
+
+
+def _decision_order(campaign_id: int, session: Any) -> tuple[dict[int, int], dict[int, int]]:
+    """Event ids of each experiment's proposal and of its verdict (terminal transition)."""
+    terminal = [s.value for s in TERMINAL_STATES]
+    rows = session.exec(select(Event.entity_id, Event.kind, Event.to_state, Event.id).where(
+        Event.campaign_id == campaign_id, Event.entity == "experiment",
+        Event.kind.in_(["experiment.proposed", "experiment.transition"]))).all()
+    proposed: dict[int, int] = {}
+    decided: dict[int, int] = {}
+    for exp_id, kind, to_state, ev_id in rows:
+        if kind == "experiment.proposed":
+            proposed[exp_id] = min(ev_id, proposed.get(exp_id, ev_id))
+        elif to_state in terminal:
+            decided[exp_id] = min(ev_id, decided.get(exp_id, ev_id))
+    return proposed, decided

@@ -19,6 +19,8 @@ from typing import Any
 from sqlmodel import Session, func, select
 
 import recipes
+import surrogates
+from surrogates import chemical_system
 
 from ..store import (
     IN_FLIGHT,
@@ -380,6 +382,25 @@ class CampaignRecords:
                 ModelVersion.campaign_id == cid)).one())
         return camp, made, attempted, versions
 
+    def fingerprint(self) -> str:
+        """A hash of the campaign as run: every experiment in id order with its target,
+        precursors, heating profile and outcome (state, failure kind, yield to 1e-4). Two runs
+        with the same code, seed and world print the same fingerprint when the campaign is
+        reproducible (the lockstep mode of a simulated lab)."""
+        with self.store.session() as s:
+            rows = s.exec(select(Experiment, Target.formula, Recipe)
+                          .join(Target, Target.id == Experiment.target_id)
+                          .join(Recipe, Recipe.id == Experiment.recipe_id)
+                          .where(Experiment.campaign_id == self.campaign_id)
+                          .order_by(Experiment.id)).all()
+            items = [[formula, sorted(p["formula"] for p in r.precursors or []),
+                      [[round(float(seg["setpoint_c"]), 1), round(float(seg["dwell_min"]), 1)]
+                       for seg in r.profile or []],
+                      e.state, e.failure_kind,
+                      None if e.target_yield is None else round(float(e.target_yield), 4)]
+                     for e, formula, r in rows]
+        return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
     # candidates and models ---------------------------------------------------
     def candidates(self) -> list[Candidate]:
         """The pool in id order, read once: it is written once and never changes, and reading
@@ -395,18 +416,21 @@ class CampaignRecords:
             return s.exec(select(Candidate.id).where(
                 Candidate.campaign_id == self.campaign_id)).first() is not None
 
-    def add_candidates(self, specs: Sequence[Any], seconds: float) -> int:
-        """Store the pool once (duplicates of formula + structure dropped)."""
+    def add_candidates(self, specs: Sequence[surrogates.Candidate], seconds: float) -> int:
+        """Store the pool once (duplicates of formula + structure dropped); the structures
+        are serialised here, at the store's edge."""
         with self.store.session() as s:
             seen: set[str] = set()
             for spec in specs:
-                h = structure_hash(spec.formula, spec.structure)
+                structure = spec.structure.as_dict()
+                h = structure_hash(spec.formula, structure)
                 if h in seen:
                     continue
                 seen.add(h)
                 s.add(Candidate(campaign_id=self.campaign_id, formula=spec.formula,
-                                chemical_system=spec.chemical_system, structure=spec.structure,
-                                structure_hash=h, source=spec.source, provenance=spec.provenance))
+                                chemical_system=chemical_system(spec.formula), structure=structure,
+                                structure_hash=h, source=spec.source,
+                                provenance=dict(spec.provenance)))
             self.store.log(s, "candidates.loaded", campaign_id=self.campaign_id, actor="controller",
                            message=f"{len(seen)} candidate(s) in the pool",
                            data={"seconds": round(seconds, 2),
