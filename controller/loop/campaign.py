@@ -34,6 +34,7 @@ from .policy import (
     targets_wanted,
     verdict,
 )
+from .pool_records import PoolRecords
 from .records import CampaignRecords
 from .recovery import reconcile
 from .scheduler import ExperimentRunner, Pool, StepPolicy
@@ -98,6 +99,7 @@ class CampaignRunner:
         self.config_yaml = config_yaml
         self.campaign_id = 0
         self.records: CampaignRecords | None = None
+        self.pool_records: PoolRecords | None = None
         self.pools: dict[str, Pool] = {}
         self.missing_drivers: list[str] = []
         self._tasks: dict[int, asyncio.Task] = {}
@@ -118,6 +120,7 @@ class CampaignRunner:
         self.campaign_id = camp.id
         self.records = rec = CampaignRecords(self.store, camp.id,
                                              approval_mode=self.cfg.campaign.approval_mode)
+        self.pool_records = PoolRecords(self.store, camp.id)
         if camp.status == "finished":
             return self.summary(time.monotonic() - started)
         if camp.status == "created":
@@ -130,7 +133,7 @@ class CampaignRunner:
                       "missing_drivers": self.missing_drivers})
         await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers)
         await asyncio.to_thread(self._ensure_candidates)
-        self.brain.pool_structures = {c.formula: c.structure for c in rec.candidates() if c.structure}
+        self.brain.pool_structures = {c.formula: c.structure for c in self.pool_records.candidates() if c.structure}
         await self._ensure_model()
         self._runner = ExperimentRunner(
             self.store, self.transport, self.pools,
@@ -299,7 +302,7 @@ class CampaignRunner:
                               keep_active=keep_active(self.cfg.acquisition.batch_size, slots))
         if want <= 0:
             return
-        cands = self.records.candidates()
+        cands = self.pool_records.candidates()
         taken, in_flight = self.records.targets_taken()
         index_of = {c.id: i for i, c in enumerate(cands)}
         excluded = {index_of[c] for c in taken if c in index_of}  # never chosen twice
@@ -319,14 +322,14 @@ class CampaignRunner:
         self._wake.set()
 
     def _ensure_candidates(self) -> None:
-        if self.records.has_candidates():
+        if self.pool_records.has_candidates():
             return
         t0 = time.monotonic()
         specs = self.brain.candidates()
-        self.records.add_candidates(specs, time.monotonic() - t0)
+        self.pool_records.add_candidates(specs, time.monotonic() - t0)
 
     async def _ensure_model(self) -> None:
-        latest = self.records.latest_model()
+        latest = self.pool_records.latest_model()
         if latest is not None and latest.checkpoint:
             self._model = await asyncio.to_thread(self.brain.load_model, latest.checkpoint)
             self._model_version = latest.version
@@ -334,9 +337,9 @@ class CampaignRunner:
         await self._train()
 
     def _retrain_due(self) -> bool:
-        latest = self.records.latest_model()
+        latest = self.pool_records.latest_model()
         at_last = int((latest.metrics or {}).get("n_results", 0)) if latest else 0
-        return should_retrain(self.records.n_results(), at_last,
+        return should_retrain(self.pool_records.n_results(), at_last,
                               every=self.cfg.surrogate.retrain_every, learns=self.strategy.learns)
 
     def _maybe_retrain(self) -> None:
@@ -362,15 +365,15 @@ class CampaignRunner:
 
     async def _train(self) -> None:
         """Train a new model version on known phases + the campaign's XRD-verified yields."""
-        cands = self.records.candidates()
-        results = self.records.results()
-        n_results = self.records.n_results()
+        cands = self.pool_records.candidates()
+        results = self.pool_records.results()
+        n_results = self.pool_records.n_results()
         t0 = time.monotonic()
         trained = await asyncio.to_thread(self.brain.train, cands, results, self._model,
                                           self.cfg.campaign.seed + self._model_version)
         trained.metrics["train_seconds"] = round(time.monotonic() - t0, 2)
         version = self._model_version + 1
-        self.records.save_model(version=version, trained=trained, n_results=n_results,
+        self.pool_records.save_model(version=version, trained=trained, n_results=n_results,
                                 n_campaign_results=len(results), cands=cands)
         self._model, self._model_version = trained.model, version
 
