@@ -30,7 +30,7 @@ from pymatgen.core import Structure
 
 from .descriptors import aux_matrix
 from .graphs import CrystalGraph, GraphCache, build_graph, collate
-from .models import build_model
+from .models import ARCHITECTURES, build_model, needs_angles
 
 FORMAT_VERSION = 1
 Z90 = 1.6448536269514722  # two-sided 90 % normal quantile
@@ -67,6 +67,9 @@ class EnsembleConfig:
             raise ValueError("epochs, hidden, layers and batch_size must be >= 1")
         if self.cutoff <= 0 or self.max_neighbors < 1:
             raise ValueError("cutoff must be > 0 and max_neighbors >= 1")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; "
+                             f"allowed: {sorted(ARCHITECTURES)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -342,13 +345,15 @@ class Ensemble:
             m.load_state_dict(state)
             m.eval()
             self.members.append(m)
-        self.cache = GraphCache(config.cutoff, config.max_neighbors)
+        self.cache = GraphCache(config.cutoff, config.max_neighbors,
+                                angular=needs_angles(config.architecture))
 
     # ------------------------------------------------------------------ prediction
     def graphs(self, structures: Sequence[Structure], use_cache: bool = True) -> list[CrystalGraph]:
         if use_cache:
             return self.cache.graphs(structures)
-        return [build_graph(s, self.config.cutoff, self.config.max_neighbors) for s in structures]
+        return [build_graph(s, self.config.cutoff, self.config.max_neighbors,
+                            needs_angles(self.config.architecture)) for s in structures]
 
     def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> PredictionTable:
         """Members × structures × outputs table in physical units."""
@@ -474,7 +479,7 @@ def train_ensemble(
         aux = (aux - aux.mean(axis=0)) / np.maximum(aux.std(axis=0), 1e-12)
         ys = np.concatenate([ys, aux], axis=1)
     t0 = time.perf_counter()
-    cache = GraphCache(cfg.cutoff, cfg.max_neighbors)
+    cache = GraphCache(cfg.cutoff, cfg.max_neighbors, angular=needs_angles(cfg.architecture))
     graphs = cache.graphs(structures)
     t_graph = time.perf_counter() - t0
     rng = np.random.default_rng(cfg.seed)

@@ -186,7 +186,100 @@ class MEGNet(nn.Module):
         return self.head(readout)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cgcnn": CGCNN, "megnet": MEGNet}
+class ShiftedSoftplus(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x) - 0.6931471805599453
+
+
+class DensityInteraction(nn.Module):
+    """Continuous-filter convolution (SchNet) with optional angular densities (REANN-style).
+
+    Message ``m_ij = W(d_ij) ⊙ φ(v_j)`` with a filter generated from the Gaussian-expanded
+    distance, smoothly cut at the cutoff. Scalar part: ``Σ_j m_ij`` (images counted by
+    ``weight``). Angular part (``angular=True``): per atom and channel the l=1 and l=2
+    densities ``A_l = Σ_j m_ij Y_l(u_ij)`` and their invariant norms, with
+    ``|A_1|² = Σ_jk m_ij m_ik cos θ_jik`` and ``|A_2|² = Σ_jk m_ij m_ik (cos² θ_jik − 1/3)`` —
+    three-body terms at the cost of a pass over edges, not over pairs of edges; more layers
+    give higher body order (recursive embedding, Zhang et al. PRL 2021).
+    """
+
+    def __init__(self, hidden: int, edge_dim: int, cutoff: float, angular: bool) -> None:
+        super().__init__()
+        self.angular = angular
+        self.cutoff = cutoff
+        self.filter = nn.Sequential(nn.Linear(edge_dim, hidden), ShiftedSoftplus(),
+                                    nn.Linear(hidden, hidden))
+        self.pre = nn.Linear(hidden, hidden, bias=False)
+        n_in = hidden * (4 if angular else 2)
+        self.update = nn.Sequential(nn.Linear(n_in, hidden), ShiftedSoftplus(),
+                                    nn.Linear(hidden, hidden))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, v: torch.Tensor, e: torch.Tensor, dist: torch.Tensor,
+                batch: GraphBatch) -> torch.Tensor:
+        envelope = 0.5 * (torch.cos(dist * (torch.pi / self.cutoff)) + 1.0)
+        m = self.filter(e) * envelope[:, None] * self.pre(v).index_select(0, batch.dst)
+        n = v.shape[0]
+        scal = scatter_sum(m * batch.weight[:, None], batch.src, n)
+        parts = [v, scal]
+        if self.angular:
+            if batch.ang1 is None or batch.ang2 is None:
+                raise ValueError("angular model needs graphs with angular sums (ang1/ang2)")
+            a1 = scatter_sum((m[:, :, None] * batch.ang1[:, None, :]).flatten(1), batch.src, n)
+            a2 = scatter_sum((m[:, :, None] * batch.ang2[:, None, :]).flatten(1), batch.src, n)
+            h = m.shape[1]
+            # norms, not squared norms: linear in the messages like the scalar part, so the
+            # angular terms are not vanishingly small while the filters are small
+            parts += [torch.sqrt(a1.view(n, h, 3).pow(2).sum(-1) + 1e-8),
+                      torch.sqrt(a2.view(n, h, 6).pow(2).sum(-1) + 1e-8)]
+        return self.norm(v + self.update(torch.cat(parts, dim=1)))
+
+
+class DensityNet(nn.Module):
+    """SchNet-style network (``angular=False``) or its angle-aware variant (``angular=True``):
+    embedding → ``layers`` interactions → per-atom MLP → mean → head with log density.
+    No batch norm: training and inference compute the same function."""
+
+    def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 fc_hidden: int = 128, angular: bool = False) -> None:
+        super().__init__()
+        self.rbf = GaussianExpansion(cutoff)
+        self.atoms = AtomEmbedding(hidden)
+        self.interactions = nn.ModuleList(DensityInteraction(hidden, self.rbf.size, cutoff, angular)
+                                          for _ in range(layers))
+        self.atom_out = nn.Sequential(nn.Linear(hidden, hidden), ShiftedSoftplus())
+        self.head = nn.Sequential(nn.Linear(hidden + 1, fc_hidden), ShiftedSoftplus(),
+                                  nn.Linear(fc_hidden, n_outputs))
+
+    def forward(self, batch: GraphBatch, rbf: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.atoms(batch.z)
+        e = self.rbf(batch.dist) if rbf is None else rbf
+        for block in self.interactions:
+            v = block(v, e, batch.dist, batch)
+        pooled = scatter_mean(self.atom_out(v), batch.graph_index, batch.num_graphs)
+        density = torch.log(batch.volume_per_atom)[:, None]
+        return self.head(torch.cat([pooled, density], dim=1))
+
+
+class SchNet(DensityNet):
+    def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 fc_hidden: int = 128) -> None:
+        super().__init__(n_outputs, hidden, layers, cutoff, fc_hidden, angular=False)
+
+
+class AngularNet(DensityNet):
+    def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
+                 fc_hidden: int = 128) -> None:
+        super().__init__(n_outputs, hidden, layers, cutoff, fc_hidden, angular=True)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cgcnn": CGCNN, "megnet": MEGNet,
+                                             "schnet": SchNet, "angular": AngularNet}
+
+
+def needs_angles(architecture: str) -> bool:
+    """Whether the architecture reads the graphs' angular sums (``build_graph(angular=True)``)."""
+    return architecture == "angular"
 
 
 def build_model(architecture: str, n_outputs: int, hidden: int, layers: int,

@@ -100,7 +100,7 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="target 'e_form' has 9 values for 10 structures"):
         train_ensemble(s, y[:9], EnsembleConfig(members=1, **TINY))
     with pytest.raises(ValueError, match="unknown architecture"):
-        train_ensemble(s, y, EnsembleConfig(members=1, architecture="schnet", **{k: v for k, v in TINY.items()}))
+        train_ensemble(s, y, EnsembleConfig(members=1, architecture="transformer", **{k: v for k, v in TINY.items()}))
     with pytest.raises(ValueError, match="members must be"):
         EnsembleConfig(members=0)
     with pytest.raises(KeyError, match="no output 'yield'"):

@@ -35,12 +35,16 @@ def random_cell(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarra
     return lat, rng.uniform(-1.5, 2.5, size=(n, 3))
 
 
+BACKENDS = ["numpy", "vesin"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(6))
-def test_neighbor_list_matches_brute_force_with_periodic_images(seed: int) -> None:
+def test_neighbor_list_matches_brute_force_with_periodic_images(seed: int, backend: str) -> None:
     rng = np.random.default_rng(seed)
     lattice, frac = random_cell(rng, int(rng.integers(1, 5)))
     cutoff = 5.0
-    c, nb, img, d = neighbor_list(lattice, frac, cutoff)
+    c, nb, img, d = neighbor_list(lattice, frac, cutoff, backend=backend)
     ours = sorted((int(i), int(j), tuple(int(x) for x in k), round(float(x), 6))
                   for i, j, k, x in zip(c, nb, img, d, strict=True))
     # the brute force works on wrapped coordinates: compare distances per (i, j) pair
@@ -54,11 +58,12 @@ def test_neighbor_list_matches_brute_force_with_periodic_images(seed: int) -> No
         assert set(nb.tolist()) == {0}
 
 
-def test_max_neighbors_keeps_nearest_and_whole_shells() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_neighbors_keeps_nearest_and_whole_shells(backend: str) -> None:
     rng = np.random.default_rng(7)
     lattice, frac = random_cell(rng, 3)
-    full = neighbor_list(lattice, frac, 8.0)
-    c, _, _, d = neighbor_list(lattice, frac, 8.0, max_neighbors=12)
+    full = neighbor_list(lattice, frac, 8.0, backend=backend)
+    c, _, _, d = neighbor_list(lattice, frac, 8.0, max_neighbors=12, backend=backend)
     for i in range(3):
         mine = np.sort(d[c == i])
         every = np.sort(full[3][full[0] == i])
@@ -85,7 +90,7 @@ def perovskite(a: float = 3.9) -> Structure:
                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
 
 
-@pytest.mark.parametrize("arch", ["cgcnn", "megnet"])
+@pytest.mark.parametrize("arch", ["cgcnn", "megnet", "schnet", "angular"])
 def test_models_are_invariant_to_site_order_and_batch_composition(arch: str) -> None:
     torch.manual_seed(0)
     model = build_model(arch, n_outputs=2, hidden=16, layers=2, cutoff=6.0).eval()
@@ -95,25 +100,29 @@ def test_models_are_invariant_to_site_order_and_batch_composition(arch: str) -> 
     perm = rng.permutation(len(s))
     shuffled = Structure(s.lattice, [s[i].specie for i in perm], [s[i].frac_coords for i in perm])
     other = Structure(Lattice.cubic(4.2), ["Ba", "Zr", "O", "O", "O"], perovskite().frac_coords)
+    ang = arch == "angular"
     with torch.no_grad():
-        a = model(collate([build_graph(s, 6.0, 12)]))
-        b = model(collate([build_graph(shuffled, 6.0, 12)]))
-        c = model(collate([build_graph(other, 6.0, 12), build_graph(s, 6.0, 12)]))
+        a = model(collate([build_graph(s, 6.0, 12, ang)]))
+        b = model(collate([build_graph(shuffled, 6.0, 12, ang)]))
+        c = model(collate([build_graph(other, 6.0, 12, ang), build_graph(s, 6.0, 12, ang)]))
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(a[0], c[1], atol=1e-5)  # other crystals in the batch do not leak in
     assert not torch.allclose(c[0], c[1])
 
 
-def test_supercell_gives_the_same_prediction() -> None:
+@pytest.mark.parametrize("arch", ["cgcnn", "schnet", "angular"])
+def test_supercell_gives_the_same_prediction(arch: str) -> None:
     """Same crystal, bigger cell: per-atom quantities must not change (periodicity is handled)."""
     torch.manual_seed(1)
-    model = build_model("cgcnn", n_outputs=1, hidden=16, layers=2, cutoff=6.0).eval()
+    model = build_model(arch, n_outputs=1, hidden=16, layers=2, cutoff=6.0).eval()
     s = perovskite()
+    s.perturb(0.1, min_distance=0.0)  # low symmetry: angular sums are not trivially zero
     sc = s.copy()
     sc.make_supercell([2, 1, 1])
+    ang = arch == "angular"
     with torch.no_grad():
-        a = model(collate([build_graph(s, 6.0, 12)]))
-        b = model(collate([build_graph(sc, 6.0, 12)]))
+        a = model(collate([build_graph(s, 6.0, 12, ang)]))
+        b = model(collate([build_graph(sc, 6.0, 12, ang)]))
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -160,3 +169,80 @@ def test_inference_path_equals_training_math_with_running_statistics() -> None:
         msg = torch.sigmoid(gate) * conv.act(core) * batch.weight[:, None]
         slow = conv.act(v + conv.bn2(scatter_sum(msg, batch.src, v.shape[0])))
     assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_angular_model_sees_angles_that_distances_do_not_fix() -> None:
+    """Rotating the cell changes nothing; bending a bond at fixed distances changes the
+    angle-aware prediction (the distance-only SchNet is blind to it by construction)."""
+    from scipy.spatial.transform import Rotation
+
+    torch.manual_seed(4)
+    model = build_model("angular", n_outputs=1, hidden=16, layers=2, cutoff=4.0).eval()
+    s = perovskite()
+    s.perturb(0.15, min_distance=0.0)
+    rot = Rotation.from_euler("xyz", [0.3, -0.7, 1.1]).as_matrix()
+    rotated = Structure(Lattice(s.lattice.matrix @ rot.T), s.species, s.frac_coords)
+    g, gr = build_graph(s, 4.0, 12, True), build_graph(rotated, 4.0, 12, True)
+    np.testing.assert_allclose(np.linalg.norm(g.ang1, axis=1), np.linalg.norm(gr.ang1, axis=1),
+                               atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(collate([g])), model(collate([gr])), atol=1e-5)
+    # a molecule-like trimer in a big box: A-B-A straight vs bent, same two A-B distances
+    def trimer(angle_deg: float) -> Structure:
+        t = np.radians(angle_deg)
+        pos = np.array([[0, 0, 0], [1.8, 0, 0], [1.8 * np.cos(t), 1.8 * np.sin(t), 0]]) + 5.0
+        return Structure(Lattice.cubic(10.0), ["Ti", "O", "O"], pos, coords_are_cartesian=True)
+    # cutoff 2.5 keeps only the two Ti-O bonds (O-O is 2.76 Å at 100°, 3.38 Å at 140°)
+    with torch.no_grad():
+        a = model(collate([build_graph(trimer(100.0), 2.5, 12, True)]))
+        b = model(collate([build_graph(trimer(140.0), 2.5, 12, True)]))
+    assert float((a - b).abs().max()) > 1e-5  # small at initialisation, but not zero
+    schnet = build_model("schnet", n_outputs=1, hidden=16, layers=2, cutoff=2.5).eval()
+    with torch.no_grad():
+        assert torch.allclose(schnet(collate([build_graph(trimer(100.0), 2.5, 12)])),
+                              schnet(collate([build_graph(trimer(140.0), 2.5, 12)])), atol=1e-6)
+
+
+def _edge_set(out):
+    c, nb, img, d = out
+    return sorted((int(i), int(j), tuple(int(x) for x in k), round(float(x), 5))
+                  for i, j, k, x in zip(c, nb, img, d, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_backends_and_adaptive_radius_give_the_same_edges(seed: int) -> None:
+    """vesin and numpy, each with the shrunken first search radius, keep exactly the edges
+    of a plain search at the full cutoff: same centres, neighbours, images, tie shells."""
+    rng = np.random.default_rng(seed)
+    cells = [random_cell(rng, n) for n in (2, 7, 30)]
+    # high symmetry: many exact ties at the 12th neighbour (rock salt supercell, fcc)
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cells.append((nacl.lattice.matrix, nacl.frac_coords))
+    fcc = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
+    cells.append((fcc.lattice.matrix, fcc.frac_coords))
+    for lattice, frac in cells:
+        c, nb, img, d = neighbor_list(lattice, frac, 8.0, backend="numpy")
+        # reference: full search, then the k-nearest-plus-ties rule applied by brute force
+        ref = []
+        for i in range(len(frac)):
+            rows = [(int(i), int(j), tuple(int(x) for x in k), round(float(x), 5))
+                    for j, k, x in zip(nb[c == i], img[c == i], d[c == i], strict=True)]
+            if len(rows) > 12:
+                kth = sorted(r[3] for r in rows)[11]
+                rows = [r for r in rows if r[3] <= kth + 1e-4]
+            ref += rows
+        for backend in BACKENDS:
+            got = _edge_set(neighbor_list(lattice, frac, 8.0, 12, backend=backend))
+            assert got == sorted(ref), backend
+
+
+def test_unknown_backend_is_named() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        neighbor_list(np.eye(3) * 4, np.zeros((1, 3)), 5.0, backend="fast")
+
+
+def test_angular_model_refuses_graphs_without_angles() -> None:
+    model = build_model("angular", n_outputs=1, hidden=8, layers=1, cutoff=6.0).eval()
+    with pytest.raises(ValueError, match="angular sums"):
+        model(collate([build_graph(perovskite(), 6.0, 12)]))
