@@ -62,11 +62,27 @@ class AnalysisSettings:
     # its reduced chi^2 per point to count as amorphous content (48 real crystalline Dara scans
     # reach 3.7, 10 % glass in a simulated mixture gives ~3, 30 % ~12; see amorphous.py)
     amorphous_threshold: float = 4.0
+    # preferred orientation: symmetrised spherical-harmonic terms (degree 2 and 4) per phase,
+    # like BGMN's SPHAR4 (texture.py); 0 = none
+    texture_terms: int = 0
+    texture_degree: int = 4  # 2: uniaxial terms only (none for cubic phases)
+    # cell freedom (relative change of each cell length) for the target and for binary
+    # compounds; other phases have fitting.LATTICE_RANGE (3 %)
+    target_lattice_range: float = 0.03
+    binary_lattice_range: float = 0.01
+    # look-alikes: cosine similarity of two candidates' broadened, background-free profiles at
+    # or above this makes them look-alikes (1.0 = off). The target is then preferred unless its
+    # look-alikes fit clearly better without it (swap test), and a narrow decision is reported
+    lookalike_similarity: float = 0.5
+    # a decision between look-alikes is 'ambiguous' when its chi^2 margin is below this many
+    # significance thresholds
+    ambiguity_factor: float = 3.0
 
     @classmethod
     def baseline(cls) -> AnalysisSettings:
         """The analysis as it was before the real-product work (issue 21): the 'before' figure."""
-        return cls()
+        return cls(texture_terms=0, lookalike_similarity=1.0, target_lattice_range=LATTICE_RANGE,
+                   binary_lattice_range=LATTICE_RANGE)
 
 
 @dataclass
@@ -115,6 +131,15 @@ class PhaseAnalysis:
     unexplained_intensity_fraction: float = 0.0
     # target yield when the phases rejected as nearly significant are kept after all
     target_yield_alternative: float | None = None
+    # look-alike candidates the data could not tell apart: [{"phases", "kept", "similarity",
+    # "delta_chi2", "reason"}]; the choice made is the target's (if one is involved) or the
+    # better fit's, and it is reported here instead of being made silently
+    ambiguities: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ambiguous(self) -> bool:
+        """True when look-alike phases were told apart by a margin too small to trust."""
+        return bool(self.ambiguities)
 
     def weight_fractions(self) -> dict[str, float]:
         return {p.name: p.weight_fraction for p in self.phases}
@@ -140,6 +165,7 @@ class PhaseAnalysis:
             "target_yield_whole_sample": self.target_yield_whole_sample,
             "unexplained_intensity_fraction": self.unexplained_intensity_fraction,
             "target_yield_alternative": self.target_yield_alternative,
+            "ambiguities": [dict(a) for a in self.ambiguities],
         }
         if include_curves:
             out["curves"] = {k: np.asarray(v).tolist() for k, v in self.curves.items()}
@@ -152,11 +178,33 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _phase_inputs(phases: list[ReferencePhase], d_min: float) -> list[PhaseInput]:
+def _lattice_ranges(phases: list[ReferencePhase], target_idx: list[int],
+                    cfg: AnalysisSettings) -> list[float]:
+    """Cell freedom per phase: wide for the target (a new product is often a solid solution
+    whose cell no reference has), narrow for binary compounds (precursors and simple side
+    phases such as LiCl or MnCl2 are line compounds: with +-3 % freedom a rock-salt LiCl cell
+    slides onto the spinel's commensurate sub-cell, a = a_spinel / 2, and takes its weight)."""
     out = []
-    for ph in phases:
+    for i, ph in enumerate(phases):
+        if i in target_idx:
+            out.append(cfg.target_lattice_range)
+        elif len(ph.structure.composition.elements) <= 2:
+            out.append(cfg.binary_lattice_range)
+        else:
+            out.append(LATTICE_RANGE)
+    return out
+
+
+def _phase_inputs(phases: list[ReferencePhase], d_min: float,
+                  texture_terms: int = 0, texture_degree: int = 4,
+                  ranges: list[float] | None = None) -> list[PhaseInput]:
+    out = []
+    for k, ph in enumerate(phases):
         r = ph.reflections(d_min)
-        out.append(PhaseInput(r.hkl, r.f2m, r.lattice))
+        tex = (ph.texture_basis(d_min, texture_terms, texture_degree)
+               if texture_terms > 0 else None)
+        out.append(PhaseInput(r.hkl, r.f2m, r.lattice, tex,
+                              None if ranges is None else ranges[k]))
     return out
 
 
@@ -207,19 +255,27 @@ def analyze(
     # structure's reference cheap: pymatgen's cost grows with the cube of 1/d_min)
     lam_min = min(lam for lam, _ in lines)
     half_max = math.radians(min(float(x[-1]) + 2.0, 178.0)) / 2
-    d_min = lam_min / (2 * math.sin(half_max)) / (1 + LATTICE_RANGE)
+    ranges = _lattice_ranges(phases, target_idx, cfg)
+    d_min = lam_min / (2 * math.sin(half_max)) / (1 + max(ranges))
     d_min = max(0.3, math.floor(d_min * 20) / 20)
-    model = PatternModel(x, y, lines, _phase_inputs(phases, d_min), bg_order=cfg.background_order)
+    model = PatternModel(x, y, lines,
+                         _phase_inputs(phases, d_min, cfg.texture_terms, cfg.texture_degree, ranges),
+                         bg_order=cfg.background_order)
     n = x.size
     penalty = cfg.significance_per_param or math.log(n)
     rejected: dict[str, str] = {}
     active = np.ones(len(phases), dtype=bool)
     theta = model.initial_theta(cfg.initial_fwhm_deg)
     # coarse isotropic strain per phase, so cells a few percent off still lock on
-    starts, trials = best_strains(
-        x, net_signal(x, y), lines[0][0],
-        [(p.d, p.f2m) for p in model.phases], 0.9 * LATTICE_RANGE,
-    )
+    net = net_signal(x, y)
+    starts = [0.0] * len(phases)
+    trials = [1] * len(phases)
+    for rng in sorted(set(ranges)):
+        idx = [i for i in range(len(phases)) if ranges[i] == rng]
+        st, tr = best_strains(x, net, lines[0][0],
+                              [(model.phases[i].d, model.phases[i].f2m) for i in idx], 0.9 * rng)
+        for i, v in zip(idx, st, strict=True):
+            starts[i], trials[i] = v, tr
     for i, st in enumerate(starts):
         blk = model.block(i)
         theta[blk.start : blk.start + model.n_strain(i)] = st
@@ -229,7 +285,7 @@ def analyze(
     # one, and keeps whichever the data prefers (the search can be fooled by another phase)
     broad = theta.copy()
     for i in range(len(phases)):
-        broad[model.block(i).stop - 2] = max(3 * cfg.initial_fwhm_deg, 0.25)
+        broad[model.width_index(i)] = max(3 * cfg.initial_fwhm_deg, 0.25)
     cols_s = model.columns(broad, active)
     moved = [i for i in range(len(phases)) if starts[i] != 0.0]
     broad0 = broad.copy()
@@ -248,7 +304,15 @@ def analyze(
             blk = model.block(i)
             theta[blk.start : blk.start + model.n_strain(i)] = 0.0
             sc[i] = sc_all[len(phases) + k]
+    # look-alikes: candidates whose (broadened) profiles are nearly collinear
+    similarity = _profile_similarity(model, cols_s)
+    look = {i: [j for j in range(len(phases)) if j != i
+                and similarity[i, j] >= cfg.lookalike_similarity] if cfg.lookalike_similarity < 1.0
+            else [] for i in range(len(phases))}
+    protect = set(target_idx) if cfg.lookalike_similarity < 1.0 else set()
     for i in np.flatnonzero(sc <= 0):
+        if i in protect and look[i]:
+            continue  # the swap test below decides between the target and its look-alikes
         active[i] = False
         rejected[names[i]] = "zero scale in the screening fit"
     if not active.any():
@@ -258,7 +322,13 @@ def analyze(
     theta = state.theta
     masses = _masses(model, state, phases)
     total = max(masses.sum(), 1e-300)
+    ambiguities: list[dict[str, Any]] = []
+    if protect:
+        state, theta = _target_swap(model, state, theta, active, phases, target_idx, look,
+                                    similarity, penalty, cfg, rejected, ambiguities)
     for i in np.flatnonzero(active):
+        if i in protect and any(active[j] for j in look[i] if j not in protect):
+            continue
         if state.scales[i] <= 0:
             active[i] = False
             rejected[names[i]] = "zero scale in the full fit"
@@ -276,6 +346,12 @@ def analyze(
         order = [i for i in np.argsort(masses) if active[i]]
         if not order:
             break
+        # the target is not tested while a look-alike of it is still in: the look-alike must
+        # first prove itself given the target (else the two would share out the same peaks)
+        order = [i for i in order
+                 if not (i in protect and any(active[j] for j in look[i] if j not in protect))]
+        if not order:
+            break
         red = state.chi2 / max(n - state.n_free, 1) * _correlation_length(model, state)
         removed = False
         total = masses[active].sum()
@@ -285,7 +361,7 @@ def analyze(
         bounds_gain = {i: _linear_removal_gain(model, state, cols, active, [i]) / red for i in order}
         weak = [i for i in order if bounds_gain[i] < penalty * _n_params(model, i)
                 + _look_elsewhere(model, state, i, starts, trials)]
-        if len(weak) > 1 and len(weak) < len(order):
+        if len(weak) > 1 and len(weak) < int(active.sum()):
             joint = _linear_removal_gain(model, state, cols, active, weak) / red
             if joint < penalty * sum(_n_params(model, i) for i in weak):
                 for i in weak:
@@ -325,6 +401,22 @@ def analyze(
             break
 
     state = model.fit(theta, active, max_nfev=cfg.max_nfev, want_jac=True)
+    for i in range(len(phases)):
+        for j in look[i]:
+            if j <= i or not (active[i] or active[j]) or (active[i] and active[j]):
+                continue
+            kept, gone = (i, j) if active[i] else (j, i)
+            if any(set(a["phases"]) == {names[kept], names[gone]} for a in ambiguities):
+                continue
+            gain = delta.get(gone, float("nan"))
+            if math.isfinite(gain) and gain < cfg.ambiguity_factor * penalty * _n_params(model, gone):
+                ambiguities.append({
+                    "phases": [names[kept], names[gone]],
+                    "kept": names[kept],
+                    "similarity": round(float(similarity[i, j]), 3),
+                    "delta_chi2": round(float(gain), 1),
+                    "reason": "look-alike patterns; the data barely prefer the phase kept",
+                })
     masses = _masses(model, state, phases)
     total = masses.sum()
     wf = masses / total if total > 0 else np.zeros_like(masses)
@@ -395,6 +487,7 @@ def analyze(
         target_yield_whole_sample=whole,
         unexplained_intensity_fraction=_unexplained_fraction(y, state),
         target_yield_alternative=target_alt,
+        ambiguities=ambiguities,
     )
 
 
@@ -437,7 +530,7 @@ LOCAL_STRAIN = 0.006
 
 
 def _look_elsewhere(model: PatternModel, state: FitState, i: int, starts: list[float],
-                    trials: int) -> float:
+                    trials: list[int]) -> float:
     """Extra chi^2 a phase must earn when only the strain search put it where it is.
 
     A phase whose refined cell is far from the reference (beyond what a local fit reaches)
@@ -447,7 +540,78 @@ def _look_elsewhere(model: PatternModel, state: FitState, i: int, starts: list[f
     strain, _, _ = model.phase_block(state.theta, i)
     if starts[i] == 0.0 or float(np.max(np.abs(strain))) <= LOCAL_STRAIN:
         return 0.0
-    return 2.0 * math.log(trials)
+    return 2.0 * math.log(trials[i])
+
+
+def _profile_similarity(model: PatternModel, cols: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the candidates' weighted profiles with the background projected out."""
+    wc = cols * model.w[:, None]
+    wc = wc - model.qB @ (model.qB.T @ wc)
+    norm = np.linalg.norm(wc, axis=0)
+    norm[norm == 0] = 1.0
+    wc = wc / norm
+    return wc.T @ wc
+
+
+def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active: np.ndarray,
+                 phases: list[ReferencePhase], target_idx: list[int], look: dict[int, list[int]],
+                 similarity: np.ndarray, penalty: float, cfg: AnalysisSettings,
+                 rejected: dict[str, str], ambiguities: list[dict[str, Any]]):
+    """Target or its look-alikes? Fit each without the other and keep the better (BIC score),
+    the target winning ties: it is what was meant to be made, and a look-alike side phase is
+    then kept only if it is significant *given* the target (the significance loop tests it).
+    Changes ``active`` in place; returns the new state and theta.
+    """
+    names = [p.name for p in phases]
+    tset = set(target_idx)
+    rivals = sorted({j for i in target_idx for j in look[i] if j not in tset and active[j]})
+    if not rivals:
+        return state, theta
+    red = state.chi2 / max(model.x.size - state.n_free, 1) * _correlation_length(model, state)
+    with_t = active.copy()
+    with_t[rivals] = False
+    for i in target_idx:
+        with_t[i] = True
+    with_l = active.copy()
+    with_l[list(tset)] = False
+    fit_t = model.fit(theta, with_t, max_nfev=cfg.screen_nfev)
+    fit_l = model.fit(theta, with_l, max_nfev=cfg.screen_nfev)
+    k_t = sum(_n_params(model, i) for i in np.flatnonzero(with_t) if fit_t.scales[i] > 0)
+    k_l = sum(_n_params(model, i) for i in np.flatnonzero(with_l) if fit_l.scales[i] > 0)
+    score_t = fit_t.chi2 / red + penalty * k_t
+    score_l = fit_l.chi2 / red + penalty * k_l
+    margin = score_t - score_l  # > 0: the look-alikes alone are better
+    threshold = penalty * max(_n_params(model, i) for i in target_idx)
+    sim = max(float(similarity[i, j]) for i in target_idx for j in rivals)
+    if margin > 0 and not any(fit_t.scales[i] > 0 for i in target_idx):
+        margin = float("inf")
+    if margin <= 0 or not math.isfinite(margin) or margin < cfg.ambiguity_factor * threshold:
+        pass
+    if margin > 0:
+        # the look-alikes explain the pattern better without the target: the target leaves
+        for i in target_idx:
+            active[i] = False
+            rejected[names[i]] = (f"look-alike {', '.join(names[j] for j in rivals)} fits better "
+                                  f"(margin {margin:.1f})")
+        if margin < cfg.ambiguity_factor * threshold:
+            ambiguities.append({
+                "phases": [names[j] for j in rivals] + [names[i] for i in target_idx],
+                "kept": ", ".join(names[j] for j in rivals),
+                "similarity": round(sim, 3), "delta_chi2": round(float(margin), 1),
+                "reason": "look-alikes of the target fit better, by a small margin",
+            })
+        return fit_l, fit_l.theta
+    if -margin < cfg.ambiguity_factor * threshold:
+        ambiguities.append({
+            "phases": [names[i] for i in target_idx] + [names[j] for j in rivals],
+            "kept": ", ".join(names[i] for i in target_idx),
+            "similarity": round(sim, 3), "delta_chi2": round(float(-margin), 1),
+            "reason": "target and look-alike(s) fit about equally; the target is preferred",
+        })
+    # the target stays; its look-alikes come back and must prove themselves given the target
+    for i in target_idx:
+        active[i] = True
+    return model.fit(fit_t.theta, active, max_nfev=cfg.screen_nfev), fit_t.theta
 
 
 def _n_params(model: PatternModel, i: int) -> int:

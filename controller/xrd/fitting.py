@@ -37,6 +37,9 @@ U_BOUNDS = (0.0, 0.5)
 # together they carry < 0.5 % of the phase's intensity
 WEAK_REFLECTION = 2e-3
 DEBYE_WALLER_B = 0.5  # A^2, one overall isotropic value for every phase
+# texture coefficients (basis scaled to max |B| = 1) and the smallest intensity factor allowed
+TEXTURE_RANGE = 2.0
+TEXTURE_FLOOR = 0.1
 
 
 @dataclass
@@ -46,6 +49,18 @@ class PhaseInput:
     hkl: np.ndarray
     f2m: np.ndarray
     lattice: np.ndarray
+    # (reflections x k) preferred-orientation functions (texture.py); None or k = 0: no texture
+    texture: np.ndarray | None = None
+    # bound of the relative cell-length change (None: LATTICE_RANGE)
+    lattice_range: float | None = None
+
+    @property
+    def strain_range(self) -> float:
+        return LATTICE_RANGE if self.lattice_range is None else float(self.lattice_range)
+
+    @property
+    def n_texture(self) -> int:
+        return 0 if self.texture is None else int(self.texture.shape[1])
 
     @property
     def d(self) -> np.ndarray:
@@ -129,11 +144,12 @@ class PatternModel:
         for ph in phases:
             # keep reflections that can land in range for any lattice scale and line
             d0 = ph.d
-            d_lo = lam_min / (2 * np.sin(hi)) / (1 + LATTICE_RANGE)
-            d_hi = lam_max / (2 * np.sin(lo)) / (1 - LATTICE_RANGE)
+            d_lo = lam_min / (2 * np.sin(hi)) / (1 + ph.strain_range)
+            d_hi = lam_max / (2 * np.sin(lo)) / (1 - ph.strain_range)
             keep = (d0 >= d_lo) & (d0 <= d_hi)
             f2m = ph.f2m[keep] * np.exp(-DEBYE_WALLER_B / (2 * d0[keep] ** 2))
             hkl = ph.hkl[keep]
+            tex = ph.texture[keep] if ph.n_texture else None
             if f2m.size:
                 tt = np.degrees(2 * np.arcsin(np.minimum(lam_min / (2 * d0[keep]), 1.0)))
                 inten = f2m * lorentz_polarisation(np.clip(tt, 1.0, 179.0))
@@ -142,22 +158,44 @@ class PatternModel:
                 weak = np.zeros(inten.size, dtype=bool)
                 weak[order] = (inten[order] < WEAK_REFLECTION * inten.max()) & (cum < 0.005)
                 f2m, hkl = f2m[~weak], hkl[~weak]
-            self.phases.append(PhaseInput(hkl, f2m, ph.lattice))
+                tex = tex[~weak] if tex is not None else None
+            self.phases.append(PhaseInput(hkl, f2m, ph.lattice, tex, ph.lattice_range))
             g = ph.length_groups()
             self.groups.append(g)
             self.offsets.append(off)
-            off += int(g.max()) + 1 + 2
+            off += int(g.max()) + 1 + 2 + self.phases[-1].n_texture
         self.n_phases = len(self.phases)
         self.n_theta = off
         self._cache: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- parameter blocks ------------------------------------------------------------------
     def block(self, i: int) -> slice:
-        """Slice of phase i's parameters in theta: strains (1-3), then W, U."""
-        return slice(self.offsets[i], self.offsets[i] + int(self.groups[i].max()) + 3)
+        """Slice of phase i's parameters in theta: strains (1-3), W, U, then texture terms."""
+        return slice(self.offsets[i],
+                     self.offsets[i] + int(self.groups[i].max()) + 3 + self.phases[i].n_texture)
 
     def n_strain(self, i: int) -> int:
         return int(self.groups[i].max()) + 1
+
+    def n_texture(self, i: int) -> int:
+        return self.phases[i].n_texture
+
+    def width_index(self, i: int) -> int:
+        """Index of phase i's W in theta."""
+        return self.offsets[i] + self.n_strain(i)
+
+    def phase_texture(self, theta: np.ndarray, i: int) -> np.ndarray:
+        """Texture coefficients of phase i (empty without texture)."""
+        k = self.n_texture(i)
+        start = self.width_index(i) + 2
+        return theta[start : start + k]
+
+    def texture_factor(self, i: int, coef: np.ndarray) -> np.ndarray:
+        """Per-reflection intensity factor 1 + B c (floored at TEXTURE_FLOOR)."""
+        ph = self.phases[i]
+        if not ph.n_texture or coef.size == 0:
+            return np.ones(ph.f2m.size)
+        return np.maximum(1.0 + ph.texture @ coef, TEXTURE_FLOOR)
 
     def phase_block(self, theta: np.ndarray, i: int) -> tuple[np.ndarray, float, float]:
         """(strain per cell length a, b, c), W, U of phase i."""
@@ -167,13 +205,16 @@ class PatternModel:
 
     # ---- rendering -------------------------------------------------------------------------
     def peak_list(self, i: int, strain: np.ndarray, w: float, u: float, zero: float,
-                  derivs: bool = False):
+                  derivs: bool = False, texture: np.ndarray | None = None,
+                  raw_areas: bool = False):
         """Centres (deg), FWHM (deg), areas of phase i's peaks (both K-alpha lines) and, with
         ``derivs``, d(centre)/d(block) and d(FWHM)/d(block) for the block (strains, W, U)."""
         ph = self.phases[i]
         groups = self.groups[i]
         ns = self.n_strain(i)
         d = d_spacings(ph.hkl, ph.lattice, strain)
+        tf = self.texture_factor(i, texture if texture is not None else np.zeros(0))
+        f2m = ph.f2m if raw_areas else ph.f2m * tf
         dd = []
         if derivs:
             for gidx in range(ns):
@@ -190,7 +231,8 @@ class PatternModel:
             cs.append(tt + zero)
             cos_t, tan_t = np.cos(t), np.tan(t)
             hs.append(w / cos_t + u * tan_t)
-            areas.append(rel * ph.f2m[inr] * lorentz_polarisation(tt))
+            areas.append(rel * f2m[inr] * lorentz_polarisation(tt))
+            self._last_inr = inr if len(cs) == 1 else np.concatenate([self._last_inr, inr])
             if derivs:
                 dc_dd = -np.degrees(lam / (d[inr] ** 2 * cos_t))
                 dc = np.zeros((tt.size, ns + 2))
@@ -206,13 +248,15 @@ class PatternModel:
             out += [np.concatenate(dcs), np.concatenate(dhs)]
         return out
 
-    def render(self, i: int, strain: np.ndarray, w: float, u: float, zero: float):
+    def render(self, i: int, strain: np.ndarray, w: float, u: float, zero: float,
+               texture: np.ndarray | None = None):
         """(gauss, lorentz) parts of phase i's unit-scale profile (cached)."""
-        key = (i, np.concatenate([strain, [w, u, zero]]).tobytes())
+        tex = np.zeros(0) if texture is None else np.asarray(texture, dtype=float)
+        key = (i, np.concatenate([strain, [w, u, zero], tex]).tobytes())
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        c, h, a = self.peak_list(i, strain, w, u, zero)
+        c, h, a = self.peak_list(i, strain, w, u, zero, texture=tex)
         g, lz, _ = render_peaks(self.x, self.edges, c, h, a)
         if len(self._cache) > 256:
             self._cache.clear()
@@ -222,18 +266,36 @@ class PatternModel:
     def render_deriv(self, i: int, theta: np.ndarray) -> np.ndarray:
         """d(profile_i)/d(phase i's block parameters), unit scale, shape (n, block size)."""
         strain, w, u = self.phase_block(theta, i)
-        c, h, a, dc, dh = self.peak_list(i, strain, w, u, float(theta[0]), derivs=True)
+        tex = self.phase_texture(theta, i)
+        c, h, a, dc, dh = self.peak_list(i, strain, w, u, float(theta[0]), derivs=True,
+                                         texture=tex)
         *_, deriv = render_peaks(
             self.x, self.edges, c, h, a, eta=float(theta[1]), dcenter=dc, dfwhm=dh
         )
-        return deriv
+        k = self.n_texture(i)
+        if not k:
+            return deriv
+        # d/dc_k: the same peaks with areas f2m * B_k (zero where the factor sits at its floor)
+        _, _, a_raw = self.peak_list(i, strain, w, u, float(theta[0]), raw_areas=True)
+        inr = self._last_inr
+        ph = self.phases[i]
+        lines = len(self.lines)
+        idx = np.concatenate([np.arange(ph.f2m.size)] * lines)[inr]
+        active_tf = (1.0 + ph.texture @ tex > TEXTURE_FLOOR)[idx]
+        eta = float(theta[1])
+        out = np.zeros((self.x.size, deriv.shape[1] + k))
+        out[:, : deriv.shape[1]] = deriv
+        for j in range(k):
+            g, lz, _ = render_peaks(self.x, self.edges, c, h, a_raw * ph.texture[idx, j] * active_tf)
+            out[:, deriv.shape[1] + j] = eta * lz + (1 - eta) * g
+        return out
 
     def columns(self, theta: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Profile of each phase (n, phases), unit scale; inactive phases are zero columns."""
         zero, eta = theta[0], theta[1]
         cols = np.zeros((self.x.size, self.n_phases))
         for i in np.flatnonzero(active):
-            g, lz = self.render(i, *self.phase_block(theta, i), zero)
+            g, lz = self.render(i, *self.phase_block(theta, i), zero, self.phase_texture(theta, i))
             cols[:, i] = eta * lz + (1 - eta) * g
         return cols
 
@@ -263,14 +325,16 @@ class PatternModel:
         hi = [ZERO_RANGE, 1.0]
         for i in range(self.n_phases):
             k = self.n_strain(i)
-            lo += [-LATTICE_RANGE] * k + [W_BOUNDS[0], U_BOUNDS[0]]
-            hi += [LATTICE_RANGE] * k + [W_BOUNDS[1], U_BOUNDS[1]]
+            t = self.n_texture(i)
+            r = self.phases[i].strain_range
+            lo += [-r] * k + [W_BOUNDS[0], U_BOUNDS[0]] + [-TEXTURE_RANGE] * t
+            hi += [r] * k + [W_BOUNDS[1], U_BOUNDS[1]] + [TEXTURE_RANGE] * t
         return np.array(lo), np.array(hi)
 
     def initial_theta(self, width: float = 0.08) -> np.ndarray:
         th = [0.0, 0.5]
         for i in range(self.n_phases):
-            th += [0.0] * self.n_strain(i) + [width, 0.02]
+            th += [0.0] * self.n_strain(i) + [width, 0.02] + [0.0] * self.n_texture(i)
         return np.array(th)
 
     def fit(
@@ -358,7 +422,7 @@ class PatternModel:
         on = np.flatnonzero(active & (scales > 0))
         if 1 in pos:
             for i in on:
-                g, lz = self.render(i, *self.phase_block(th, i), zero)
+                g, lz = self.render(i, *self.phase_block(th, i), zero, self.phase_texture(th, i))
                 out[:, pos[1]] += scales[i] * (lz - g)
         for i in on:
             blk = self.block(i)

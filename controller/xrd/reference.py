@@ -170,6 +170,19 @@ class ReferencePhase:
     def density(self) -> float:
         return float(self.structure.density)
 
+    def texture_basis(self, d_min: float = D_MIN_DEFAULT, max_terms: int = 4,
+                      max_degree: int = 4) -> np.ndarray:
+        """Preferred-orientation functions per reflection (see texture.py), cached."""
+        refl = self.reflections(d_min)
+        key = (id(refl), max_terms, max_degree)
+        cache = self.__dict__.setdefault("_texture_cache", {})
+        if key not in cache:
+            from .texture import texture_basis
+
+            cache[key] = texture_basis(self.structure, refl.hkl, refl.lattice, max_terms,
+                                       max_degree=max_degree)
+        return cache[key]
+
     def reflections(self, d_min: float = D_MIN_DEFAULT) -> Reflections:
         """Reflections with d >= d_min (computed once per structure and d_min, cached globally).
 
