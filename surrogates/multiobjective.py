@@ -160,14 +160,22 @@ def select_pareto_batch(
     picks: list[ParetoSelection] = []
     cand = np.flatnonzero(available)
     mean = vals.mean(axis=0)
-    for _ in range(min(q, len(cand))):
+    rest = cand  # every proposable candidate, for the fallback below
+    for _ in range(min(q, len(rest))):
         ehvi = np.zeros(len(cand))
         for k in range(s):
             front = pareto_front_2d(vals[k, in_front], ref)
             ehvi += hvi_2d(front, ref, vals[k, cand])
         ehvi /= s
-        score = ehvi / divisor[cand] if divisor is not None else ehvi
-        if not (score > 0).any():  # no candidate improves any member: best mean sum instead
+        # a front only grows, so a candidate's improvement only shrinks (submodularity):
+        # one with none now has none later — later picks look at the rest only
+        positive = ehvi > 0
+        if positive.any():
+            cand, ehvi = cand[positive], ehvi[positive]
+            score = ehvi / divisor[cand] if divisor is not None else ehvi
+        else:  # no candidate improves any member's front: best mean sum instead
+            cand = rest
+            ehvi = np.zeros(len(cand))
             score = mean[cand].sum(axis=1) - mean[cand].sum(axis=1).min()
         j = int(np.argmax(score))
         i = int(cand[j])
@@ -176,6 +184,7 @@ def select_pareto_batch(
                                      float(cost[i]) if cost is not None else None))
         in_front.append(i)
         cand = np.delete(cand, j)
+        rest = rest[rest != i]
     return picks
 
 
