@@ -144,3 +144,14 @@ def test_norm_statistics_follow_the_weights_after_training() -> None:
         train_out = model(batch)
     # unbiased (running) vs biased (batch) variance over thousands of rows: ~1e-3 apart
     assert torch.allclose(eval_out, train_out, atol=2e-2)
+
+
+@pytest.mark.parametrize("arch", ["schnet", "angular"])
+def test_new_architectures_train_save_and_load(arch: str) -> None:
+    s, y = toy_set(30)
+    ens = train_ensemble(s, y, EnsembleConfig(members=2, architecture=arch, **TINY))
+    assert ens.cache.angular == (arch == "angular")
+    table = ens.predict(s[:6], use_cache=False)
+    assert table.values.shape == (2, 6, 1) and np.isfinite(table.values).all()
+    again = Ensemble.from_bytes(ens.to_bytes()).predict(s[:6])
+    np.testing.assert_allclose(again.values, table.values, rtol=1e-5, atol=1e-6)
