@@ -11,7 +11,8 @@ the held-out share is left out of the shipped file entirely, so the benchmark
 (``benchmarks/recipes_literature.py``) can score the planner on papers it never saw.
 
 Parsing is defensive: variables (x, y) take their first reported value, an oxygen deficiency
-(δ) is 0, a mixture of compositions is summed by amount; anything else that is not a number
+(δ) is 0, a mixture of compositions is summed by amount, a dopant named apart (additives,
+"Ca0.98Al2O4:Eu") joins the target at 0.01 per formula unit; anything else that is not a number
 (element variables, unknown symbols) drops the whole reaction. Temperatures outside 200-2000 °C
 and times outside 0.05-500 h are treated as missing (text-mining errors).
 
@@ -27,6 +28,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from pymatgen.core import Element
 
 from .literature import DATA_FILE, SPLIT_SEED, HELD_OUT_FRACTION, held_out
 
@@ -91,6 +94,12 @@ def _formula(material: dict[str, Any]) -> str | None:
                 amounts[el] = amounts.get(el, 0.0) + k * x
     if not amounts:
         return None
+    # dopants the paper names apart ("Ca0.98Al2O4:Eu"): part of the compound made, at 1 %
+    for add in material.get("additives") or []:
+        m = re.fullmatch(r"x?([A-Z][a-z]?)\d*[+-]?", str(add).strip())
+        if m is None or not Element.is_valid_symbol(m.group(1)):
+            return None
+        amounts[m.group(1)] = amounts.get(m.group(1), 0.0) + 0.01
     try:
         text = "".join(f"{el}{amounts[el]:.4g}" for el in sorted(amounts))
         return reduced_formula(text)

@@ -61,12 +61,16 @@ PRIOR_WEIGHT = 0.5
 # uncertainty of the target energy by its source (meV/atom), see RecipePlanner._skip_margin
 ENERGY_MARGIN_MEV = {"table": 0.0, "given": 50.0, "hull_estimate": 150.0}
 # ---- the one ranking score of the full strategy, in nats (see RecipePlanner._score_terms)
-THERMO_NATS_PER_100MEV = 1.0  # 100 meV/atom at the target-forming step = a factor e of literature odds
+THERMO_NATS_PER_100MEV = 0.5  # 100 meV/atom at the target-forming step = ½ nat of literature log-odds (tuned on a validation fold)
 THERMO_CAP_MEV = 300.0  # beyond this, more driving force does not make a set more likely to work
 THERMO_CAP_NO_LITERATURE_MEV = 1000.0
 HANDLING_NATS = {"air_sensitive": 1.0, "carcinogen": 1.0, "toxic": 0.5, "deliquescent": 0.25}
 EXPERIENCE_NATS = 2.0  # × experience in [-0.5, 0.5]
-LITERATURE_SOURCES_PER_ELEMENT = 8  # large shelves: powders considered per element
+LITERATURE_SOURCES_PER_ELEMENT = 8  # large shelves: at most this many powders per element,
+LITERATURE_COMBOS = 400  # fewer for many-element targets (about this many combinations)
+THERMO_FLOOR_MEV = -1e9  # no floor: an uphill target-forming step sinks a set
+DIVERSITY_DECOMPOSED = True  # diversity also compares the solids the powders decompose to
+DIVERSITY_NATS = 1.0  # full strategy: a pick loses this × its similarity to a set already picked
 LITERATURE_PRUNE_ABOVE = 30  # usable powders for a target above which the literature prunes
 
 
@@ -93,6 +97,7 @@ class Candidate:
     literature_note: str = ""
     terms: dict[str, float] = field(default_factory=dict)
     decided_by: str = ""
+    feasible: bool = True
 
     @property
     def driving_force(self) -> float:
@@ -484,18 +489,22 @@ class RecipePlanner:
         missing = sorted(pinned - provided)
         if missing:
             raise MissingElementsError(target, missing)
-        if self.literature is not None and len(usable) > LITERATURE_PRUNE_ABOVE:
+        if self.literature is not None and (len(usable) > LITERATURE_PRUNE_ABOVE
+                                            or math.comb(len(usable), len(pinned)) > 5 * LITERATURE_COMBOS):
             # a large shelf: per element, only the powders similar targets' papers use most
             keep: set[str] = set()
+            per = max(2, min(LITERATURE_SOURCES_PER_ELEMENT, round(LITERATURE_COMBOS ** (1 / len(pinned)))))
             for el in sorted(pinned):
                 probs = self.literature.source_probabilities(target, el)
                 with_el = [u for u in usable if el in self.stock[u].elements]
                 with_el.sort(key=lambda u: (-probs.get(u, 0.0), u))
-                keep.update(with_el[:LITERATURE_SOURCES_PER_ELEMENT])
+                keep.update(with_el[:per])
             usable = [u for u in usable if u in keep]
         pinned_of = {u: frozenset(set(self.stock[u].elements) & pinned) for u in usable}
         out: list[tuple[str, ...]] = []
-        for size in range(1, min(len(pinned), self.max_set_size) + 1):
+        # literature on: as many powders as the target has elements (doped targets, 5 cations)
+        largest = max(self.max_set_size, len(pinned)) if self.literature is not None else self.max_set_size
+        for size in range(1, min(len(pinned), largest) + 1):
             for combo in itertools.combinations(usable, size):
                 if set().union(*(pinned_of[c] for c in combo)) != pinned:
                     continue
@@ -755,10 +764,14 @@ class RecipePlanner:
         if not cands:
             return []
         best_pf = max(c.prob_feasible for c in cands)
-        cut = max(0.05, 0.5 * best_pf)
+        # the feasibility filter once the yield model has yields; before data its physics prior
+        # only filters when no literature knows better
+        cut = max(0.05, 0.5 * best_pf) if (model.trained or self.literature is None) else -1.0
         feasible = sorted((c for c in cands if c.prob_feasible >= cut), key=lambda c: (-c.terms["score"], c.formulas))
         rest = sorted((c for c in cands if c.prob_feasible < cut), key=lambda c: (-c.prob_feasible, c.formulas))
         ranked = feasible + rest
+        for c in rest:
+            c.feasible = False
         for i, c in enumerate(ranked):
             other = ranked[i + 1] if i + 1 < len(ranked) else None
             if other is None:
@@ -791,7 +804,7 @@ class RecipePlanner:
         evidence = min(c.step_force, cap)
         prior = min(c.prior_remaining_mev, c.driving_force, cap)
         w = PRIOR_WEIGHT if self.pairwise_prior else 0.0
-        thermo_mev = (1 - w) * evidence + w * prior
+        thermo_mev = max((1 - w) * evidence + w * prior, THERMO_FLOOR_MEV)
         flags = {h for f, _ in c.reaction.reactants for h in self.library.describe(f).handling}
         terms = {
             "literature": c.literature_nats,
@@ -865,12 +878,32 @@ class RecipePlanner:
         def sim(a: Candidate, b: Candidate) -> float:
             sa, sb = set(a.formulas), set(b.formulas)
             j1 = len(sa & sb) / len(sa | sb)
+            if not DIVERSITY_DECOMPOSED:
+                return j1
             ea = set(effective_phases(list(a.reaction.reactants), self.library, a.temperature_c))
             eb = set(effective_phases(list(b.reaction.reactants), self.library, b.temperature_c))
             j2 = len(ea & eb) / len(ea | eb)
             return max(j1, j2)
 
         chosen: list[Candidate] = []
+        if cands and all(c.terms for c in cands):
+            # the full strategy: maximal marginal relevance on its one score — each pick maximises
+            # score − DIVERSITY_NATS × (Jaccard similarity to the closest set already picked),
+            # feasible sets (yield model) before the rest, and no powder in every pick (the last
+            # pick avoids one common to all others); the picks are shown in score order
+            while len(chosen) < min(n, len(cands)):
+                rest = [c for c in cands if not any(c is x for x in chosen)]
+                common = set.intersection(*(set(x.formulas) for x in chosen)) if len(chosen) > 1 else set()
+                if common and len(chosen) == min(n, len(cands)) - 1:
+                    # the last pick gives an alternative to a powder every other pick uses
+                    rest = [c for c in rest if not common <= set(c.formulas)] or rest
+                chosen.append(max(rest, key=lambda c: (
+                    c.feasible,
+                    c.terms["score"] - DIVERSITY_NATS * max((sim(c, x) for x in chosen), default=0.0),
+                )))
+            order = {id(c): i for i, c in enumerate(cands)}
+            chosen.sort(key=lambda c: order[id(c)])
+            return chosen
         for limit in (1 / 3 + 1e-9, 0.5 + 1e-9):
             for c in cands:
                 if len(chosen) >= n:
@@ -889,8 +922,12 @@ class RecipePlanner:
 
     def _why_full(self, model: YieldModel) -> str:
         if model.trained:
-            return f"yield GP on {model.n_train} result(s): filtered by P(yield ≥ {self.threshold:.0%}), then driving force left"
-        return "before data: physics prior on P(yield ≥ threshold), then driving force left at the target-forming step"
+            return (f"yield GP on {model.n_train} result(s): filtered by P(yield ≥ {self.threshold:.0%}), "
+                    "then ordered by the score")
+        if self.literature is None:
+            return ("before data: physics prior on P(yield ≥ threshold) as a filter, then ordered by the score "
+                    "(thermodynamics, handling, experience; no literature)")
+        return "before data: ordered by the score (literature + thermodynamics + handling + experience)"
 
     def _to_recipe(self, target: str, c: Candidate, e_source: str, why: str) -> Recipe:
         rxn = c.reaction
