@@ -130,7 +130,9 @@ _NUMPY_MAX_ATOMS = 8
 
 
 def _sort_by_centre(c, nb, img, dist, n):
-    order = np.lexsort((dist, c))
+    # one float key (centre, then distance < span) sorts ~2x faster than a two-key lexsort
+    span = float(dist.max(initial=0.0)) + 1.0
+    order = np.argsort(c * span + dist, kind="stable")
     return c[order], nb[order], img[order], dist[order]
 
 
@@ -192,10 +194,14 @@ def _image_grid(a: int, b: int, c: int) -> np.ndarray:
 
 def structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lattice 3×3, frac coords n×3, atomic numbers n) of an ordered structure."""
-    if not structure.is_ordered:
+    try:  # one pass over the sites; pymatgen refuses ``species`` of a disordered structure
+        species = structure.species
+    except AttributeError:
+        species = None
+    if species is None:
         raise GraphError(f"disordered structure {structure.composition.reduced_formula}: "
                          "order it (e.g. OrderDisorderedStructureTransformation) first")
-    z = np.fromiter((site.specie.Z for site in structure), dtype=np.int64, count=len(structure))
+    z = np.fromiter((sp.Z for sp in species), dtype=np.int64, count=len(species))
     if z.size and (z.max() > MAX_Z or z.min() < 1):
         raise GraphError(f"element with Z={int(z.max())} outside 1..{MAX_Z}")
     return structure.lattice.matrix, structure.frac_coords, z
