@@ -64,7 +64,7 @@ ENERGY_MARGIN_MEV = {"table": 0.0, "given": 50.0, "hull_estimate": 150.0}
 THERMO_NATS_PER_100MEV = 0.5  # 100 meV/atom at the target-forming step = ½ nat of literature log-odds (tuned on a validation fold)
 THERMO_CAP_MEV = 300.0  # beyond this, more driving force does not make a set more likely to work
 THERMO_CAP_NO_LITERATURE_MEV = 1000.0
-HANDLING_NATS = {"air_sensitive": 1.0, "carcinogen": 1.0, "toxic": 0.5, "deliquescent": 0.25}
+HANDLING_NATS = {"air_sensitive": 1.0, "carcinogen": 1.0, "toxic": 0.5, "deliquescent": 0.25, "elemental": 1.0}
 EXPERIENCE_NATS = 2.0  # × experience in [-0.5, 0.5]
 LITERATURE_SOURCES_PER_ELEMENT = 8  # large shelves: at most this many powders per element,
 LITERATURE_COMBOS = 400  # fewer for many-element targets (about this many combinations)
@@ -797,7 +797,8 @@ class RecipePlanner:
           ``THERMO_CAP_MEV`` (300: past that, more driving force does not make a set likelier
           to work; 1000 without literature), uncapped below (an uphill step sinks the set);
         - handling: − ``HANDLING_NATS`` per hazard flag of the powders (air-sensitive,
-          carcinogen, toxic, deliquescent): a chemist avoids them when an equal route exists;
+          carcinogen, toxic, deliquescent; "elemental": a metal or element for an oxide target):
+          a chemist avoids them when an equal route exists;
         - experience: ``EXPERIENCE_NATS`` × the powders' track record in this campaign.
         """
         cap = THERMO_CAP_MEV if self.literature is not None else THERMO_CAP_NO_LITERATURE_MEV
@@ -806,12 +807,15 @@ class RecipePlanner:
         w = PRIOR_WEIGHT if self.pairwise_prior else 0.0
         thermo_mev = max((1 - w) * evidence + w * prior, THERMO_FLOOR_MEV)
         flags = {h for f, _ in c.reaction.reactants for h in self.library.describe(f).handling}
+        if "O" in amounts_of(c.reaction.product) and any(len(amounts_of(f)) == 1 for f, _ in c.reaction.reactants):
+            flags.add("elemental")  # a metal or element for an oxide: burns exothermically first in air
         terms = {
             "literature": c.literature_nats,
             "thermodynamics": THERMO_NATS_PER_100MEV * thermo_mev / 100.0,
             "handling": -sum(HANDLING_NATS.get(h, 0.0) for h in flags),
             "experience": EXPERIENCE_NATS * c.experience,
             "thermo_mev": thermo_mev,
+            "flags": sorted(flags),
         }
         terms["score"] = terms["literature"] + terms["thermodynamics"] + terms["handling"] + terms["experience"]
         return terms
@@ -978,7 +982,8 @@ class RecipePlanner:
         parts.append(f"{c.temperature_c:.0f} °C for {c.dwell_min:.0f} min ({'; '.join(c.heuristic_reasons)})")
         if self.literature is not None and self.literature.attribution:
             parts.append("literature: Kononova et al. 2019 text-mined reactions")
-        handling = sorted({h for f, _ in rxn.reactants for h in self.library.describe(f).handling})
+        handling = sorted({h for f, _ in rxn.reactants for h in self.library.describe(f).handling}
+                          | ({"elemental"} & set((c.terms or {}).get("flags", ()))))
         if handling:
             parts.append("handling: " + ", ".join(handling))
         undescribed = [f for f, _ in rxn.reactants if not self.library.describe(f).described]
@@ -988,7 +993,7 @@ class RecipePlanner:
         parts.append(why)
         details = {
             "reaction": {**rxn.to_dict(), "equation": equation},
-            "score_terms": dict(c.terms) if c.terms else {},
+            "score_terms": {k: v for k, v in (c.terms or {}).items() if k != "flags"},
             "target_e_form_ev_per_atom": self.thermo.formation_energy(target),
             "target_energy_source": e_source,
             "target_energy_kind": self.thermo.target_kind.get(target, "table"),
