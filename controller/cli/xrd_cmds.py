@@ -64,15 +64,133 @@ def _all_phases(ctx: typer.Context, phases: list[str]) -> list[str]:
     return list(phases) + extra
 
 
+PATTERN_SUFFIXES = (".xrdml", ".xy", ".xye", ".csv", ".txt")
+
+
+def _batch_items(folder: Path, phases: list[str]) -> list[tuple[Path, list[str] | None]]:
+    """Pattern files under FOLDER (recursively), each with its candidates: --phases if given,
+    else the CIFs in a ``phases/`` folder beside the pattern (the A-Lab layout), else None."""
+    items = []
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file() or f.suffix.lower() not in PATTERN_SUFFIXES or "phases" in f.parts:
+            continue
+        if phases:
+            items.append((f, phases))
+        else:
+            cifs = sorted(str(c) for c in (f.parent / "phases").glob("*.cif"))
+            items.append((f, cifs or None))
+    return items
+
+
+def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None,
+           as_json: bool) -> None:
+    """Analyse every pattern in FOLDER; one table (and optionally one CSV/JSON file)."""
+    import csv
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..xrd import (
+        XrdAnalysisError,
+        XrdFormatError,
+        XrdReferenceError,
+        analyze,
+        load_phase,
+        read_pattern,
+    )
+
+    items = _batch_items(folder, phases)
+    if not items:
+        _fail(f"{folder}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) in it")
+    rows: list[dict] = []
+    cache: dict[str, object] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("analysing", total=len(items))
+        for f, cands in items:
+            rel = str(f.relative_to(folder))
+            bar.update(task, description=rel[:40])
+            row: dict = {"pattern": rel, "phases": "", "target": target, "target_yield": None,
+                         "target_yield_std": None, "rwp": None, "ambiguous": "", "error": ""}
+            try:
+                if not cands:
+                    raise XrdAnalysisError(f"{f}: no candidate phases (give --phases or put CIFs "
+                                           "in a phases/ folder beside the pattern)")
+                refs = []
+                for c in cands:
+                    if c not in cache:
+                        cache[c] = load_phase(c)
+                    refs.append(cache[c])
+                tgt = target
+                if tgt is not None and not any(r.name == tgt or r.formula == tgt for r in refs):
+                    try:
+                        from pymatgen.core import Composition
+
+                        red = Composition(tgt).reduced_formula
+                    except Exception:  # noqa: BLE001
+                        red = None
+                    if not any(r.formula == red for r in refs):
+                        tgt = None  # this pattern's candidates do not include the target
+                res = analyze(read_pattern(f), refs, target=tgt)
+                row.update(
+                    phases="; ".join(f"{p.name} {p.weight_fraction * 100:.1f}±"
+                                     f"{p.weight_fraction_std * 100:.1f}" for p in res.phases),
+                    target_yield=res.target_yield, target_yield_std=res.target_yield_std,
+                    rwp=round(res.rwp, 5),
+                    ambiguous="; ".join(" / ".join(a["phases"]) + f" (kept {a['kept']})"
+                                        for a in res.ambiguities),
+                )
+            except (XrdFormatError, XrdReferenceError, XrdAnalysisError) as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+            bar.advance(task)
+    if out is not None:
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps(rows, indent=1))
+        else:
+            with out.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+    failed = [r for r in rows if r["error"]]
+    if as_json:
+        print(json.dumps(rows, allow_nan=False))
+    else:
+        table = Table(title=f"{folder}  {len(rows)} patterns, {len(failed)} failed")
+        for col in ("pattern", "phases (wt % ± σ)", "target yield", "Rwp", "ambiguous / error"):
+            table.add_column(col)
+        for r in rows:
+            ty = ("" if r["target_yield"] is None else
+                  f"{r['target_yield'] * 100:.1f} ± {(r['target_yield_std'] or 0) * 100:.1f}")
+            table.add_row(r["pattern"], r["phases"], ty,
+                          "" if r["rwp"] is None else f"{r['rwp']:.4f}",
+                          r["error"] or r["ambiguous"])
+        console.print(table)
+        if out is not None:
+            console.print(f"wrote {out}")
+    if failed:
+        raise typer.Exit(1)
+
+
 @xrd_app.command("analyze", context_settings=_EXTRA)
 def analyze_cmd(
     ctx: typer.Context,
-    pattern: Path = typer.Argument(..., help="pattern file: .xrdml, .xy, .xye, .csv"),
-    phases: list[str] = typer.Option(..., "--phases", "-p", help=PHASES_HELP),
+    pattern: Path = typer.Argument(..., help="pattern file (.xrdml, .xy, .xye, .csv) or a folder "
+                                   "of them (batch: one table)"),
+    phases: list[str] = typer.Option([], "--phases", "-p", help=PHASES_HELP + "; for a folder, "
+                                     "default: the CIFs in a phases/ folder beside each pattern"),
     target: str | None = typer.Option(None, "--target", help="phase name or formula whose yield to report"),
-    as_json: bool = typer.Option(False, "--json", help="print exactly one JSON object"),
+    as_json: bool = typer.Option(False, "--json", help="print exactly one JSON document"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder mode: also write the table "
+                                    "to this .csv or .json file"),
 ) -> None:
-    """Fit PATTERN with the candidate phases; print phases found, weight fractions and Rwp."""
+    """Fit PATTERN with the candidate phases; print phases found, weight fractions and Rwp.
+
+    Given a folder, analyse every pattern file in it (recursively) and print one table; a
+    pattern that cannot be analysed gets its error in the table and the exit code is 1.
+    """
+    if pattern.is_dir():
+        _batch(pattern, _all_phases(ctx, phases), target, out, as_json)
+        return
     res = _run(pattern, _all_phases(ctx, phases), target)
     if as_json:
         print(json.dumps(res.to_dict(), allow_nan=False))
@@ -91,8 +209,14 @@ def analyze_cmd(
         console.print("  unexplained peaks at 2θ = "
                       + ", ".join(f"{v:.2f}" for v in res.unexplained_peaks)
                       + " (an unknown phase?)", highlight=False)
+    for a in res.ambiguities:
+        console.print(f"  ambiguous: {' / '.join(a['phases'])} look alike (similarity "
+                      f"{a['similarity']:.2f}, Δχ² {a['delta_chi2']:.0f}); kept {a['kept']}",
+                      highlight=False)
     if res.target is not None:
-        console.print(f"  target {res.target}: yield {res.target_yield * 100:.1f} wt%")
+        std = res.target_yield_std or 0.0
+        console.print(f"  target {res.target}: yield {res.target_yield * 100:.1f} ± "
+                      f"{std * 100:.1f} wt%")
 
 
 @xrd_app.command("plot", context_settings=_EXTRA)

@@ -39,6 +39,12 @@ NEAR_SIGNIFICANT = 0.25
 ANALYSIS_VERSION = 2
 
 
+# calibrated on the tune half of the A-Lab GPSS scans (benchmarks/xrd_alab.py): see real_samples()
+REAL_FOOTPRINT_TWO_THETA = 35.0
+REAL_SYSTEMATIC_FRACTION = 0.15
+REAL_SYSTEMATIC_FLOOR = 0.185
+
+
 class XrdAnalysisError(ValueError):
     """Inputs the analysis cannot work with (no phases, unknown target, empty range)."""
 
@@ -66,10 +72,19 @@ class AnalysisSettings:
     # like BGMN's SPHAR4 (texture.py); 0 = none
     texture_terms: int = 0
     texture_degree: int = 4  # 2: uniaxial terms only (none for cubic phases)
-    # cell freedom (relative change of each cell length) for the target and for binary
-    # compounds; other phases have fitting.LATTICE_RANGE (3 %)
+    # cell freedom (relative change of each cell length) for the target and, in a product
+    # analysis, binary side phases; other phases have fitting.LATTICE_RANGE (3 %)
     target_lattice_range: float = 0.03
-    binary_lattice_range: float = 0.01
+    # systematic part of a weight fraction's sigma, added in quadrature to the fit's own:
+    # systematic_fraction * sqrt(w (1 - w)) and a floor; calibrated on the tune half of the real
+    # A-Lab scans (benchmarks/xrd_alab.py) so 2 sigma covers ~95 % of real errors. The fit's
+    # covariance alone covered 33-45 % there: it knows counting noise, not model error
+    systematic_fraction: float = 0.0
+    systematic_floor: float = 0.0
+    # instrument: 2theta (deg) below which a fixed divergence slit over-illuminates the sample,
+    # so peak intensities fall as sin(theta) (None: the sample is never over-illuminated)
+    footprint_two_theta: float | None = None
+    binary_lattice_range: float = 0.005  # binary side phases when a target is given
     # look-alikes: cosine similarity of two candidates' broadened, background-free profiles at
     # or above this makes them look-alikes (1.0 = off). The target is then preferred unless its
     # look-alikes fit clearly better without it (swap test), and a narrow decision is reported
@@ -79,10 +94,25 @@ class AnalysisSettings:
     ambiguity_factor: float = 3.0
 
     @classmethod
+    def real_samples(cls, **overrides: Any) -> AnalysisSettings:
+        """Settings for real reaction products on the A-Lab instrument (Aeris-type, fixed 1 deg
+        divergence slit, 145 mm): the spill-over angle and the systematic sigma were fitted on
+        the tune half of the 312 A-Lab GPSS scans only (benchmarks/xrd_alab.py, docs/benchmarks.md).
+        Another instrument needs its own ``footprint_two_theta``."""
+        values: dict[str, Any] = {
+            "footprint_two_theta": REAL_FOOTPRINT_TWO_THETA,
+            "systematic_fraction": REAL_SYSTEMATIC_FRACTION,
+            "systematic_floor": REAL_SYSTEMATIC_FLOOR,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
     def baseline(cls) -> AnalysisSettings:
         """The analysis as it was before the real-product work (issue 21): the 'before' figure."""
         return cls(texture_terms=0, lookalike_similarity=1.0, target_lattice_range=LATTICE_RANGE,
-                   binary_lattice_range=LATTICE_RANGE)
+                   binary_lattice_range=LATTICE_RANGE, systematic_fraction=0.0,
+                   systematic_floor=0.0, footprint_two_theta=None)
 
 
 @dataclass
@@ -180,19 +210,40 @@ def _finite(value: Any) -> Any:
 
 def _lattice_ranges(phases: list[ReferencePhase], target_idx: list[int],
                     cfg: AnalysisSettings) -> list[float]:
-    """Cell freedom per phase: wide for the target (a new product is often a solid solution
-    whose cell no reference has), narrow for binary compounds (precursors and simple side
-    phases such as LiCl or MnCl2 are line compounds: with +-3 % freedom a rock-salt LiCl cell
-    slides onto the spinel's commensurate sub-cell, a = a_spinel / 2, and takes its weight)."""
+    """Cell freedom per phase: the target's own (a new product is often a solid solution whose
+    cell no reference has); in a product analysis (a target given) binary side phases get
+    ``binary_lattice_range`` (line compounds with known cells: LiCl, MnCl2, precursors; with
+    +-3 % a rock-salt LiCl cell slides onto a spinel target's sub-cell, a = a_spinel / 2, and
+    takes its weight); LATTICE_RANGE for the rest and for everything without a target."""
     out = []
     for i, ph in enumerate(phases):
         if i in target_idx:
             out.append(cfg.target_lattice_range)
-        elif len(ph.structure.composition.elements) <= 2:
-            out.append(cfg.binary_lattice_range)
+        elif target_idx and len(ph.structure.composition.elements) <= 2:
+            out.append(min(cfg.binary_lattice_range, LATTICE_RANGE))
         else:
             out.append(LATTICE_RANGE)
     return out
+
+
+def _hold_lookalike_cells(model: PatternModel, theta: np.ndarray, starts: list[float],
+                          phases: list[ReferencePhase], target_idx: list[int],
+                          look: dict[int, list[int]], cfg: AnalysisSettings) -> None:
+    """Identifiability of cells: a binary compound that looks like the target keeps its cell
+    within ``binary_lattice_range`` of its reference. Why: binaries (LiCl, MnCl2, precursors)
+    are line compounds whose cells are known; with +-3 % freedom a rock-salt LiCl cell slides
+    onto the spinel target's commensurate sub-cell (a = a_spinel / 2) and takes its weight."""
+    for t in target_idx:
+        for j in look[t]:
+            if j in target_idx or len(phases[j].structure.composition.elements) > 2:
+                continue
+            rng = min(model.phases[j].strain_range, cfg.binary_lattice_range)
+            model.phases[j].lattice_range = rng
+            blk = model.block(j)
+            sl = slice(blk.start, blk.start + model.n_strain(j))
+            theta[sl] = np.clip(theta[sl], -rng, rng)
+            if abs(starts[j]) > rng:
+                starts[j] = 0.0
 
 
 def _phase_inputs(phases: list[ReferencePhase], d_min: float,
@@ -260,7 +311,8 @@ def analyze(
     d_min = max(0.3, math.floor(d_min * 20) / 20)
     model = PatternModel(x, y, lines,
                          _phase_inputs(phases, d_min, cfg.texture_terms, cfg.texture_degree, ranges),
-                         bg_order=cfg.background_order)
+                         bg_order=cfg.background_order,
+                         footprint_two_theta=cfg.footprint_two_theta)
     n = x.size
     penalty = cfg.significance_per_param or math.log(n)
     rejected: dict[str, str] = {}
@@ -310,6 +362,7 @@ def analyze(
                 and similarity[i, j] >= cfg.lookalike_similarity] if cfg.lookalike_similarity < 1.0
             else [] for i in range(len(phases))}
     protect = set(target_idx) if cfg.lookalike_similarity < 1.0 else set()
+    _hold_lookalike_cells(model, theta, starts, phases, target_idx, look, cfg)
     for i in np.flatnonzero(sc <= 0):
         if i in protect and look[i]:
             continue  # the swap test below decides between the target and its look-alikes
@@ -421,6 +474,10 @@ def analyze(
     total = masses.sum()
     wf = masses / total if total > 0 else np.zeros_like(masses)
     wf_std = _weight_fraction_std(model, state, masses)
+    fit_std = wf_std.copy()
+    on_sys = state.scales > 0
+    wf_std[on_sys] = np.sqrt(wf_std[on_sys] ** 2 + cfg.systematic_fraction ** 2
+                             * wf[on_sys] * (1 - wf[on_sys]) + cfg.systematic_floor ** 2)
 
     results = []
     for i in np.flatnonzero(state.scales > 0):
@@ -455,7 +512,10 @@ def analyze(
     if target is not None:
         on = [i for i in target_idx if state.scales[i] > 0]
         target_yield = float(sum(wf[i] for i in on))
-        target_std = float(np.sqrt(sum(float(wf_std[i]) ** 2 for i in on))) if on else 0.0
+        # fit part summed over polymorphs; systematic part of the summed fraction
+        target_std = float(np.sqrt(sum(float(fit_std[i]) ** 2 for i in on)
+                                   + cfg.systematic_fraction ** 2 * target_yield * (1 - target_yield)
+                                   + cfg.systematic_floor ** 2))
         whole = target_yield * (1.0 - amorphous.share)
         target_alt = _alternative_yield(model, state, phases, names, rejected, active, target_idx, cfg,
                                         delta=delta, penalty=penalty, current=target_yield)
@@ -584,16 +644,16 @@ def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active
     threshold = penalty * max(_n_params(model, i) for i in target_idx)
     sim = max(float(similarity[i, j]) for i in target_idx for j in rivals)
     if margin > 0 and not any(fit_t.scales[i] > 0 for i in target_idx):
-        margin = float("inf")
-    if margin <= 0 or not math.isfinite(margin) or margin < cfg.ambiguity_factor * threshold:
-        pass
-    if margin > 0:
+        margin = float("inf")  # the target alone does not even get a scale
+    # the target (what was meant to be made) has the benefit of the doubt: its look-alikes
+    # replace it only when they are better by more than one significance threshold
+    if margin > threshold:
         # the look-alikes explain the pattern better without the target: the target leaves
         for i in target_idx:
             active[i] = False
             rejected[names[i]] = (f"look-alike {', '.join(names[j] for j in rivals)} fits better "
                                   f"(margin {margin:.1f})")
-        if margin < cfg.ambiguity_factor * threshold:
+        if math.isfinite(margin) and margin < cfg.ambiguity_factor * threshold:
             ambiguities.append({
                 "phases": [names[j] for j in rivals] + [names[i] for i in target_idx],
                 "kept": ", ".join(names[j] for j in rivals),
@@ -601,11 +661,11 @@ def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active
                 "reason": "look-alikes of the target fit better, by a small margin",
             })
         return fit_l, fit_l.theta
-    if -margin < cfg.ambiguity_factor * threshold:
+    if abs(margin) < cfg.ambiguity_factor * threshold:
         ambiguities.append({
             "phases": [names[i] for i in target_idx] + [names[j] for j in rivals],
             "kept": ", ".join(names[i] for i in target_idx),
-            "similarity": round(sim, 3), "delta_chi2": round(float(-margin), 1),
+            "similarity": round(sim, 3), "delta_chi2": round(float(abs(margin)), 1),
             "reason": "target and look-alike(s) fit about equally; the target is preferred",
         })
     # the target stays; its look-alikes come back and must prove themselves given the target

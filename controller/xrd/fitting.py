@@ -122,11 +122,14 @@ class PatternModel:
         phases: list[PhaseInput],
         *,
         bg_order: int = 8,
+        footprint_two_theta: float | None = None,
     ) -> None:
         self.x = np.asarray(x, dtype=float)
         self.y = np.asarray(y, dtype=float)
         self.edges = bin_edges(self.x)
         self.lines = lines
+        # below this 2theta a fixed divergence slit's beam is longer than the sample (spill-over)
+        self.footprint_two_theta = footprint_two_theta
         self.w = 1.0 / np.sqrt(np.maximum(self.y, 1.0))
         self.bg_basis = chebyshev_basis(self.x, bg_order)
         self.wB = self.bg_basis * self.w[:, None]
@@ -203,6 +206,14 @@ class PatternModel:
         k = self.n_strain(i)
         return b[:k][self.groups[i]], float(b[k]), float(b[k + 1])
 
+    def footprint(self, two_theta: np.ndarray) -> np.ndarray:
+        """Share of the beam that hits the sample: min(1, sin t / sin t_c) for a fixed slit whose
+        footprint equals the sample length at 2theta_c (1 everywhere without a 2theta_c)."""
+        if not self.footprint_two_theta:
+            return np.ones_like(two_theta)
+        sc = np.sin(np.radians(self.footprint_two_theta) / 2)
+        return np.minimum(1.0, np.sin(np.radians(two_theta) / 2) / sc)
+
     # ---- rendering -------------------------------------------------------------------------
     def peak_list(self, i: int, strain: np.ndarray, w: float, u: float, zero: float,
                   derivs: bool = False, texture: np.ndarray | None = None,
@@ -231,7 +242,7 @@ class PatternModel:
             cs.append(tt + zero)
             cos_t, tan_t = np.cos(t), np.tan(t)
             hs.append(w / cos_t + u * tan_t)
-            areas.append(rel * f2m[inr] * lorentz_polarisation(tt))
+            areas.append(rel * f2m[inr] * lorentz_polarisation(tt) * self.footprint(tt))
             self._last_inr = inr if len(cs) == 1 else np.concatenate([self._last_inr, inr])
             if derivs:
                 dc_dd = -np.degrees(lam / (d[inr] ** 2 * cos_t))
