@@ -166,6 +166,73 @@ def test_approve_in_browser_and_watch_the_experiment_start(browser, tmp_path: Pa
         assert approval.actor == "web:e2e-tester"  # the name typed in the page is the event's actor
 
 
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+
+
+def _shot(page, name: str) -> None:
+    """Save a screenshot under tests/artifacts/web/; with SYNTHLOOP_UPDATE_SCREENSHOTS=1 also the
+    docs/screenshots/ copy the documentation shows (so it is kept current by re-running this test)."""
+    import os
+
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    if os.environ.get("SYNTHLOOP_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SHOTS / name), full_page=True)
+
+
+def test_fit_curves_offline_api_docs_and_event_log_in_browser(browser, tmp_path: Path) -> None:
+    """An experiment page draws fit and difference; /docs and /redoc work with every request
+    off this server refused (a lab network without internet); the event log filters."""
+    campaign = write_campaign_dir(tmp_path / "camp", approval_mode=True)
+    with open_store(campaign) as store:
+        ids = fill_small_campaign(store)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running_server(campaign) as base:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        outside: list[str] = []
+
+        def only_this_server(route) -> None:
+            if route.request.url.startswith(base):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_this_server)
+        page = context.new_page()
+        page.goto(f"{base}/experiments/{ids['experiments']['A1']}")
+        for cls in ("observed", "fitted", "difference", "phase"):
+            assert page.locator(f"#xrd-plot svg polyline.{cls}").count() >= 1, cls
+        assert page.locator("#xrd-plot svg g.ticks").count() >= 2  # reflection ticks per phase
+        # the live sidebar is filled on a normal page, not only after a new event
+        assert page.locator("#event-list li").count() >= 5
+        _shot(page, "experiment.png")
+
+        page.goto(base + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        assert "/api/experiments/{experiment_id}/xrd" in page.inner_text("body")
+        page.goto(base + "/redoc")
+        page.wait_for_function("() => document.body.innerText.includes('/api/overview')", timeout=20_000)
+
+        page.goto(base + "/events")
+        assert page.locator("#event-table tr[data-event-id]").count() >= 10
+        page.fill("#event-filters input[name=kind]", "target.")
+        page.click("#event-filters button[type=submit]")
+        page.wait_for_url("**/events?*kind=target.*", timeout=10_000)
+        kinds = page.locator("#event-table tr[data-event-id] td:nth-child(3)").all_inner_texts()
+        assert kinds and all(k.startswith("target.") for k in kinds)
+        page.goto(f"{base}/events?entity=experiment&entity_id={ids['experiments']['A2']}")
+        rows = page.locator("#event-table tr[data-event-id]").all_inner_texts()
+        assert rows and all(f"experiment {ids['experiments']['A2']}" in r for r in rows)
+
+        page.goto(base + "/")
+        _shot(page, "overview.png")
+        page.goto(base + "/proposals")
+        _shot(page, "proposals.png")
+        context.close()
+    assert outside == [], f"pages asked for resources off this server: {outside[:5]}"
+
+
 STARTED = ("queued", "running", "measured", "analysed", "succeeded", "failed")
 
 

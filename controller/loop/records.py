@@ -324,6 +324,12 @@ class CampaignRecords:
                    "target_yield_crystalline": float(a.target_yield or 0.0),
                    **{k: v for k, v in d.items() if k != "phases" and _jsonable(v)},
                    "target_yield_lower": assessed.yield_lower}
+        if getattr(a, "curves", None):  # the fit for the web app's plot: zlib float32, base64 text
+            import base64
+
+            from ..store import pack_array
+            details["curves"] = {k: base64.b64encode(pack_array(v)).decode("ascii")
+                                 for k, v in a.curves.items()}
         with self.store.session() as s:
             meas = s.exec(select(Measurement).where(Measurement.experiment_id == exp_id)
                           .order_by(Measurement.id.desc())).first()
@@ -331,7 +337,9 @@ class CampaignRecords:
                 measurement_id=meas.id, experiment_id=exp_id,
                 phases=[{"name": p.name, "formula": p.formula,
                          "weight_fraction": float(p.weight_fraction),
-                         "std": float(p.weight_fraction_std or 0.0)} for p in a.phases],
+                         "std": float(p.weight_fraction_std or 0.0),
+                         "peaks": [round(float(x), 3) for x in (getattr(p, "peaks", None) or [])]}
+                        for p in a.phases],
                 rwp=None if a.rwp is None else float(a.rwp), target_yield=assessed.target_yield,
                 method="whole-pattern", method_version=str(d.get("analysis_version", 1)),
                 details=details)

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -127,6 +128,16 @@ class ServerTiming:
 # --------------------------------------------------------------------------- app
 
 
+def _docs_assets_dir() -> Path | None:
+    """Swagger UI and ReDoc files shipped by the ``fastapi-offline`` package, if installed."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    path = Path(fastapi_offline.__file__).with_name("static")
+    return path if (path / "swagger-ui-bundle.js").exists() else None
+
+
 def parse_id(raw: str, what: str) -> int:
     """Ids arrive as path text; a non-number is an unknown id (404), not a validation error."""
     try:
@@ -155,6 +166,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             "`GET /api/events/stream` (server-sent events)."
         ),
         openapi_tags=[{"name": "read"}, {"name": "write"}, {"name": "events"}, {"name": "pages"}],
+        docs_url=None, redoc_url=None,  # served below from bundled assets: no CDN on a lab network
     )
     app.state.settings = settings
     step_totals = StepTotals()  # finished-step totals per instrument, advanced from the event log
@@ -162,6 +174,9 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.shutting_down = False
     app.add_middleware(ServerTiming)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    docs_assets = _docs_assets_dir()
+    if docs_assets is not None:
+        app.mount("/static-docs", StaticFiles(directory=docs_assets), name="static-docs")
     bearer = HTTPBearer(auto_error=False, description="web.token from campaign.yaml")
 
     @contextlib.contextmanager
@@ -314,6 +329,14 @@ def create_app(settings: WebSettings) -> FastAPI:
     def api_events(after: int = Query(0, ge=0), limit: int = Query(200, ge=1, le=1000)) -> dict:
         return {"events": read(queries.events_after, after=after, limit=limit)}
 
+    @app.get("/api/event-log", tags=["events"],
+             summary="Events newest first, filtered by kind/actor prefix, entity and entity id; page with before")
+    def api_event_log(kind: str | None = Query(None, max_length=100), entity: str | None = Query(None, max_length=50),
+                      entity_id: int | None = Query(None, ge=1), actor: str | None = Query(None, max_length=100),
+                      before: int | None = Query(None, ge=1), limit: int = Query(100, ge=1, le=1000)) -> dict:
+        return read(queries.event_log, kind=kind, entity=entity, entity_id=entity_id, actor=actor,
+                    before=before, limit=limit)
+
     @app.get("/api/events/stream", tags=["events"], response_class=StreamingResponse,
              summary="Server-sent events: every new event row, as `event: campaign` with JSON data")
     async def api_stream(request: Request, after: int | None = Query(None, ge=0),
@@ -376,12 +399,50 @@ def create_app(settings: WebSettings) -> FastAPI:
         campaign_id()
         return actions.campaign_control(settings.store, name, action, body or CampaignAction())
 
+    # ------------------------------------------------------------------ API documentation
+    def _no_docs_assets() -> HTMLResponse:
+        return HTMLResponse("<p>The API documentation's assets are not installed: "
+                            "<code>pip install fastapi-offline</code> (part of <code>synthloop[web]</code>). "
+                            "The schema itself is at <a href='/openapi.json'>/openapi.json</a>.</p>", 503)
+
+    @app.get("/docs", include_in_schema=False)
+    def page_docs() -> HTMLResponse:
+        if docs_assets is None:
+            return _no_docs_assets()
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — API",
+                                   swagger_js_url="/static-docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static-docs/swagger-ui.css",
+                                   swagger_favicon_url="/static-docs/favicon.png")
+
+    redoc_js: list[bytes] = []
+
+    @app.get("/docs-assets/redoc.js", include_in_schema=False)
+    def redoc_script() -> Response:
+        """ReDoc's bundle with its one outside fetch (the vendor's logo from a CDN) pointed home."""
+        if docs_assets is None:
+            raise NotFound("the API documentation's assets are not installed (pip install fastapi-offline)")
+        if not redoc_js:
+            text = (docs_assets / "redoc.standalone.js").read_bytes()
+            redoc_js.append(text.replace(b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"/static-docs/favicon.png"))
+        return Response(redoc_js[0], media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/redoc", include_in_schema=False)
+    def page_redoc() -> HTMLResponse:
+        if docs_assets is None:
+            return _no_docs_assets()
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} — API",
+                              redoc_js_url="/docs-assets/redoc.js",
+                              redoc_favicon_url="/static-docs/favicon.png", with_google_fonts=False)
+
     # ------------------------------------------------------------------ pages
     def page(template: str, page_name: str, **context: Any) -> HTMLResponse:
-        last = read(queries.last_event_id)
+        with reading() as (session, campaign):
+            last = queries.last_event_id(session, campaign)
+            sidebar = queries.recent_events(session, campaign)
         html = env.get_template(template).render(page=page_name, campaign=name, settings=settings,
                                                  approval_mode=cfg.campaign.approval_mode,
-                                                 last_event_id=last, **context)
+                                                 last_event_id=last, sidebar_events=sidebar, **context)
         return HTMLResponse(html)
 
     @app.get("/", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
@@ -407,11 +468,11 @@ def create_app(settings: WebSettings) -> FastAPI:
     def page_experiment(experiment_id: str) -> HTMLResponse:
         eid = parse_id(experiment_id, "experiment")
         detail = read(queries.experiment_detail, eid)
-        plot = None
+        plot, has_fit = None, False
         if any(m["kind"] == "xrd" for m in detail["measurements"]):
             data = read(queries.xrd_data, eid)
-            plot = svg.xrd_svg(data, f"XRD of experiment {eid}")
-        return page("experiment.html", "results", d=detail, plot=plot)
+            plot, has_fit = svg.xrd_svg(data, f"XRD of experiment {eid}"), data["fitted"] is not None
+        return page("experiment.html", "results", d=detail, plot=plot, has_fit=has_fit)
 
     @app.get("/targets", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_targets(offset: int = Query(0, ge=0)) -> HTMLResponse:
@@ -420,6 +481,15 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.get("/targets/{target_id}", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_target(target_id: str) -> HTMLResponse:
         return page("target.html", "targets", h=read(queries.recipe_history, parse_id(target_id, "target")))
+
+    @app.get("/events", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
+    def page_events(kind: str | None = Query(None, max_length=100), entity: str | None = Query(None, max_length=50),
+                    entity_id: str | None = Query(None), actor: str | None = Query(None, max_length=100),
+                    before: int | None = Query(None, ge=1), limit: int = Query(100, ge=1, le=1000)) -> HTMLResponse:
+        eid = parse_id(entity_id, "entity") if entity_id not in (None, "") else None
+        data = read(queries.event_log, kind=kind or None, entity=entity or None, entity_id=eid,
+                    actor=actor or None, before=before, limit=limit)
+        return page("events.html", "events", ev=data, limit=limit)
 
     @app.get("/models", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_models() -> HTMLResponse:

@@ -8,7 +8,10 @@ capped) and never loads XRD blobs or model checkpoints unless one experiment or 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import zlib
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -431,20 +434,45 @@ def results(session: Session, campaign: Campaign | None, *, limit: int = 50, off
         .where(where).order_by(Experiment.updated_at.desc(), Experiment.id.desc())
         .limit(min(limit, MAX_LIST)).offset(offset)
     ).all()
+    rwp: dict[int, float | None] = {}
+    ids = [exp.id for exp, _ in rows]
+    if ids:  # the newest analysis' Rwp per experiment (a column: no JSON details loaded)
+        for eid, value in session.exec(select(PhaseAnalysisRow.experiment_id, PhaseAnalysisRow.rwp)
+                                       .where(PhaseAnalysisRow.experiment_id.in_(ids))
+                                       .order_by(PhaseAnalysisRow.id)).all():
+            rwp[eid] = _f(value)
     return {"total": int(total), "limit": limit, "offset": offset,
-            "experiments": [experiment_dict(exp, formula) for exp, formula in rows]}
+            "experiments": [experiment_dict(exp, formula) | {"rwp": rwp.get(exp.id),
+                                                             "fit_warning": fit_warning(rwp.get(exp.id), None)}
+                            for exp, formula in rows]}
 
 
 def _array_field(obj: Any) -> list[float] | None:
     """Fitted curves may be stored as a list of numbers or as a packed array (hex/bytes)."""
     if isinstance(obj, list) and obj and all(isinstance(v, int | float) for v in obj[:5]):
         return [float(v) for v in obj]
-    if isinstance(obj, str):
+    if isinstance(obj, str):  # packed: hex ("534c4131..." = b"SLA1") or base64 (records.py writes base64)
         try:
-            return unpack_array(bytes.fromhex(obj)).tolist()
-        except ValueError:
+            raw = bytes.fromhex(obj) if obj.startswith("534c41") else base64.b64decode(obj, validate=True)
+            return unpack_array(raw).tolist()
+        except (ValueError, binascii.Error, zlib.error):
             return None
     return None
+
+
+# a fit this poor (or this much intensity no phase explains) makes its weight fractions unreliable
+POOR_RWP = 0.25
+POOR_UNEXPLAINED = 0.10
+
+
+def fit_warning(rwp: float | None, unexplained_fraction: float | None) -> str | None:
+    """Why a yield should not be trusted at face value, or None for an acceptable fit."""
+    problems = []
+    if rwp is not None and rwp > POOR_RWP:
+        problems.append(f"poor fit: Rwp {rwp:.2f} > {POOR_RWP:.2f}")
+    if unexplained_fraction is not None and unexplained_fraction > POOR_UNEXPLAINED:
+        problems.append(f"{100 * unexplained_fraction:.0f} % of the intensity unexplained by any phase")
+    return "; ".join(problems) or None
 
 
 def fitted_curves(analysis: PhaseAnalysisRow | None, n_points: int) -> dict[str, Any]:
@@ -465,7 +493,11 @@ def fitted_curves(analysis: PhaseAnalysisRow | None, n_points: int) -> dict[str,
         if x and obs and calc and len(x) == len(obs) == len(calc):
             phases = {k.removeprefix("phase:"): arr for k, v in curves.items()
                       if k.startswith("phase:") and (arr := _array_field(v)) is not None and len(arr) == len(x)}
-            return {"two_theta": x, "observed": obs, "fitted": calc, "phases": phases}
+            out = {"two_theta": x, "observed": obs, "fitted": calc, "phases": phases}
+            background = _array_field(curves.get("background"))
+            if background is not None and len(background) == len(x):
+                out["background"] = background
+            return out
     out: dict[str, Any] = {}
     for key in ("fitted", "calculated", "fit", "y_calc"):
         value = details.get(key)
@@ -530,6 +562,11 @@ def experiment_detail(session: Session, campaign: Campaign | None, experiment_id
         "analyses": [{"id": a.id, "measurement_id": a.measurement_id, "phases": a.phases or [],
                       "rwp": _f(a.rwp), "target_yield": _f(a.target_yield), "method": a.method,
                       "method_version": a.method_version, "created_at": iso(a.created_at),
+                      "fit_warning": _analysis_warning(a),
+                      "target_yield_std": _f((a.details or {}).get("target_yield_std"))
+                      if isinstance(a.details, dict) else None,
+                      "target_yield_lower": _f((a.details or {}).get("target_yield_lower"))
+                      if isinstance(a.details, dict) else None,
                       "unexplained_peaks": [round(float(p), 2) for p in (a.details or {}).get("unexplained_peaks", [])
                                             if isinstance(p, int | float)][:20]
                       if isinstance(a.details, dict) else []}
@@ -564,9 +601,18 @@ def xrd_data(session: Session, campaign: Campaign | None, experiment_id: int) ->
         "phase_patterns": curves.get("phases", {}),
         "phase_ticks": phase_ticks(analysis),
         "phases": (analysis.phases or []) if analysis else [],
+        "background": curves.get("background"),
         "rwp": _f(analysis.rwp) if analysis else None,
         "target_yield": _f(analysis.target_yield) if analysis else None,
+        "fit_warning": _analysis_warning(analysis),
     }
+
+
+def _analysis_warning(analysis: PhaseAnalysisRow | None) -> str | None:
+    if analysis is None:
+        return None
+    details = analysis.details if isinstance(analysis.details, dict) else {}
+    return fit_warning(_f(analysis.rwp), _f(details.get("unexplained_intensity_fraction")))
 
 
 # --------------------------------------------------------------------------- targets
@@ -726,6 +772,42 @@ def events_after(session: Session, campaign: Campaign | None, after: int = 0, li
     query = select(Event).where(or_(Event.campaign_id == campaign.id, Event.campaign_id.is_(None)),
                                 Event.id > after).order_by(Event.id).limit(limit)
     return [event_dict(e) for e in session.exec(query).all()]
+
+
+def event_log(session: Session, campaign: Campaign | None, *, kind: str | None = None, entity: str | None = None,
+              entity_id: int | None = None, actor: str | None = None, before: int | None = None,
+              limit: int = 100) -> dict[str, Any]:
+    """Events newest first, filtered: ``kind`` as a prefix (``experiment`` matches
+    ``experiment.transition``), ``entity`` and ``entity_id`` exactly, ``actor`` as a prefix
+    (``web:`` = every person in the web app); ``before`` pages back by id."""
+    if campaign is None:
+        return {"events": [], "kinds": [], "filters": {}, "next_before": None}
+    where = [or_(Event.campaign_id == campaign.id, Event.campaign_id.is_(None))]
+    if kind:
+        where.append(Event.kind.startswith(kind, autoescape=True))
+    if entity:
+        where.append(Event.entity == entity)
+    if entity_id is not None:
+        where.append(Event.entity_id == entity_id)
+    if actor:
+        where.append(Event.actor.startswith(actor, autoescape=True))
+    if before is not None:
+        where.append(Event.id < before)
+    limit = max(1, min(limit, 1000))
+    rows = session.exec(select(Event).where(*where).order_by(Event.id.desc()).limit(limit)).all()
+    kinds = sorted(k for k in session.exec(select(Event.kind).where(Event.campaign_id == campaign.id)
+                                           .distinct()).all() if k)
+    return {"events": [event_dict(e) for e in rows], "kinds": kinds,
+            "filters": {"kind": kind, "entity": entity, "entity_id": entity_id, "actor": actor},
+            "next_before": rows[-1].id if len(rows) == limit else None}
+
+
+def recent_events(session: Session, campaign: Campaign | None, limit: int = 15) -> list[dict[str, Any]]:
+    """The newest events, newest first (the live sidebar starts from these on every page)."""
+    if campaign is None:
+        return []
+    return [event_dict(e) for e in session.exec(
+        select(Event).where(Event.campaign_id == campaign.id).order_by(Event.id.desc()).limit(limit)).all()]
 
 
 def last_event_id(session: Session, campaign: Campaign | None) -> int:

@@ -109,7 +109,11 @@ def xrd_svg(data: dict, title: str = "XRD pattern") -> str:
     tick_h = 12 * tick_rows
     diff_h = 70 if diff is not None else 0
     main_bottom = H - MARGIN_B - tick_h - diff_h - (8 if tick_h or diff_h else 0)
-    curves = [obs] + ([fitted] if fitted is not None else []) + [np.asarray(v, float) for v in phase_curves.values()]
+    background = np.asarray(data["background"], dtype=float) if data.get("background") is not None else None
+    if background is not None and len(background) != len(x):
+        background = None
+    curves = ([obs] + ([fitted] if fitted is not None else []) + [np.asarray(v, float) for v in phase_curves.values()]
+              + ([background] if background is not None else []))
     xd, ds = decimate(x, curves)
     lo = float(min(np.min(c) for c in ds))
     hi = float(max(np.max(c) for c in ds))
@@ -123,8 +127,11 @@ def xrd_svg(data: dict, title: str = "XRD pattern") -> str:
     first_phase = 2 if fitted is not None else 1
     for k, name in enumerate(names):
         body.append(ax.polyline(xd, ds[first_phase + k], colours[name], 0.8, "phase"))
-    body.append(ax.polyline(xd, ds[0], "#000", 1.0, "observed"))
     legend = [("observed", "#000")]
+    if background is not None:
+        body.append(ax.polyline(xd, ds[-1], "#ff7f0e", 0.9, "background").replace("<polyline", '<polyline stroke-dasharray="4 3"', 1))
+        legend.append(("background", "#ff7f0e"))
+    body.append(ax.polyline(xd, ds[0], "#000", 1.0, "observed"))
     if fitted is not None:
         body.append(ax.polyline(xd, ds[1], "#d62728", 1.0, "fitted"))
         legend.append(("fitted", "#d62728"))
@@ -159,6 +166,11 @@ def parity_svg(points: list[dict], title: str = "parity", xlabel: str = "observe
     std = np.array([p.get("std") or 0.0 for p in points], dtype=float)
     lo = float(min(obs.min(), (pred - std).min()))
     hi = float(max(obs.max(), (pred + std).max()))
+    if lo >= -0.05 and hi <= 1.05:  # fractions (yields, probabilities): the whole 0-1 scale
+        lo, hi = min(lo, 0.0), max(hi, 1.0)
+    elif hi - lo < 1e-9 or hi - lo < 0.05 * max(abs(lo), abs(hi)):  # one point or a tight cluster
+        pad = max(0.1 * max(abs(lo), abs(hi)), 0.05)
+        lo, hi = lo - pad, hi + pad
     ax = _Axes(lo, hi, lo, hi)
     body = ax.frame(xlabel, ylabel)
     body.append(f'<line x1="{float(ax.px(lo)):.1f}" y1="{float(ax.py(lo)):.1f}" x2="{float(ax.px(hi)):.1f}" '
