@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "build_world": "builder",
     "widen_world": "builder",
+    "recalibrate_world": "builder",
     "precursor_masses": "builder",
     "target_truth": "builder",
     "CONFORMANCE_SAMPLE": "conformance",
@@ -69,6 +70,7 @@ __all__ = [
     "as_profile",
     "build_world",
     "widen_world",
+    "recalibrate_world",
     "bundled_worlds",
     "conformance_class",
     "instrument_class",
@@ -99,7 +101,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from .builder import build_world, precursor_masses, target_truth
+    from .builder import build_world, precursor_masses, recalibrate_world, target_truth, widen_world
     from .conformance import CONFORMANCE_SAMPLE, conformance_class
     from .instruments import BoxFurnace, DosingStation, SimInstrument, XrdStation, instrument_class
     from .lab import FaultConfig, LabTruth, SimLab

@@ -24,7 +24,9 @@ Steps (each recorded in the world's ``provenance``):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 import time
 import warnings
@@ -105,6 +107,29 @@ def _hull_phases_cached(elements: frozenset[str]) -> tuple[str, ...]:
         gpd = GrandPotentialPhaseDiagram(pd.stable_entries, {Element("O"): mu})
         keep |= {e.original_entry.name for e in gpd.stable_entries}
     return tuple(sorted(e.name for e in closed if e.name in keep))
+
+
+@lru_cache(maxsize=512)
+def _near_hull_cached(elements: frozenset[str], max_e: float) -> tuple[tuple[str, float], ...]:
+    """Oxides of the MP table with every element of ``elements`` that lie above the table's hull
+    by at most ``max_e`` eV/atom: compositions DFT computed but the hull does not hold (the A-Lab
+    took its targets from such computed lists)."""
+    table = mp_table()
+    entries = [PDEntry(Composition(e), 0.0) for e in elements]
+    for f, els in _table_elements():
+        if len(els) > 1 and els <= elements:
+            c = Composition(f)
+            entries.append(PDEntry(c, table[f][0] * c.num_atoms, name=f))
+    pd = PhaseDiagram(entries)
+    stable = {e.name for e in pd.stable_entries}
+    out = []
+    for e in entries[len(elements):]:
+        if e.name in stable or {x.symbol for x in e.composition} != set(elements):
+            continue
+        eh = float(pd.get_e_above_hull(e))
+        if eh <= max_e:
+            out.append((e.name, round(eh, 4)))
+    return tuple(sorted(out))
 
 
 def _phase_record(formula: str, e_form: float, struct: Structure, kind: str, energy_src: str,
@@ -217,6 +242,20 @@ def _enumerate_substitutions(
     return out
 
 
+def _with_subsystems(systems: Sequence[str]) -> list[str]:
+    """The systems and their multi-cation oxide subsystems (Na-Fe-P-O: also Na-Fe-O, Na-P-O,
+    Fe-P-O): a target in a user's chemistry may lie on any face of it."""
+    out: list[str] = []
+    for system in systems:
+        cations = sorted(_elements(system) - {"O"})
+        for k in range(len(cations), 1, -1):
+            for sub in itertools.combinations(cations, k):
+                name = "-".join([*sub, "O"])
+                if name not in out and not any(set(name.split("-")) == set(o.split("-")) for o in out):
+                    out.append(name)
+    return out
+
+
 def _charge_balanced(comp: Composition) -> bool:
     """Some combination of common positive oxidation states balances O2-."""
     cations = [(el, amt) for el, amt in comp.items() if el.symbol != "O"]
@@ -241,7 +280,7 @@ def _enumerate_decorations(system: str, known: set[str], taken: set[str], limit:
     found: dict[str, Composition] = {}
     for anon in sorted(anons):
         amounts = sorted(Composition(anon).values())
-        if len(amounts) != len(els) or sum(amounts) > 24:
+        if len(amounts) != len(els) or sum(amounts) > 30:
             continue
         for perm in set(itertools.permutations(amounts)):
             comp = Composition(dict(zip(cations + ["O"], perm, strict=True)))
@@ -264,7 +303,8 @@ def _enumerate_decorations(system: str, known: set[str], taken: set[str], limit:
 class _Relaxer:
     """CHGNet relaxations (FIRE, cell and positions) with progress, loaded lazily, offline."""
 
-    def __init__(self, steps: int, say: Callable[[str], None], max_atoms: int = 40) -> None:
+    def __init__(self, steps: int, say: Callable[[str], None], max_atoms: int = 40,
+                 cache_dir: Path | None = None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         try:
             from chgnet.model import CHGNet, StructOptimizer
@@ -278,13 +318,25 @@ class _Relaxer:
         self.max_atoms = max_atoms
         self.version = getattr(self.model, "version", None) or "pretrained"
         self.count = 0
+        self.cached = 0
         self.seconds = 0.0
+        self.cache_dir = cache_dir
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
 
     def relax(self, structure: Structure) -> tuple[float, Structure] | None:
         """(energy eV/atom, relaxed structure); None for a cell too large to relax here."""
         p = structure.get_primitive_structure() if len(structure) > 8 else structure
         if len(p) > self.max_atoms:
             return None
+        entry = None
+        if self.cache_dir is not None:
+            key = hashlib.sha1(f"{self.version}|{self.steps}|{p.to(fmt='cif')}".encode()).hexdigest()
+            entry = self.cache_dir / f"{key}.json"
+            if entry.exists():
+                data = json.loads(entry.read_text())
+                self.cached += 1
+                return float(data["e"]), Structure.from_dict(data["structure"])
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -297,6 +349,8 @@ class _Relaxer:
                 energy = float(self.model.predict_structure(p, task="e")["e"])
         self.count += 1
         self.seconds += time.perf_counter() - t0
+        if entry is not None:
+            entry.write_text(json.dumps({"e": energy, "structure": final.as_dict()}))
         return energy, final
 
     def relax_all(self, jobs: list[tuple[str, Structure]], what: str) -> list[tuple[float, Structure] | None]:
@@ -312,10 +366,11 @@ class _Relaxer:
         return out
 
 
-def _fit_references(rows: list[tuple[str, float, float]]) -> tuple[dict[str, float], list[str]]:
-    """Per-element CHGNet references: least squares of E_chg - E_MP (totals) = sum_el n_el mu_el,
-    refitted without phases more than 0.1 eV/atom off (a templated structure CHGNet finds far
-    from its minimum). Returns the references and the phases the fit kept.
+def _fit_references(rows: list[tuple[str, float, float]], limit: float = 0.08) -> tuple[dict[str, float], list[str]]:
+    """Per-element CHGNet references: least squares of E_chg - E_MP (eV/atom) = sum_el x_el mu_el.
+    The worst phase is dropped and the fit repeated while it is more than ``limit`` eV/atom off
+    (a templated structure CHGNet finds far from the real one), unless it is the last phase holding
+    one of the elements. Returns the references and the phases the fit kept.
 
     Why: CHGNet predicts uncorrected MPtrj (GGA/GGA+U) energies; the MP table's formation energies
     carry elemental references and per-atom corrections (oxide O, +U metals). Both are constant per
@@ -323,7 +378,7 @@ def _fit_references(rows: list[tuple[str, float, float]]) -> tuple[dict[str, flo
     """
     use = list(rows)
     mu: dict[str, float] = {}
-    for _ in range(4):
+    while True:
         comps = [Composition(f) for f, _, _ in use]
         els = sorted({el.symbol for c in comps for el in c})
         a = np.array([[c[el] / c.num_atoms for el in els] for c in comps])
@@ -331,10 +386,18 @@ def _fit_references(rows: list[tuple[str, float, float]]) -> tuple[dict[str, flo
         sol, *_ = np.linalg.lstsq(a, b, rcond=None)
         mu = dict(zip(els, (float(m) for m in sol), strict=True))
         resid = np.abs(a @ sol - b)
-        keep = [r for r, d in zip(use, resid, strict=True) if d <= 0.1]
-        if len(keep) == len(use) or len(keep) < len(els) + 1:
+        dropped = False
+        for i in np.argsort(-resid):
+            if resid[i] <= limit:
+                break
+            held = {el.symbol for el in comps[i]}
+            rest = {el.symbol for j, c in enumerate(comps) if j != i for el in c}
+            if held <= rest and len(use) > len(els) + 1:
+                use.pop(int(i))
+                dropped = True
+                break
+        if not dropped:
             break
-        use = keep
     return mu, [f for f, _, _ in use]
 
 
@@ -354,14 +417,17 @@ def build_world(
     description: str = "",
     n_targets: int | None = None,
     makeable_fraction: float | None = None,
-    max_e_hull: float = 0.03,
-    relax_steps: int = 60,
+    max_e_hull: float = 0.02,
+    relax_steps: int = 40,
     shelf: str = "wide",
     structures_per_formula: int = 2,
-    decorations_per_system: int = 10,
+    decorations_per_system: int = 25,
     energy_noise_ev: float = 0.02,
     kinetics: dict[str, Any] | None = None,
     max_relax_atoms: int = 40,
+    relax_cache: Path | str | None = None,
+    mp_off_hull: float = 0.08,
+    holdout_fraction: float = 1.0,
     log: Callable[[str], None] | None = None,
 ) -> World:
     """Build (and with ``out`` save) a world over ``systems`` such as ["Li-Mn-O", "Ba-Ti-O"].
@@ -375,14 +441,18 @@ def build_world(
     Computed energy: MP hull energy at the composition + CHGNet's energy of forming the compound
     from its MP-hull decomposition products (each relaxed too), so CHGNet's systematic errors and
     MP's corrections cancel in the balanced reaction. True energy: computed + N(0,
-    ``energy_noise_ev``) (computed stability is inaccurate, as in the A-Lab). True structure: the
+    ``energy_noise_ev``) (computed stability is inaccurate, as in the A-Lab). Compositions the MP
+    table holds within ``mp_off_hull`` eV/atom above its hull are candidates too, with MP's energy
+    as the computed one (their structure: templated, relaxed). ``relax_cache``: a
+    folder keeping CHGNet relaxations between builds (keyed by model, steps and input structure). True structure: the
     computed one made experimental (``structures.experimental_structure``). Candidate targets:
-    computed e_above_hull <= ``max_e_hull``; each gets the full truth search (every shelf set x
+    computed e_above_hull with O open in air at a furnace temperature <= ``max_e_hull``
+    (:func:`retarget_world`, which also holds out ``holdout_fraction`` of the known multi-cation
+    phases without an experimental CIF as computed-only targets, as the A-Lab's targets were MP
+    hull phases no experiment had reported); each gets the full truth search (every shelf set x
     4 temperatures), stored as ``truth.outcomes``. ``kinetics`` overrides reaction-model
     parameters. Progress goes to ``log``.
     """
-    from .stats import MADE, target_outcomes
-
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
     systems = list(systems)
@@ -437,13 +507,29 @@ def build_world(
     say(f"known phases: {len(phases)} ({len(omitted)} omitted: no structure); "
         f"precursors: {len(precursors)} ({shelf} shelf)")
     # 2. hypothetical compositions and their candidate structures ---------------------------
-    cands = _enumerate_substitutions(systems, set(phases), structures_per_formula)
+    spaces = _with_subsystems(systems)
+    cands = _enumerate_substitutions(spaces, set(phases), structures_per_formula)
     n_sub = len(cands)
-    for system in systems:
+    for system in spaces:
         for f, opts in _enumerate_decorations(system, set(phases), set(cands), decorations_per_system).items():
             cands[f] = opts
-    say(f"hypothetical compositions: {len(cands)} ({n_sub} by substitution, {len(cands) - n_sub} by "
-        f"prototype decoration), {sum(len(v) for v in cands.values())} structures")
+    n_dec = len(cands) - n_sub
+    # compositions the MP table computed off its hull: their computed energy is MP's (DFT)
+    mp_energy: dict[str, float] = {}
+    if mp_off_hull > 0:
+        for system in spaces:
+            for f, _eh in _near_hull_cached(frozenset(_elements(system)), mp_off_hull):
+                if f in phases or Composition(f).num_atoms > 40:
+                    continue
+                made = known_structure(f, table[f][1])
+                if made is None or made[1].startswith("random"):
+                    continue
+                cands.setdefault(f, []).append(
+                    (made[0], f"MP composition off the hull (space group {table[f][1]}): {made[1][:70]}"))
+                mp_energy[f] = table[f][0]
+    say(f"hypothetical compositions: {len(cands)} ({n_sub} by substitution, {n_dec} by "
+        f"prototype decoration, {len(mp_energy)} computed by MP off its hull), "
+        f"{sum(len(v) for v in cands.values())} structures")
     # MP-hull decomposition products of every candidate (closed system, known non-gas phases)
     no_gas = [f for f in phases if not ({e.symbol for e in Composition(f)} & {"C", "H", "N"})]
     pds: dict[frozenset[str], PhaseDiagram] = {}
@@ -471,7 +557,7 @@ def build_world(
     needed_known = sorted(needed | {g for g in no_gas if len(Composition(g)) == 2
                                     or known_how[g].startswith("reference CIF")})
     # 3. CHGNet ------------------------------------------------------------------------------
-    relaxer = _Relaxer(relax_steps, say, max_relax_atoms)
+    relaxer = _Relaxer(relax_steps, say, max_relax_atoms, Path(relax_cache) if relax_cache else None)
     say(f"CHGNet {relaxer.version}: relaxing {len(needed_known)} known phases ({relax_steps} FIRE steps max)")
     known_res = relaxer.relax_all([(g, known_structs[g]) for g in needed_known], "known phases")
     e_chg_known = {g: r[0] for g, r in zip(needed_known, known_res, strict=True) if r is not None}
@@ -506,7 +592,7 @@ def build_world(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             e_sp = float(relaxer.model.predict_structure(p, task="e")["e"])
-        if above_products(f, e_sp) <= SCREEN_EV_PER_ATOM:
+        if f in mp_energy or above_products(f, e_sp) <= SCREEN_EV_PER_ATOM:
             screened.append((f, st, how))
     say(f"single-point screen: {len(screened)} of {len(jobs)} hypothetical structures within "
         f"{SCREEN_EV_PER_ATOM} eV/atom of their decomposition products; relaxing those")
@@ -519,7 +605,7 @@ def build_world(
                if fitted else 0.0)
     computed_e: dict[str, float] = {}
     for f, (e, _, _) in best.items():
-        computed_e[f] = hull_e[f] + above_products(f, e)
+        computed_e[f] = mp_energy[f] if f in mp_energy else hull_e[f] + above_products(f, e)
     # e_above_hull against every known phase and every other computed hypothetical (what a
     # database of computed structures would say), as the A-Lab chose its targets
     ehull: dict[str, float] = {}
@@ -537,11 +623,14 @@ def build_world(
         _, relaxed, how = best[f]
         computed_structs[f] = relaxed
         truth_struct, change = experimental_structure(relaxed, seed)
+        energy_how = (
+            f"MP e_form of this composition ({table[f][2]}, off the MP hull)" if f in mp_energy else
+            f"MP hull energy at the composition + CHGNet {relaxer.version} energy of forming it from "
+            f"{'/'.join(p for p in decomp[f])} (relaxed, {relax_steps} FIRE steps)")
         rec = _phase_record(
             f, true_e[f], truth_struct, "hypothetical",
-            f"MP hull energy at the composition + CHGNet {relaxer.version} energy of forming it from "
-            f"{'/'.join(p for p in decomp[f])} (relaxed, {relax_steps} FIRE steps) + true-energy "
-            f"offset {true_e[f] - computed_e[f]:+.3f} (computed stability is inaccurate)",
+            f"{energy_how} + true-energy offset {true_e[f] - computed_e[f]:+.3f} (computed stability "
+            f"is inaccurate)",
             f"lowest-energy of {len(cands[f])} relaxed candidate(s): {how}; lab structure = computed "
             f"made experimental: volume {change['volume_change']:+.3f}"
             + (f", {change['reordered']}" if change["reordered"] else ""),
@@ -549,8 +638,6 @@ def build_world(
         rec["computed_structure"] = {"cif": relaxed.to(fmt="cif")}
         rec["computed_e_form_ev_per_atom"] = round(computed_e[f], 5)
         phases[f] = rec
-    candidates = sorted((f for f in keep if ehull[f] <= max_e_hull), key=lambda f: (ehull[f], f))
-    say(f"candidate targets (computed e_above_hull <= {max_e_hull} eV/atom): {len(candidates)}")
     doc: dict[str, Any] = {
         "format": FORMAT,
         "name": name or "-".join(s.replace("-", "") for s in systems)[:60],
@@ -571,8 +658,10 @@ def build_world(
             "(CC BY 4.0), textbook prototypes; see each phase's source.structure",
             "omitted_phases_no_structure": omitted,
             "e_above_hull_of_hypothetical": {f: round(ehull[f], 4) for f in keep},
+            "computed_by_mp_off_hull": sorted(f for f in keep if f in mp_energy),
             "true_e_above_hull_offset": {f: round(true_e[f] - computed_e[f], 4) for f in keep},
-            "chgnet_relaxations": {"count": relaxer.count, "seconds": round(relaxer.seconds, 1)},
+            "chgnet_relaxations": {"count": relaxer.count, "from_cache": relaxer.cached,
+                                   "seconds": round(relaxer.seconds, 1)},
         },
         "phases": list(phases.values()),
         "precursors": precursors,
@@ -585,24 +674,14 @@ def build_world(
     if kinetics:
         doc["kinetics"] = dict(kinetics)
     world = parse_world(doc, "<builder>")
-    # 4. truth for candidates: the full search, stored --------------------------------------
-    truths: dict[str, dict[str, Any]] = {}
-    t_truth = time.perf_counter()
-    for i, f in enumerate(candidates):
-        o = target_outcomes(world, f)
-        best_y, best_recipe, tried = 0.0, None, 0
-        for row in o["sets"]:
-            for temp, y in zip(o["temperatures_c"], row["yields"], strict=True):
-                tried += 1
-                if y > best_y:
-                    best_y = y
-                    best_recipe = {"precursors": {k: round(v, 4) for k, v in precursor_masses(f, row["precursors"]).items()},
-                                   "profile": [{"ramp_c_per_min": 5.0, "setpoint_c": float(temp), "dwell_min": TRUTH_DWELL_MIN}]}
-        o = {k: v for k, v in o.items() if k != "formula"}
-        truths[f] = {"makeable": best_y >= MADE, "best_yield": round(best_y, 4), "best_recipe": best_recipe,
-                     "recipes_tried": tried, "outcomes": o}
-        if (i + 1) % 5 == 0 or i + 1 == len(candidates):
-            say(f"  truth search: {i + 1}/{len(candidates)} targets, {time.perf_counter() - t_truth:.0f} s")
+    # 4. targets, as the A-Lab chose them, and their truth (the full search, stored) ----------
+    world = retarget_world(world, name=doc["name"], max_e_hull=max_e_hull, min_e_hull=-1.0,
+                           holdout_fraction=holdout_fraction, energy_noise_ev=None if not holdout_fraction
+                           else energy_noise_ev, seed=seed, log=say)
+    doc = world.to_dict()
+    truths = {t["formula"]: t["truth"] for t in doc["targets"]}
+    grand = doc["provenance"]["computed_grand_e_above_hull_air"]
+    candidates = sorted(truths, key=lambda f: (grand.get(f, 0.0), f))
     makeable = [f for f in candidates if truths[f]["makeable"]]
     not_makeable = [f for f in candidates if not truths[f]["makeable"]]
     if n_targets is None:
@@ -618,9 +697,10 @@ def build_world(
         pick_m = sorted(rng.choice(len(makeable), n_make, replace=False).tolist()) if n_make else []
         pick_f = sorted(rng.choice(len(not_makeable), n_fail, replace=False).tolist()) if n_fail else []
         chosen = sorted([makeable[i] for i in pick_m] + [not_makeable[i] for i in pick_f])
-    doc["targets"] = [{"formula": f, "truth": truths[f]} for f in chosen]
+    doc["targets"] = [{"formula": f, "truth": truths[f]} for f in sorted(chosen)]
     frac = sum(truths[f]["makeable"] for f in chosen) / max(1, len(chosen))
     doc["provenance"]["targets"] = {
+        **doc["provenance"]["targets"],
         "candidates": len(candidates),
         "candidates_makeable": len(makeable),
         "chosen": len(chosen),
@@ -701,3 +781,159 @@ def widen_world(world: World, *, name: str, max_e_hull: float = 0.08, include_kn
     }
     say(f"{name}: {len(doc['targets'])} targets ({len(added)} added), {n_make} makeable")
     return parse_world(doc, "<widen_world>")
+
+
+def _truth_of(world: World, formula: str) -> dict[str, Any]:
+    """The full truth search of one target as a ``TargetTruth`` document (outcomes stored)."""
+    from .stats import MADE, target_outcomes
+
+    o = target_outcomes(world, formula)
+    best_y, best_recipe, tried = 0.0, None, 0
+    for row in o["sets"]:
+        for temp, y in zip(o["temperatures_c"], row["yields"], strict=True):
+            tried += 1
+            if y > best_y:
+                best_y = y
+                best_recipe = {
+                    "precursors": {k: round(v, 4) for k, v in precursor_masses(formula, row["precursors"]).items()},
+                    "profile": [{"ramp_c_per_min": 5.0, "setpoint_c": float(temp), "dwell_min": TRUTH_DWELL_MIN}],
+                }
+    return {"makeable": best_y >= MADE, "best_yield": round(best_y, 4), "best_recipe": best_recipe,
+            "recipes_tried": tried, "outcomes": {k: v for k, v in o.items() if k != "formula"}}
+
+
+def recalibrate_world(world: World, *, name: str, kinetics: dict[str, Any] | None = None,
+                      description: str = "", log: Callable[[str], None] | None = None) -> World:
+    """The same world with reaction-model parameters ``kinetics`` changed and every target's truth
+    searched again (stored outcomes). Why: calibrating the reaction model against the A-Lab's
+    figures (``sim-lab stats``) needs no new CHGNet work, only the truth search."""
+    say = log or (lambda _msg: None)
+    doc = world.to_dict()
+    doc["kinetics"] = {**doc.get("kinetics", {}), **(kinetics or {})}
+    doc["name"] = name
+    if description:
+        doc["description"] = description
+    doc["targets"] = []
+    bare = parse_world(doc, "<recalibrate>")
+    targets = []
+    for i, f in enumerate(world.target_formulas()):
+        targets.append({"formula": f, "truth": _truth_of(bare, f)})
+        if (i + 1) % 10 == 0:
+            say(f"  truth search: {i + 1}/{len(world.target_formulas())}")
+    doc["targets"] = targets
+    doc.setdefault("provenance", {})["recalibrated"] = {"from": world.name, "kinetics": kinetics or {}}
+    n_make = sum(t["truth"]["makeable"] for t in targets)
+    doc["provenance"].setdefault("targets", {})["makeable_fraction"] = round(n_make / max(1, len(targets)), 3)
+    return parse_world(doc, "<recalibrate_world>")
+
+
+def retarget_world(
+    world: World,
+    *,
+    name: str,
+    max_e_hull: float = 0.0,
+    min_e_hull: float = -1.0,
+    energy_noise_ev: float | None = None,
+    n_targets: int | None = None,
+    kinetics: dict[str, Any] | None = None,
+    seed: int | None = None,
+    holdout_fraction: float = 0.0,
+    description: str = "",
+    log: Callable[[str], None] | None = None,
+) -> World:
+    """Choose a built world's targets again, as the A-Lab chose its own: hypotheticals whose
+    *computed* energy puts them within ``[min_e_hull, max_e_hull]`` eV/atom of the hull with oxygen
+    open in air at a furnace temperature (``stats.grand_e_above_hull`` on the computed energies).
+
+    ``energy_noise_ev`` redraws the true energies (computed + seeded N(0, sd)); ``kinetics``
+    overrides reaction-model parameters; ``n_targets`` keeps the most stable that many. Every
+    target's truth is searched again. Needs ``computed_e_form_ev_per_atom`` (worlds built since
+    the computed-structure change). Why: selection and calibration need no new CHGNet work.
+
+    ``holdout_fraction``: that share (seeded) of the known multi-cation phases without an
+    experimental CIF (not on the shelf, not a precursor's decomposition product) become
+    hypothetical: computed energy = MP's, true = MP + noise, computed structure = their templated
+    one, true structure = that made experimental. Why: the A-Lab's targets were phases on the
+    Materials Project hull that no experiment had reported; a world whose every hull phase is
+    public has only off-hull compositions left to aim at.
+    """
+    from .stats import grand_e_above_hull
+
+    say = log or (lambda _msg: None)
+    seed = world.model.seed if seed is None else seed
+    doc = world.to_dict()
+    doc["name"] = name
+    if description:
+        doc["description"] = description
+    if kinetics:
+        doc["kinetics"] = {**doc.get("kinetics", {}), **kinetics}
+    if holdout_fraction > 0:
+        shelf = {Composition(p["formula"]).reduced_formula for p in doc["precursors"]}
+        for p in doc["precursors"]:
+            for prod in (p.get("decomposition") or {}).get("products", {}):
+                shelf.add(Composition(prod).reduced_formula)
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, 5])
+        for p in doc["phases"]:
+            f = Composition(p["formula"]).reduced_formula
+            cations = {el.symbol for el in Composition(f)} - {"O"}
+            if (p["kind"] != "known" or f in shelf or len(cations) < 2 or cations & {"C", "H", "N"}
+                    or p["source"]["structure"].startswith("reference CIF")
+                    or p["source"]["structure"].startswith("random")):
+                continue
+            if rng.random() >= holdout_fraction:
+                continue
+            computed = world.structure(f)
+            true_s, change = experimental_structure(computed, seed)
+            p["kind"] = "hypothetical"
+            p["computed_e_form_ev_per_atom"] = p["e_form_ev_per_atom"]
+            p["computed_structure"] = {"cif": computed.to(fmt="cif")}
+            p["structure"] = {"cif": true_s.to(fmt="cif")}
+            p["source"] = {"energy": p["source"]["energy"] + " (computed; held out: no experiment reported here)",
+                           "structure": f"computed = {p['source']['structure'][:120]}; lab = computed made "
+                           f"experimental, volume {change['volume_change']:+.3f}"
+                           + (f", {change['reordered']}" if change["reordered"] else "")}
+            if energy_noise_ev is None:
+                energy_noise_ev = 0.02
+    hyp = [p for p in doc["phases"] if p["kind"] == "hypothetical" and p.get("computed_e_form_ev_per_atom") is not None]
+    if not hyp:
+        raise WorldError(f"world {world.name!r} stores no computed energies: rebuild it")
+    offsets: dict[str, float] = {}
+    for p in hyp:
+        f = Composition(p["formula"]).reduced_formula
+        if energy_noise_ev is not None:
+            p["e_form_ev_per_atom"] = round(p["computed_e_form_ev_per_atom"] + _noise(seed, f, energy_noise_ev), 5)
+        offsets[f] = round(p["e_form_ev_per_atom"] - p["computed_e_form_ev_per_atom"], 4)
+    # computed view: every hypothetical at its computed energy
+    comp_doc = {**doc, "targets": [], "phases": [
+        {**p, "e_form_ev_per_atom": p["computed_e_form_ev_per_atom"]} if p in hyp else p for p in doc["phases"]]}
+    computed_world = parse_world(comp_doc, "<computed view>")
+    grand = {Composition(p["formula"]).reduced_formula: grand_e_above_hull(computed_world, p["formula"]) for p in hyp}
+    chosen = sorted((f for f, e in grand.items() if min_e_hull <= e <= max_e_hull), key=lambda f: (grand[f], f))
+    if n_targets is not None:
+        chosen = chosen[:n_targets]
+    doc["targets"] = []
+    bare = parse_world(doc, "<retarget>")
+    targets = []
+    for i, f in enumerate(sorted(chosen)):
+        targets.append({"formula": f, "truth": _truth_of(bare, f)})
+        if (i + 1) % 10 == 0:
+            say(f"  truth search: {i + 1}/{len(chosen)}")
+    doc["targets"] = targets
+    prov = doc.setdefault("provenance", {})
+    prov["computed_grand_e_above_hull_air"] = {f: round(e, 4) for f, e in sorted(grand.items())}
+    prov["true_e_above_hull_offset"] = offsets
+    n_make = sum(t["truth"]["makeable"] for t in targets)
+    prov["targets"] = {
+        **prov.get("targets", {}),
+        "retargeted_from": world.name,
+        "selection": f"computed e_above_hull with O open in air at {list(TRUTH_TEMPERATURES_C)} C "
+                     f"in [{min_e_hull}, {max_e_hull}] eV/atom" + (f", the {n_targets} most stable" if n_targets else ""),
+        "energy_noise_ev": energy_noise_ev,
+        "held_out_known": sorted(Composition(p["formula"]).reduced_formula for p in doc["phases"]
+                                 if "held out" in p["source"]["energy"]),
+        "kinetics": kinetics or {},
+        "chosen": len(targets),
+        "makeable_fraction": round(n_make / max(1, len(targets)), 3),
+    }
+    say(f"{name}: {len(targets)} targets, {n_make} makeable")
+    return parse_world(doc, "<retarget_world>")

@@ -13,11 +13,14 @@ Definitions (the truth search = every single-cation shelf precursor set of a tar
 * a target is **makeable** when one of its recipes succeeds;
 * a **set succeeds** when it succeeds at one of the temperatures, and **fails** when it fails at
   all of them;
-* a makeable target is **precursor-dependent** when one of its shelf sets succeeds and another
-  fails.
+* a makeable target is **precursor-dependent** when, at one temperature of the search, one of its
+  shelf sets succeeds and another fails (the choice of precursors decides a recipe's outcome);
+  **strictly** precursor-dependent when one set succeeds at some temperature and another fails at
+  every temperature (no temperature rescues it).
 
-Targets above the hull of the world's other phases never form in the reaction model (every
-reaction's products lie on the hull), so their recipes are counted as failed without firing.
+Targets above the hull of the world's other phases with oxygen open in air at every truth
+temperature (:func:`grand_e_above_hull`) never form in the reaction model (every reaction's
+products lie on that hull), so their recipes are counted as failed without firing.
 """
 
 from __future__ import annotations
@@ -36,20 +39,38 @@ from .world import World
 MADE = 0.5
 
 
-def _above_hull(world: World, formula: str) -> bool:
-    """True when the phase lies above the lower hull of the world's other phases (any mu_O)."""
+def grand_e_above_hull(
+    world: World, formula: str, temperatures: tuple[float, ...] = TRUTH_TEMPERATURES_C, atmosphere: str = "air"
+) -> float:
+    """Distance (eV/atom) of a phase above the lower hull of the world's *other* phases with
+    oxygen open at the furnace's mu_O, at the most favourable of ``temperatures``.
+
+    Negative: the phase is stable there, by that much. Why grand: a crucible exchanges O2 with
+    the furnace, so a phase stable only in a closed system (Co4+ or Fe4+ oxides, suboxides) can
+    never form in air; the A-Lab likewise took only targets predicted stable in air.
+    """
+    import numpy as np
+    from scipy.optimize import linprog
+
     thermo = thermo_for(world)
-    if formula not in thermo.data:
-        return True
-    d = thermo.data[formula]
-    # the LP "decompose these cations" at a furnace-like mu_O: if the best assemblage does not
-    # contain the phase itself, something else is lower -> it can never be a reaction product
-    for t in (700.0, 1000.0):
-        mu = thermo.mu_o(t, "air")
-        sol = thermo.decompose({el: amt * d.n_cat for el, amt in d.cation_fractions.items()}, mu)
-        if sol and formula in sol and sol[formula] > 0.999 * 1.0:
-            return False
-    return True
+    key = Composition(formula).reduced_formula
+    d = thermo.data[key]
+    others = [f for f in thermo.solids if f != key and thermo.data[f].elements <= d.elements]
+    els = sorted(d.elements)
+    best = float("inf")
+    for t in temperatures:
+        mu = thermo.mu_o(float(t), atmosphere)
+        if not others:
+            return -1.0
+        c = np.array([thermo.phi(f, mu) for f in others])
+        a_eq = np.array([[thermo.data[f].cation_fractions.get(el, 0.0) for f in others] for el in els])
+        b_eq = np.array([d.cation_fractions[el] for el in els])
+        res = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=[(0, None)] * len(others), method="highs-ds")
+        if res.status != 0:
+            return -1.0  # nothing else holds these cations: the phase is the only option
+        per_cation = thermo.phi(key, mu) - float(res.fun)
+        best = min(best, per_cation * d.n_cat / d.n_atoms)
+    return best
 
 
 def _failure_cause(world: World, state: Any, target: str) -> str:
@@ -78,7 +99,7 @@ def target_outcomes(
     """The full truth search of one target: every set at every temperature, with yields."""
     key = Composition(formula).reduced_formula
     sets = _precursor_sets(world, key)
-    above = _above_hull(world, key)
+    above = key not in thermo_for(world).data or grand_e_above_hull(world, key, temperatures) > 1e-6
     rows: list[dict[str, Any]] = []
     for pset in sets:
         yields: list[float] = []
@@ -107,6 +128,7 @@ def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     recipes_m = succeeded_m = 0
     makeable: list[str] = []
     dependent: list[str] = []
+    dependent_strict: list[str] = []
     multi: list[str] = []
     causes: dict[str, int] = {}
     for o in outcomes:
@@ -121,8 +143,13 @@ def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
             succeeded_m += r_ok
             if len(set_ok) > 1:
                 multi.append(o["formula"])
-            if not all(set_ok):
+            # at one temperature of the search (a recipe = set x temperature) one set reaches the
+            # target and another does not: which precursors a planner picks decides the outcome
+            n_t = min((len(r["yields"]) for r in o["sets"]), default=0)
+            if any(len({r["yields"][t] >= MADE for r in o["sets"]}) == 2 for t in range(n_t)):
                 dependent.append(o["formula"])
+            if not all(set_ok):  # strict: one set fails at every temperature
+                dependent_strict.append(o["formula"])
                 for r in o["sets"]:
                     if r["failure"]:
                         causes[r["failure"]] = causes.get(r["failure"], 0) + 1
@@ -137,8 +164,10 @@ def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "recipe_success_share_makeable": round(succeeded_m / recipes_m, 3) if recipes_m else 0.0,
         "precursor_dependent": len(dependent),
         "precursor_dependent_share": round(len(dependent) / len(makeable), 3) if makeable else 0.0,
+        "precursor_dependent_strict": len(dependent_strict),
+        "precursor_dependent_strict_share": round(len(dependent_strict) / len(makeable), 3) if makeable else 0.0,
         "makeable_with_several_sets": len(multi),
-        "failed_set_causes_in_dependent": dict(sorted(causes.items())),
+        "failed_set_causes_in_strictly_dependent": dict(sorted(causes.items())),
         "shelf_sets_per_target_median": statistics.median(sets_per) if sets_per else 0,
         "precursor_dependent_targets": dependent,
         "makeable_targets": makeable,

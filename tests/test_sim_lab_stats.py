@@ -29,9 +29,12 @@ def test_summary_counts_makeable_recipes_and_precursor_dependence() -> None:
     assert s["targets"] == 3 and s["makeable"] == 2 and s["makeable_share"] == pytest.approx(0.667, abs=1e-3)
     assert s["recipes"] == 10 and s["recipes_succeeded"] == 4
     assert s["recipe_success_share"] == 0.4
-    assert s["precursor_dependent"] == 1 and s["precursor_dependent_targets"] == ["A"]
-    assert s["precursor_dependent_share"] == 0.5
-    assert s["failed_set_causes_in_dependent"] == {"kinetics": 1}
+    # A: at 850 one set works and one does not (strictly too: set 2 never works); B: at the
+    # second temperature set 1 works and set 2 does not, but every set works somewhere
+    assert s["precursor_dependent"] == 2 and s["precursor_dependent_targets"] == ["A", "B"]
+    assert s["precursor_dependent_share"] == 1.0
+    assert s["precursor_dependent_strict"] == 1 and s["precursor_dependent_strict_share"] == 0.5
+    assert s["failed_set_causes_in_strictly_dependent"] == {"kinetics": 1}
 
 
 def test_toy_world_target_depends_on_the_precursors() -> None:

@@ -34,10 +34,15 @@ def build_world_cmd(
     name: str | None = typer.Option(None, help="world name (default from the systems)"),
     n_targets: int | None = typer.Option(None, help="pick this many targets from the candidates"),
     makeable_fraction: float | None = typer.Option(None, help="aim for this makeable fraction"),
-    max_e_hull: float = typer.Option(0.03, help="candidate targets: computed e_above_hull <= this (eV/atom)"),
-    relax_steps: int = typer.Option(60, help="CHGNet FIRE steps per structure (0: single point)"),
+    max_e_hull: float = typer.Option(0.02, help="targets: computed e_above_hull in air at a furnace "
+                                     "temperature <= this (eV/atom)"),
+    relax_steps: int = typer.Option(40, help="CHGNet FIRE steps per structure (0: single point)"),
     shelf: str = typer.Option("wide", help="'wide' (hydroxides, nitrates, more oxides) or 'narrow'"),
-    decorations: int = typer.Option(10, help="prototype-decoration compositions per system"),
+    decorations: int = typer.Option(25, help="prototype-decoration compositions per (sub)system"),
+    relax_cache: Path | None = typer.Option(None, help="folder keeping CHGNet relaxations between builds"),
+    mp_off_hull: float = typer.Option(0.08, help="also MP compositions up to this far above its hull (eV/atom)"),
+    holdout: float = typer.Option(1.0, help="share of known multi-cation phases without an experimental "
+                                  "CIF held out as computed-only targets"),
     energy_noise: float = typer.Option(0.02, help="true minus computed energy, sd (eV/atom)"),
 ) -> None:
     """Build a world: MP energies for known phases, CHGNet for hypothetical ones, hidden truth."""
@@ -52,7 +57,7 @@ def build_world_cmd(
         world = build_world(items, out, seed=seed, name=name, n_targets=n_targets,
                             makeable_fraction=makeable_fraction, max_e_hull=max_e_hull,
                             relax_steps=relax_steps, shelf=shelf, decorations_per_system=decorations,
-                            energy_noise_ev=energy_noise, log=lambda m: console.print(m, highlight=False))
+                            energy_noise_ev=energy_noise, relax_cache=relax_cache, mp_off_hull=mp_off_hull, holdout_fraction=holdout, log=lambda m: console.print(m, highlight=False))
     except WorldError as exc:
         _fail(str(exc))
     console.print(f"[green]wrote[/] {out}: {len(world.phase_formulas())} phases, "
