@@ -63,3 +63,100 @@ def test_demo_creates_store_and_status_reads_it(tmp_path: Path) -> None:
 def test_status_of_missing_dir_is_a_clear_error(tmp_path: Path) -> None:
     out = run("status", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "no such file" in out.stderr
+
+
+# --------------------------------------------------------------------------- what `run` needs
+
+
+def _camp(tmp_path: Path, name: str = "c", **changes) -> Path:  # noqa: ANN003 - section -> {key: value}
+    camp = tmp_path / name
+    assert run("init", str(camp)).returncode == 0
+    data = yaml.safe_load((camp / "campaign.yaml").read_text())
+    for section, values in changes.items():
+        data[section].update(values)
+    (camp / "campaign.yaml").write_text(yaml.safe_dump(data))
+    return camp
+
+
+def _one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+    assert "Traceback" not in out.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_init_names_the_campaign_after_the_directory(tmp_path: Path) -> None:
+    camp = tmp_path / "LiMn spinel 2"
+    assert run("init", str(camp)).returncode == 0
+    assert yaml.safe_load((camp / "campaign.yaml").read_text())["campaign"]["name"] == "LiMn spinel 2"
+    assert run("init", str(tmp_path / "x"), "--name", "ycomp").returncode == 0
+    assert yaml.safe_load((tmp_path / "x" / "campaign.yaml").read_text())["campaign"]["name"] == "ycomp"
+    _one_line_error(run("init", str(tmp_path / "y"), "--name", "../bad"), "--name")
+    assert not (tmp_path / "y").exists()
+
+
+def test_unknown_world_is_refused_by_validate_and_run_without_a_store(tmp_path: Path) -> None:
+    camp = _camp(tmp_path, lab={"world": "demoo"})
+    _one_line_error(run("validate", str(camp)), "lab.world", "demoo", "demo")
+    _one_line_error(run("run", str(camp), "--no-live"), "lab.world", "demoo")
+    assert sorted(p.name for p in camp.iterdir()) == ["campaign.yaml"]  # no half-made store
+
+
+def test_missing_world_file_is_refused(tmp_path: Path) -> None:
+    camp = _camp(tmp_path, lab={"world": "worlds/mine.yaml"})
+    _one_line_error(run("validate", str(camp)), "lab.world", "mine.yaml")
+    _one_line_error(run("run", str(camp), "--no-live"), "mine.yaml")
+    assert not (camp / "campaign.db").exists()
+
+
+def test_systems_the_world_has_no_target_in_are_refused(tmp_path: Path) -> None:
+    camp = _camp(tmp_path, chemical_space={"systems": ["Ca-Ti-O", "Sr-Ti-O"]})
+    _one_line_error(run("validate", str(camp)), "chemical_space.systems", "Li-Mn-O", "no target")
+    _one_line_error(run("run", str(camp), "--no-live"), "chemical_space.systems")
+    assert not (camp / "campaign.db").exists()
+
+
+def test_validate_states_the_widening_of_the_systems(tmp_path: Path) -> None:
+    camp = _camp(tmp_path, chemical_space={"systems": ["Li-Mn-O"]})
+    out = run("validate", str(camp))
+    assert out.returncode == 0, out.stderr
+    assert "widened" in out.stdout and "Ba-O-Ti" in out.stdout
+
+
+def test_missing_candidate_cif_folder_is_refused(tmp_path: Path) -> None:
+    camp = _camp(tmp_path)
+    data = yaml.safe_load((camp / "campaign.yaml").read_text())
+    data["chemical_space"]["candidate_sources"].append({"kind": "cif_dir", "path": str(tmp_path / "no-cifs")})
+    (camp / "campaign.yaml").write_text(yaml.safe_dump(data))
+    _one_line_error(run("validate", str(camp)), "candidate_sources[2].path", "not a folder")
+    (tmp_path / "no-cifs").mkdir()
+    _one_line_error(run("validate", str(camp)), "no .cif file")
+
+
+def test_store_url_in_a_missing_folder_or_unreachable_server_is_refused(tmp_path: Path) -> None:
+    camp = _camp(tmp_path, store={"url": "sqlite:///nowhere/sub/campaign.db"})
+    _one_line_error(run("validate", str(camp)), "store.url", "does not exist")
+    _one_line_error(run("run", str(camp), "--no-live"), "store.url")
+    camp2 = _camp(tmp_path, "pg", store={"url": "postgresql+psycopg://u@127.0.0.1:1/db"})
+    _one_line_error(run("validate", str(camp2)), "store.url", "cannot connect")
+
+
+def test_proposals_lists_the_ids_approve_takes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_web_support import fill_small_campaign, open_store, write_campaign_dir
+
+    camp = write_campaign_dir(tmp_path / "camp", approval_mode=True)
+    with open_store(camp) as store:
+        ids = fill_small_campaign(store)
+    out = run("proposals", str(camp))
+    assert out.returncode == 0, out.stderr
+    for key in ("C1", "C2", "D"):
+        assert str(ids["experiments"][key]) in out.stdout
+    assert "CaTiO3" in out.stdout and "carbonate route" in out.stdout and "°C" in out.stdout
+    data = json.loads(run("proposals", str(camp), "--json").stdout)
+    listed = {p["experiment"]["id"] for t in data["targets"] for p in t["proposals"]}
+    assert listed == {ids["experiments"][k] for k in ("C1", "C2", "D")}
+    assert run("approve", str(camp), str(ids["experiments"]["D"])).returncode == 0
+    assert str(ids["experiments"]["D"]) not in run("proposals", str(camp)).stdout.split("approve with")[0]

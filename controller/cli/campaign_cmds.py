@@ -1,4 +1,4 @@
-"""Campaign commands: init, validate, run, status, demo, approve, reject, pause, resume, stop, report."""
+"""Campaign commands: init, validate, run, status, demo, approve, reject, proposals, pause, resume, stop, report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, example_config_text, load_config
+from ..config import ConfigError, example_config_text, load_config, preflight
 from ..store import Store, StoreError, iso
 
 console = Console()
@@ -19,7 +19,7 @@ CONFIG_FILE = "campaign.yaml"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -33,30 +33,53 @@ def open_campaign_store(campaign_dir: Path) -> tuple[Store, str]:
     return Store.for_campaign_dir(campaign_dir, cfg.store.url), cfg.campaign.name
 
 
+def _campaign_name(directory: Path) -> str:
+    """A valid campaign name from a directory name (letters, digits, _ . - and spaces)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.\- ]+", "-", directory.resolve().name).strip("-. ")[:120]
+    return name if name and name[0].isalnum() else f"campaign-{name}".rstrip("-")
+
+
 def init(
     directory: Path = typer.Argument(..., help="campaign directory to create (may exist if empty)"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing campaign.yaml"),
+    name: str = typer.Option("", "--name", help="campaign name (default: the directory's name)"),
 ) -> None:
-    """Write a commented example campaign.yaml into DIRECTORY."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write a commented example campaign.yaml into DIRECTORY, naming the campaign after it."""
+    import re
+
     target = directory / CONFIG_FILE
     if target.exists() and not force:
         _fail(f"{target} exists; use --force to overwrite it")
-    target.write_text(example_config_text(), encoding="utf-8")
+    campaign_name = name or _campaign_name(directory)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,119}", campaign_name):
+        _fail(f"--name {campaign_name!r}: use letters, digits, _ . - and spaces, starting with a letter or digit")
+    text = example_config_text()
+    text = re.sub(r"(?m)^(  name: )demo-campaign( *)", lambda m: m.group(1) + campaign_name
+                  + " " * max(1, len("demo-campaign") + len(m.group(2)) - len(campaign_name)), text, count=1)
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
     console.print(f"wrote {target}\nnext: edit it, then `synthloop validate {target}`")
 
 
 def validate(file: Path = typer.Argument(..., help="campaign YAML file or campaign directory")) -> None:
     """Check a campaign configuration without running anything."""
+    path = _config_path(file)
     try:
-        cfg = load_config(_config_path(file))
+        cfg = load_config(path)
     except ConfigError as exc:
         _fail(str(exc))
+    errors, notes = preflight(cfg, path.parent)
+    if errors:
+        _fail(f"{path}: " + "; ".join(errors))
     console.print(
         f"[green]ok[/]: campaign {cfg.campaign.name!r}, seed {cfg.campaign.seed}, "
         f"{len(cfg.chemical_space.systems)} chemical system(s), lab {cfg.lab.kind}"
-        + (f" (world {cfg.lab.world})" if cfg.lab.kind == "simulated" else "")
+        + (f" (world {cfg.lab.world})" if cfg.lab.kind == "simulated" else ""), highlight=False, soft_wrap=True
     )
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 def status(
@@ -123,13 +146,50 @@ def run(
 
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    path = _config_path(campaign_dir)
     try:
-        load_config(_config_path(campaign_dir))
+        cfg = load_config(path)
     except ConfigError as exc:
         _fail(str(exc))
-    result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None),
-                          external_lab=external_lab, live=live)
+    errors, _ = preflight(cfg, path.parent)
+    if errors:
+        _fail(f"{path}: " + "; ".join(errors) + " (nothing was started; `synthloop validate` checks this)")
+    db = _sqlite_file(cfg.store.url, path.parent)
+    fresh = db is not None and not db.exists()
+    try:
+        result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None),
+                              external_lab=external_lab, live=live)
+    except (ConfigError, ValueError, OSError, StoreError) as exc:
+        if fresh:
+            _remove_unstarted_store(db)
+        _fail(f"{path}: cannot run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     _print_result(result)
+
+
+def _sqlite_file(url: str, base: Path) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    from ..store.store import resolve_url
+
+    parsed = make_url(resolve_url(url, base))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _remove_unstarted_store(db: Path) -> None:
+    """A store this failed run created and that holds no campaign is removed with its WAL files."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            started = conn.execute("SELECT count(*) FROM campaign").fetchone()[0]
+    except sqlite3.Error:
+        started = 0
+    if started:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
 
 
 def _print_result(result) -> None:  # noqa: ANN001 - CampaignResult (imported lazily)
@@ -248,8 +308,49 @@ def demo(
     _print_result(result)
 
 
+def proposals(
+    campaign_dir: Path = typer.Argument(..., help="campaign directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the web app's /api/proposals JSON"),
+    limit: int = typer.Option(200, "--limit", min=1, max=500, help="at most this many proposals"),
+) -> None:
+    """List proposed experiments — the ids `synthloop approve/reject` take — with target, recipe and why."""
+    from sqlmodel import Session, select
+
+    from ..store import Campaign
+    from ..web.queries import proposals as read_proposals
+
+    try:
+        store, name = open_campaign_store(campaign_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
+    with store, Session(store.engine) as session:
+        campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
+        data = read_proposals(session, campaign, limit=limit)
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    if campaign is None:
+        console.print(f"campaign {name!r}: not started (no proposals yet)")
+        return
+    if not data["targets"]:
+        console.print(f"campaign {name!r}: no proposed experiment")
+        return
+    table = Table("id", "target", "recipe", "heating", "why", title=f"{data['total']} proposed experiment(s)")
+    for t in data["targets"]:
+        why_target = t.get("why") or ""
+        for item in t["proposals"]:
+            e, r = item["experiment"], item["recipe"]
+            peak, dwell = r.get("max_temperature_c"), r.get("total_dwell_min")
+            heating = (f"{peak:.0f} °C, {dwell / 60:.1f} h" if peak is not None and dwell else "–") + f", {r['atmosphere']}"
+            why = "; ".join(x for x in (why_target, r.get("rationale") or "") if x)
+            table.add_row(str(e["id"]), t["formula"], r["reaction"], heating, why or "–")
+    console.print(table)
+    console.print("approve with `synthloop approve DIR ID...`, reject with `synthloop reject DIR ID... --reason TEXT`",
+                  highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
-    for fn in (init, validate, run, status, demo, approve, reject, pause, resume, stop, report):
+    for fn in (init, validate, run, status, demo, approve, reject, proposals, pause, resume, stop, report):
         app.command(fn.__name__)(fn)
 
 
