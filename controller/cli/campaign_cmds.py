@@ -321,11 +321,12 @@ def proposals(
 
     try:
         store, name = open_campaign_store(campaign_dir)
+        cfg = load_config(_config_path(campaign_dir))
     except ConfigError as exc:
         _fail(str(exc))
     with store, Session(store.engine) as session:
         campaign = session.exec(select(Campaign).where(Campaign.name == name)).first()
-        data = read_proposals(session, campaign, limit=limit)
+        data = read_proposals(session, campaign, limit=limit, cfg=cfg)
     if as_json:
         print(json.dumps(data, default=str))
         return

@@ -122,6 +122,8 @@ def edit_conditions(store: Store, campaign_id: int, cfg: CampaignConfig, recipe_
                             {"segment": index, "old": old, "new": profile[index], "actor": actor,
                              "at": utcnow().isoformat(timespec="seconds")}]
         recipe.profile = profile
+        details.setdefault("rationale_planner", recipe.rationale or "")
+        recipe.rationale = rationale_after_edit(details["rationale_planner"], details["edits"])
         recipe.details = details
         s.add(recipe)
         Store.log(s, "recipe.edited", campaign_id=campaign_id, entity="recipe", entity_id=recipe_id,
@@ -129,3 +131,48 @@ def edit_conditions(store: Store, campaign_id: int, cfg: CampaignConfig, recipe_
                   data={"segment": index, "old": old, "new": profile[index]})
         s.flush()
         return recipe_dict(recipe, target.formula)
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{float(v):g}"
+
+
+def rationale_after_edit(planner_text: str, edits: list[dict[str, Any]]) -> str:
+    """The planner's rationale with every edited setpoint or dwell rewritten to its current value,
+    and one sentence saying who changed what (the planner's own text stays in ``details``).
+
+    Why rewrite rather than append only: a reader of "fired at 950 °C" beside a 975 °C profile
+    cannot tell which one the furnace will get.
+    """
+    import re
+
+    text = planner_text
+    changes: list[str] = []
+    first: dict[tuple[int, str], Any] = {}
+    last: dict[tuple[int, str], Any] = {}
+    for e in edits:
+        for key in ("setpoint_c", "dwell_min"):
+            k = (int(e.get("segment", 0)), key)
+            first.setdefault(k, (e.get("old") or {}).get(key))
+            last[k] = ((e.get("new") or {}).get(key), e.get("actor"))
+    for (segment, key), old in first.items():
+        new, actor = last[(segment, key)]
+        if old is None or new is None or float(old) == float(new):
+            continue
+        if key == "setpoint_c":
+            pattern = rf"(?<![\d.]){re.escape(_fmt_value(old))}(?:\.0+)?(\s*°\s*C|\s*C\b|\s*degC)"
+            text = re.sub(pattern, lambda m, n=new: _fmt_value(n) + m.group(1), text)
+            changes.append(f"setpoint {_fmt_value(old)} → {_fmt_value(new)} °C")
+        else:
+            pattern = rf"(?<![\d.]){re.escape(_fmt_value(old))}(?:\.0+)?(\s*min\b)"
+            text = re.sub(pattern, lambda m, n=new: _fmt_value(n) + m.group(1), text)
+            hours_old, hours_new = float(old) / 60, float(new) / 60
+            text = re.sub(rf"(?<![\d.]){re.escape(f'{hours_old:g}')}(\s*h\b)",
+                          lambda m, n=hours_new: f"{n:g}" + m.group(1), text)
+            changes.append(f"dwell {_fmt_value(old)} → {_fmt_value(new)} min")
+        who = actor or "a person"
+        changes[-1] += f" by {who}"
+    if not changes:
+        return planner_text
+    note = "Conditions edited: " + "; ".join(changes) + "."
+    return f"{text.rstrip(' .')}. {note}" if text.strip() else note

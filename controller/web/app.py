@@ -272,7 +272,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.get("/api/proposals", tags=["read"],
              summary="Proposed experiments grouped by target with predictions and recipes")
     def api_proposals(limit: int = Query(200, ge=1, le=queries.MAX_LIST), offset: int = Query(0, ge=0)) -> dict:
-        return read(queries.proposals, limit=limit, offset=offset) | {"approval_mode": cfg.campaign.approval_mode}
+        return read(queries.proposals, limit=limit, offset=offset, cfg=cfg) | {"approval_mode": cfg.campaign.approval_mode}
 
     @app.get("/api/in-flight", tags=["read"], summary="Experiments between approval and verdict, with their current step")
     def api_in_flight(limit: int = Query(200, ge=1, le=queries.MAX_LIST)) -> dict:
@@ -453,7 +453,7 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @app.get("/proposals", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_proposals(offset: int = Query(0, ge=0)) -> HTMLResponse:
-        data = read(queries.proposals, limit=100, offset=offset)
+        data = read(queries.proposals, limit=100, offset=offset, cfg=cfg)
         return page("proposals.html", "proposals", p=data, writable=bool(settings.token) and not settings.read_only)
 
     @app.get("/in-flight", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)

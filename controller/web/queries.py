@@ -362,7 +362,78 @@ def target_dict(target: Target, predictions: dict[str, dict] | None = None) -> d
     }
 
 
-def proposals(session: Session, campaign: Campaign | None, *, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+ACQUISITION_MEANING = {
+    "qlogei": "log of the expected improvement (qLogEI) of the objective over the best result so far: "
+              "higher is better, each unit is a factor e; very negative = little expected gain",
+    "qucb": "upper confidence bound (qUCB) of the objective: mean + √β·σ; higher is better",
+    "thompson": "a posterior sample of the objective (Thompson sampling): higher is better",
+    "greedy": "the objective's predicted mean: higher is better",
+    "random": "no value: chosen at random",
+}
+
+OBJECTIVE_MEANING = {
+    "stable_and_makeable": "P(stable) × P(yield ≥ threshold)",
+    "stability": "minus the decomposition energy above the known hull",
+    "expected_yield": "the predicted yield",
+}
+
+
+def judge(predicted: dict[str, Any], cfg: CampaignConfig | None) -> dict[str, Any]:
+    """A target's prediction in units a researcher can judge: energies in meV/atom with σ, the
+    yield in % with σ kept on the 0-100 % scale, probabilities apart from the yield, and which
+    factor of the objective decides the ranking."""
+    acq = cfg.acquisition if cfg is not None else None
+    threshold_ev = acq.stability_threshold_ev if acq is not None else 0.05
+    yield_thr = cfg.recipes.yield_threshold if cfg is not None else 0.5
+    out: dict[str, Any] = {"rows": [], "p_stable": None, "p_yield": None, "deciding": None,
+                           "acquisition_meaning": ACQUISITION_MEANING.get(acq.strategy if acq else "", ""),
+                           "objective": OBJECTIVE_MEANING.get(acq.objective if acq else "", ""),
+                           "strategy": acq.strategy if acq else None, "yield_threshold": yield_thr}
+    e, e_std = _f(predicted.get("e_decomp")), _f(predicted.get("e_decomp_std"))
+    if e is not None:
+        p_st = _phi((threshold_ev - e) / e_std) if e_std else float(e <= threshold_ev)
+        out["p_stable"] = p_st
+        out["rows"].append({"key": "e_decomp", "label": "energy above the known hull",
+                            "value": f"{1000 * e:+.0f} meV/atom" + (f" ± {1000 * e_std:.0f}" if e_std else ""),
+                            "note": f"P(stable) {100 * p_st:.0f} % (stable = below {1000 * threshold_ev:.0f} meV/atom)"})
+    ef, ef_std = _f(predicted.get("e_form")), _f(predicted.get("e_form_std"))
+    if ef is not None:
+        out["rows"].append({"key": "e_form", "label": "formation energy",
+                            "value": f"{ef:.3f} eV/atom" + (f" ± {ef_std:.3f}" if ef_std else ""), "note": ""})
+    y, y_std = _f(predicted.get("yield")), _f(predicted.get("yield_std"))
+    if y is not None:
+        y = min(max(y, 0.0), 1.0)
+        if y_std is not None and y_std >= 0.5:
+            spread, note_extra = "σ > 50 % (the yield model has not learnt this yet)", True
+        else:
+            spread, note_extra = (f"± {100 * y_std:.0f} %" if y_std else ""), False
+        p_y = _phi((y - yield_thr) / y_std) if y_std else float(y >= yield_thr)
+        out["p_yield"] = None if note_extra else p_y
+        out["rows"].append({"key": "yield", "label": "target yield (model)",
+                            "value": f"{100 * y:.0f} % {spread}".strip(),
+                            "note": (f"P(yield ≥ {100 * yield_thr:.0f} %) {100 * p_y:.0f} %" if not note_extra
+                                     else "uninformative: the ranking rests on stability")})
+    p_st, p_y = out["p_stable"], out["p_yield"]
+    if acq is not None and acq.objective == "stable_and_makeable" and p_st is not None:
+        if p_y is None:
+            out["deciding"] = f"P(stable) {100 * p_st:.0f} % (the yield does not count yet)"
+        else:
+            lower = "P(stable)" if p_st <= p_y else f"P(yield ≥ {100 * yield_thr:.0f} %)"
+            out["deciding"] = (f"P(stable) {100 * p_st:.0f} % × P(yield ≥ {100 * yield_thr:.0f} %) "
+                               f"{100 * p_y:.0f} % = {100 * p_st * p_y:.0f} %; the smaller factor, {lower}, decides")
+    elif acq is not None and acq.objective == "stability" and e is not None:
+        out["deciding"] = f"decomposition energy {1000 * e:+.0f} meV/atom"
+    elif acq is not None and acq.objective == "expected_yield" and y is not None:
+        out["deciding"] = f"predicted yield {100 * y:.0f} %"
+    return out
+
+
+def proposals(session: Session, campaign: Campaign | None, *, limit: int = 200, offset: int = 0,
+              cfg: CampaignConfig | None = None) -> dict[str, Any]:
     """Proposed experiments grouped by target (highest acquisition value first) with their recipes."""
     if campaign is None:
         return {"total": 0, "targets": [], "limit": limit, "offset": offset}
@@ -383,6 +454,8 @@ def proposals(session: Session, campaign: Campaign | None, *, limit: int = 200, 
         group = groups.get(target.id)
         if group is None:
             group = groups[target.id] = target_dict(target, preds.get(target.candidate_id or -1)) | {"proposals": []}
+            group["judged"] = judge(target.predicted or {}, cfg)
+            group["why"] = group["judged"]["deciding"] or ""
         group["proposals"].append({"experiment": experiment_dict(exp, target.formula),
                                    "recipe": recipe_dict(recipe, target.formula)})
     return {"total": int(total), "limit": limit, "offset": offset, "targets": list(groups.values())}
