@@ -67,9 +67,22 @@ class EnsembleConfig:
             raise ValueError("epochs, hidden, layers and batch_size must be >= 1")
         if self.cutoff <= 0 or self.max_neighbors < 1:
             raise ValueError("cutoff must be > 0 and max_neighbors >= 1")
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; "
-                             f"allowed: {sorted(ARCHITECTURES)}")
+        for arch in self.architecture.split("+"):
+            if arch not in ARCHITECTURES:
+                raise ValueError(f"unknown architecture {arch!r}; allowed: {sorted(ARCHITECTURES)}"
+                                 " or several joined by '+' (members alternate between them)")
+
+    def member_architecture(self, k: int) -> str:
+        """Architecture of member ``k``: ``"schnet+cgcnn"`` alternates schnet, cgcnn, ...
+
+        Why mix: members of different architectures disagree more where the data do not
+        decide, which is what the ensemble's spread should measure."""
+        parts = self.architecture.split("+")
+        return parts[k % len(parts)]
+
+    @property
+    def angular(self) -> bool:
+        return any(needs_angles(a) for a in self.architecture.split("+"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -251,7 +264,8 @@ def _train_member_inner(payload: dict[str, Any]) -> dict[str, Any]:
     y = torch.from_numpy(payload["y"]).float()
     train_idx, val_idx = payload["train_idx"], payload["val_idx"]
     n_main = int(payload["n_main"])
-    model = build_model(cfg.architecture, y.shape[1], cfg.hidden, cfg.layers, cfg.cutoff)
+    model = build_model(cfg.member_architecture(int(payload.get("member", 0))), y.shape[1],
+                        cfg.hidden, cfg.layers, cfg.cutoff)
     if payload.get("init_state") is not None:
         model.load_state_dict(payload["init_state"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -339,21 +353,21 @@ class Ensemble:
                           else np.asarray(inflation, dtype=np.float64))
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.members: list[torch.nn.Module] = []
-        for state in states:
-            m = build_model(config.architecture, len(outputs) + self.n_aux, config.hidden,
+        for k, state in enumerate(states):
+            m = build_model(config.member_architecture(k), len(outputs) + self.n_aux, config.hidden,
                             config.layers, config.cutoff)
             m.load_state_dict(state)
             m.eval()
             self.members.append(m)
         self.cache = GraphCache(config.cutoff, config.max_neighbors,
-                                angular=needs_angles(config.architecture))
+                                angular=config.angular)
 
     # ------------------------------------------------------------------ prediction
     def graphs(self, structures: Sequence[Structure], use_cache: bool = True) -> list[CrystalGraph]:
         if use_cache:
             return self.cache.graphs(structures)
         return [build_graph(s, self.config.cutoff, self.config.max_neighbors,
-                            needs_angles(self.config.architecture)) for s in structures]
+                            self.config.angular) for s in structures]
 
     def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> PredictionTable:
         """Members × structures × outputs table in physical units."""
@@ -442,6 +456,7 @@ class Ensemble:
         states = []
         for k, m in enumerate(self.members):
             res = _train_member({"config": cfg.to_dict(), "seed": seed * 1000 + k, "graphs": graphs,
+                                 "member": k,
                                  "single_thread": False, "freeze_norm": True,
                                  "y": y, "train_idx": np.arange(n), "val_idx": np.arange(0),
                                  "n_main": len(self.outputs), "init_state": m.state_dict()})
@@ -479,7 +494,7 @@ def train_ensemble(
         aux = (aux - aux.mean(axis=0)) / np.maximum(aux.std(axis=0), 1e-12)
         ys = np.concatenate([ys, aux], axis=1)
     t0 = time.perf_counter()
-    cache = GraphCache(cfg.cutoff, cfg.max_neighbors, angular=needs_angles(cfg.architecture))
+    cache = GraphCache(cfg.cutoff, cfg.max_neighbors, angular=cfg.angular)
     graphs = cache.graphs(structures)
     t_graph = time.perf_counter() - t0
     rng = np.random.default_rng(cfg.seed)
@@ -492,6 +507,7 @@ def train_ensemble(
         idx = (member_rng.choice(fit_idx, size=len(fit_idx), replace=True) if cfg.bootstrap
                and cfg.members > 1 else fit_idx)
         payloads.append({"config": cfg.to_dict(), "seed": cfg.seed * 1000 + k, "graphs": graphs,
+                         "member": k,
                          "y": ys, "train_idx": idx, "val_idx": val_idx, "n_main": len(names),
                          "verbose": progress is not None})
     t1 = time.perf_counter()

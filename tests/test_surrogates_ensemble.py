@@ -146,11 +146,13 @@ def test_norm_statistics_follow_the_weights_after_training() -> None:
     assert torch.allclose(eval_out, train_out, atol=2e-2)
 
 
-@pytest.mark.parametrize("arch", ["schnet", "angular"])
+@pytest.mark.parametrize("arch", ["schnet", "angular", "schnet+cgcnn"])
 def test_new_architectures_train_save_and_load(arch: str) -> None:
     s, y = toy_set(30)
     ens = train_ensemble(s, y, EnsembleConfig(members=2, architecture=arch, **TINY))
     assert ens.cache.angular == (arch == "angular")
+    assert [type(m).__name__ for m in ens.members] == (
+        ["SchNet", "CGCNN"] if arch == "schnet+cgcnn" else [type(ens.members[0]).__name__] * 2)
     table = ens.predict(s[:6], use_cache=False)
     assert table.values.shape == (2, 6, 1) and np.isfinite(table.values).all()
     again = Ensemble.from_bytes(ens.to_bytes()).predict(s[:6])
