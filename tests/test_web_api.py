@@ -375,3 +375,16 @@ def test_serve_reports_a_bad_campaign_dir(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="campaign.yaml: no such file"):
         load_campaign(tmp_path / "empty")
+
+
+def test_overview_leads_with_made_of_attempted_and_plots_yields(server: str, campaign) -> None:
+    status, html, _ = get(server, "/")
+    assert status == 200
+    import re
+
+    assert 'id="card-targets"' in html and re.search(r"of \d+ attempted", html)
+    assert html.count('class="yield-point"') >= 2  # the two analysed experiments of target A
+    assert 'class="threshold"' in html and 'id="model-error-plot"' in html
+    _, o, _ = get(server, "/api/overview")
+    assert [p["experiment_id"] for p in o["yields"]] == sorted(p["experiment_id"] for p in o["yields"])
+    assert "targets_open" in o and o["yield_threshold"] == 0.5

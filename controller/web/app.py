@@ -449,7 +449,9 @@ def create_app(settings: WebSettings) -> FastAPI:
     def page_overview() -> HTMLResponse:
         with reading() as (session, campaign):
             data = queries.overview(session, campaign, cfg, step_totals)
-        return page("overview.html", "overview", o=data)
+        return page("overview.html", "overview", o=data,
+                    yield_plot=svg.yield_svg(data.get("yields", []), cfg.recipes.yield_threshold),
+                    error_plot=svg.model_error_svg(data.get("model_error", [])))
 
     @app.get("/proposals", response_class=HTMLResponse, tags=["pages"], include_in_schema=False)
     def page_proposals(offset: int = Query(0, ge=0)) -> HTMLResponse:

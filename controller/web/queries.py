@@ -264,6 +264,10 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig,
             "wall_hours": ((_aware(last_ts) - _aware(first_ts)).total_seconds() / 3600.0
                            if first_ts and last_ts else None),
         },
+        "targets_open": target_counts.get(TargetState.ACTIVE.value, 0),
+        "yield_threshold": cfg.recipes.yield_threshold,
+        "yields": yield_series(session, cid),
+        "model_error": model_error_series(session, cid),
         "instruments": drivers,
         "waiting_steps": int(session.exec(
             select(func.count()).select_from(StepCommand)
@@ -274,6 +278,30 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig,
             select(Event).where(Event.campaign_id == cid).order_by(Event.id.desc()).limit(15)
         ).all()],
     }
+
+
+def yield_series(session: Session, campaign_id: int, limit: int = 2000) -> list[dict[str, Any]]:
+    """Measured target yields in the order experiments were proposed (the newest ``limit``)."""
+    rows = session.exec(
+        select(Experiment.id, Experiment.state, Experiment.target_yield, Target.formula)
+        .join(Target, Target.id == Experiment.target_id)
+        .where(Experiment.campaign_id == campaign_id, Experiment.target_yield.is_not(None))
+        .order_by(Experiment.id.desc()).limit(limit)
+    ).all()
+    return [{"experiment_id": i, "state": st, "yield": _f(y), "target": f} for i, st, y, f in reversed(rows)
+            if _f(y) is not None]
+
+
+def model_error_series(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """Per model version, the yield error on results it had not seen (``yield_mae_previous_model``)."""
+    rows = session.exec(select(ModelVersion.version, ModelVersion.kind, ModelVersion.metrics)
+                        .where(ModelVersion.campaign_id == campaign_id).order_by(ModelVersion.version)).all()
+    out = []
+    for version, kind, metrics in rows:
+        mae = _f((metrics or {}).get("yield_mae_previous_model")) if isinstance(metrics, dict) else None
+        if mae is not None:
+            out.append({"version": version, "kind": kind, "mae": mae})
+    return out
 
 
 def _aware(ts: datetime) -> datetime:

@@ -201,3 +201,52 @@ def calibration_svg(calibration: list[dict], title: str = "calibration") -> str:
     body.extend(f'<circle cx="{float(ax.px(a)):.1f}" cy="{float(ax.py(b)):.1f}" r="3" fill="#d62728"/>'
                 for a, b in zip(nominal, observed, strict=True))
     return _svg(body, title)
+
+
+SMALL_W, SMALL_H = 520, 240
+
+
+def _small(body: list[str], title: str) -> str:
+    # inline in a page only (no xmlns needed there: the pages name no outside address)
+    return (f'<svg viewBox="0 0 {W} {H}" width="100%" '
+            f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="13">'
+            f"<title>{escape(title)}</title>" + "".join(body) + "</svg>")
+
+
+VERDICT_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828"}
+
+
+def yield_svg(points: list[dict], threshold: float, title: str = "target yield per experiment") -> str:
+    """Each measured experiment's target yield in proposal order, coloured by verdict, with the
+    claim threshold as a dashed line."""
+    if not points:
+        return _small([f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no measured yield yet</text>'], title)
+    n = len(points)
+    ax = _Axes(0.5, n + 0.5, 0.0, 1.0)
+    body = ax.frame("experiment (in the order proposed)", "target yield (weight fraction)")
+    y_thr = float(ax.py(threshold))
+    body.append(f'<line class="threshold" x1="{MARGIN_L}" y1="{y_thr:.1f}" x2="{W - MARGIN_R}" y2="{y_thr:.1f}" '
+                f'stroke="#555" stroke-dasharray="6 4"/>'
+                f'<text x="{W - MARGIN_R - 4}" y="{y_thr - 4:.1f}" text-anchor="end" fill="#555">'
+                f'made above {100 * threshold:.0f} %</text>')
+    for k, p in enumerate(points, start=1):
+        colour = VERDICT_COLOURS.get(p.get("state"), "#1f77b4")
+        body.append(f'<circle class="yield-point" cx="{float(ax.px(k)):.1f}" cy="{float(ax.py(p["yield"])):.1f}" r="4" '
+                    f'fill="{colour}"><title>experiment {p["experiment_id"]} ({escape(str(p.get("target")))}): '
+                    f'{100 * p["yield"]:.0f} %, {escape(str(p.get("state")))}</title></circle>')
+    return _small(body, title)
+
+
+def model_error_svg(rounds: list[dict], title: str = "yield model error per round") -> str:
+    """Mean absolute yield error of each model version on results it had not seen."""
+    if not rounds:
+        return _small([f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no retrained model yet</text>'], title)
+    v = np.array([r["version"] for r in rounds], dtype=float)
+    m = np.array([r["mae"] for r in rounds], dtype=float)
+    ax = _Axes(float(v.min()) - 0.5, float(v.max()) + 0.5, 0.0, max(0.5, float(m.max()) * 1.1))
+    body = ax.frame("model version (round)", "yield MAE on unseen results")
+    if len(v) > 1:
+        body.append(ax.polyline(v, m, "#d62728", 1.5, "model-error"))
+    body.extend(f'<circle cx="{float(ax.px(a)):.1f}" cy="{float(ax.py(b)):.1f}" r="4" fill="#d62728">'
+                f'<title>v{int(a)}: {b:.3f}</title></circle>' for a, b in zip(v, m, strict=True))
+    return _small(body, title)
