@@ -13,10 +13,12 @@ from sim_lab import load_world
 def test_the_public_view_of_the_demo_world_has_no_way_to_its_truth() -> None:
     world = load_world("demo")
     view = PublicWorld.from_world(world)
-    assert [f.name for f in dataclasses.fields(view)] == ["target_formulas", "precursors", "known_structures"]
-    assert not hasattr(view, "__dict__")  # no attribute besides the three fields (slots)
+    assert [f.name for f in dataclasses.fields(view)] == ["target_formulas", "precursors",
+                                                          "known_structures", "computed_structures"]
+    assert not hasattr(view, "__dict__")  # no attribute besides the four fields (slots)
     # nothing in it refers to the world or its model (where the truth lives)
-    for value in (view.target_formulas, view.precursors, *view.known_structures.values()):
+    for value in (view.target_formulas, view.precursors, *view.known_structures.values(),
+                  *view.computed_structures.values()):
         assert value is not world and value is not world.model
     assert view.target_formulas == tuple(world.target_formulas())
     assert view.precursors == tuple(world.precursors)
@@ -28,3 +30,12 @@ def test_the_public_view_of_the_demo_world_has_no_way_to_its_truth() -> None:
     for formula, structure in view.known_structures.items():  # copies: the lab's objects stay the lab's
         assert structure is not world.known_structure(formula)
         assert structure == world.known_structure(formula)
+
+
+def test_computed_structures_of_targets_are_public_but_not_the_true_ones() -> None:
+    world = load_world("demo")
+    view = PublicWorld.from_world(world)
+    assert set(view.computed_structures) == set(getattr(world, "computed_formulas", list)())
+    for formula, structure in view.computed_structures.items():
+        assert formula in view.target_formulas and formula not in view.known_structures
+        assert structure is not world.computed_structure(formula)

@@ -83,6 +83,14 @@ class Brain:
                 seen.add(formula)
                 out.append(surrogates.Candidate(f"known:{formula}", formula, known[formula],
                                                 "known-structure", {"kind": "known phase"}))
+        # a hypothetical target a database has computed comes with that structure (the brain's
+        # own prediction is only a fallback), as the A-Lab's targets came with DFT structures
+        computed = self.world.computed_structures if self.world is not None else {}
+        for formula in wish or []:
+            if formula in computed and formula not in seen:
+                seen.add(formula)
+                out.append(surrogates.Candidate(f"computed:{formula}", formula, computed[formula],
+                                                "computed-structure", {"kind": "published computed structure"}))
         for cand in found:
             formula = reduced_formula(cand.formula)
             if (wish is not None and formula not in wish) or formula in seen:

@@ -2,9 +2,11 @@
 
 Why a type: "the brain never reads the lab's truth" should not rest on which methods of a
 ``sim_lab.World`` the brain happens to call. :class:`PublicWorld` is built from the world's
-public methods once, holds no reference to the world, and has exactly three fields: the wish
-list of hypothetical targets, the shelf of precursors, and the public structures of known
-phases. A real lab gives the brain no world at all (``None``).
+public methods once, holds no reference to the world, and has exactly four fields: the wish
+list of hypothetical targets, the shelf of precursors, the public structures of known phases,
+and the *computed* structures a database publishes for hypothetical targets (as the A-Lab's
+targets came with Materials Project / GNoME structures; the lab's true structure differs from
+them as experiment differs from computation). A real lab gives the brain no world (``None``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class PublicWorld:
     target_formulas: tuple[str, ...] = ()
     precursors: tuple[str, ...] = ()
     known_structures: Mapping[str, Structure] = field(default_factory=lambda: MappingProxyType({}))
+    computed_structures: Mapping[str, Structure] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_world(cls, world: Any) -> PublicWorld:
@@ -41,6 +44,13 @@ class PublicWorld:
                 known[formula] = world.known_structure(formula).copy()
             except (KeyError, ValueError):  # not public after all, or a CIF the lab cannot parse
                 continue
+        computed: dict[str, Structure] = {}
+        for formula in getattr(world, "computed_formulas", list)():  # older worlds publish none
+            try:
+                computed[formula] = world.computed_structure(formula).copy()
+            except KeyError:
+                continue
         return cls(target_formulas=tuple(world.target_formulas()),
                    precursors=tuple(world.precursors),
-                   known_structures=MappingProxyType(known))
+                   known_structures=MappingProxyType(known),
+                   computed_structures=MappingProxyType(computed))
