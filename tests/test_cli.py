@@ -160,3 +160,20 @@ def test_proposals_lists_the_ids_approve_takes(tmp_path: Path) -> None:
     assert listed == {ids["experiments"][k] for k in ("C1", "C2", "D")}
     assert run("approve", str(camp), str(ids["experiments"]["D"])).returncode == 0
     assert str(ids["experiments"]["D"]) not in run("proposals", str(camp)).stdout.split("approve with")[0]
+
+
+def test_xrd_phases_by_bundled_name_or_formula(tmp_path: Path) -> None:
+    listed = run("xrd", "phases")
+    assert listed.returncode == 0 and "NiO_225_sym" in listed.stdout
+    assert "NiO_225_sym" in run("xrd", "analyze", "--help").stdout  # --help names what is bundled
+    import numpy as np
+
+    from controller.xrd import load_phase, simulate_mixture
+
+    pat = simulate_mixture([load_phase("NiO_225_sym")], [1.0], seed=1, two_theta=(30.0, 70.0, 0.04))
+    np.savetxt(tmp_path / "nio.xy", np.c_[pat.two_theta, pat.intensities])
+    out = run("xrd", "analyze", str(tmp_path / "nio.xy"), "--phases", "NiO", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["phases"][0]["name"] == "NiO_225_sym"
+    ambiguous = run("xrd", "analyze", str(tmp_path / "nio.xy"), "--phases", "TiO2")
+    assert ambiguous.returncode == 2 and "TiO2_136" in ambiguous.stderr

@@ -22,7 +22,20 @@ xrd_app = typer.Typer(
     no_args_is_help=True,
 )
 
-PHASES_HELP = "candidate phases: CIF files (name = file stem) or names of bundled CIFs"
+_BUNDLED_DIR = Path(__file__).resolve().parents[1] / "xrd" / "data" / "cifs"
+_BUNDLED = sorted(c.stem for c in _BUNDLED_DIR.glob("*.cif"))  # a glob, not an import: help stays fast
+PHASES_HELP = ("candidate phases: CIF files (name = file stem), names of bundled CIFs or their formulas "
+               f"(bundled: {', '.join(_BUNDLED) or 'none'}; `synthloop xrd phases` lists them)")
+
+
+def _bundled_phase(spec: str) -> str:
+    """A formula given for a bundled CIF (``NiO`` → ``NiO_225_sym``); anything else unchanged."""
+    if Path(spec).is_file() or spec in _BUNDLED:
+        return spec
+    matches = [b for b in _BUNDLED if b.split("_")[0] == spec]
+    if len(matches) > 1:
+        _fail(f"--phases {spec}: several bundled phases have that formula ({', '.join(matches)}); name one")
+    return matches[0] if matches else spec
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -61,7 +74,7 @@ def _all_phases(ctx: typer.Context, phases: list[str]) -> list[str]:
     bad = [a for a in ctx.args if a.startswith("-")]
     if bad:
         _fail(f"unknown option(s): {' '.join(bad)}")
-    return list(phases) + extra
+    return [_bundled_phase(p) for p in [*phases, *extra]]
 
 
 PATTERN_SUFFIXES = (".xrdml", ".xy", ".xye", ".csv", ".txt")
@@ -232,6 +245,13 @@ def plot_cmd(
     res = _run(pattern, _all_phases(ctx, phases), None)
     path = plot_analysis(res, out)
     console.print(f"wrote {path}")
+
+
+@xrd_app.command("phases")
+def phases_cmd() -> None:
+    """List the bundled reference phases `--phases` accepts (by name or by formula)."""
+    for name in _BUNDLED:
+        console.print(f"{name}\t{name.split('_')[0]}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
