@@ -123,3 +123,24 @@ def test_several_problems_reported_together(tmp_path: Path, example: dict) -> No
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data))
     assert "campaign.seed" in str(info.value) and "recipes.yield_threshold" in str(info.value)
+
+
+def test_preflight_checks_what_run_needs(tmp_path: Path, example: dict) -> None:
+    from controller.config import parse_config, preflight
+
+    ok, notes = preflight(parse_config(example), tmp_path)
+    assert ok == [] and any("widened" in n for n in notes) and any("Ca-Ti-O" in n for n in notes)
+    bad = copy.deepcopy(example)
+    bad["lab"]["world"] = "demoo"
+    bad["store"]["url"] = "sqlite:///missing/dir/c.db"
+    bad["chemical_space"]["candidate_sources"].append({"kind": "cif_dir", "path": str(tmp_path / "none")})
+    errors, _ = preflight(parse_config(bad), tmp_path)
+    assert len(errors) == 3
+    assert errors[0].startswith("lab.world:") and "demoo" in errors[0]
+    assert "candidate_sources[2].path" in errors[1] and errors[2].startswith("store.url:")
+    assert all("\n" not in e for e in errors)  # one line each
+    world_file = tmp_path / "w.yaml"
+    bad["lab"]["world"] = "w.yaml"  # relative to the campaign directory, as run resolves it
+    errors, _ = preflight(parse_config(bad), tmp_path)
+    assert "w.yaml" in errors[0]
+    assert not world_file.exists()
