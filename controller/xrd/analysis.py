@@ -81,6 +81,9 @@ class AnalysisSettings:
     # covariance alone covered 33-45 % there: it knows counting noise, not model error
     systematic_fraction: float = 0.0
     systematic_floor: float = 0.0
+    # the only phase left stays when it accounts for this share of the net observed intensity
+    # (1.0 = off, the old rule): a poor fit must not end with no phase at all
+    keep_last_share: float = 0.3
     # instrument: 2theta (deg) below which a fixed divergence slit over-illuminates the sample,
     # so peak intensities fall as sin(theta) (None: the sample is never over-illuminated)
     footprint_two_theta: float | None = None
@@ -112,7 +115,7 @@ class AnalysisSettings:
         """The analysis as it was before the real-product work (issue 21): the 'before' figure."""
         return cls(texture_terms=0, lookalike_similarity=1.0, target_lattice_range=LATTICE_RANGE,
                    binary_lattice_range=LATTICE_RANGE, systematic_fraction=0.0,
-                   systematic_floor=0.0, footprint_two_theta=None)
+                   systematic_floor=0.0, footprint_two_theta=None, keep_last_share=float("inf"))
 
 
 @dataclass
@@ -403,6 +406,11 @@ def analyze(
         # first prove itself given the target (else the two would share out the same peaks)
         order = [i for i in order
                  if not (i in protect and any(active[j] for j in look[i] if j not in protect))]
+        # the last phase standing is not dropped when it carries most of the Bragg intensity:
+        # in a poor fit (peaks broader or shifted beyond the model) the misfit's correlation
+        # length makes every chi^2 gain look small, and "nothing" would explain the pattern
+        if int(active.sum()) == 1 and order and _bragg_share(model, state, order[0]) >= cfg.keep_last_share:
+            break
         if not order:
             break
         red = state.chi2 / max(n - state.n_free, 1) * _correlation_length(model, state)
@@ -601,6 +609,12 @@ def _look_elsewhere(model: PatternModel, state: FitState, i: int, starts: list[f
     if starts[i] == 0.0 or float(np.max(np.abs(strain))) <= LOCAL_STRAIN:
         return 0.0
     return 2.0 * math.log(trials[i])
+
+
+def _bragg_share(model: PatternModel, state: FitState, i: int) -> float:
+    """Phase i's calculated intensity as a share of the observed net (above-background) one."""
+    net = float(np.clip(model.y - state.background, 0.0, None).sum())
+    return float(state.contributions[i].sum()) / net if net > 0 else 0.0
 
 
 def _profile_similarity(model: PatternModel, cols: np.ndarray) -> np.ndarray:
