@@ -280,7 +280,7 @@ def overview(session: Session, campaign: Campaign | None, cfg: CampaignConfig,
     }
 
 
-def yield_series(session: Session, campaign_id: int, limit: int = 2000) -> list[dict[str, Any]]:
+def yield_series(session: Session, campaign_id: int, limit: int = 500) -> list[dict[str, Any]]:
     """Measured target yields in the order experiments were proposed (the newest ``limit``)."""
     rows = session.exec(
         select(Experiment.id, Experiment.state, Experiment.target_yield, Target.formula)
