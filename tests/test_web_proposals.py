@@ -13,10 +13,10 @@ from test_web_support import fill_small_campaign, open_store, write_campaign_dir
 
 
 def test_judge_gives_units_probabilities_and_the_deciding_term() -> None:
+    import yaml
+
     from controller.config import example_config_text, parse_config
     from controller.web.queries import judge
-
-    import yaml
 
     cfg = parse_config(yaml.safe_load(example_config_text()))
     j = judge({"e_form": -2.01, "e_form_std": 0.04, "e_decomp": 0.012, "e_decomp_std": 0.03,
