@@ -206,6 +206,8 @@ class RecipePlanner:
         self._exclude_rows: set[tuple[tuple[str, ...], float, float]] = set()
         self._space_made: set[tuple[str, ...]] = set()
         self.space_unusable: dict[tuple[str, ...], str] = {}
+        self._t_hint: tuple[float, float] | None = None
+        self._dead_t: set[float] = set()
         self._sets_cache: dict[str, list[tuple[str, ...]]] = {}
         # per-call memo of pathway predictions (cleared at every public call: knowledge changes)
         self._memo: dict[tuple[Any, ...], tuple[float, float, list[dict[str, Any]], list[str]]] = {}
@@ -220,6 +222,8 @@ class RecipePlanner:
         self._exclude_rows = set()
         self._space_made: set[tuple[str, ...]] = set()
         key, e_source = self._register(target)
+        self._t_hint = self._temperature_hint(key, history)
+        self._pair_products(key, history)
         sets = self._balanced_sets(key)
         if self.space is not None and self.space.covers(key):
             sets = self._space_untried(key, sets, history)
@@ -256,10 +260,12 @@ class RecipePlanner:
         self._exclude_rows = set()
         self._space_made = set()
         key = _rf(recipe.target)
+        self._t_hint = self._temperature_hint(key, [*history, observed])
         _, e_source = self._register(self._spec_of(recipe))
         hist = list(history)
         if not any(o is observed or o == observed for o in hist):
             hist.append(observed)
+        self._pair_products(key, hist)
         if observed.target_yield >= self.threshold:
             return Exhausted(
                 key,
@@ -392,6 +398,14 @@ class RecipePlanner:
         value, source = self.thermo.register_target(TargetSpec(key, target.e_form_ev_per_atom))
         return key, f"{value:.4f} eV/atom ({source})"
 
+    def _pair_products(self, key: str, history: Sequence[Observation]) -> None:
+        """Hypothetical compounds a pair of present phases may react to: this target and the
+        targets of the history — never one merely planned before. Why: a plan must depend
+        only on its arguments, so a resumed campaign (whose planner has forgotten earlier
+        targets) decides as an uninterrupted one, and the order targets were planned in does
+        not change anyone's recipes."""
+        self.thermo.pair_targets = frozenset({key} | {_rf(o.recipe.target) for o in history})
+
     # ------------------------------------------------------------------ replay space
     @staticmethod
     def _row_key(formulas: Sequence[str], t: float, d: float) -> tuple[tuple[str, ...], float, float]:
@@ -428,6 +442,23 @@ class RecipePlanner:
         k = sorted(formulas)
         return max((o.target_yield for o in mine if sorted(_rf(f) for f in o.recipe.precursor_formulas) == k),
                    default=0.0)
+
+    def _temperature_hint(self, key: str, history: Sequence[Observation]) -> tuple[float, float] | None:
+        """(temperature, yield) of this target's best experiment so far if the target formed
+        (yield ≥ ``FORMING_YIELD``): a new set starts there — the same compound, the same
+        kinetics — instead of at the literature's or the heuristic's temperature."""
+        best = max((o for o in history if _rf(o.recipe.target) == key),
+                   key=lambda o: o.target_yield, default=None)
+        mine = [o for o in history if _rf(o.recipe.target) == key]
+        # temperatures where two or more sets of this target formed nothing: try elsewhere first
+        counts: dict[float, int] = {}
+        for o in mine:
+            if o.target_yield < FORMING_YIELD:
+                counts[round(o.recipe.temperature_c, 1)] = counts.get(round(o.recipe.temperature_c, 1), 0) + 1
+        self._dead_t = {t for t, n in counts.items() if n >= 2}
+        if best is None or best.target_yield < FORMING_YIELD:
+            return None
+        return best.recipe.temperature_c, best.target_yield
 
     def _display(self, formula: str) -> str:
         """How a person writes a powder: the library's formula (LiOH, not LiHO), else the shelf's."""
@@ -551,11 +582,20 @@ class RecipePlanner:
             t_pred = min(max(float(round(guess.temperature_c / 25.0) * 25.0), self.min_c), self.max_c)
             reasons = (f"literature: weighted median firing temperature of {guess.support} syntheses "
                        f"of similar targets (nearest {guess.nearest}) = {guess.temperature_c:.0f} °C",)
+            if heur.cap_c is not None and heur.cap_c >= heur.floor_c and t_pred > heur.cap_c:
+                t_pred = max(float(round(heur.cap_c / 25.0) * 25.0), self.min_c)
+                reasons = (*reasons, f"capped at {t_pred:.0f} °C: a volatile precursor loses material above it")
             if guess.hours is not None:
                 lit_dwell = min(DWELL_CHOICES, key=lambda d: abs(math.log(d / max(guess.hours * 60.0, 1.0))))
+        if self._t_hint is not None and self.strategy == "full":
+            t_pred = min(max(self._t_hint[0], self.min_c), self.max_c)
+            reasons = (f"this target formed best so far at {self._t_hint[0]:.0f} °C "
+                       f"(yield {self._t_hint[1]:.0%})",)
         if temperature_c is None and self.space is not None and self.space.covers(target):
             rows = self._space_conditions(formulas) or self.space.conditions.get(tuple(sorted(formulas)), [])
-            temperature_c, dwell_min = min(rows, key=lambda r: (abs(r[0] - t_pred), abs(r[1] - (lit_dwell or 240.0))))
+            temperature_c, dwell_min = min(rows, key=lambda r: (
+                self._t_hint is None and round(r[0], 1) in self._dead_t,  # nothing formed there twice
+                abs(r[0] - t_pred), abs(r[1] - (lit_dwell or 240.0))))
             reasons = (*reasons, f"recorded experiment closest to that: {temperature_c:.0f} °C for {dwell_min:.0f} min")
         t = t_pred if temperature_c is None else temperature_c
         rxn = self.thermo.balance(formulas, target, t)
