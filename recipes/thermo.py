@@ -163,7 +163,10 @@ class Thermo:
         self.known = known
         self.atmosphere = atmosphere
         self._target_e: dict[str, tuple[float, str]] = {}
-        self._pair_cache: dict[tuple[str, str, int], Reaction | None] = {}
+        # registered targets that may form as a pair product (None: all of them); the planner
+        # sets it per call to the target and the history's targets (see RecipePlanner)
+        self.pair_targets: frozenset[str] | None = None
+        self._pair_cache: dict[tuple[str, str, int, tuple[str, ...]], Reaction | None] = {}
         self._solid_cache: dict[str, float | None] = {}
         self.target_kind: dict[str, str] = {}  # "table" | "given" | "hull_estimate"
         self._balance_cache: dict[tuple[tuple[str, ...], str], Any] = {}
@@ -345,11 +348,15 @@ class Thermo:
         """The most downhill single product of a + b (the deepest point of their tie line
         among known phases that balance with both), or None if nothing forms."""
         a, b = sorted((rf(a), rf(b)))
-        key = (a, b, int(round(temperature_c / 25.0)))
-        if key in self._pair_cache:
-            return self._pair_cache[key]
         ea = set(amounts_of(a)) - GASIFIABLE - {"O"}
         eb = set(amounts_of(b)) - GASIFIABLE - {"O"}
+        targets = set(self._target_e) if self.pair_targets is None else \
+            set(self._target_e) & self.pair_targets
+        # only the targets that could form from a + b change the answer: they key the cache
+        relevant = tuple(sorted(t for t in targets if set(amounts_of(t)) <= (ea | eb | {"O"})))
+        key = (a, b, int(round(temperature_c / 25.0)), relevant)
+        if key in self._pair_cache:
+            return self._pair_cache[key]
         own_a, own_b = ea - eb, eb - ea
         best: Reaction | None = None
         if own_a and own_b:
@@ -357,7 +364,7 @@ class Thermo:
             ckey = tuple(chemsys)
             if ckey not in self._phase_cache:
                 self._phase_cache[ckey] = sorted({p.formula for p in self.known.phases(chemsys)})
-            candidates = set(self._phase_cache[ckey]) | set(self._target_e)
+            candidates = set(self._phase_cache[ckey]) | set(relevant)
             for formula in sorted(candidates):
                 pe = set(amounts_of(formula))
                 if not (pe & own_a and pe & own_b) or not pe <= (ea | eb | {"O"}):
