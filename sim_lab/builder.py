@@ -59,6 +59,9 @@ from .world import FORMAT, GASES, World, WorldError, parse_world
 #: single-point screen before relaxing: structures further than this above their MP-hull
 #: decomposition products (eV/atom, unrelaxed) are not relaxed
 SCREEN_EV_PER_ATOM = 0.6
+#: a computed hypothetical further below the known hull than this (eV/atom) is a CHGNet artefact
+#: (a templated geometry it mis-scores), not an undiscovered compound: not a target
+MIN_CREDIBLE_E_HULL = -0.1
 TRUTH_TEMPERATURES_C = (700, 850, 1000, 1150)
 TRUTH_DWELL_MIN = 480
 TRUTH_BATCH_G = 2.0
@@ -675,7 +678,7 @@ def build_world(
         doc["kinetics"] = dict(kinetics)
     world = parse_world(doc, "<builder>")
     # 4. targets, as the A-Lab chose them, and their truth (the full search, stored) ----------
-    world = retarget_world(world, name=doc["name"], max_e_hull=max_e_hull, min_e_hull=-1.0,
+    world = retarget_world(world, name=doc["name"], max_e_hull=max_e_hull, min_e_hull=MIN_CREDIBLE_E_HULL,
                            holdout_fraction=holdout_fraction, energy_noise_ev=None if not holdout_fraction
                            else energy_noise_ev, seed=seed, log=say)
     doc = world.to_dict()

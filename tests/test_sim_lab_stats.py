@@ -119,3 +119,22 @@ def test_decoration_takes_charge_balanced_compositions_only() -> None:
     assert _charge_balanced(Composition("SrTiO3")) and _charge_balanced(Composition("Ca2V2O7"))
     assert _charge_balanced(Composition("NaFePO4"))
     assert not _charge_balanced(Composition("SrO3")) and not _charge_balanced(Composition("Na3TiO2"))
+
+
+def test_retargeting_holds_out_hull_phases_as_computed_only_targets() -> None:
+    """As the A-Lab's targets: a known hull phase without an experimental CIF becomes a target
+    with a public computed structure; the lab's structure is that one made experimental."""
+    from sim_lab.builder import retarget_world
+
+    doc = copy.deepcopy(toy_world_dict())
+    hyp = next(p for p in doc["phases"] if p["formula"] == "Li2Mn3O7")
+    hyp["computed_e_form_ev_per_atom"] = hyp["e_form_ev_per_atom"]
+    world = parse_world(doc, "<toy>")
+    new = retarget_world(world, name="toy-rt", max_e_hull=0.05, holdout_fraction=1.0, energy_noise_ev=0.0)
+    held = new.model.provenance["targets"]["held_out_known"]
+    assert "Li2MnO3" in held and "Li2MnO3" not in new.known_formulas()
+    assert set(held) <= set(new.target_formulas()) | set(held)
+    pub = new.computed_structure("Li2MnO3")
+    assert pub.volume == pytest.approx(world.structure("Li2MnO3").volume)
+    assert new.structure("Li2MnO3").volume < pub.volume
+    assert all(new.truth(f).outcomes for f in new.target_formulas())

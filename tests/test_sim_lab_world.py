@@ -83,7 +83,7 @@ def test_a_structure_that_does_not_match_its_formula_is_named() -> None:
         world.structure("Li2O")
 
 
-@pytest.mark.parametrize("name", ["demo", "alab-like"])
+@pytest.mark.parametrize("name", ["demo", "alab-like", "alab-like-v2"])
 def test_bundled_worlds_load_and_hide_nothing_they_should_show(name: str) -> None:
     assert name in bundled_worlds()
     world = load_world(name)
@@ -152,3 +152,15 @@ def test_bundled_xl_world_is_alab_like_with_known_targets_added() -> None:
     truth = {t["formula"]: t["truth"] for t in xl.to_dict()["targets"]}
     assert all(truth[t["formula"]] == t["truth"] for t in narrow.to_dict()["targets"])
     assert len(truth) == 418 and sum(v["makeable"] for v in truth.values()) == 179
+
+
+def test_rebuilt_world_publishes_computed_structures_and_its_truth_search() -> None:
+    """alab-like-v2: every target has a computed structure the lab's differs from, and the full
+    truth search is stored (``sim-lab stats`` reads it without firing)."""
+    world = load_world("alab-like-v2")
+    assert world.computed_formulas() == world.target_formulas()
+    for f in world.target_formulas()[:5]:
+        computed, true = world.computed_structure(f), world.structure(f)
+        assert computed.composition.reduced_formula == true.composition.reduced_formula == f
+        assert 0.94 < true.volume / computed.volume * len(computed) / len(true) < 0.999
+        assert world.truth(f).outcomes["sets"]
