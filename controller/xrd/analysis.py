@@ -92,6 +92,9 @@ class AnalysisSettings:
     # or above this makes them look-alikes (1.0 = off). The target is then preferred unless its
     # look-alikes fit clearly better without it (swap test), and a narrow decision is reported
     lookalike_similarity: float = 0.5
+    # the target's look-alikes replace it only when they fit better by more than this many
+    # significance thresholds (a prior for what was meant to be made)
+    target_benefit: float = 3.0
     # a decision between look-alikes is 'ambiguous' when its chi^2 margin is below this many
     # significance thresholds
     ambiguity_factor: float = 3.0
@@ -660,8 +663,8 @@ def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active
     if margin > 0 and not any(fit_t.scales[i] > 0 for i in target_idx):
         margin = float("inf")  # the target alone does not even get a scale
     # the target (what was meant to be made) has the benefit of the doubt: its look-alikes
-    # replace it only when they are better by more than one significance threshold
-    if margin > threshold:
+    # replace it only when they are better by more than target_benefit significance thresholds
+    if margin > cfg.target_benefit * threshold:
         # the look-alikes explain the pattern better without the target: the target leaves
         for i in target_idx:
             active[i] = False
