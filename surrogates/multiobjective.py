@@ -84,6 +84,19 @@ def hvi_2d(front: np.ndarray, ref: np.ndarray, y: np.ndarray) -> np.ndarray:
     v = np.maximum(y[:, 1], ref[1])
     if len(front) == 0:
         return (u - ref[0]) * (v - ref[1])
+    # most of a large pool is dominated: one searchsorted finds those (the front point with
+    # the smallest first objective >= u has the largest second among them) and the exact
+    # integral below runs on the rest only
+    j = np.searchsorted(front[:, 0], u, side="left")
+    dominated = (j < len(front)) & (front[np.minimum(j, len(front) - 1), 1] >= v)
+    out = np.zeros(len(u))
+    live = np.flatnonzero(~dominated)
+    if live.size:
+        out[live] = _hvi_2d_exact(front, ref, u[live], v[live])
+    return out
+
+
+def _hvi_2d_exact(front: np.ndarray, ref: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     a = np.concatenate([[ref[0]], front[:, 0]])  # a_0..a_m
     b = np.concatenate([front[:, 1], [ref[1]]])  # level on (a_{k-1}, a_k], then beyond a_m
     cum = np.concatenate([[0.0], np.cumsum(np.diff(a) * b[:-1])])  # G(a_k)
@@ -151,7 +164,8 @@ def select_pareto_batch(
                 raise ValueError("cost_mode 'constraint' needs max_cost")
             available &= cost <= max_cost
     if ref_point is None:
-        lo, hi = vals.min(axis=(0, 1)), vals.max(axis=(0, 1))
+        flat = vals.reshape(-1, 2)
+        lo, hi = flat.min(axis=0), flat.max(axis=0)
         ref = lo - 0.01 * np.maximum(hi - lo, 1e-12)
     else:
         ref = np.asarray(ref_point, dtype=np.float64).reshape(2)
@@ -165,7 +179,7 @@ def select_pareto_batch(
         ehvi = np.zeros(len(cand))
         for k in range(s):
             front = pareto_front_2d(vals[k, in_front], ref)
-            ehvi += hvi_2d(front, ref, vals[k, cand])
+            ehvi += hvi_2d(front, ref, vals[k].take(cand, axis=0))
         ehvi /= s
         # a front only grows, so a candidate's improvement only shrinks (submodularity):
         # one with none now has none later — later picks look at the rest only
