@@ -564,6 +564,7 @@ def build_world(
     say(f"CHGNet {relaxer.version}: relaxing {len(needed_known)} known phases ({relax_steps} FIRE steps max)")
     known_res = relaxer.relax_all([(g, known_structs[g]) for g in needed_known], "known phases")
     e_chg_known = {g: r[0] for g, r in zip(needed_known, known_res, strict=True) if r is not None}
+    relaxed_known = {g: r[1] for g, r in zip(needed_known, known_res, strict=True) if r is not None}
     rows = [(g, e_chg_known[g], table[g][0]) for g in e_chg_known if not known_how[g].startswith("random")]
     mu, fitted = _fit_references(rows) if rows else ({}, [])
 
@@ -680,7 +681,7 @@ def build_world(
     # 4. targets, as the A-Lab chose them, and their truth (the full search, stored) ----------
     world = retarget_world(world, name=doc["name"], max_e_hull=max_e_hull, min_e_hull=MIN_CREDIBLE_E_HULL,
                            holdout_fraction=holdout_fraction, energy_noise_ev=None if not holdout_fraction
-                           else energy_noise_ev, seed=seed, log=say)
+                           else energy_noise_ev, seed=seed, computed_structures=relaxed_known, log=say)
     doc = world.to_dict()
     truths = {t["formula"]: t["truth"] for t in doc["targets"]}
     grand = doc["provenance"]["computed_grand_e_above_hull_air"]
@@ -841,6 +842,7 @@ def retarget_world(
     kinetics: dict[str, Any] | None = None,
     seed: int | None = None,
     holdout_fraction: float = 0.0,
+    computed_structures: dict[str, Structure] | None = None,
     description: str = "",
     log: Callable[[str], None] | None = None,
 ) -> World:
@@ -855,8 +857,9 @@ def retarget_world(
 
     ``holdout_fraction``: that share (seeded) of the known multi-cation phases without an
     experimental CIF (not on the shelf, not a precursor's decomposition product) become
-    hypothetical: computed energy = MP's, true = MP + noise, computed structure = their templated
-    one, true structure = that made experimental. Why: the A-Lab's targets were phases on the
+    hypothetical: computed energy = MP's, true = MP + noise, computed structure = the CHGNet-relaxed
+    one from ``computed_structures`` (the builder passes its relaxations) else their templated one,
+    true structure = that made experimental. Why: the A-Lab's targets were phases on the
     Materials Project hull that no experiment had reported; a world whose every hull phase is
     public has only off-hull compositions left to aim at.
     """
@@ -885,14 +888,17 @@ def retarget_world(
                 continue
             if rng.random() >= holdout_fraction:
                 continue
-            computed = world.structure(f)
+            relaxed = (computed_structures or {}).get(f)
+            ok = relaxed is not None and relaxed.composition.reduced_formula == f
+            computed = relaxed if ok else world.structure(f)
             true_s, change = experimental_structure(computed, seed)
             p["kind"] = "hypothetical"
             p["computed_e_form_ev_per_atom"] = p["e_form_ev_per_atom"]
             p["computed_structure"] = {"cif": computed.to(fmt="cif")}
             p["structure"] = {"cif": true_s.to(fmt="cif")}
             p["source"] = {"energy": p["source"]["energy"] + " (computed; held out: no experiment reported here)",
-                           "structure": f"computed = {p['source']['structure'][:120]}; lab = computed made "
+                           "structure": f"computed = {'CHGNet-relaxed ' if ok else ''}"
+                           f"{p['source']['structure'][:120]}; lab = computed made "
                            f"experimental, volume {change['volume_change']:+.3f}"
                            + (f", {change['reordered']}" if change["reordered"] else "")}
             if energy_noise_ev is None:

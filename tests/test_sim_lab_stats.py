@@ -138,3 +138,18 @@ def test_retargeting_holds_out_hull_phases_as_computed_only_targets() -> None:
     assert pub.volume == pytest.approx(world.structure("Li2MnO3").volume)
     assert new.structure("Li2MnO3").volume < pub.volume
     assert all(new.truth(f).outcomes for f in new.target_formulas())
+
+
+def test_held_out_phase_takes_the_builders_relaxed_structure_as_computed() -> None:
+    from sim_lab.builder import retarget_world
+
+    doc = copy.deepcopy(toy_world_dict())
+    hyp = next(p for p in doc["phases"] if p["formula"] == "Li2Mn3O7")
+    hyp["computed_e_form_ev_per_atom"] = hyp["e_form_ev_per_atom"]
+    world = parse_world(doc, "<toy>")
+    relaxed = world.structure("Li2MnO3").copy()
+    relaxed.scale_lattice(relaxed.volume * 1.05)
+    new = retarget_world(world, name="toy-rt", max_e_hull=0.05, holdout_fraction=1.0, energy_noise_ev=0.0,
+                         computed_structures={"Li2MnO3": relaxed})
+    assert new.computed_structure("Li2MnO3").volume == pytest.approx(relaxed.volume)
+    assert "CHGNet-relaxed" in new.phase("Li2MnO3").source.structure
