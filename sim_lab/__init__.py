@@ -2,8 +2,9 @@
 
 The face other packages use:
 
-- worlds: :func:`load_world` (bundled "demo", "alab-like" or a file), :class:`World`,
-  :class:`WorldError`, :func:`build_world`, :func:`bundled_worlds`;
+- worlds: :func:`load_world` (bundled "demo", "alab-like", "alab-like-v2", ... or a file),
+  :class:`World`, :class:`WorldError`, :func:`build_world`, :func:`recalibrate_world`,
+  :func:`bundled_worlds`; statistics: :func:`world_stats`, :func:`target_outcomes`;
 - physics (pure, no sockets): :func:`simulate_recipe` (precursor grams + heating profile ->
   true weight fractions), :func:`simulate` (full :class:`SampleState`), :func:`profile_duration_min`;
 - XRD: :func:`simulate_pattern`;

@@ -1,25 +1,22 @@
-"""World builder: real thermodynamics for known phases, an independent model for hypothetical ones.
+"""World builder: real thermodynamics for known phases, relaxed CHGNet for hypothetical ones.
 
-Steps (each recorded in the world's ``provenance``):
+Steps (each recorded in the world's ``provenance``; docs/sim_lab.md "World builder" in full):
 
-1. **Known phases**: every composition on the closed convex hull of each chemical system in the
-   shipped Materials Project table (lowest ``e_form`` per composition), oxides only (intermetallics
-   never survive the furnace's oxygen), plus the shelf precursors. Structures: a shipped real CIF,
-   else prototype decoration, else a seeded random packing (``structures.py``).
-2. **Hypothetical compounds**, enumerated the way a campaign would: element substitution
-   (``chemistry.SUBSTITUTIONS``) into known multi-cation phases of sister systems. Each gets the
-   parent's structure with the swapped elements, volume-scaled, then a seeded distortion (the true
-   structure differs from any prediction).
-3. **Independent energies**: CHGNet (pretrained, shipped in its wheel, CPU) single-point energies
-   of all known and hypothetical structures (``relax_steps`` > 0 adds a short FIRE relaxation);
-   per-element reference energies are fitted by least squares so that CHGNet reproduces the MP
-   formation energies of the known phases; a hypothetical phase's formation energy is its CHGNet
-   energy minus those references. Without CHGNet (``oracle="none"``) the builder refuses rather
-   than inventing energies.
-4. **Targets and truth**: hypothetical phases within ``max_e_hull`` of the hull are candidates; the
-   builder fires every single-cation precursor combination from the shelf at several temperatures
-   (8 h dwells, the physics model) and records the best yield: makeable = best yield >= 0.5.
-   ``n_targets``/``makeable_fraction`` pick the target list from the candidates when given.
+1. **Known phases**: the MP table's hull oxides of each system (stable at some furnace mu_O) and
+   the shelf (``shelf="wide"`` adds hydroxides, nitrates, more oxides). Structures: a shipped real
+   CIF, else prototype decoration, else a seeded random packing (``structures.py``).
+2. **Hypothetical compositions** over each system and its multi-cation subsystems: substitution
+   into sister systems' phases, prototype decoration of charge-balanced compositions, and MP
+   compositions off the MP hull.
+3. **Energies on the MP footing**: CHGNet relaxes every candidate structure (after a single-point
+   screen) and the known phases it needs; computed energy = MP hull energy + CHGNet energy of
+   forming the compound from its MP-hull products (fitted per-element references; MP's constant
+   per-element corrections cancel in the balanced reaction); MP compositions keep MP's energy.
+   The lowest-energy relaxed structure is the *computed structure*. Truth: computed energy +
+   seeded noise, computed structure made experimental.
+4. **Targets and truth** (:func:`retarget_world`): hull phases without an experimental CIF held
+   out as computed-only targets, targets computed stable (within ``max_e_hull``) with O open in
+   air, full truth search stored per target (``truth.outcomes``; ``sim-lab stats`` reads it).
 """
 
 from __future__ import annotations
