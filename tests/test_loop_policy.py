@@ -59,6 +59,9 @@ def test_the_claim_rule_judges_the_lower_bound_not_the_estimate() -> None:
     assert verdict(0.9, 0.84, 0.5).made
     v = verdict(0.62, 0.45, 0.5)
     assert not v.made and v.state == S.FAILED and v.failure_kind == FailureKind.UNVERIFIED
+    # a clear yield the fit could barely tell from a look-alike phase is not a claim either
+    look = verdict(0.9, 0.84, 0.5, ambiguous=True)
+    assert not look.made and look.failure_kind == FailureKind.UNVERIFIED and "look-alike" in look.reason
     low = verdict(0.2, 0.1, 0.5)
     assert low.failure_kind == FailureKind.CHEMISTRY and "below threshold" in low.reason
 

@@ -34,6 +34,7 @@ class Assessed:
     target_yield: float
     yield_lower: float
     candidate_phases: tuple[str, ...]
+    target_ambiguous: bool = False  # the fit could barely tell the target from a look-alike
 
 
 @dataclass
@@ -105,8 +106,9 @@ class PhaseAssessor:
         analysis = self.analysis_pool.analyze(pattern, phases, target, settings)
         y, y_low = claimable_yield(analysis, claim_sigma=ac.claim_sigma,
                                    systematic_std=ac.systematic_yield_std)
+        ambiguous = any(target in a.get("phases", ()) for a in getattr(analysis, "ambiguities", ()))
         return Assessed(analysis=analysis, target_yield=y, yield_lower=y_low,
-                        candidate_phases=tuple(p.name for p in phases))
+                        candidate_phases=tuple(p.name for p in phases), target_ambiguous=ambiguous)
 
     def close(self) -> None:
         """Stop the XRD worker processes (the brain's only resource that outlives a call)."""

@@ -286,10 +286,12 @@ class CampaignRunner:
             assessed = await asyncio.to_thread(self.brain.analyze, got.pattern, got.target,
                                                got.target_structure, list(got.precursors))
             self.records.record_analysis(exp_id, assessed, verdict(
-                assessed.target_yield, assessed.yield_lower, threshold))
+                assessed.target_yield, assessed.yield_lower, threshold,
+                ambiguous=assessed.target_ambiguous))
         elif got.state == ExperimentState.ANALYSED:
             y = got.stored_yield or 0.0
-            self.records.apply_verdict(exp_id, y, verdict(y, got.stored_lower or 0.0, threshold))
+            self.records.apply_verdict(exp_id, y, verdict(y, got.stored_lower or 0.0, threshold,
+                                                          ambiguous=got.stored_ambiguous))
         self._wake.set()
 
     async def _refill(self, left: int) -> None:

@@ -94,6 +94,7 @@ class AnalysisInput:
     pattern: XrdPattern | None  # only when the analysis is still to be done
     stored_yield: float | None  # an analysis already stored (resuming after a crash)
     stored_lower: float | None
+    stored_ambiguous: bool = False
 
 
 class CampaignRecords:
@@ -312,7 +313,8 @@ class CampaignRecords:
                 precursors=tuple(p["formula"] for p in recipe.precursors or []), pattern=pattern,
                 stored_yield=None if row is None else float(row.target_yield or 0.0),
                 stored_lower=None if row is None else float(
-                    (row.details or {}).get("target_yield_lower", row.target_yield or 0.0)))
+                    (row.details or {}).get("target_yield_lower", row.target_yield or 0.0)),
+                stored_ambiguous=bool(row is not None and (row.details or {}).get("target_ambiguous")))
 
     def record_analysis(self, exp_id: int, assessed: Any, verdict: Verdict) -> None:
         """The analysis row (the ``PhaseAnalysis`` serialised here, at the store's edge),
@@ -323,7 +325,8 @@ class CampaignRecords:
                    "candidate_phases": list(assessed.candidate_phases),
                    "target_yield_crystalline": float(a.target_yield or 0.0),
                    **{k: v for k, v in d.items() if k != "phases" and _jsonable(v)},
-                   "target_yield_lower": assessed.yield_lower}
+                   "target_yield_lower": assessed.yield_lower,
+                   "target_ambiguous": assessed.target_ambiguous}
         if getattr(a, "curves", None):  # the fit for the web app's plot: zlib float32, base64 text
             import base64
 
