@@ -618,11 +618,14 @@ def build_world(
         ehull[f] = float(e - PhaseDiagram(entries).get_hull_energy_per_atom(Composition(f)))
     say("computed e_above_hull (eV/atom): " + ", ".join(f"{f} {ehull[f]:+.3f}" for f in sorted(ehull, key=ehull.get)))
     true_e = {f: computed_e[f] + _noise(seed, f, energy_noise_ev) for f in computed_e}
-    keep = sorted(f for f in computed_e if ehull[f] <= max(max_e_hull, 0.1))
-    computed_structs: dict[str, Structure] = {}
+    # a composition computed far below the known hull is a CHGNet artefact: leaving it in the
+    # world would make it a sink that eats every neighbouring target
+    artefacts = sorted(f for f in computed_e if ehull[f] < MIN_CREDIBLE_E_HULL)
+    if artefacts:
+        say(f"dropped as CHGNet artefacts (< {MIN_CREDIBLE_E_HULL} eV/atom below the hull): {', '.join(artefacts)}")
+    keep = sorted(f for f in computed_e if MIN_CREDIBLE_E_HULL <= ehull[f] <= max(max_e_hull, 0.1))
     for f in keep:
         _, relaxed, how = best[f]
-        computed_structs[f] = relaxed
         truth_struct, change = experimental_structure(relaxed, seed)
         energy_how = (
             f"MP e_form of this composition ({table[f][2]}, off the MP hull)" if f in mp_energy else
@@ -659,6 +662,7 @@ def build_world(
             "(CC BY 4.0), textbook prototypes; see each phase's source.structure",
             "omitted_phases_no_structure": omitted,
             "e_above_hull_of_hypothetical": {f: round(ehull[f], 4) for f in keep},
+            "dropped_chgnet_artefacts_e_above_hull": {f: round(ehull[f], 4) for f in artefacts},
             "computed_by_mp_off_hull": sorted(f for f in keep if f in mp_energy),
             "true_e_above_hull_offset": {f: round(true_e[f] - computed_e[f], 4) for f in keep},
             "chgnet_relaxations": {"count": relaxer.count, "from_cache": relaxer.cached,
