@@ -1,0 +1,53 @@
+"""The optional pretrained prior (SevenNet-0): linear prior + residual ensemble, relaxation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+pytest.importorskip("sevenn")
+
+from surrogates.ensemble import EnsembleConfig  # noqa: E402
+from surrogates.pretrained import (  # noqa: E402
+    LinearPrior,
+    PretrainedEnergy,
+    train_delta_ensemble,
+)
+
+
+@pytest.fixture(scope="module")
+def potential() -> PretrainedEnergy:
+    return PretrainedEnergy()
+
+
+def rocksalt(a: float, cation: str = "Na", anion: str = "Cl") -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+
+
+def test_relaxation_moves_a_strained_cell_towards_equilibrium(potential: PretrainedEnergy) -> None:
+    strained = rocksalt(6.3)  # NaCl: a = 5.64 Å
+    e0 = potential.energies([strained])[0]
+    relaxed, e1, steps = potential.relax(strained, fmax=0.05, steps=150)
+    a = (relaxed.volume * 4) ** (1 / 3)  # conventional cubic cell from the primitive one
+    assert e1 < e0 and steps >= 1
+    assert 5.4 < a < 5.95
+
+
+def test_delta_ensemble_predicts_prior_plus_residual(potential: PretrainedEnergy) -> None:
+    rng = np.random.default_rng(0)
+    pairs = [("Na", "Cl"), ("K", "Cl"), ("Li", "F"), ("Na", "F"), ("K", "Br"), ("Mg", "O")]
+    structures = [rocksalt(float(rng.uniform(4.2, 6.4)), c, x) for c, x in pairs for _ in range(2)]
+    e = potential.energies(structures)
+    y = 0.7 * e + 1.0 + 0.01 * rng.normal(size=len(e))
+    prior = LinearPrior.fit(structures, e, y)
+    assert np.abs(prior.predict(structures, e) - y).mean() < 0.05
+    model = train_delta_ensemble(structures, y, EnsembleConfig(
+        members=2, hidden=8, layers=1, epochs=2, batch_size=8, workers=1, cutoff=6.0),
+        potential=potential)
+    table = model.predict(structures[:3])
+    assert table.values.shape == (2, 3, 1)
+    assert np.abs(table.mean[:, 0] - y[:3]).max() < 0.5
+    with pytest.raises(ValueError, match="labels for"):
+        train_delta_ensemble(structures, y[:-1], potential=potential)
