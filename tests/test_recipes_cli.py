@@ -40,3 +40,10 @@ def test_propose_missing_element_and_human_output() -> None:
     ok = run("recipes", "propose", "BaTiO3", "--stock", "BaCO3,TiO2")
     assert ok.returncode == 0, ok.stderr
     assert "BaCO3 + TiO2 -> BaTiO3 + CO2" in ok.stdout and "weigh:" in ok.stdout
+
+
+def test_propose_skips_an_unusable_stock_item_with_a_warning_naming_it() -> None:
+    out = run("recipes", "propose", "BaTiO3", "--stock", "BaCO3,TiO2,Xe3Kr2O9", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "warning: stocked precursor Xe3Kr2O9 skipped" in out.stderr
+    assert json.loads(out.stdout)["recipes"][0]["precursors"] == ["BaCO3", "TiO2"]

@@ -60,22 +60,28 @@ def propose(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Print up to five initial recipes with reactions, driving forces, conditions, reasons."""
+    import warnings
+
     from recipes import RecipeError, RecipePlanner, TargetSpec
 
     try:
-        planner = RecipePlanner(
-            stock=_parse_stock(stock),
-            max_recipes=max_recipes,
-            strategy=strategy,  # type: ignore[arg-type]
-            seed=seed,
-            extra_precursors=extra_precursors,
-            min_temperature_c=min_temperature,
-            max_temperature_c=max_temperature,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            planner = RecipePlanner(
+                stock=_parse_stock(stock),
+                max_recipes=max_recipes,
+                strategy=strategy,  # type: ignore[arg-type]
+                seed=seed,
+                extra_precursors=extra_precursors,
+                min_temperature_c=min_temperature,
+                max_temperature_c=max_temperature,
+            )
         recipes = planner.initial_recipes(TargetSpec(formula, e_form), [])
     except RecipeError as exc:
         _fail(str(exc))
         return
+    for w in caught:  # e.g. a stocked powder the planner cannot use: named, then skipped
+        err_console.print(f"warning: {w.message}", highlight=False, markup=False)
     if as_json:
         out = {
             "recipes": [
