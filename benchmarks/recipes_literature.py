@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+import recipes.planner as planner_module  # noqa: E402
 from recipes import RecipeError, RecipePlanner, TargetSpec  # noqa: E402
 from recipes._prepare_literature import DEFAULT_SOURCE, parse_reactions  # noqa: E402
-import recipes.planner as planner_module  # noqa: E402
 from recipes.literature import SPLIT_SEED, LiteratureModel, held_out, literature_model  # noqa: E402
 
 MIN_USES = 5

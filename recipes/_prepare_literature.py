@@ -31,7 +31,7 @@ from typing import Any
 
 from pymatgen.core import Element
 
-from .literature import DATA_FILE, SPLIT_SEED, HELD_OUT_FRACTION, held_out
+from .literature import DATA_FILE, HELD_OUT_FRACTION, SPLIT_SEED, held_out
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "recipes" / "solid-state_reactions.json.xz"
 ATTRIBUTION = (

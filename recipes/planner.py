@@ -208,6 +208,7 @@ class RecipePlanner:
         self.space_unusable: dict[tuple[str, ...], str] = {}
         self._t_hint: tuple[float, float] | None = None
         self._dead_t: set[float] = set()
+        self._trained = False
         self._sets_cache: dict[str, list[tuple[str, ...]]] = {}
         # per-call memo of pathway predictions (cleared at every public call: knowledge changes)
         self._memo: dict[tuple[Any, ...], tuple[float, float, list[dict[str, Any]], list[str]]] = {}
@@ -243,6 +244,7 @@ class RecipePlanner:
             chosen = self._diverse(cands, self.max_recipes)
             return [self._to_recipe(key, c, e_source, "ranked by overall driving force") for c in chosen]
         knowledge, model = self._learn(history)
+        self._trained = model.trained
         cands = self._rank_full(key, sets, knowledge, model, history)
         chosen = self._diverse(cands, self.max_recipes)
         return [self._to_recipe(key, c, e_source, self._why_full(model)) for c in chosen]
@@ -310,6 +312,7 @@ class RecipePlanner:
             return self._to_recipe(key, ranked[0], e_source, "next set by overall driving force")
 
         knowledge, model = self._learn(hist)
+        self._trained = model.trained
         learned_now = knowledge.learn(observed)  # idempotent: already learned, returns reactions
         # --- option A: same set, new conditions (kinetically limited failure)
         retry = self._condition_retry(key, recipe, observed, mine, knowledge, model)
@@ -1011,7 +1014,7 @@ class RecipePlanner:
             )
             if c.decided_by:
                 parts.append(c.decided_by)
-            trained = bool(c.features) and "yield GP" in why
+            trained = self._trained  # the GP of this call has yields
             if trained:
                 parts.append(f"yield GP: predicted yield {c.predicted_yield:.2f}, "
                              f"P(yield ≥ {self.threshold:.0%}) = {c.prob_feasible:.2f}")
