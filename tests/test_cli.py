@@ -14,9 +14,9 @@ import yaml
 EXE = shutil.which("synthloop", path=str(Path(sys.executable).parent)) or "synthloop"
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env)
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
 
 
 def test_help_lists_the_commands() -> None:
@@ -52,7 +52,8 @@ def test_validate_reports_key_and_exits_nonzero(tmp_path: Path) -> None:
 
 
 def test_demo_creates_store_and_status_reads_it(tmp_path: Path) -> None:
-    out = run("demo", "--dir", str(tmp_path / "demo"))
+    # the whole demo campaign (~80 s on an idle 2-core machine; lockstep rounds wait for results)
+    out = run("demo", "--dir", str(tmp_path / "demo"), timeout=300)
     assert out.returncode == 0, out.stderr
     st = json.loads(run("status", str(tmp_path / "demo"), "--json").stdout)
     assert st["campaign"] == "demo-campaign"
