@@ -128,8 +128,9 @@ def test_budget_stop_and_refill() -> None:
     assert stop_reason(busy, budget, pool_exhausted=False) is None  # never with work open
     spent = Snapshot(used=10, open_experiments=0, active_targets=1, n_targets=3, n_candidates=9)
     assert stop_reason(spent, budget, pool_exhausted=False) == "budget reached: 10 experiments"
-    done = Snapshot(used=6, open_experiments=0, active_targets=0, n_targets=4, n_candidates=9)
-    assert stop_reason(done, budget, pool_exhausted=False) == "all 4 targets resolved"
+    done = Snapshot(used=6, open_experiments=0, active_targets=0, n_targets=4, n_candidates=9,
+                    made_targets=1)
+    assert stop_reason(done, budget, pool_exhausted=False) == "all 4 targets resolved, 1 made"
     days = Budget(max_experiments=100, max_lab_days=2.0)
     assert budget_left(Snapshot(5, 0, 1, 1, 9, lab_days=2.5), days)[1] == "budget reached: 2.5 lab days"
     assert targets_wanted(Snapshot(0, 0, 1, 3, 9), budget, left=10, keep_active=5) == 1  # max_targets

@@ -211,6 +211,7 @@ class Snapshot:
     n_targets: int
     n_candidates: int
     lab_days: float | None = None  # only when the budget has a lab-day limit
+    made_targets: int = 0
 
 
 def budget_left(snap: Snapshot, budget: Budget) -> tuple[int, str | None]:
@@ -233,7 +234,7 @@ def stop_reason(snap: Snapshot, budget: Budget, *, pool_exhausted: bool) -> str 
     if snap.active_targets == 0 and (
             snap.n_targets >= snap.n_candidates or pool_exhausted
             or (budget.max_targets is not None and snap.n_targets >= budget.max_targets)):
-        return f"all {snap.n_targets} targets resolved"
+        return f"all {snap.n_targets} targets resolved, {snap.made_targets} made"
     return None
 
 

@@ -143,7 +143,9 @@ class CampaignRecords:
                                      Target.state == TargetState.ACTIVE.value),
                 n_targets=count(Target, Target.campaign_id == cid),
                 n_candidates=count(Candidate, Candidate.campaign_id == cid),
-                lab_days=lab_days(self.store, cid, session=s) if with_lab_days else None)
+                lab_days=lab_days(self.store, cid, session=s) if with_lab_days else None,
+                made_targets=count(Target, Target.campaign_id == cid,
+                                   Target.state == TargetState.MADE.value))
 
     # targets and their histories ---------------------------------------------
     def active_target_ids(self) -> list[int]:
