@@ -121,7 +121,10 @@ class ChemicalSpace(_Strict):
 
 
 class SurrogateSection(_Strict):
-    architecture: Literal["cgcnn", "megnet"] = "cgcnn"
+    # one of surrogates' architectures, or several joined by '+' (members alternate):
+    # schnet+cgcnn was best on held-out polymorphs, cgcnn alone on perov_5 (docs/benchmarks.md)
+    architecture: Literal["cgcnn", "megnet", "schnet", "angular", "schnet+cgcnn",
+                          "cgcnn+megnet"] = "cgcnn"
     ensemble_size: int = Field(5, ge=1, le=64)
     hidden: int = Field(64, ge=4, le=1024)
     layers: int = Field(3, ge=1, le=12)
