@@ -132,6 +132,13 @@ def _plots(records: list[dict], versions: list[ModelVersion], threshold: float, 
     rounds = [(v, e) for v, e in rounds if e is not None]
     if rounds:
         ax.plot([v for v, _ in rounds], [e for _, e in rounds], marker="o")
+        # axes a reader can judge: error from 0 (a yield MAE lives in [0, 1]), whole rounds;
+        # with one round matplotlib would centre a lone dot on an axis from 1.9 to 2.1
+        ax.set_ylim(0.0, max(0.5, 1.15 * max(e for _, e in rounds)))
+        ax.set_xlim(min(v for v, _ in rounds) - 0.5, max(v for v, _ in rounds) + 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(rounds) == 1:
+            ax.annotate(f"{rounds[0][1]:.3f}", rounds[0], textcoords="offset points", xytext=(6, 6))
     else:
         ax.text(0.5, 0.5, "no retraining round yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("model version (round)")
