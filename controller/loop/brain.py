@@ -75,22 +75,19 @@ class Brain:
                 found += cands
         out: list[surrogates.Candidate] = []
         seen: set[str] = set()
-        # a wish-list compound that is already known has public crystallography: a lab uses that
-        # structure (for the surrogate and as its XRD reference), not a predicted one
-        known = self.world.known_structures if self.world is not None else {}
-        for formula in wish or []:
-            if formula in known and formula not in seen:
-                seen.add(formula)
-                out.append(surrogates.Candidate(f"known:{formula}", formula, known[formula],
-                                                "known-structure", {"kind": "known phase"}))
-        # a hypothetical target a database has computed comes with that structure (the brain's
-        # own prediction is only a fallback), as the A-Lab's targets came with DFT structures
-        computed = self.world.computed_structures if self.world is not None else {}
-        for formula in wish or []:
-            if formula in computed and formula not in seen:
-                seen.add(formula)
-                out.append(surrogates.Candidate(f"computed:{formula}", formula, computed[formula],
-                                                "computed-structure", {"kind": "published computed structure"}))
+        # a wish-list compound that is already known has public crystallography, and a
+        # hypothetical one a database has computed comes with that structure (as the A-Lab's
+        # targets came with DFT structures): a lab uses those, the brain's prediction is only a
+        # fallback
+        public = [] if self.world is None else [
+            ("known", self.world.known_structures, "known phase"),
+            ("computed", self.world.computed_structures, "published computed structure")]
+        for kind, structures, what in public:
+            for formula in wish or []:
+                if formula in structures and formula not in seen:
+                    seen.add(formula)
+                    out.append(surrogates.Candidate(f"{kind}:{formula}", formula, structures[formula],
+                                                    f"{kind}-structure", {"kind": what}))
         for cand in found:
             formula = reduced_formula(cand.formula)
             if (wish is not None and formula not in wish) or formula in seen:
