@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from sqlmodel import Session, select
@@ -35,7 +34,7 @@ def _analysis(x: np.ndarray, obs: np.ndarray, fit: np.ndarray, parts: dict, *, r
 
 
 def _analysed_experiment(tmp_path: Path, *, rwp: float, unexplained: float) -> tuple[Path, int, float]:
-    from controller.loop import CampaignRecords
+    from controller.loop import Assessed, CampaignRecords
     from controller.loop.policy import verdict
     from controller.store import Experiment, Measurement, Recipe, Target, pack_array
 
@@ -63,7 +62,7 @@ def _analysed_experiment(tmp_path: Path, *, rwp: float, unexplained: float) -> t
                               intensities=pack_array(obs), source="xrd-1"))
             store.transition(exp_id, "measured", session=s)
         a = _analysis(x, obs, fit, parts, rwp=rwp, unexplained=unexplained)
-        assessed = SimpleNamespace(analysis=a, target_yield=0.6, yield_lower=0.5, candidate_phases=("LiMn2O4",))
+        assessed = Assessed(analysis=a, target_yield=0.6, yield_lower=0.5, candidate_phases=("LiMn2O4",))
         CampaignRecords(store, cid).record_analysis(exp_id, assessed, verdict(0.6, 0.5, 0.5))
         blob = sum(len(v) for v in store_details(store, exp_id)["curves"].values())
     return campaign_dir, exp_id, blob / (len(x) * 4 * 6)
