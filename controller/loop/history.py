@@ -47,6 +47,11 @@ class Trial:
                     and self.failure_kind in (FailureKind.CHEMISTRY, FailureKind.UNVERIFIED)))
 
     @property
+    def observed(self) -> bool:
+        """Judged with a measured yield: what the planner learns from."""
+        return self.judged and self.target_yield is not None
+
+    @property
     def vouched_yield(self) -> float:
         """The yield the planner may learn from: the lower bound where the analysis could not
         vouch for its point estimate (an unverified claim), else the estimate."""
@@ -82,8 +87,7 @@ class TargetHistory:
 
     def observations(self) -> list[Observation]:
         """The target's judged experiments as the planner's observations."""
-        return [observation(self.recipe(t.recipe_id).recipe, t) for t in self.trials
-                if t.judged and t.target_yield is not None]
+        return [observation(self.recipe(t.recipe_id).recipe, t) for t in self.trials if t.observed]
 
 
 def observation(recipe: Recipe, trial: Trial) -> Observation:

@@ -71,6 +71,12 @@ def recipe_of(row: Recipe, target: str) -> recipes.Recipe:
     return recipes.Recipe.from_dict(stored)
 
 
+def _latest_measurement(s: Session, exp_id: int) -> Measurement | None:
+    """The pattern an experiment is judged on: its newest measurement."""
+    return s.exec(select(Measurement).where(Measurement.experiment_id == exp_id)
+                  .order_by(Measurement.id.desc())).first()
+
+
 def _trial(exp: Experiment, row: PhaseAnalysisRow | None) -> Trial:
     phases = {p["formula"]: float(p["weight_fraction"]) for p in (row.phases or [])} if row else {}
     lower = (row.details or {}).get("target_yield_lower") if row is not None else None
@@ -182,7 +188,7 @@ class CampaignRecords:
             out = []
             for exp, pa, r, t in rows:
                 trial = _trial(exp, pa)
-                if trial.judged and trial.target_yield is not None:
+                if trial.observed:
                     out.append(observation(recipe_of(r, t.formula), trial))
             return out
 
@@ -303,8 +309,7 @@ class CampaignRecords:
             recipe = s.get(Recipe, exp.recipe_id)
             cand = s.get(Candidate, target.candidate_id) if target.candidate_id else None
             row = s.exec(select(PhaseAnalysisRow).where(PhaseAnalysisRow.experiment_id == exp_id)).first()
-            meas = s.exec(select(Measurement).where(Measurement.experiment_id == exp_id)
-                          .order_by(Measurement.id.desc())).first()
+            meas = _latest_measurement(s, exp_id)
             measured = exp.state == ExperimentState.MEASURED and meas is not None
             pattern = None if not measured else XrdPattern(
                 two_theta=unpack_array(meas.two_theta), intensities=unpack_array(meas.intensities),
@@ -343,8 +348,7 @@ class CampaignRecords:
                 return base64.b64encode(pack_array(arr)).decode("ascii")
             details["curves"] = {k: packed(k, v) for k, v in a.curves.items()}
         with self.store.session() as s:
-            meas = s.exec(select(Measurement).where(Measurement.experiment_id == exp_id)
-                          .order_by(Measurement.id.desc())).first()
+            meas = _latest_measurement(s, exp_id)
             row = PhaseAnalysisRow(
                 measurement_id=meas.id, experiment_id=exp_id,
                 phases=[{"name": p.name, "formula": p.formula,
