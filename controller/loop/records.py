@@ -10,12 +10,14 @@ steps from the store alone.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlmodel import Session, func, select
 
 import recipes
@@ -37,6 +39,7 @@ from ..store import (
     Store,
     Target,
     TargetState,
+    pack_array,
     unpack_array,
     utcnow,
 )
@@ -44,6 +47,9 @@ from ..xrd import XrdPattern
 from .history import PlannedRecipe, TargetHistory, Trial, observation
 from .labtime import lab_days
 from .policy import Snapshot, Verdict
+
+if TYPE_CHECKING:  # the assessor loads the XRD worker pool; records only read its result
+    from .assess import Assessed
 
 
 def recipe_row(target_id: int, recipe: recipes.Recipe, *, ordinal: int,
@@ -323,7 +329,7 @@ class CampaignRecords:
                     (row.details or {}).get("target_yield_lower", row.target_yield or 0.0)),
                 stored_ambiguous=bool(row is not None and (row.details or {}).get("target_ambiguous")))
 
-    def record_analysis(self, exp_id: int, assessed: Any, verdict: Verdict) -> None:
+    def record_analysis(self, exp_id: int, assessed: Assessed, verdict: Verdict) -> None:
         """The analysis row (the ``PhaseAnalysis`` serialised here, at the store's edge),
         ``analysed``, and the verdict, in one transaction."""
         a = assessed.analysis
@@ -334,19 +340,8 @@ class CampaignRecords:
                    **{k: v for k, v in d.items() if k != "phases" and _jsonable(v)},
                    "target_yield_lower": assessed.yield_lower,
                    "target_ambiguous": assessed.target_ambiguous}
-        if getattr(a, "curves", None):  # the fit for the web app's plot: zlib float32, base64 text
-            import base64
-
-            import numpy as np
-
-            from ..store import pack_array
-
-            def packed(k: str, v: Any) -> str:
-                arr = np.asarray(v, dtype=np.float32)
-                if k not in ("two_theta", "observed"):  # model curves: 11 mantissa bits (5e-4) compress 2x
-                    arr = (arr.view(np.uint32) & np.uint32(0xFFFFF000)).view(np.float32)
-                return base64.b64encode(pack_array(arr)).decode("ascii")
-            details["curves"] = {k: packed(k, v) for k, v in a.curves.items()}
+        if a.curves:  # the fit, for the web app's plot
+            details["curves"] = {k: _packed_curve(k, v) for k, v in a.curves.items()}
         with self.store.session() as s:
             meas = _latest_measurement(s, exp_id)
             row = PhaseAnalysisRow(
@@ -354,7 +349,7 @@ class CampaignRecords:
                 phases=[{"name": p.name, "formula": p.formula,
                          "weight_fraction": float(p.weight_fraction),
                          "std": float(p.weight_fraction_std or 0.0),
-                         "peaks": [round(float(x), 3) for x in (getattr(p, "peaks", None) or [])]}
+                         "peaks": [round(float(x), 3) for x in p.peaks]}
                         for p in a.phases],
                 rwp=None if a.rwp is None else float(a.rwp), target_yield=assessed.target_yield,
                 method="whole-pattern", method_version=str(d.get("analysis_version", 1)),
@@ -415,6 +410,16 @@ class CampaignRecords:
                       None if e.target_yield is None else round(float(e.target_yield), 4)]
                      for e, formula, r in rows]
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def _packed_curve(name: str, values: Any) -> str:
+    """One fitted curve as base64 text of zlib float32 (``store.pack_array``). The measured axes
+    stay exact; model curves keep 11 mantissa bits (5e-4 relative), which compresses them 2x
+    and is far below the counting noise."""
+    arr = np.asarray(values, dtype=np.float32)
+    if name not in ("two_theta", "observed"):
+        arr = (arr.view(np.uint32) & np.uint32(0xFFFFF000)).view(np.float32)
+    return base64.b64encode(pack_array(arr)).decode("ascii")
 
 
 def _jsonable(value: Any) -> bool:
