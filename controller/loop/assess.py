@@ -106,7 +106,7 @@ class PhaseAssessor:
         analysis = self.analysis_pool.analyze(pattern, phases, target, settings)
         y, y_low = claimable_yield(analysis, claim_sigma=ac.claim_sigma,
                                    systematic_std=ac.systematic_yield_std)
-        ambiguous = any(target in a.get("phases", ()) for a in getattr(analysis, "ambiguities", ()))
+        ambiguous = any(target in a["phases"] for a in analysis.ambiguities)
         return Assessed(analysis=analysis, target_yield=y, yield_lower=y_low,
                         candidate_phases=tuple(p.name for p in phases), target_ambiguous=ambiguous)
 

@@ -45,7 +45,7 @@ class PublicWorld:
             except (KeyError, ValueError):  # not public after all, or a CIF the lab cannot parse
                 continue
         computed: dict[str, Structure] = {}
-        for formula in getattr(world, "computed_formulas", list)():  # older worlds publish none
+        for formula in world.computed_formulas():  # worlds from older files publish none
             try:
                 computed[formula] = world.computed_structure(formula).copy()
             except KeyError:
