@@ -52,9 +52,6 @@ class Surrogate:
     _struct_key: tuple = field(default=(), repr=False)
     _struct_list: list[Structure] = field(default_factory=list, repr=False)
 
-    # ------------------------------------------------------------------ models
-    OUTPUTS = ("e_form", "yield")
-
     def _ensemble_config(self, seed: int, n: int) -> Any:
         sc = self.cfg.surrogate
         # small pools: smaller batches, so training gets enough optimiser steps to learn
