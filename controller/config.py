@@ -145,7 +145,8 @@ class SurrogateSection(_Strict):
 
 
 class AcquisitionSection(_Strict):
-    strategy: Literal["qlogei", "qucb", "thompson", "greedy", "random"] = "qlogei"
+    # qehvi: expected hypervolume improvement over stability and (once learned) predicted yield
+    strategy: Literal["qlogei", "qucb", "thompson", "greedy", "random", "qehvi"] = "qlogei"
     objective: Literal["stable_and_makeable", "stability", "expected_yield"] = "stable_and_makeable"
     batch_size: int = Field(4, ge=1, le=1024)
     ucb_beta: float = Field(2.0, gt=0)
@@ -203,6 +204,13 @@ class AnalysisSection(_Strict):
                                    "screening refit while phases are added and dropped (the final "
                                    "fit runs to convergence); 6 costs 25 % less CPU than the "
                                    "library's 12 at the same yields on simulated campaign patterns")
+    preset: Literal["simulated", "real_samples"] = Field(
+        "simulated", description="analysis settings of the XRD instrument: 'simulated' (the "
+        "library's defaults, measured on the simulated lab) or 'real_samples' (tuned on real A-Lab "
+        "products: fixed-slit spill-over, look-alike and cell rules, systematic sigma)")
+    instrument_profile: str | None = Field(
+        None, description="instrument profile YAML from `synthloop xrd calibrate` (peak widths, zero "
+        "shift, spill-over angle learned from a reference scan); overrides the preset's instrument part")
 
 
 # --------------------------------------------------------------------------- lab
@@ -238,6 +246,15 @@ class LabSection(_Strict):
     step_retries: int = Field(2, ge=0, le=20)
     auth: AuthSection = AuthSection()
     faults: FaultSection = FaultSection()
+    id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
+        description="this lab's name when several labs (one controller each) share a campaign on "
+                    "PostgreSQL; unset = the campaign's only controller")
+    lease_s: float = Field(30.0, gt=0, le=3600,
+                           description="a lab's claim on an experiment lasts this long without a heartbeat")
+    abandon_after_s: float = Field(
+        600.0, gt=0, description="an experiment already on a silent lab's instruments is given up "
+                                 "(instrument failure, recipe re-queued) after this long")
 
     @field_validator("bind")
     @classmethod

@@ -301,7 +301,7 @@ def test_alembic_upgrade_from_first_revision_keeps_data(db_url: str) -> None:
     old.close()
     new = Store(db_url)  # opening migrates to head
     try:
-        assert new.current_revision() == "0003"
+        assert new.current_revision() == "0004"
         campaign = new.get_campaign("legacy")
         assert campaign.seed == 7 and campaign.status == "running"
         with pytest.raises(Exception, match="append-only"):
@@ -348,7 +348,7 @@ def test_upgrade_to_0003_fills_failure_kind_from_the_old_reason_prefixes(db_url:
     old.close()
     new = Store(db_url)  # opening migrates to head
     try:
-        assert new.current_revision() == "0003"
+        assert new.current_revision() == "0004"
         with new.session() as s:
             got = {e.sample_id: (e.state, e.reason, e.failure_kind)
                    for e in s.exec(select(Experiment)).all()}

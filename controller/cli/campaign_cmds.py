@@ -140,6 +140,9 @@ def run(
              "do not start them here"),
     live: bool = typer.Option(True, "--live/--no-live", help="show the live progress view"),
     max_wall_s: float = typer.Option(0.0, "--max-wall-s", help="stop after this many seconds (0 = no limit)"),
+    lab_id: str = typer.Option("", "--lab-id",
+                               help="this lab's name when several labs share the campaign on PostgreSQL "
+                                    "(overrides lab.id)"),
 ) -> None:
     """Run (or resume after a crash) the closed-loop campaign in CAMPAIGN_DIR."""
     from ..loop import STRATEGIES, RunOptions, run_campaign
@@ -158,7 +161,7 @@ def run(
     fresh = db is not None and not db.exists()
     try:
         result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None),
-                              external_lab=external_lab, live=live)
+                              external_lab=external_lab, live=live, lab_id=lab_id or None)
     except (ConfigError, ValueError, OSError, StoreError) as exc:
         if fresh:
             _remove_unstarted_store(db)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import CampaignConfig
-from ..store import ExperimentState, Store
+from ..store import ExperimentState, IllegalTransition, Store
 from . import control
 from .asktell import advance_target
 from .brain import Brain
+from .claims import ClaimLost, SharedClaims, SoloClaims, open_claims
 from .policy import (
     Budget,
     Rules,
@@ -110,6 +111,9 @@ class CampaignRunner:
         self._status = "running"
         self._errors: list[BaseException] = []
         self._pool_exhausted = False
+        self.claims: SoloClaims | SharedClaims | None = None
+        self._heartbeat_task: asyncio.Task | None = None
+        self._guard: Callable[[Any, int], None] | None = None
         self.lockstep = (self.options.lockstep if self.options.lockstep is not None
                          else cfg.lab.kind == "simulated")
 
@@ -118,27 +122,59 @@ class CampaignRunner:
         camp = self.store.ensure_campaign(self.cfg.campaign.name, seed=self.cfg.campaign.seed,
                                           config_yaml=self.config_yaml)
         self.campaign_id = camp.id
-        self.records = rec = CampaignRecords(self.store, camp.id,
-                                             approval_mode=self.cfg.campaign.approval_mode)
+        self.records = CampaignRecords(self.store, camp.id,
+                                       approval_mode=self.cfg.campaign.approval_mode)
         self.pool_records = PoolRecords(self.store, camp.id)
         if camp.status == "finished":
             return self.summary(time.monotonic() - started)
+        # one controller, or one per lab (lab.id) on a PostgreSQL campaign: refused here, before
+        # anything is sent, when another controller holds what this one would need
+        self.claims = open_claims(self.store, camp.id, camp.name, self.cfg.lab)
+        self.claims.acquire()
+        try:
+            await self._run_claimed(camp, started)
+        finally:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+            self.claims.close()
+        if self._errors:
+            raise self._errors[0]
+        return self.summary(time.monotonic() - started)
+
+    async def _run_claimed(self, camp: Any, started: float) -> None:
+        rec = self.records
         if camp.status == "created":
             control.set_status(self.store, camp.name, "running", actor="controller", reason=None)
         await self._setup_pools()
-        rec.log("controller.started", f"controller started (strategy {self.strategy.name})",
-                data={"capacities": {k: p.limit for k, p in self.pools.items()},
-                      "strategy": self.strategy.name,
-                      "drivers": sorted(d.identity for d in self.transport.drivers() if d.alive),
-                      "missing_drivers": self.missing_drivers})
-        await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers)
-        await asyncio.to_thread(self._ensure_candidates)
-        self.brain.pool_structures = {c.formula: c.structure for c in self.pool_records.candidates() if c.structure}
-        await self._ensure_model()
+        capacities = {k: p.limit for k, p in self.pools.items()}
+        self.claims.register(capacities)
+        data = {"capacities": capacities, "strategy": self.strategy.name,
+                "drivers": sorted(d.identity for d in self.transport.drivers() if d.alive),
+                "missing_drivers": self.missing_drivers}
+        lab = self.claims.lab_id
+        if lab is not None:
+            data["lab_id"] = lab
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="lab-heartbeat")
+        rec.log("controller.started", f"controller started (strategy {self.strategy.name})"
+                + (f" for lab {lab}" if lab else ""), data=data)
+        await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers,
+                        lab_id=lab)
+        # the pool and the first model are the campaign's, made once: by the first lab to get here
+        while not self.claims.try_lock("decide"):
+            await asyncio.sleep(self.options.poll_s)
+        try:
+            await asyncio.to_thread(self._ensure_candidates)
+            self.brain.pool_structures = {c.formula: c.structure for c in self.pool_records.candidates()
+                                          if c.structure}
+            await self._ensure_model()
+        finally:
+            self.claims.unlock("decide")
+        self._guard = self.claims.guard if self.claims.shared else None
         self._runner = ExperimentRunner(
             self.store, self.transport, self.pools,
             StepPolicy(retries=self.cfg.lab.step_retries, speedup=self._speedup()),
-            on_change=self._wake.set, before_send=self._hold_while_paused)
+            on_change=self._wake.set, before_send=self._hold_while_paused,
+            lab_id=lab, guard=self._guard)
         try:
             await self._main_loop(started)
         finally:
@@ -147,9 +183,16 @@ class CampaignRunner:
             if self._train_task is not None:
                 self._train_task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        if self._errors:
-            raise self._errors[0]
-        return self.summary(time.monotonic() - started)
+
+    async def _heartbeat(self) -> None:
+        """Several labs: renew this lab's lease and claims while the controller lives."""
+        period = max(0.2, self.cfg.lab.lease_s / 3.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await asyncio.to_thread(self.claims.heartbeat)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried; the lease has slack
+                log.warning("lab heartbeat failed: %s", exc)
 
     def _speedup(self) -> float:
         return self.cfg.lab.speedup if self.cfg.lab.kind == "simulated" else 1.0
@@ -202,6 +245,8 @@ class CampaignRunner:
         last_refresh = 0.0
         while True:
             self._status = self.records.status()
+            if self._status == "finished":  # another lab's controller finished the campaign
+                return
             if self.options.max_wall_s and time.monotonic() - started > self.options.max_wall_s:
                 self._stop(f"wall-clock limit {self.options.max_wall_s:.0f} s reached")
                 self._status = "stopping"
@@ -213,20 +258,17 @@ class CampaignRunner:
                 last_refresh = time.monotonic()
             if self._status != "paused":
                 if not self.lockstep:
-                    await self._decide()
+                    await self._decide_turn(barrier=False)
                 elif not self._tasks and self._snapshot().open_experiments == 0:
-                    await self._round_barrier()
-                    await self._decide()
+                    await self._decide_turn(barrier=True)
                 self._spawn()
             if not self.lockstep:
                 self._maybe_retrain()
             if self.on_update is not None:
                 self.on_update(self)
             reason = stop_reason(self._snapshot(), self.budget, pool_exhausted=self._pool_exhausted)
-            if reason and not self._tasks and (self._train_task is None or self._train_task.done()):
-                control.set_status(self.store, self.cfg.campaign.name, "finished", actor="controller",
-                                   reason=reason)
-                self.records.log("campaign.finished", reason)
+            if reason and not self._tasks and (self._train_task is None or self._train_task.done()) \
+                    and self._finish(reason):
                 if self.on_update is not None:
                     self.on_update(self)
                 return
@@ -235,6 +277,51 @@ class CampaignRunner:
                 await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
             except TimeoutError:
                 pass
+
+    def _finish(self, reason: str) -> bool:
+        """Mark the campaign finished. Several labs: only between decisions (under the decide
+        lock), with the stop reason read again there, and once."""
+        if not self.claims.try_lock("decide"):
+            return False  # another lab is deciding: what it proposes may keep the campaign going
+        try:
+            if self.claims.shared:
+                reason = stop_reason(self._snapshot(), self.budget, pool_exhausted=self._pool_exhausted)
+                if not reason:
+                    return False
+                if self.records.status() == "finished":
+                    return True
+            control.set_status(self.store, self.cfg.campaign.name, "finished", actor="controller",
+                               reason=reason)
+            self.records.log("campaign.finished", reason)
+            return True
+        finally:
+            self.claims.unlock("decide")
+
+    async def _decide_turn(self, *, barrier: bool) -> None:
+        """Decide (after the round's barrier in lockstep) when it is this controller's turn.
+
+        Several labs: one controller decides at a time (an advisory lock); the first to reach a
+        round's barrier retrains, if due, and decides; the others find the round decided and the
+        model version recorded, and load that version before they next decide."""
+        if not self.claims.try_lock("decide"):
+            return
+        try:
+            if self.claims.shared:
+                if barrier and self._snapshot().open_experiments:
+                    return  # another lab decided this round while we waited
+                await self._sync_model()
+            if barrier:
+                await self._round_barrier()
+            await self._decide()
+        finally:
+            self.claims.unlock("decide")
+
+    async def _sync_model(self) -> None:
+        """Several labs: adopt a newer model version another lab's controller trained."""
+        latest = self.pool_records.latest_model()
+        if latest is not None and latest.version > self._model_version and latest.checkpoint:
+            self._model = await asyncio.to_thread(self.brain.load_model, latest.checkpoint)
+            self._model_version = latest.version
 
     def _snapshot(self) -> Any:
         return self.records.snapshot(with_lab_days=self.budget.max_lab_days is not None)
@@ -255,8 +342,10 @@ class CampaignRunner:
         await self._refill(left)
 
     def _spawn(self) -> None:
-        """Start a task for every experiment that can move and has none."""
-        for exp_id, state in self.records.experiments_to_advance():
+        """Start a task for every experiment that can move and has none (several labs: every
+        experiment this lab holds, claiming new ones up to its furnace slots + 1)."""
+        busy = (self.pools["heat"].limit + 1) if self.pools else 1
+        for exp_id, state in self.claims.claim(self.records, limit_new=busy):
             if exp_id in self._tasks:
                 continue
             if state == ExperimentState.APPROVED:
@@ -274,9 +363,15 @@ class CampaignRunner:
         self._wake.set()
 
     async def _advance(self, exp_id: int) -> None:
-        await self._runner.run(exp_id)
-        if self.records.experiment_state(exp_id) in (ExperimentState.MEASURED, ExperimentState.ANALYSED):
-            await self.analyse(exp_id)
+        try:
+            await self._runner.run(exp_id)
+            if self.records.experiment_state(exp_id) in (ExperimentState.MEASURED, ExperimentState.ANALYSED):
+                await self.analyse(exp_id)
+        except (ClaimLost, IllegalTransition) as exc:
+            if not self.claims.shared:
+                raise
+            # another lab holds it now (our lease ran out, or it gave up on a silent lab): its turn
+            log.warning("experiment %s left to the lab that holds it: %s", exp_id, exc)
 
     async def analyse(self, exp_id: int) -> None:
         """Analyse a measured experiment and judge it (from the stored analysis when resuming)."""
@@ -287,11 +382,12 @@ class CampaignRunner:
                                                got.target_structure, list(got.precursors))
             self.records.record_analysis(exp_id, assessed, verdict(
                 assessed.target_yield, assessed.yield_lower, threshold,
-                ambiguous=assessed.target_ambiguous))
+                ambiguous=assessed.target_ambiguous), guard=self._guard)
         elif got.state == ExperimentState.ANALYSED:
             y = got.stored_yield or 0.0
             self.records.apply_verdict(exp_id, y, verdict(y, got.stored_lower or 0.0, threshold,
-                                                          ambiguous=got.stored_ambiguous))
+                                                          ambiguous=got.stored_ambiguous),
+                                       guard=self._guard)
         self._wake.set()
 
     async def _refill(self, left: int) -> None:
@@ -299,7 +395,8 @@ class CampaignRunner:
         if left <= 0 or self._model is None:
             return
         snap = self._snapshot()
-        slots = self.pools["heat"].limit if self.pools else 1
+        # several labs: every live lab's furnaces (one lab alone: its own)
+        slots = self.claims.heat_slots(self.pools["heat"].limit) if self.pools else 1
         want = targets_wanted(snap, self.budget, left=left,
                               keep_active=keep_active(self.cfg.acquisition.batch_size, slots))
         if want <= 0:
@@ -349,8 +446,21 @@ class CampaignRunner:
         if self._model is None or (self._train_task is not None and not self._train_task.done()):
             return
         if self._retrain_due():
-            self._train_task = asyncio.create_task(self._train(), name="retrain")
+            if not self.claims.try_lock("train"):
+                return  # another lab's controller is training this version
+            self._train_task = asyncio.create_task(self._train_once(), name="retrain")
             self._train_task.add_done_callback(self._train_done)
+
+    async def _train_once(self) -> None:
+        """Free-running retrain under the ``train`` lock (several labs: once per due version)."""
+        try:
+            if self.claims.shared:
+                await self._sync_model()
+                if not self._retrain_due():
+                    return
+            await self._train()
+        finally:
+            self.claims.unlock("train")
 
     async def _round_barrier(self) -> None:
         """Lockstep mode, between rounds: every result of the round is in, so a retrain that is
@@ -382,12 +492,20 @@ class CampaignRunner:
     async def _drain_and_finish(self) -> None:
         """User stop: withdraw unstarted experiments, let instruments finish, then close."""
         why = "campaign stopped before it started"
-        self.records.cancel((ExperimentState.PROPOSED, ExperimentState.APPROVED), why)
+        if self.claims.shared:  # only what no other live lab holds
+            self.claims.cancel_unstarted(why)
+        else:
+            self.records.cancel((ExperimentState.PROPOSED, ExperimentState.APPROVED), why)
         for exp_id, task in list(self._tasks.items()):
             if self.records.experiment_state(exp_id) == ExperimentState.QUEUED and not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self.records.cancel((ExperimentState.QUEUED,), why)
+        if self.claims.shared:
+            self.claims.cancel_unstarted(why)
+            while self.claims.other_labs_open():  # the other labs drain theirs
+                await asyncio.sleep(self.options.poll_s)
+        else:
+            self.records.cancel((ExperimentState.QUEUED,), why)
         control.set_status(self.store, self.cfg.campaign.name, "finished", actor="controller",
                            reason=self.store.get_campaign(self.cfg.campaign.name).stop_reason or "stopped")
 

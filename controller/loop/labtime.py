@@ -5,6 +5,7 @@ one, and a real lab's wall time includes nights the controller waited for a pers
 budget in "lab days" means is instrument time: we replay the stored steps in dispatch order
 over the stations' capacities (recorded when the controller started) using each step's
 reported ``sim_time_min`` (or its planned duration), and report the finish time of the last.
+Several labs on one campaign each replay on their own stations (``StepCommand.lab_id``).
 
 Decisions wait for results: an experiment cannot start before the results it was decided on
 exist. So an experiment's first step starts no earlier than the end of every experiment whose
@@ -29,8 +30,24 @@ def station_capacities(store: Store, campaign_id: int, session: Any) -> dict[str
     ev = session.exec(select(Event).where(Event.campaign_id == campaign_id,
                                           Event.kind == "controller.started")
                       .order_by(Event.id.desc())).first()
+    return _caps(ev)
+
+
+def _caps(ev: Event | None) -> dict[str, int]:
     caps = dict(((ev.data or {}).get("capacities") or {}) if ev else {})
     return {k: max(1, int(v)) for k, v in caps.items()}
+
+
+def lab_capacities(campaign_id: int, session: Any) -> dict[str | None, dict[str, int]]:
+    """Stations per lab: the newest ``controller.started`` of each lab id (key None: the newest
+    of all, which is what a single-lab campaign's steps, with no lab id, are replayed on)."""
+    out: dict[str | None, dict[str, int]] = {}
+    for ev in session.exec(select(Event).where(Event.campaign_id == campaign_id,
+                                               Event.kind == "controller.started")
+                           .order_by(Event.id.desc())).all():
+        out.setdefault(None, _caps(ev))
+        out.setdefault((ev.data or {}).get("lab_id"), _caps(ev))
+    return out
 
 
 def step_minutes(row: StepCommand) -> float:
@@ -45,7 +62,7 @@ def lab_days(store: Store, campaign_id: int, *, session: Any | None = None) -> f
     if session is None:
         with store.session() as s:
             return lab_days(store, campaign_id, session=s)
-    caps = station_capacities(store, campaign_id, session)
+    caps = lab_capacities(campaign_id, session)  # several labs: each lab's own stations
     rows = session.exec(
         select(StepCommand).join(Experiment, Experiment.id == StepCommand.experiment_id)
         .where(Experiment.campaign_id == campaign_id,
@@ -56,11 +73,12 @@ def lab_days(store: Store, campaign_id: int, *, session: Any | None = None) -> f
     order = sorted(decided, key=decided.get)  # experiments by when their verdict was written
     verdict_ids = [decided[e] for e in order]
     prefix: list[float] = []  # running max of the ends of ``order`` (extended when final)
-    slots: dict[str, list[float]] = {}
+    slots: dict[tuple[str | None, str], list[float]] = {}
     ready: dict[int, float] = {}
     end_max = 0.0
     for row in rows:
-        heap = slots.setdefault(row.step, [0.0] * caps.get(row.step, 1))
+        lab_caps = caps.get(row.lab_id, caps.get(None, {}))
+        heap = slots.setdefault((row.lab_id, row.step), [0.0] * lab_caps.get(row.step, 1))
         if row.experiment_id not in ready:  # its first step: after the results it was decided on
             k = bisect.bisect_left(verdict_ids, proposed.get(row.experiment_id, 0))
             while len(prefix) < k:  # every experiment decided before this one has all its steps

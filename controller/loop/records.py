@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,15 +127,20 @@ class CampaignRecords:
             self.store.log(s, kind, campaign_id=self.campaign_id, actor="controller",
                            message=message, **kw)
 
-    def known_drivers(self) -> set[str]:
-        """Every driver identity this campaign has worked with (started events + step rows)."""
+    def known_drivers(self, lab_id: str | None = None) -> set[str]:
+        """Every driver identity this campaign has worked with (started events + step rows);
+        with ``lab_id`` (several labs on the campaign), only that lab's."""
         with self.store.session() as s:
-            names = set(s.exec(select(StepCommand.driver).join(
+            query = select(StepCommand.driver).join(
                 Experiment, Experiment.id == StepCommand.experiment_id).where(
-                Experiment.campaign_id == self.campaign_id, StepCommand.driver.is_not(None))).all())
+                Experiment.campaign_id == self.campaign_id, StepCommand.driver.is_not(None))
+            if lab_id is not None:
+                query = query.where(StepCommand.lab_id == lab_id)
+            names = set(s.exec(query).all())
             for ev in s.exec(select(Event).where(Event.campaign_id == self.campaign_id,
                                                  Event.kind == "controller.started")).all():
-                names.update((ev.data or {}).get("drivers", []))
+                if lab_id is None or (ev.data or {}).get("lab_id") == lab_id:
+                    names.update((ev.data or {}).get("drivers", []))
         return {n for n in names if n}
 
     def snapshot(self, *, with_lab_days: bool = False) -> Snapshot:
@@ -329,9 +334,11 @@ class CampaignRecords:
                     (row.details or {}).get("target_yield_lower", row.target_yield or 0.0)),
                 stored_ambiguous=bool(row is not None and (row.details or {}).get("target_ambiguous")))
 
-    def record_analysis(self, exp_id: int, assessed: Assessed, verdict: Verdict) -> None:
+    def record_analysis(self, exp_id: int, assessed: Assessed, verdict: Verdict, *,
+                        guard: Callable[[Session, int], None] | None = None) -> None:
         """The analysis row (the ``PhaseAnalysis`` serialised here, at the store's edge),
-        ``analysed``, and the verdict, in one transaction."""
+        ``analysed``, and the verdict, in one transaction. ``guard(session, exp_id)``: several
+        labs — checked first in that transaction (the experiment still this lab's)."""
         a = assessed.analysis
         d = a.to_dict()
         details = {"unexplained_peaks": list(d.get("unexplained_peaks") or [])[:50],
@@ -343,6 +350,8 @@ class CampaignRecords:
         if a.curves:  # the fit, for the web app's plot
             details["curves"] = {k: _packed_curve(k, v) for k, v in a.curves.items()}
         with self.store.session() as s:
+            if guard is not None:
+                guard(s, exp_id)
             meas = _latest_measurement(s, exp_id)
             row = PhaseAnalysisRow(
                 measurement_id=meas.id, experiment_id=exp_id,
@@ -362,8 +371,11 @@ class CampaignRecords:
                                   data={"phase_analysis_id": row.id})
             self._apply_verdict(s, exp_id, assessed.target_yield, verdict)
 
-    def apply_verdict(self, exp_id: int, target_yield: float, verdict: Verdict) -> None:
+    def apply_verdict(self, exp_id: int, target_yield: float, verdict: Verdict, *,
+                      guard: Callable[[Session, int], None] | None = None) -> None:
         with self.store.session() as s:
+            if guard is not None:
+                guard(s, exp_id)
             self._apply_verdict(s, exp_id, target_yield, verdict)
 
     def _apply_verdict(self, s: Session, exp_id: int, target_yield: float, verdict: Verdict) -> None:

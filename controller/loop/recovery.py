@@ -43,21 +43,26 @@ class Reconciliation:
 
 
 async def reconcile(store: Store, transport: Any, campaign_id: int, *, timeout_s: float = 10.0,
-                    missing_drivers: list[str] | None = None) -> Reconciliation:
+                    missing_drivers: list[str] | None = None,
+                    lab_id: str | None = None) -> Reconciliation:
     """Ask the drivers about every in-flight step and record the answer before anything runs.
 
     ``missing_drivers``: drivers the campaign used before that did not come back. A step no
     live driver knows may then sit in one of *their* ledgers, so it is not re-sent (that could
     fire it twice): its experiment fails as an instrument failure (``FailureKind.INSTRUMENT``)
     and the loop re-queues the recipe as a new experiment on a new sample.
+
+    ``lab_id``: several labs share the campaign (``claims.py``); only the steps this lab's
+    instruments got are asked about — another lab's drivers are not on this dispatcher, and
+    their silence here says nothing about those commands.
     """
+    query = (select(StepCommand).join(Experiment, Experiment.id == StepCommand.experiment_id)
+             .where(Experiment.campaign_id == campaign_id,
+                    StepCommand.state.in_([st.value for st in IN_FLIGHT_STEP_STATES])))
+    if lab_id is not None:
+        query = query.where(StepCommand.lab_id == lab_id)
     with store.session() as s:
-        rows = s.exec(
-            select(StepCommand)
-            .join(Experiment, Experiment.id == StepCommand.experiment_id)
-            .where(Experiment.campaign_id == campaign_id,
-                   StepCommand.state.in_([st.value for st in IN_FLIGHT_STEP_STATES]))
-        ).all()
+        rows = s.exec(query).all()
     rec = Reconciliation(in_flight=len(rows))
     if not rows:
         return rec

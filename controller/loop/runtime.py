@@ -35,6 +35,21 @@ class CampaignResult:
     truth: dict[str, Any] | None = None
 
 
+def with_lab_id(cfg: CampaignConfig, lab_id: str | None) -> CampaignConfig:
+    """The config with ``lab.id`` set (validated as in the file: a bad id is a clear error)."""
+    if not lab_id:
+        return cfg
+    from pydantic import ValidationError
+
+    from ..config import ConfigError, LabSection
+
+    try:
+        lab = LabSection.model_validate({**cfg.lab.model_dump(), "id": lab_id})
+    except ValidationError as exc:
+        raise ConfigError(f"--lab-id {lab_id!r}: {exc.errors()[0]['msg']}") from None
+    return cfg.model_copy(update={"lab": lab})
+
+
 def _threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -88,13 +103,17 @@ def run_campaign(
     external_lab: bool = False,
     live: bool = True,
     report: bool = True,
+    lab_id: str | None = None,
 ) -> CampaignResult:
-    """Run or resume the campaign in ``campaign_dir`` and write its report when it finishes."""
+    """Run or resume the campaign in ``campaign_dir`` and write its report when it finishes.
+
+    ``lab_id`` (``--lab-id``) overrides the config's ``lab.id``: this controller is then one lab
+    of several sharing the campaign's PostgreSQL store (``claims.py``)."""
     _threads()
     campaign_dir = Path(campaign_dir)
     cfg_path = campaign_dir / CONFIG_FILE if campaign_dir.is_dir() else campaign_dir
     campaign_dir = cfg_path.parent
-    cfg = load_config(cfg_path)
+    cfg = with_lab_id(load_config(cfg_path), lab_id)
     config_yaml = cfg_path.read_text(encoding="utf-8")
     with Store.for_campaign_dir(campaign_dir, cfg.store.url) as store:
         view = None

@@ -133,6 +133,8 @@ class ExperimentRunner:
         *,
         on_change: Callable[[], None] | None = None,
         before_send: Callable[[StepCommand], Awaitable[None]] | None = None,
+        lab_id: str | None = None,
+        guard: Callable[[Any, int], None] | None = None,
     ):
         self.store = store
         self.transport = transport
@@ -140,6 +142,11 @@ class ExperimentRunner:
         self.policy = policy
         self.on_change = on_change or (lambda: None)
         self.before_send = before_send
+        # several labs on one campaign: each step row names the lab whose instruments get it, and
+        # ``guard(session, experiment_id)`` (claims.SharedClaims.guard) checks, in the very
+        # transaction that writes the step, that this lab still holds the experiment
+        self.lab_id = lab_id
+        self.guard = guard
 
     # ------------------------------------------------------------------ public
     async def run(self, experiment_id: int) -> None:
@@ -182,6 +189,8 @@ class ExperimentRunner:
         from drivers import new_id
 
         with self.store.session() as s:
+            if self.guard is not None:
+                self.guard(s, experiment_id)
             row = StepCommand(
                 command_id=new_id(),  # time-ordered: appends to the unique index on command_id
                 experiment_id=experiment_id,
@@ -191,6 +200,7 @@ class ExperimentRunner:
                 state=StepState.PENDING.value,
                 payload={"params": params, "deadline_s": deadline_s, "sample_ids": [sample_id]},
                 deadline_at=utcnow() + timedelta(seconds=deadline_s),
+                lab_id=self.lab_id,
             )
             s.add(row)
             s.flush()
@@ -201,6 +211,8 @@ class ExperimentRunner:
     def _resend(self, step: StepCommand) -> StepCommand:
         """Prepare to re-send a stored command with its own id (after a crash or a lost driver)."""
         with self.store.session() as s:
+            if self.guard is not None:
+                self.guard(s, step.experiment_id)
             row = s.exec(select(StepCommand).where(StepCommand.command_id == step.command_id)).one()
             if row.state in {StepState.PENDING, StepState.UNKNOWN}:
                 self.store.step_transition(s, row.command_id, StepState.SENT)

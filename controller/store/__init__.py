@@ -6,6 +6,7 @@ from .models import (
     Candidate,
     Event,
     Experiment,
+    LabLease,
     Measurement,
     ModelVersion,
     PhaseAnalysisRow,
@@ -37,7 +38,7 @@ __all__ = [
     "IN_FLIGHT", "NOT_STARTED", "OPEN_STATES", "RUNNABLE", "STEP_TRANSITIONS", "TERMINAL_STATES",
     "TRANSITIONS", "VERDICT_STATES",
     "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState", "FailureKind",
-    "IllegalTransition", "Measurement", "ModelVersion", "PhaseAnalysisRow", "Prediction", "Recipe",
+    "IllegalTransition", "LabLease", "Measurement", "ModelVersion", "PhaseAnalysisRow", "Prediction", "Recipe",
     "StepCommand", "StepState", "Store", "StoreError", "Target", "TargetState", "check_transition",
     "iso", "pack_array", "resolve_url", "unpack_array", "utcnow",
 ]

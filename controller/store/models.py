@@ -134,6 +134,10 @@ class Experiment(SQLModel, table=True):
     reason: str | None = None  # free text for people; code reads failure_kind, never this
     failure_kind: str | None = None  # a states.FailureKind value when failed or cancelled, else None
     attempt: int = 1
+    # several labs on one campaign (PostgreSQL): the lab whose controller holds the experiment,
+    # and until when (database clock); None for a single-controller campaign
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -149,6 +153,7 @@ class StepCommand(SQLModel, table=True):
     attempt: int = 1
     state: str = Field(default=StepState.PENDING.value, index=True)
     driver: str | None = None  # identity of the driver it went to
+    lab_id: str | None = None  # the lab whose instruments got it (None: a single-lab campaign)
     payload: dict | None = _json()
     result: dict | None = _json()
     error: str | None = None
@@ -188,6 +193,26 @@ class PhaseAnalysisRow(SQLModel, table=True):
     method_version: str = "1"
     details: dict | None = _json()
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LabLease(SQLModel, table=True):
+    """One lab's controller working on a campaign: who, its stations, and its heartbeat.
+
+    Why a row: the other controllers of a campaign read from it which labs are alive (a lease in
+    the future, on the database's clock) and how many furnace slots the campaign has in all.
+    """
+
+    __table_args__ = (UniqueConstraint("campaign_id", "lab_id", name="uq_lablease_lab"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    lab_id: str
+    host: str = ""
+    pid: int = 0
+    capacities: dict | None = _json()  # step -> slots of this lab's stations
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    lease_until: datetime = Field(default_factory=utcnow)
 
 
 class Event(SQLModel, table=True):

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, inspect
+from sqlalchemy import func, inspect, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as _OrmSession
 from sqlmodel import Session, create_engine, select
 
@@ -77,6 +78,7 @@ def _make_engine(url: str) -> Engine:
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x53594E5448_4D4947  # advisory-lock key of schema upgrades ("SYNTH" "MIG")
 
 
 def alembic_config(engine: Engine) -> Any:
@@ -108,6 +110,10 @@ class Store:
 
         cfg = alembic_config(self.engine)
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # several controllers (one per lab) may open a fresh campaign database at once:
+                # one migrates, the others wait here and then find the schema at head
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
 
@@ -173,16 +179,19 @@ class Store:
     # ------------------------------------------------------------------ campaigns
     def ensure_campaign(self, name: str, *, seed: int = 0, config_yaml: str = "") -> Campaign:
         """Return the campaign called ``name``, creating it (and logging that) if new."""
-        with self.session() as s:
-            existing = s.exec(select(Campaign).where(Campaign.name == name)).first()
-            if existing is not None:
-                return existing
-            campaign = Campaign(name=name, seed=seed, config_yaml=config_yaml)
-            s.add(campaign)
-            s.flush()
-            self.log(s, "campaign.created", campaign_id=campaign.id, entity="campaign",
-                     entity_id=campaign.id, actor="controller", message=f"campaign {name!r} created")
-            return campaign
+        try:
+            with self.session() as s:
+                existing = s.exec(select(Campaign).where(Campaign.name == name)).first()
+                if existing is not None:
+                    return existing
+                campaign = Campaign(name=name, seed=seed, config_yaml=config_yaml)
+                s.add(campaign)
+                s.flush()
+                self.log(s, "campaign.created", campaign_id=campaign.id, entity="campaign",
+                         entity_id=campaign.id, actor="controller", message=f"campaign {name!r} created")
+                return campaign
+        except IntegrityError:  # another lab's controller created it a moment ago
+            return self.get_campaign(name)
 
     def get_campaign(self, name: str | None = None) -> Campaign:
         with self.session() as s:
