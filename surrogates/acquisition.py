@@ -37,8 +37,8 @@ with warnings.catch_warnings():  # gpytorch emits a torch.jit DeprecationWarning
 
 from .ensemble import PredictionTable
 
-Strategy = Literal["qlogei", "qucb", "thompson", "greedy", "random"]
-STRATEGIES: tuple[str, ...] = ("qlogei", "qucb", "thompson", "greedy", "random")
+Strategy = Literal["qlogei", "qucb", "thompson", "greedy", "random", "qehvi"]
+STRATEGIES: tuple[str, ...] = ("qlogei", "qucb", "thompson", "greedy", "random", "qehvi")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class Selection:
     ``acquisition_value``: qlogei — BoTorch qLogEI of the batch up to and including this pick
     (pending included); qucb — qUCB of that batch; thompson — the sampled member's objective
     (also for qlogei/qucb picks made after no candidate improved any member any more);
-    greedy — mean objective; random — 0.
+    greedy — mean objective; random — 0; qehvi — the expected hypervolume improvement of the
+    pick over the front of the measured and pending candidates and the earlier picks
+    (``multiobjective.select_pareto_batch``).
     """
 
     index: int
@@ -253,6 +255,8 @@ def select_batch(
     beta: float = 2.0,
     exclude: Iterable[int] = (),
     calibrated: bool = True,
+    baseline: Iterable[int] | None = None,
+    ref_point: np.ndarray | None = None,
 ) -> list[Selection]:
     """Choose ``q`` distinct candidates (indices into the table) for the next experiments.
 
@@ -261,11 +265,22 @@ def select_batch(
     propose (e.g. already measured). ``best_f``: incumbent for EI in objective units (default:
     the best mean objective among the pool). Fewer than ``q`` are returned only when fewer
     candidates remain.
+
+    ``qehvi``: ``objective`` is a pair of objectives (e.g. stability and predicted yield),
+    both maximised, and each member's Pareto front over the ``baseline`` candidates (default:
+    ``exclude``, the measured ones, as qNEHVI's ``X_baseline``) plus ``pending`` is what a pick
+    must improve; ``ref_point`` (2,) defaults to the pool's member-wise minimum less 1 % of
+    the range. A single objective is paired with a constant, which makes EHVI the expected
+    improvement of that objective over the best measured or pending value.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; allowed: {list(STRATEGIES)}")
     if q < 1:
         raise ValueError(f"q must be >= 1, got {q}")
+    if strategy == "qehvi":
+        return _select_qehvi(table, objective, q=q, pending=pending, exclude=exclude,
+                             baseline=exclude if baseline is None else baseline,
+                             maximize=maximize, calibrated=calibrated, ref_point=ref_point)
     obj = objective_table(table, objective, maximize=maximize, calibrated=calibrated)
     s, n = obj.shape
     pend = np.unique(np.fromiter((int(i) for i in pending), dtype=np.int64))
@@ -330,6 +345,36 @@ def select_batch(
     if len(out) < q:  # q > informative picks: Thompson by member for the rest
         out += [pick(i, v) for i, v in _thompson(obj, available, q - len(out), rng)]
     return out
+
+
+def _select_qehvi(table: PredictionTable, objective: ObjectiveLike | tuple | list, *, q: int,
+                  pending: Iterable[int], exclude: Iterable[int], baseline: Iterable[int],
+                  maximize: bool, calibrated: bool,
+                  ref_point: np.ndarray | None) -> list[Selection]:
+    """Sequential-greedy EHVI over two objectives (see :func:`select_batch`)."""
+    from .multiobjective import select_pareto_batch  # noqa: PLC0415 - it imports this module
+
+    pair = list(objective) if isinstance(objective, (tuple, list)) else [objective]
+    if len(pair) not in (1, 2):
+        raise ValueError(f"qehvi takes one or two objectives, got {len(pair)}")
+    cols = [objective_table(table, o, maximize=maximize, calibrated=calibrated) for o in pair]
+    if len(cols) == 1:  # a constant second objective: EHVI = expected improvement of the first
+        cols.append(np.ones_like(cols[0]))
+        if ref_point is not None:
+            ref_point = np.array([np.asarray(ref_point).reshape(-1)[0], 0.0])
+        else:
+            lo, hi = float(cols[0].min()), float(cols[0].max())
+            ref_point = np.array([lo - 0.01 * max(hi - lo, 1e-12), 0.0])
+    values = np.stack(cols, axis=2)
+    pend = {int(i) for i in pending}
+    excl = {int(i) for i in exclude}
+    base = sorted({int(i) for i in baseline} - pend)
+    # measured candidates (the baseline) are never proposed again, like excluded ones
+    picks = select_pareto_batch(values, q=q, pending=sorted(pend), baseline=base,
+                                exclude=sorted(excl), ref_point=ref_point)
+    first = values[:, :, 0]
+    sd = first.std(axis=0, ddof=1) if first.shape[0] > 1 else np.zeros(first.shape[1])
+    return [Selection(p.index, p.ehvi, float(p.mean[0]), float(sd[p.index])) for p in picks]
 
 
 def _thompson(obj: np.ndarray, available: np.ndarray, q: int,

@@ -176,3 +176,29 @@ def test_calibrated_members_use_the_inflation_factor() -> None:
     a, b = objective_table(t), objective_table(wide)
     assert np.allclose(a.mean(axis=0), b.mean(axis=0))
     assert np.allclose(b.std(axis=0), 3.0 * a.std(axis=0))
+
+
+def test_qehvi_picks_the_pareto_trade_offs_and_respects_pending_and_measured() -> None:
+    """Two objectives, members agreeing: the picks are the non-dominated candidates not yet
+    measured or in flight; a candidate dominated by a measured one adds no hypervolume."""
+    rng = np.random.default_rng(0)
+    n = 40
+    base = rng.uniform(0.0, 0.5, size=(n, 2))  # dominated filler
+    base[3] = (1.0, 0.1)    # pareto: best first objective
+    base[8] = (0.1, 1.0)    # pareto: best second objective
+    base[12] = (0.8, 0.8)   # pareto: balanced
+    base[20] = (0.85, 0.85)  # measured: dominates 12
+    values = np.repeat(base[None], 3, axis=0) + 1e-4 * rng.normal(size=(3, n, 2))
+    t = PredictionTable(values, ("a", "b"), np.ones(2))
+    picks = select_batch(t, strategy="qehvi", q=2, objective=("a", "b"), exclude=[20], pending=[3],
+                         calibrated=False)
+    idx = [p.index for p in picks]
+    assert idx[0] == 8 and not {3, 20} & set(idx)
+    # after 8 nothing improves any member's front (12 is dominated by the measured 20): the
+    # second pick is the fallback, with zero hypervolume improvement
+    assert picks[0].acquisition_value > 0 and picks[1].acquisition_value == 0
+    # one objective: EHVI is the expected improvement over the best measured/pending value
+    one = select_batch(t, strategy="qehvi", q=1, objective="a", exclude=[20], calibrated=False)
+    assert one[0].index == 3
+    with pytest.raises(ValueError, match="one or two objectives"):
+        select_batch(t, strategy="qehvi", q=1, objective=("a", "b", "a"))

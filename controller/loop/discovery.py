@@ -164,6 +164,15 @@ class Surrogate:
         return {"e_form": (mean[:, je], std[:, je]), "e_decomp": (mean[:, je] - refs, std[:, je]),
                 "yield": (np.clip(mean[:, jy], 0.0, 1.0), std[:, jy])}
 
+    def _pareto_objectives(self, cands: list[Any], yield_known: bool) -> tuple[Any, ...]:
+        """EHVI's objectives: stability (minus the predicted decomposition energy) and, once the
+        yield head has learned from campaign results, the predicted yield. Why not the yield
+        from the start: before fine-tuning the head has seen no yield at all, and a front over
+        its untrained outputs would steer the picks by noise; stability alone is then EHVI's
+        one-objective case (expected improvement over the measured and pending targets)."""
+        stability = surrogates.ColumnObjective("e_form", maximize=False, refs=self._hull_refs(cands))
+        return (stability, surrogates.BestYield("yield")) if yield_known else (stability,)
+
     def select(self, model: Any, cands: list[Any], q: int, pending: set[int], excluded: set[int],
                seed: int, strategy: str | None = None) -> list[Pick]:
         """Acquire up to ``q`` new targets; in-flight targets are BoTorch pending points."""
@@ -171,11 +180,14 @@ class Surrogate:
         objectives = self._objectives(cands, table)
         # the yield head counts once fine-tuned on a few campaign results
         yield_known = int((getattr(model, "metrics", {}) or {}).get("fine_tuned_on", 0)) >= 4
-        objective = surrogates.objective_for(
+        strategy = strategy or self.cfg.acquisition.strategy
+        objective: Any = surrogates.objective_for(
             self.cfg.acquisition.objective, refs=self._hull_refs(cands),
             threshold=self.cfg.acquisition.stability_threshold_ev,
             yield_threshold=self.cfg.recipes.yield_threshold, use_yield=yield_known)
-        picks = surrogates.select_batch(table, strategy=strategy or self.cfg.acquisition.strategy, q=q,
+        if strategy == "qehvi":
+            objective = self._pareto_objectives(cands, yield_known)
+        picks = surrogates.select_batch(table, strategy=strategy, q=q,
                              pending=sorted(pending), exclude=sorted(set(excluded) - set(pending)),
                              objective=objective, seed=seed, beta=self.cfg.acquisition.ucb_beta)
         out = []
