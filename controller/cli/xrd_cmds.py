@@ -43,7 +43,29 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _run(pattern: Path, phases: list[str], target: str | None) -> PhaseAnalysis:
+def _settings(preset: str, profile: Path | None):
+    """AnalysisSettings of a preset (simulated | real_samples), with an instrument profile."""
+    from ..xrd import AnalysisSettings
+    from ..xrd.calibration import CalibrationError, InstrumentProfile
+
+    if preset not in PRESETS:
+        _fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    settings = AnalysisSettings.real_samples() if preset == "real_samples" else AnalysisSettings()
+    if profile is not None:
+        try:
+            settings = InstrumentProfile.load(profile).apply(settings)
+        except CalibrationError as exc:
+            _fail(str(exc))
+    return settings
+
+
+PRESETS = ("simulated", "real_samples")
+PRESET_HELP = ("analysis settings: 'simulated' (library defaults) or 'real_samples' (tuned on real "
+               "A-Lab products: spill-over, look-alike and cell rules, systematic sigma)")
+PROFILE_HELP = "instrument profile YAML from `synthloop xrd calibrate` (zero shift, widths, spill-over)"
+
+
+def _run(pattern: Path, phases: list[str], target: str | None, settings=None) -> PhaseAnalysis:
     from ..xrd import (
         XrdAnalysisError,
         XrdFormatError,
@@ -58,7 +80,7 @@ def _run(pattern: Path, phases: list[str], target: str | None) -> PhaseAnalysis:
     try:
         pat = read_pattern(pattern)
         refs = [load_phase(p) for p in phases]
-        return analyze(pat, refs, target=target)
+        return analyze(pat, refs, target=target, settings=settings)
     except (XrdFormatError, XrdReferenceError, XrdAnalysisError) as exc:
         _fail(str(exc))
     raise AssertionError("unreachable")
@@ -96,7 +118,7 @@ def _batch_items(folder: Path, phases: list[str]) -> list[tuple[Path, list[str] 
 
 
 def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None,
-           as_json: bool) -> None:
+           as_json: bool, settings=None) -> None:
     """Analyse every pattern in FOLDER; one table (and optionally one CSV/JSON file)."""
     import csv
 
@@ -143,7 +165,7 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
                         red = None
                     if not any(r.formula == red for r in refs):
                         tgt = None  # this pattern's candidates do not include the target
-                res = analyze(read_pattern(f), refs, target=tgt)
+                res = analyze(read_pattern(f), refs, target=tgt, settings=settings)
                 row.update(
                     phases="; ".join(f"{p.name} {p.weight_fraction * 100:.1f}±"
                                      f"{p.weight_fraction_std * 100:.1f}" for p in res.phases),
@@ -195,16 +217,19 @@ def analyze_cmd(
     as_json: bool = typer.Option(False, "--json", help="print exactly one JSON document"),
     out: Path | None = typer.Option(None, "--out", "-o", help="folder mode: also write the table "
                                     "to this .csv or .json file"),
+    preset: str = typer.Option("simulated", "--preset", help=PRESET_HELP),
+    profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
 ) -> None:
     """Fit PATTERN with the candidate phases; print phases found, weight fractions and Rwp.
 
     Given a folder, analyse every pattern file in it (recursively) and print one table; a
     pattern that cannot be analysed gets its error in the table and the exit code is 1.
     """
+    settings = _settings(preset, profile)
     if pattern.is_dir():
-        _batch(pattern, _all_phases(ctx, phases), target, out, as_json)
+        _batch(pattern, _all_phases(ctx, phases), target, out, as_json, settings)
         return
-    res = _run(pattern, _all_phases(ctx, phases), target)
+    res = _run(pattern, _all_phases(ctx, phases), target, settings)
     if as_json:
         print(json.dumps(res.to_dict(), allow_nan=False))
         return
@@ -226,6 +251,13 @@ def analyze_cmd(
         console.print(f"  ambiguous: {' / '.join(a['phases'])} look alike (similarity "
                       f"{a['similarity']:.2f}, Δχ² {a['delta_chi2']:.0f}); kept {a['kept']}",
                       highlight=False)
+    st = res.structure_type
+    if st and st.get("family"):
+        console.print(f"  structure type of the target: {st['family']} ({st['template_formula']}"
+                      f"{', ' + st['space_group'] if st.get('space_group') else ''}), "
+                      f"{'used for the yield' if st['used_for_yield'] else 'not used'} "
+                      f"(fit gain {st['fit_gain']}, needs {st['threshold']}); searched because "
+                      f"{st['trigger']}", highlight=False)
     if res.target is not None:
         std = res.target_yield_std or 0.0
         console.print(f"  target {res.target}: yield {res.target_yield * 100:.1f} ± "
@@ -245,6 +277,34 @@ def plot_cmd(
     res = _run(pattern, _all_phases(ctx, phases), None)
     path = plot_analysis(res, out)
     console.print(f"wrote {path}")
+
+
+@xrd_app.command("calibrate")
+def calibrate_cmd(
+    scan: Path = typer.Argument(..., help="scan of a reference standard (.xrdml, .xy, .xye, .csv)"),
+    cif: str = typer.Option(..., "--cif", help="the standard's CIF (or a bundled phase name)"),
+    out: Path = typer.Option(..., "--out", "-o", help="instrument profile to write (.yaml)"),
+) -> None:
+    """Learn this instrument's profile from a standard: zero shift, Caglioti U/V/W, pseudo-Voigt
+    mixing, fixed-slit spill-over angle; `xrd analyze --profile` and the campaign config's
+    `analysis.instrument_profile` reuse it."""
+    from ..xrd import XrdAnalysisError, XrdFormatError, XrdReferenceError, load_phase, read_pattern
+    from ..xrd.calibration import CalibrationError, calibrate
+
+    try:
+        prof = calibrate(read_pattern(scan), load_phase(_bundled_phase(cif)))
+    except (XrdFormatError, XrdReferenceError, XrdAnalysisError, CalibrationError) as exc:
+        _fail(str(exc))
+        return
+    prof.save(out)
+    spill = ("none" if prof.footprint_two_theta is None
+             else f"below 2θ = {prof.footprint_two_theta:.1f}°")
+    console.print(f"{scan.name}: zero shift {prof.zero_shift_deg:+.4f}°, FWHM "
+                  f"{prof.fwhm(30.0):.3f}° at 30° / {prof.fwhm(90.0):.3f}° at 90° "
+                  f"(U {prof.caglioti_u:.4g}, V {prof.caglioti_v:.4g}, W {prof.caglioti_w:.4g}; "
+                  f"{prof.peaks_used} reflections), η {prof.eta:.2f}, spill-over {spill}, "
+                  f"Rwp {prof.rwp:.4f}", highlight=False)
+    console.print(f"wrote {out}")
 
 
 @xrd_app.command("phases")

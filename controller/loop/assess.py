@@ -17,8 +17,9 @@ from pymatgen.core import Structure
 
 from surrogates import chemical_system, reduced_formula
 
-from ..config import CampaignConfig
+from ..config import AnalysisSection, CampaignConfig
 from ..xrd import AnalysisSettings, PhaseAnalysis, ReferencePhase, XrdPattern
+from ..xrd.calibration import InstrumentProfile
 from .analysis_pool import AnalysisPool
 from .public_world import PublicWorld
 
@@ -48,6 +49,7 @@ class PhaseAssessor:
     pool_structures: dict[str, dict] = field(default_factory=dict)
     _phase_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _analysis_pool: AnalysisPool | None = field(default=None, repr=False)
+    _settings: AnalysisSettings | None = field(default=None, repr=False)
 
     def _reference(self, formula: str, structure: dict | None) -> Any | None:
         key = f"{formula}|{'cand' if structure else 'known'}"
@@ -101,14 +103,19 @@ class PhaseAssessor:
                     phases.append(ref)
         phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
         ac = self.cfg.analysis
-        settings = AnalysisSettings(amorphous_threshold=ac.amorphous_threshold,
-                                    screen_nfev=ac.screen_iterations)
-        analysis = self.analysis_pool.analyze(pattern, phases, target, settings)
+        analysis = self.analysis_pool.analyze(pattern, phases, target, self.settings)
         y, y_low = claimable_yield(analysis, claim_sigma=ac.claim_sigma,
                                    systematic_std=ac.systematic_yield_std)
         ambiguous = any(target in a["phases"] for a in analysis.ambiguities)
         return Assessed(analysis=analysis, target_yield=y, yield_lower=y_low,
                         candidate_phases=tuple(p.name for p in phases), target_ambiguous=ambiguous)
+
+    @property
+    def settings(self) -> AnalysisSettings:
+        """The campaign's analysis settings (built once: the instrument profile is a file)."""
+        if self._settings is None:
+            self._settings = analysis_settings(self.cfg.analysis)
+        return self._settings
 
     def close(self) -> None:
         """Stop the XRD worker processes (the brain's only resource that outlives a call)."""
@@ -121,6 +128,29 @@ class PhaseAssessor:
             self._analysis_pool = AnalysisPool(self.cfg.analysis.workers)
         return self._analysis_pool
 
+
+
+def analysis_settings(ac: AnalysisSection) -> AnalysisSettings:
+    """``AnalysisSettings`` for a campaign's ``analysis`` section.
+
+    ``preset``: 'simulated' keeps the library defaults (what the simulated lab's patterns were
+    measured with); 'real_samples' is the set tuned on real A-Lab reaction products
+    (``AnalysisSettings.real_samples``). An ``instrument_profile`` (``synthloop xrd calibrate``)
+    then replaces the instrument part (peak width start, zero shift, spill-over angle). A target
+    with no structure is accepted here (the loop's targets are real formulas): its yield comes
+    from the structure-type search, 0 when no family explains the pattern.
+    """
+    common = {"amorphous_threshold": ac.amorphous_threshold, "screen_nfev": ac.screen_iterations,
+              "allow_structureless_target": True}
+    if ac.preset == "real_samples":
+        settings = AnalysisSettings.real_samples(**common)
+    elif ac.preset == "simulated":
+        settings = AnalysisSettings(**common)
+    else:  # the config validates it; a programmatic config may not have
+        raise ValueError(f"analysis.preset {ac.preset!r}: expected 'simulated' or 'real_samples'")
+    if ac.instrument_profile:
+        settings = InstrumentProfile.load(ac.instrument_profile).apply(settings)
+    return settings
 
 
 def claimable_yield(analysis: PhaseAnalysis, *, claim_sigma: float,

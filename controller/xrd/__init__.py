@@ -1,6 +1,7 @@
 """XRD analysis: read real patterns, build reference phases, fit, identify and quantify phases."""
 
 from .analysis import AnalysisSettings, PhaseAnalysis, PhaseResult, XrdAnalysisError, analyze
+from .calibration import CalibrationError, InstrumentProfile, calibrate
 from .pattern import XrdFormatError, XrdPattern, read_pattern
 from .plotting import plot_analysis
 from .reference import ReferencePhase, XrdReferenceError, bundled_cifs, load_phase
@@ -8,6 +9,9 @@ from .simulate import simulate_mixture
 
 __all__ = [
     "AnalysisSettings",
+    "CalibrationError",
+    "InstrumentProfile",
+    "calibrate",
     "PhaseAnalysis",
     "PhaseResult",
     "XrdAnalysisError",

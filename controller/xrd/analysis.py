@@ -36,7 +36,8 @@ from .strain_search import best_strains, net_signal
 # share of its significance threshold a rejected phase must reach to enter the alternative fit
 NEAR_SIGNIFICANT = 0.25
 # 2: amorphous hump test, target_yield_std, whole-sample and alternative yields, unexplained share
-ANALYSIS_VERSION = 2
+# 3: structure-type search for the target (structure_type)
+ANALYSIS_VERSION = 3
 
 
 # calibrated on the tune half of the A-Lab GPSS scans (benchmarks/xrd_alab.py): see real_samples()
@@ -57,6 +58,8 @@ class AnalysisSettings:
     two_theta_max: float | None = None
     background_order: int = 8
     initial_fwhm_deg: float = 0.1
+    # the instrument's zero shift (deg), where the fit starts (calibration.py learns it)
+    zero_shift_deg: float = 0.0
     significance_per_param: float | None = None  # None: BIC, ln(number of points)
     min_weight_fraction: float = 0.002
     max_nfev: int = 40
@@ -98,6 +101,20 @@ class AnalysisSettings:
     # a decision between look-alikes is 'ambiguous' when its chi^2 margin is below this many
     # significance thresholds
     ambiguity_factor: float = 3.0
+    # structure-type search (structure_types.py) for a target whose structure is absent from the
+    # candidates or leaves this share of the net intensity unexplained (None: never search):
+    # the target's composition decorated on the shipped structure-type families
+    structure_search_unexplained: float | None = 0.03
+    structure_search_families: int = 24  # families screened against the residual
+    structure_search_refits: int = 2  # best-screened families refitted with the known phases
+    structure_search_strain: float = 0.08  # cell-scale range of a decorated family (+-)
+    # a family is used for the yield when its refit lowers chi^2 by this many significance
+    # thresholds (of its own parameters); below that it is only reported
+    structure_search_gain: float = 3.0
+    # a target formula with no candidate structure is accepted (its yield then comes from the
+    # structure-type search, else 0) instead of being an error (a typo must stay an error
+    # where the caller cannot vouch for the formula)
+    allow_structureless_target: bool = False
 
     @classmethod
     def real_samples(cls, **overrides: Any) -> AnalysisSettings:
@@ -171,6 +188,11 @@ class PhaseAnalysis:
     # "delta_chi2", "reason"}]; the choice made is the target's (if one is involved) or the
     # better fit's, and it is reported here instead of being made silently
     ambiguities: list[dict[str, Any]] = field(default_factory=list)
+    # structure-type search for the target (structure_types.py), None when it did not run:
+    # {"trigger", "families", "family", "template_formula", "space_group", "cell_scale",
+    #  "explained_share" (of the residual chi^2, screen), "fit_gain" (chi^2 decrease of the refit
+    #  in misfit units), "threshold", "used_for_yield", "weight_fraction", "candidates"}
+    structure_type: dict[str, Any] | None = None
 
     @property
     def ambiguous(self) -> bool:
@@ -202,6 +224,7 @@ class PhaseAnalysis:
             "unexplained_intensity_fraction": self.unexplained_intensity_fraction,
             "target_yield_alternative": self.target_yield_alternative,
             "ambiguities": [dict(a) for a in self.ambiguities],
+            "structure_type": dict(self.structure_type) if self.structure_type else None,
         }
         if include_curves:
             out["curves"] = {k: np.asarray(v).tolist() for k, v in self.curves.items()}
@@ -286,6 +309,10 @@ def analyze(
     ``target`` is a phase name or a formula; its yield is the summed weight fraction of the
     phases with that name or reduced formula (polymorphs count together), 0 if none was found.
     Deterministic: the same pattern, phases and settings always give the same result.
+
+    With ``settings.structure_search_unexplained`` set, a target may also be a formula with no
+    candidate structure, and a target whose structure leaves intensity unexplained gets a
+    structure-type search (``PhaseAnalysis.structure_type``, see structure_types.py).
     """
     cfg = settings or AnalysisSettings()
     if not phases:
@@ -293,7 +320,25 @@ def analyze(
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise XrdAnalysisError(f"candidate phase names are not unique: {names}")
-    target_idx = _target_indices(target, phases)
+    try:
+        target_idx = _target_indices(target, phases)
+        missing = False
+    except XrdAnalysisError as exc:
+        if (not cfg.allow_structureless_target or cfg.structure_search_unexplained is None
+                or target is None or exc.__cause__ is not None):
+            raise
+        target_idx, missing = [], True
+    result = _fit_phases(pattern, phases, target, target_idx, cfg)
+    if target is not None and cfg.structure_search_unexplained is not None:
+        result = _search_structure_type(pattern, phases, target, target_idx, missing, cfg, result)
+    return result
+
+
+def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str | None,
+                target_idx: list[int], cfg: AnalysisSettings) -> PhaseAnalysis:
+    """The fit itself (see the module docstring); ``target_idx`` may be empty for a target
+    without a candidate structure (its yield is then 0)."""
+    names = [p.name for p in phases]
 
     x, y = pattern.two_theta, pattern.intensities
     sel = np.ones(x.size, dtype=bool)
@@ -324,6 +369,7 @@ def analyze(
     rejected: dict[str, str] = {}
     active = np.ones(len(phases), dtype=bool)
     theta = model.initial_theta(cfg.initial_fwhm_deg)
+    theta[0] = cfg.zero_shift_deg
     # coarse isotropic strain per phase, so cells a few percent off still lock on
     net = net_signal(x, y)
     starts = [0.0] * len(phases)
@@ -560,6 +606,111 @@ def analyze(
         target_yield_alternative=target_alt,
         ambiguities=ambiguities,
     )
+
+
+def _chi2(analysis: PhaseAnalysis) -> tuple[float, np.ndarray, np.ndarray]:
+    """(chi^2, weights, residual) of a finished analysis on its (rebinned) grid."""
+    y = np.asarray(analysis.curves["observed"], dtype=float)
+    resid = y - np.asarray(analysis.curves["calculated"], dtype=float)
+    w = 1.0 / np.sqrt(np.maximum(y, 1.0))
+    r = w * resid
+    return float(r @ r), w, resid
+
+
+def _search_structure_type(pattern: XrdPattern, phases: list[ReferencePhase], target: str,
+                           target_idx: list[int], missing: bool, cfg: AnalysisSettings,
+                           result: PhaseAnalysis) -> PhaseAnalysis:
+    """When the target has no structure or its structure leaves intensity unexplained, try
+    the target's composition on the structure-type families (structure_types.py).
+
+    Screen every family against the residual (one linear scale each), refit the best
+    ``structure_search_refits`` with all candidates (the family counted as the target, a
+    polymorph of the offered structure), and use the best refit only when it lowers chi^2 by
+    ``structure_search_gain`` significance thresholds of its own parameters: a family that
+    merely tidies up misfit is reported, not used. The known phases are refitted with the
+    family, so what they had absorbed of the target's peaks goes back to it.
+    """
+    from pymatgen.core import Composition
+
+    from . import structure_types as st
+
+    unexplained = result.unexplained_intensity_fraction
+    if not missing and unexplained < float(cfg.structure_search_unexplained or 0.0):
+        return result
+    formula = (phases[target_idx[0]].formula if target_idx
+               else Composition(target).reduced_formula)
+    chi2_0, w, resid = _chi2(result)
+    x = np.asarray(result.curves["two_theta"], dtype=float)
+    n_free = 2 + cfg.background_order + 1 + 6 * len(result.phases)
+    misfit = st.misfit_units(w, resid, n_free)
+    penalty = cfg.significance_per_param or math.log(x.size)
+    threshold = penalty * 5  # a family brings a scale, up to 3 cell lengths and a width
+    lines = [(pattern.wavelength_angstrom, 1.0)]
+    if pattern.has_kalpha2:
+        lines.append((float(pattern.kalpha2_angstrom), float(pattern.kalpha2_ratio)))
+    d_min = max(0.3, min(lam for lam, _ in lines)
+                / (2 * math.sin(math.radians(min(float(x[-1]) + 2.0, 178.0)) / 2))
+                / (1 + cfg.structure_search_strain))
+    fwhm = float(np.median([p.fwhm_deg_at_30 for p in result.phases])) if result.phases \
+        else cfg.initial_fwhm_deg
+    known = [p.structure for p in phases]
+    fams = st.families(formula, known, limit=cfg.structure_search_families, max_sites=60)
+    report: dict[str, Any] = {
+        "trigger": ("no candidate structure for the target" if missing
+                    else f"{unexplained:.1%} of the net intensity unexplained"),
+        "families": len(fams), "family": None, "template_formula": None, "space_group": None,
+        "cell_scale": None, "explained_share": None, "fit_gain": None,
+        "threshold": round(cfg.structure_search_gain * threshold, 1),
+        "used_for_yield": False, "weight_fraction": None, "candidates": [],
+    }
+    if not fams:
+        result.structure_type = report
+        return result
+    scores = st.score_families(x, resid, w, lines, result.zero_shift_deg, result.eta,
+                               max(fwhm, 0.03), fams, d_min, cfg.structure_search_strain,
+                               misfit, cfg.footprint_two_theta)
+    report["candidates"] = [{"family": sc.family.label,
+                             "explained_share": round(sc.gain * misfit / chi2_0, 3)}
+                            for sc in scores[:3]]
+    best: tuple[float, PhaseAnalysis, st.FamilyScore, str] | None = None
+    inner = AnalysisSettings(**{**asdict(cfg), "structure_search_unexplained": None})
+    for sc in scores[: cfg.structure_search_refits]:
+        if sc.gain * misfit < 0.01 * chi2_0:
+            break  # explains under 1 % of the misfit even as an upper bound
+        name = f"{formula} [{sc.family.label}]"
+        if name in {p.name for p in phases}:
+            continue
+        ref = st.scaled_reference(sc, name)
+        trial = _fit_phases(pattern, [*phases, ref], target, [*target_idx, len(phases)], inner)
+        chi2_t, w_t, resid_t = _chi2(trial)
+        # judged in the *refit's* misfit units: the first fit's misfit is inflated by the very
+        # peaks the family explains, so in its units no family could ever look significant
+        gain = (chi2_0 - chi2_t) / st.misfit_units(w_t, resid_t, n_free + 5)
+        if best is None or gain > best[0]:
+            best = (gain, trial, sc, name)
+        if (gain >= cfg.structure_search_gain * threshold
+                and trial.weight_fractions().get(name, 0.0) > 0):
+            break  # good enough: the next family would cost another full fit
+    if best is None:
+        top = scores[0]
+        report.update(family=top.family.label, template_formula=top.family.template_formula,
+                      cell_scale=round(top.cell_scale, 4),
+                      explained_share=round(top.gain * misfit / chi2_0, 3))
+        result.structure_type = report
+        return result
+    gain, trial, sc, name = best
+    wf = trial.weight_fractions().get(name, 0.0)
+    used = gain >= cfg.structure_search_gain * threshold and wf > 0
+    report.update(family=sc.family.label, template_formula=sc.family.template_formula,
+                  space_group=st.space_group(sc.family.structure),
+                  cell_scale=round(sc.cell_scale, 4),
+                  explained_share=round(sc.gain * misfit / chi2_0, 3),
+                  fit_gain=round(float(gain), 1), used_for_yield=bool(used),
+                  weight_fraction=round(float(wf), 4))
+    out = trial if used else result
+    out.settings = cfg
+    out.structure_type = report
+    return out
 
 
 def _rebin(x: np.ndarray, y: np.ndarray, min_step: float) -> tuple[np.ndarray, np.ndarray]:

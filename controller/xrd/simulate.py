@@ -31,6 +31,10 @@ def simulate_mixture(
     fwhm_range: tuple[float, float] = (0.07, 0.2),
     amorphous_fraction: float = 0.0,
     amorphous_centre_deg: float = 27.0,
+    zero_shift: float | None = None,
+    caglioti: tuple[float, float, float] | None = None,
+    eta: float | None = None,
+    footprint_two_theta: float | None = None,
 ) -> XrdPattern:
     """Pattern of a mixture with the given weight fractions (normalised), reproducible by seed.
 
@@ -38,6 +42,11 @@ def simulate_mixture(
     hump (FWHM ~10 deg) scatters as much per unit mass as the crystalline part does (the k = 1
     case of the degree-of-crystallinity relation that ``amorphous.py`` inverts). The weight
     fractions then describe the crystalline part, as XRD sees it.
+
+    Instrument (for calibration tests; None = drawn as always): ``zero_shift`` (deg),
+    ``caglioti`` = (U, V, W) of FWHM^2 = U tan^2 t + V tan t + W (the same for every phase),
+    ``eta`` (pseudo-Voigt mixing) and ``footprint_two_theta`` (fixed-slit spill-over: Bragg
+    intensities scale as min(1, sin t / sin t_c)).
     """
     if not 0.0 <= amorphous_fraction < 1.0:
         raise ValueError(f"amorphous_fraction {amorphous_fraction} is outside [0, 1)")
@@ -49,8 +58,10 @@ def simulate_mixture(
     w = np.asarray(weight_fractions, dtype=float)
     w = w / w.sum()
     lines = [(wavelength, 1.0)] + ([(CU_KA2, 0.5)] if kalpha2 else [])
-    zero = rng.uniform(-max_zero, max_zero)
-    eta = rng.uniform(0.3, 0.7)
+    zero_drawn = rng.uniform(-max_zero, max_zero)
+    eta_drawn = rng.uniform(0.3, 0.7)
+    zero = zero_drawn if zero_shift is None else float(zero_shift)
+    eta = eta_drawn if eta is None else float(eta)
     y = np.zeros_like(x)
     for ph, wi in zip(phases, w, strict=False):
         if wi <= 0:
@@ -76,7 +87,13 @@ def simulate_mixture(
             t, tt = t[inr], tt[inr]
             area = scale * rel * f2m[ok][inr] * lorentz_polarisation(tt)
             # Caglioti: H^2 = U tan^2 + V tan + W
-            h = np.sqrt(fw0**2 + 0.02 * np.tan(t) ** 2 + 0.005 * np.tan(t))
+            if caglioti is None:
+                h = np.sqrt(fw0**2 + 0.02 * np.tan(t) ** 2 + 0.005 * np.tan(t))
+            else:
+                cu, cv, cw = caglioti
+                h = np.sqrt(np.maximum(cu * np.tan(t) ** 2 + cv * np.tan(t) + cw, 1e-6))
+            if footprint_two_theta:
+                area = area * np.minimum(1.0, np.sin(t) / np.sin(np.radians(footprint_two_theta) / 2))
             dx = x[None, :] - (tt + zero)[:, None]
             hh = h[:, None]
             gauss = np.sqrt(4 * np.log(2) / np.pi) / hh * np.exp(-4 * np.log(2) * (dx / hh) ** 2)
