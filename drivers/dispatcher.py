@@ -53,6 +53,15 @@ log = logging.getLogger("drivers.dispatcher")
 OutcomeStatus = Literal["succeeded", "failed", "lost", "expired"]
 
 
+def _replaced_connection(ident: bytes) -> bool:
+    """True for the routing id libzmq gives a ROUTER connection it replaced (5 bytes: a zero,
+    then a 32-bit counter). Why it matters: with ``ROUTER_HANDOVER`` a driver's new socket takes
+    its identity over and the old connection is renamed to such an id before it closes; frames
+    still queued on it (heartbeats, a register) arrive under it — stale copies, not a stranger.
+    A driver's identity is a readable name (``sim-furnace-1``), never a zero byte and four more."""
+    return len(ident) == 5 and ident[0] == 0
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Terminal answer to one submitted command.
@@ -593,10 +602,18 @@ class Dispatcher:
 
     def _handle_one(self, route: bytes | None, ident_b: bytes, payload: bytes) -> None:
         head = [ident_b] if route is None else [route, ident_b]
+        if route is None and _replaced_connection(ident_b):
+            # a driver reconnected (it heard nothing for lost_after heartbeats, e.g. while the
+            # controller's loop was busy) and its new socket took its identity over
+            # (ROUTER_HANDOVER); libzmq renamed the old connection to this id, and frames still
+            # queued on it arrive under it. The driver goes on over its new connection and the
+            # controller re-sends what it still needs: nothing to answer, nothing lost.
+            log.debug("dropping a frame left on a replaced connection (its driver reconnected)")
+            return
         try:
             identity = ident_b.decode("utf-8")
         except UnicodeDecodeError:
-            log.warning("dropping message from a peer with a non-UTF-8 identity")
+            log.warning("dropping message from a peer with a non-UTF-8 identity %r", ident_b[:32])
             return
         try:
             msg = decode(payload)
