@@ -18,12 +18,18 @@ _EXPORTS: dict[str, str] = {
     "StableAndMakeable": "acquisition", "TableEnsembleModel": "acquisition",
     "botorch_acquisition": "acquisition", "objective_for": "acquisition",
     "objective_table": "acquisition", "select_batch": "acquisition",
+    # multi-objective, cost-aware acquisition (qNEHVI over members × candidates × 2 objectives)
+    "ParetoSelection": "multiobjective", "botorch_qlognehvi": "multiobjective",
+    "select_pareto_batch": "multiobjective",
     # candidates and predicted structures
     "Candidate": "candidates", "SubstitutionTable": "candidates",
     "generate_candidates": "candidates", "read_candidate_cifs": "candidates",
-    "seed_structures": "candidates",
+    "seed_structures": "candidates", "partial_substitutions": "partial",
     "StructurePredictor": "prototypes", "predict_structure": "prototypes",
     "template_library": "prototypes",
+    # relaxation of predicted structures (offline SevenNet-0, optional `sevenn`)
+    "RELAXERS": "relax", "Relaxation": "relax", "Relaxer": "relax",
+    "RelaxerUnavailable": "relax", "make_relaxer": "relax", "sevenn_available": "relax",
     # formula normalisation (one spelling of a compound for every package of the brain)
     "UnknownCompositionError": "formulas", "chemical_system": "formulas",
     "reduced_formula": "formulas",
@@ -31,10 +37,18 @@ _EXPORTS: dict[str, str] = {
     "DatasetError": "datasets", "read_structure_csv": "datasets",
     "Ensemble": "ensemble", "EnsembleConfig": "ensemble", "PredictionTable": "ensemble",
     "coverage": "ensemble", "train_ensemble": "ensemble",
+    # pretrained prior (SevenNet-0 energy + residual ensemble; optional `sevenn`)
+    "DeltaEnsemble": "pretrained", "LinearPrior": "pretrained", "PretrainedEnergy": "pretrained",
+    "PretrainedUnavailable": "pretrained", "train_delta_ensemble": "pretrained",
     "evaluate_regression": "evaluation",
     "CrystalGraph": "graphs", "GraphCache": "graphs", "GraphError": "graphs",
     "build_graph": "graphs", "neighbor_list": "graphs",
     "add_hull_energy": "stability",
+    # screening at scale (the optional scale extra: Ray, pyarrow)
+    "FunnelSettings": "screening", "PoolError": "screening", "ScreenError": "screening",
+    "ScreenOptions": "screening", "format_screen_summary": "screening",
+    "pretrain_screen_model": "screening", "ray_member_map": "screening",
+    "read_screen_candidates": "screening", "run_screen": "screening",
     # known phases (Materials Project table)
     "KnownPhase": "thermo", "KnownPhases": "thermo", "known_phases": "thermo",
 }
@@ -88,6 +102,23 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .evaluation import evaluate_regression  # noqa: F401
     from .formulas import UnknownCompositionError, chemical_system, reduced_formula  # noqa: F401
     from .graphs import CrystalGraph, GraphCache, GraphError, build_graph, neighbor_list  # noqa: F401
+    from .multiobjective import ParetoSelection, botorch_qlognehvi, select_pareto_batch  # noqa: F401
+    from .partial import partial_substitutions  # noqa: F401
+    from .pretrained import (  # noqa: F401
+        DeltaEnsemble,
+        LinearPrior,
+        PretrainedEnergy,
+        PretrainedUnavailable,
+        train_delta_ensemble,
+    )
     from .prototypes import StructurePredictor, predict_structure, template_library  # noqa: F401
+    from .relax import (  # noqa: F401
+        RELAXERS,
+        Relaxation,
+        Relaxer,
+        RelaxerUnavailable,
+        make_relaxer,
+        sevenn_available,
+    )
     from .stability import add_hull_energy  # noqa: F401
     from .thermo import KnownPhase, KnownPhases, known_phases  # noqa: F401

@@ -87,24 +87,14 @@ class PretrainedEnergy:
         radius-scaled volumes; a relaxed cell is closer to what the lab makes, so its XRD
         reference peaks sit where the product's do. Oxidation-state decorations are dropped.
         """
-        from ase.filters import FrechetCellFilter
-        from ase.optimize import FIRE
-        from pymatgen.io.ase import AseAtomsAdaptor
+        from .relax import Relaxer
 
         if steps < 1 or fmax <= 0:
             raise ValueError("steps must be >= 1 and fmax > 0")
-        plain = structure.copy()
-        plain.remove_oxidation_states()
-        atoms = AseAtomsAdaptor.get_atoms(plain)
-        atoms.calc = self._calculator()
-        target = FrechetCellFilter(atoms) if cell else atoms
-        opt = FIRE(target, logfile=None)
-        opt.run(fmax=fmax, steps=steps)
-        energy = float(atoms.get_potential_energy()) / len(atoms)
-        relaxed = AseAtomsAdaptor.get_structure(atoms)
-        if not np.isfinite(energy) or relaxed.volume < 0.2 * plain.volume:
-            raise ValueError(f"relaxation of {plain.composition.reduced_formula} collapsed")
-        return relaxed, energy, int(opt.get_number_of_steps())
+        # one relaxation code path (surrogates.relax), on this prior's already-loaded model
+        done = Relaxer(model=self.model, fmax=fmax, max_steps=steps, cell=cell,
+                       calculator=self._calculator()).relax(structure)
+        return done.structure, done.energy_per_atom, done.steps
 
     def state(self) -> dict[str, float]:
         return dict(self._cache)

@@ -15,12 +15,17 @@ analysis can look for it. Two guesses, in order:
 Inputs are public: a mapping reduced formula -> known :class:`Structure` and the shipped
 templates. :func:`predict_structure` is the one-off face; :class:`StructurePredictor` prepares
 the parents and the density once for many formulas.
+
+Optionally (``relax="sevenn"``, off by default) each prediction is relaxed with the offline
+SevenNet-0 potential (:mod:`relax`; never the lab's oracle), so its cell, and with it its XRD
+peaks, sit nearer what a lab would make. A relaxation that fails keeps the unrelaxed guess.
 """
 
 from __future__ import annotations
 
 import bz2
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -30,6 +35,9 @@ import numpy as np
 from pymatgen.core import Composition, Element, Structure
 
 from .candidates import seed_structures
+from .relax import Relaxation, Relaxer, make_relaxer
+
+log = logging.getLogger(__name__)
 
 #: template kinds in order of preference for decoration
 TEMPLATE_KINDS = ("prototype", "cif", "alexandria")
@@ -56,11 +64,18 @@ class StructurePredictor:
     ``known``: reduced formula -> public structure of a known phase (not modified).
     ``templates``: decoration templates (default: :func:`template_library`).
     ``seeds``: generic substitution parents (default: the bundled seeds of :mod:`candidates`).
+    ``relax``: ``"none"``/None (default), ``"sevenn"`` (:class:`relax.RelaxerUnavailable` here,
+    at construction, when the package is missing), ``"auto"`` (SevenNet if installed) or a
+    :class:`relax.Relaxer`; :attr:`relaxations` keeps each formula's outcome (steps, time).
     """
 
     def __init__(self, known: Mapping[str, Structure], *,
                  templates: Sequence[dict[str, Any]] | None = None,
-                 seeds: Sequence[tuple[str, Structure]] | None = None) -> None:
+                 seeds: Sequence[tuple[str, Structure]] | None = None,
+                 relax: str | Relaxer | None = None) -> None:
+        self.relaxer: Relaxer | None = make_relaxer(relax)
+        #: reduced formula -> the relaxation of its prediction (only with a relaxer)
+        self.relaxations: dict[str, Relaxation] = {}
         self.templates = tuple(template_library() if templates is None else templates)
         named = [(f"seed:{sid}", s) for sid, s in (seed_structures() if seeds is None else seeds)]
         named += [(f"known:{f}", known[f]) for f in sorted(known)]
@@ -73,8 +88,30 @@ class StructurePredictor:
         self.packing_ratio: float | None = float(np.median(ratios)) if ratios else None
 
     def predict(self, formula: str) -> tuple[Structure, str] | None:
-        """Substitution first, then decoration; see the module docstring."""
+        """Substitution first, then decoration (see the module docstring), then the relaxation
+        when the predictor has a relaxer; the provenance says which."""
+        made = self.guess(formula)
+        if made is None or self.relaxer is None:
+            return made
+        return self.relaxed(formula, *made)
+
+    def guess(self, formula: str) -> tuple[Structure, str] | None:
+        """The unrelaxed prediction: substitution first, then decoration."""
         return self.substitute(formula) or self.decorate(formula)
+
+    def relaxed(self, formula: str, structure: Structure, provenance: str) -> tuple[Structure, str]:
+        """``structure`` relaxed by the predictor's relaxer; on failure the input, logged."""
+        if self.relaxer is None:
+            raise ValueError("this StructurePredictor has no relaxer (relax='none')")
+        try:
+            done = self.relaxer.relax(structure)
+        except ValueError as exc:
+            log.warning("predicted structure of %s kept unrelaxed: %s", formula, exc)
+            return structure, f"{provenance}; relaxation failed"
+        self.relaxations[Composition(formula).reduced_formula] = done
+        state = "converged" if done.converged else "step cap"
+        return done.structure, (f"{provenance}; relaxed with {self.relaxer.name} "
+                                f"({done.steps} steps, {state}, volume {done.volume_change:+.1%})")
 
     def substitute(self, formula: str) -> tuple[Structure, str] | None:
         """Single-cation substitution into a parent whose composition becomes ``formula``.
