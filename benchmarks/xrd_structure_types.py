@@ -140,6 +140,9 @@ def main() -> None:
                         "family": st and st["family"],
                         "wrong_family": offered["wrong"][1] if cond == "wrong" else None,
                     })
+                if args.json:  # one line per row as it comes: a long run that is stopped keeps them
+                    with open(args.json + "l", "a") as fh:
+                        fh.write(json.dumps(rows[-2]) + "\n" + json.dumps(rows[-1]) + "\n")
                 r_b, r_a = rows[-2], rows[-1]
                 print(f"{formula:12s} y={y_true:.2f} {cond:8s} before {r_b['yield']:.2f} after "
                       f"{r_a['yield']:.2f} used={r_a['used']} {r_a['family']} ({r_a['cpu_s']:.2f} s)",

@@ -102,8 +102,9 @@ class AnalysisSettings:
     # significance thresholds
     ambiguity_factor: float = 3.0
     # structure-type search (structure_types.py) for a target whose structure is absent from the
-    # candidates or leaves this share of the net intensity unexplained (None: never search):
-    # the target's composition decorated on the shipped structure-type families
+    # candidates or leaves this share of the net intensity unexplained (None: never search;
+    # 1.0: only a target with no structure): the target's composition decorated on the shipped
+    # structure-type families
     structure_search_unexplained: float | None = 0.03
     structure_search_families: int = 24  # families screened against the residual
     structure_search_refits: int = 2  # best-screened families refitted with the known phases
@@ -121,11 +122,15 @@ class AnalysisSettings:
         """Settings for real reaction products on the A-Lab instrument (Aeris-type, fixed 1 deg
         divergence slit, 145 mm): the spill-over angle and the systematic sigma were fitted on
         the tune half of the 312 A-Lab GPSS scans only (benchmarks/xrd_alab.py, docs/benchmarks.md).
-        Another instrument needs its own ``footprint_two_theta``."""
+        Another instrument needs its own ``footprint_two_theta`` (``synthloop xrd calibrate``
+        learns it from a standard; ``InstrumentProfile.apply``)."""
         values: dict[str, Any] = {
             "footprint_two_theta": REAL_FOOTPRINT_TWO_THETA,
             "systematic_fraction": REAL_SYSTEMATIC_FRACTION,
             "systematic_floor": REAL_SYSTEMATIC_FLOOR,
+            # the unexplained-share trigger was measured on simulated products only; on the real
+            # scans the target's structure is the expert's, so the search runs only without one
+            "structure_search_unexplained": 1.0,
         }
         values.update(overrides)
         return cls(**values)
@@ -135,7 +140,8 @@ class AnalysisSettings:
         """The analysis as it was before the real-product work (issue 21): the 'before' figure."""
         return cls(texture_terms=0, lookalike_similarity=1.0, target_lattice_range=LATTICE_RANGE,
                    binary_lattice_range=LATTICE_RANGE, systematic_fraction=0.0,
-                   systematic_floor=0.0, footprint_two_theta=None, keep_last_share=float("inf"))
+                   systematic_floor=0.0, footprint_two_theta=None, keep_last_share=float("inf"),
+                   structure_search_unexplained=None)
 
 
 @dataclass
