@@ -87,6 +87,8 @@ class PrototypeSource(_Strict):
     rocksalt, layered oxides, ...) for compositions without a structure of their own."""
 
     kind: Literal["prototypes"]
+    relax: Literal["none", "sevenn", "auto"] = Field("none", description="relax predicted structures "
+                                                      "with offline SevenNet-0 ('auto': if installed)")
 
 
 CandidateSource = Annotated[
