@@ -299,7 +299,7 @@ def demo(
 ) -> None:
     """Run a real campaign on the bundled `demo` world (simulated instruments over ZeroMQ)."""
     from ..loop import run_campaign
-    from ..loop.demo import DemoError, prepare_demo
+    from ..loop.demo import DemoError, prepare_demo, print_demo_summary
 
     try:
         prepare_demo(directory)
@@ -309,6 +309,7 @@ def demo(
                   "ZeroMQ on loopback, SQLite store")
     result = run_campaign(directory, live=live)
     _print_result(result)
+    print_demo_summary(directory, console)
 
 
 def proposals(

@@ -8,11 +8,14 @@ uses a smaller ensemble and budget — but every part is the real one.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from sqlmodel import select
 
 from ..config import parse_config
+from ..store import Experiment, ExperimentState, Recipe, Store, Target
 
 MARKER = ".synthloop-demo"
 
@@ -61,3 +64,95 @@ def prepare_demo(directory: Path) -> Path:
     path.write_text("# written by `synthloop demo`\n" + yaml.safe_dump(data, sort_keys=False),
                     encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- what the demo did
+
+
+@dataclass(frozen=True)
+class TriedRecipe:
+    """One recipe of a target as the demo ran it: what it was, what it replaced, what it gave."""
+
+    ordinal: int
+    reaction: str
+    peak_c: float | None
+    replaces: int | None  # ordinal of the failed recipe this one replaced (the planner's choice)
+    yields: tuple[float, ...]
+    succeeded: bool
+
+
+@dataclass(frozen=True)
+class TargetStory:
+    formula: str
+    state: str  # made | exhausted | active | ...
+    recipes: tuple[TriedRecipe, ...]
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    """The demo campaign as its store records it — what the closing summary prints and what the
+    demo test checks. Why from the store: the summary must be what ``synthloop status`` and the
+    report see, not what this process happened to remember."""
+
+    targets: tuple[TargetStory, ...]
+    experiments: int
+    stop_reason: str = ""
+    made: tuple[str, ...] = field(default=())
+
+    @property
+    def replaced(self) -> int:
+        """Recipes the planner proposed in place of a failed one."""
+        return sum(r.replaces is not None for t in self.targets for r in t.recipes)
+
+    @property
+    def replaced_succeeded(self) -> int:
+        """Of those, the ones that reached the target (the loop learning from a failure)."""
+        return sum(r.replaces is not None and r.succeeded for t in self.targets for r in t.recipes)
+
+
+def demo_outcome(store: Store, campaign_name: str) -> DemoOutcome:
+    """Read the finished (or interrupted) demo campaign from its store."""
+    from ..web.queries import reaction_text  # the same reaction text the web app shows
+
+    campaign = store.get_campaign(campaign_name)
+    with store.session() as s:
+        targets = s.exec(select(Target).where(Target.campaign_id == campaign.id).order_by(Target.id)).all()
+        exps = s.exec(select(Experiment).where(Experiment.campaign_id == campaign.id)
+                      .order_by(Experiment.id)).all()
+        ids = [t.id for t in targets]
+        recipes = s.exec(select(Recipe).where(Recipe.target_id.in_(ids)).order_by(Recipe.id)).all() if ids else []
+    ordinal = {r.id: r.ordinal for r in recipes}
+    by_recipe: dict[int, list[Experiment]] = {}
+    for e in exps:
+        by_recipe.setdefault(e.recipe_id, []).append(e)
+    stories = []
+    for t in targets:
+        tried = []
+        for r in (r for r in recipes if r.target_id == t.id):
+            runs = by_recipe.get(r.id, [])
+            if not runs:
+                continue  # planned but never run (the campaign stopped first)
+            peak = max((float(seg.get("setpoint_c") or 0.0) for seg in r.profile or []), default=None)
+            tried.append(TriedRecipe(
+                ordinal=r.ordinal, reaction=reaction_text(r, t.formula), peak_c=peak,
+                replaces=ordinal.get(r.replaces_recipe_id) if r.replaces_recipe_id else None,
+                yields=tuple(e.target_yield for e in runs if e.target_yield is not None),
+                succeeded=any(e.state == ExperimentState.SUCCEEDED for e in runs)))
+        stories.append(TargetStory(t.formula, t.state, tuple(tried)))
+    stop = next((e.message or "" for e in store.recent_events(campaign.id, limit=50)
+                 if e.kind == "campaign.finished"), "")
+    return DemoOutcome(targets=tuple(stories), experiments=len(exps), stop_reason=stop,
+                       made=tuple(t.formula for t in targets if t.state == "made"))
+
+
+def print_demo_summary(directory: Path, console: object) -> DemoOutcome:
+    """Print the closing summary of the demo campaign in ``directory`` (from its store)."""
+    from ..config import load_config
+    from .display import print_demo_outcome
+
+    directory = Path(directory)
+    cfg = load_config(directory / "campaign.yaml")
+    with Store.for_campaign_dir(directory, cfg.store.url) as store:
+        outcome = demo_outcome(store, cfg.campaign.name)
+    print_demo_outcome(console, outcome, directory)
+    return outcome

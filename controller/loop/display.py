@@ -73,3 +73,45 @@ class LiveView:
                           " ".join(f"{y:.2f}" for y in ys[-5:]) or "…")
         self.live.update(Group(self.progress, table))
 
+
+
+def print_demo_outcome(console: Any, outcome: Any, directory: Any) -> None:
+    """The demo's closing summary: per target the recipes in the order they ran (a replacement
+    marked with the failed recipe it replaced), their yields, what was made, where the store and
+    report are and what to try next. Why: it is the first thing a new user reads, so it must say
+    what the loop did in words, not leave them to decode a progress bar.
+
+    ``outcome`` is a :class:`controller.loop.demo.DemoOutcome` (the report's path is printed by
+    the campaign's own closing line).
+    """
+    table = Table("target", "recipe (balanced reaction)", "peak °C", "yield", "", box=None,
+                  padding=(0, 1), title="what the loop did, target by target", title_justify="left")
+    for t in outcome.targets:
+        colour = {"made": "green", "exhausted": "red"}.get(t.state, "yellow")
+        first = True
+        for r in t.recipes:
+            how = ("[green]reached the target[/]" if r.succeeded else "[red]failed[/]")
+            if r.replaces is not None:
+                how += f" · replaced recipe {r.replaces}"
+            ys = ", ".join(f"{y:.2f}" for y in r.yields) or "–"
+            table.add_row(f"[{colour}]{t.formula}[/] ({t.state})" if first else "",
+                          f"{r.ordinal}. {r.reaction}",
+                          f"{r.peak_c:.0f}" if r.peak_c else "–", ys, how)
+            first = False
+        if first:
+            table.add_row(f"[{colour}]{t.formula}[/] ({t.state})", "(no recipe run)", "", "", "")
+    console.print(table)
+    made = ", ".join(outcome.made) or "none"
+    console.print(f"[bold]made {len(outcome.made)} of {len(outcome.targets)} targets[/] ({made}) in "
+                  f"{outcome.experiments} experiments; {outcome.replaced} failed recipe(s) replaced by "
+                  f"the planner, {outcome.replaced_succeeded} of the replacements reached the target.",
+                  highlight=False)
+    console.print("A target is [green]made[/] when the XRD analysis finds it at ≥ the yield threshold; "
+                  "after a failure the planner proposes a new recipe from what the failed sample "
+                  "contained (intermediates that ate the driving force).", highlight=False)
+    console.print(f"store: {directory}/campaign.db   ·   `synthloop status {directory}`   ·   "
+                  f"web app: `synthloop serve {directory}`", highlight=False)
+    console.print("next: `synthloop init my-campaign` writes an editable campaign.yaml "
+                  "(chemical space, budget, lab); `synthloop run my-campaign` runs it; "
+                  "`synthloop sim-lab build-world --systems Li-Fe-P-O --out w.json.bz2` makes a "
+                  "simulated lab for your own chemistry.", highlight=False)
