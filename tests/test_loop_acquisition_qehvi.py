@@ -1,6 +1,8 @@
-"""EHVI as the campaign's acquisition (``acquisition.strategy: qehvi``): the brain's selection
-step, on a real (tiny) ensemble over the demo world's candidates, picks a batch that respects
-what is measured and in flight — first on stability alone, then, once the yield head has
+"""The campaign's acquisition step on a real (tiny) ensemble over the demo world's candidates.
+
+Public energies: compositions the Materials Project table has computed are ranked by that
+energy. EHVI (``acquisition.strategy: qehvi``): the brain's selection step picks a batch
+that respects what is measured and in flight — first on stability alone, then, once the yield head has
 learned from campaign results, on the stability/yield front."""
 
 from __future__ import annotations
@@ -50,3 +52,24 @@ def test_a_campaign_step_selects_a_batch_with_qehvi(brain_and_pool) -> None:
     assert len(objectives) == 2
     picks = brain.select(tuned.model, cands, min(3, n - 4), set(), {0, 1, 2, 3}, seed=0)
     assert len(picks) == min(3, n - 4) and not {p.index for p in picks} & {0, 1, 2, 3}
+
+
+def test_targets_with_a_public_energy_are_ranked_by_it_not_by_the_network(brain_and_pool) -> None:
+    """A composition the Materials Project table has computed takes that formation energy in
+    acquisition (every member alike: no model spread); the others keep the network's."""
+    import numpy as np
+    import surrogates
+
+    brain, cands, trained = brain_and_pool
+    kp = surrogates.known_phases()
+    raw = trained.model.predict(brain.surrogate._structures(cands))
+    table = brain.surrogate._with_public_energies(cands, raw)
+    je = list(table.outputs).index("e_form")
+    public = [i for i, c in enumerate(cands) if kp.formation_energy(c.formula) is not None]
+    other = [i for i in range(len(cands)) if i not in public]
+    assert public, "the demo pool should hold at least one MP composition"
+    for i in public:
+        assert np.allclose(table.values[:, i, je], kp.formation_energy(cands[i].formula))
+    np.testing.assert_array_equal(table.values[:, other], raw.values[:, other])
+    assert np.allclose(trained.predictions["e_form"][0][public],
+                       [kp.formation_energy(cands[i].formula) for i in public])
