@@ -91,8 +91,17 @@ class PrototypeSource(_Strict):
                                                       "with offline SevenNet-0 ('auto': if installed)")
 
 
+class ScreenSource(_Strict):
+    """The best survivors of a ``synthloop screen`` output folder (Parquet chunks + manifest),
+    best first by optimistic decomposition energy; needs the ``scale`` extra (pyarrow)."""
+
+    kind: Literal["screen"]
+    path: str = Field(..., min_length=1)
+    top: int = Field(1000, ge=1, le=1_000_000, description="survivors taken into the pool")
+
+
 CandidateSource = Annotated[
-    SubstitutionSource | CifDirSource | PrototypeSource, Field(discriminator="kind")
+    SubstitutionSource | CifDirSource | PrototypeSource | ScreenSource, Field(discriminator="kind")
 ]
 
 
@@ -141,6 +150,10 @@ class SurrogateSection(_Strict):
         default_factory=lambda: ["mean_electronegativity", "charge_balanced"],
         description="expert descriptors learned as extra outputs in training only (free at prediction)",
     )
+    # where ensemble members train: "local" (in process / spawn pool) or "ray" (one Ray task per
+    # member; the optional scale extra; ray_address joins a cluster, else a local instance starts)
+    training: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
 
 
 # --------------------------------------------------------------------------- acquisition
@@ -327,7 +340,7 @@ def _describe_location(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"substitution", "cif_dir", "prototypes"} and parts and parts[-1].endswith("]"):
+        elif item in {"substitution", "cif_dir", "prototypes", "screen"} and parts and parts[-1].endswith("]"):
             continue  # discriminated-union tag pydantic inserts into the path
         else:
             parts.append(("." if parts else "") + str(item))
@@ -466,6 +479,9 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
                 errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a folder{hint}")
             elif not any(Path(path).glob("*.cif")):
                 errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} holds no .cif file")
+        if source.kind == "screen" and path and not (Path(path) / "manifest.json").is_file():
+            errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a screen output "
+                          "(no manifest.json; run synthloop screen POOL --out DIR)")
     if cfg.lab.auth.enabled and cfg.lab.auth.keys_dir and not Path(cfg.lab.auth.keys_dir).is_dir():
         errors.append(f"lab.auth.keys_dir: {cfg.lab.auth.keys_dir!r} is not a folder")
     problem = _store_problem(cfg.store.url, base)

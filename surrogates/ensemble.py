@@ -471,8 +471,12 @@ def train_ensemble(
     config: EnsembleConfig | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    member_map: Callable[[Callable, list], list] | None = None,
 ) -> Ensemble:
     """Train ``config.members`` networks on bootstrap resamples; calibrate on a held-out split.
+
+    ``member_map(fn, payloads)``: where the members train instead of the spawn pool (e.g.
+    ``surrogates.screening.ray_member_map``: one Ray task each); it must return fn's results in order.
 
     ``targets``: an array (one output, named ``"e_form"``) or ``{output_name: values}`` with
     NaN for missing labels (e.g. ``{"e_form": ..., "yield": ...}``).
@@ -512,7 +516,9 @@ def train_ensemble(
                          "verbose": progress is not None})
     t1 = time.perf_counter()
     workers = min(cfg.workers, cfg.members)
-    if workers > 1:
+    if member_map is not None:
+        results = list(member_map(_train_member, payloads))
+    elif workers > 1:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = list(pool.map(_train_member, payloads))

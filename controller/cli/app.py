@@ -29,6 +29,7 @@ __import__(f"{__package__}.xrd_cmds", fromlist=["register"]).register(app)  # xr
 __import__(f"{__package__}.recipes_cmds", fromlist=["register"]).register(app)  # recipes
 __import__(f"{__package__}.driver_cmds", fromlist=["register"]).register(app)  # driver, keys
 __import__(f"{__package__}.web_cmds", fromlist=["register"]).register(app)  # synthloop serve
+__import__(f"{__package__}.screen_cmds", fromlist=["register"]).register(app)  # synthloop screen
 
 
 def main() -> None:

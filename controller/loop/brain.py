@@ -73,6 +73,8 @@ class Brain:
                 for err in errors:
                     log.warning("candidate CIF skipped: %s", err)
                 found += cands
+            elif source.kind == "screen":
+                found += surrogates.read_screen_candidates(source.path, top=source.top)
         out: list[surrogates.Candidate] = []
         seen: set[str] = set()
         # a wish-list compound that is already known has public crystallography, and a

@@ -65,6 +65,12 @@ class Surrogate:
                               batch_size=batch, patience=max(10, sc.epochs // 3),
                               aux_targets=tuple(sc.auxiliary_targets))
 
+    def _member_map(self) -> Any:
+        """Ray tasks for the ensemble members when the campaign configures it (else None: the
+        ensemble's own in-process / spawn-pool training)."""
+        sc = self.cfg.surrogate
+        return surrogates.ray_member_map(sc.ray_address) if sc.training == "ray" else None
+
     def _fine_tune_epochs(self, n: int) -> int:
         """Enough epochs for the yield head to move even when fine-tuned on a handful of results,
         and fewer as the results pile up: each fine-tune starts from the previous version, which
@@ -119,7 +125,8 @@ class Surrogate:
                 raise RuntimeError(f"only {len(train_s)} known phases with public formation energies "
                                    "in this chemical space: too few to pretrain the surrogate")
             targets = {"e_form": np.array(e_form), "yield": np.full(len(e_form), np.nan)}
-            ensemble = surrogates.train_ensemble(train_s, targets, self._ensemble_config(seed, len(train_s)))
+            ensemble = surrogates.train_ensemble(train_s, targets, self._ensemble_config(seed, len(train_s)),
+                                                 member_map=self._member_map())
             n_train = len(train_s)
             metrics["n_known"] = n_train
             metrics["kind"] = "pretrained"
