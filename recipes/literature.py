@@ -18,9 +18,12 @@ The model (target similarity, no training loop):
 - log-likelihood of a precursor set = Σ over the target's non-O elements of log P(the set's
   source of e | target) (the best source when several carry e), plus log(1 + paper sets of the
   neighbours equal to this set, similarity-weighted): chemists reuse whole recipes;
-- firing temperature = similarity-weighted median of the neighbours' temperatures, the weight of
-  a neighbour reaction multiplied by (1 + ``SET_BONUS`` × Jaccard of its precursors with the
-  set's): the same precursors fire alike.
+- heating temperature (``temperature``): a small tree ensemble over neighbour and precursor
+  features (``recipes.temperature_model``; two kinds — ``calcination``, the step papers call
+  calcination, and ``firing``, the highest step); without the shipped ensemble, the
+  similarity-weighted median of the neighbours' temperatures, the weight of a neighbour
+  reaction multiplied by (1 + ``SET_BONUS`` × Jaccard of its precursors with the set's): the
+  same precursors fire alike.
 
 Held-out split: by target, once, seeded (:func:`held_out`); those targets are not in the
 shipped table, so a benchmark on them measures knowledge the planner never saw.
@@ -69,15 +72,24 @@ class TemperatureGuess:
     hours: float | None
     support: int  # neighbour reactions that had a temperature
     nearest: str  # the most similar training target, for the rationale
+    kind: str = "firing"  # "calcination" or "firing" (highest step)
+    method: str = "neighbour median"  # or "tree ensemble"
 
 
 class LiteratureModel:
     """Target-similarity recommender over the shipped training reactions (module docstring)."""
 
     def __init__(self, reactions: Sequence[tuple[str, tuple[str, ...], float | None, float | None]],
-                 attribution: str = "") -> None:
+                 attribution: str = "", calcination: Sequence[float | None] | None = None,
+                 temperature_models: dict[str, Any] | None = None) -> None:
         self.attribution = attribution
         self.reactions = list(reactions)
+        # calcination °C per reaction (parallel to ``reactions``; None = no step so named)
+        self.calcination = list(calcination) if calcination is not None else [None] * len(self.reactions)
+        if len(self.calcination) != len(self.reactions):
+            raise ValueError("calcination column must be parallel to the reactions")
+        self.temperature_models = dict(temperature_models or {})
+        self._features: dict[str, Any] = {}
         targets = sorted({t for t, _, _, _ in self.reactions})
         self.targets = targets
         self._t_index = {t: i for i, t in enumerate(targets)}
@@ -140,10 +152,13 @@ class LiteratureModel:
             raise RecipeError(
                 f"literature table {path} is missing; regenerate it with "
                 "`python -m recipes._prepare_literature` (needs ../shared/data/recipes)")
+        from .temperature_model import load_models
+
         doc = json.load(lzma.open(path, "rt"))
         precs = doc["precursors"]
-        rows = [(t, tuple(precs[i] for i in ps), temp, h) for t, ps, temp, h in doc["reactions"]]
-        return cls(rows, doc.get("attribution", ""))
+        rows = [(r[0], tuple(precs[i] for i in r[1]), r[2], r[3]) for r in doc["reactions"]]
+        calc = [r[4] if len(r) > 4 else None for r in doc["reactions"]]
+        return cls(rows, doc.get("attribution", ""), calc, load_models())
 
     # ------------------------------------------------------------------ queries
     def _query(self, target: str) -> np.ndarray:
@@ -217,15 +232,36 @@ class LiteratureModel:
         probs = self.source_probabilities(target, element)
         return [p for p, _ in sorted(probs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
-    def temperature(self, target: str, formulas: Sequence[str]) -> TemperatureGuess | None:
-        """Similarity-weighted median firing temperature of similar syntheses, or None when
-        fewer than ``MIN_SUPPORT`` neighbour reactions report one."""
+    def column(self, kind: str) -> list[float | None]:
+        """Per-reaction temperatures of one kind (``calcination`` or ``firing``)."""
+        if kind == "firing":
+            return [r[2] for r in self.reactions]
+        if kind == "calcination":
+            return self.calcination
+        raise ValueError(f"unknown temperature kind {kind!r} (calcination or firing)")
+
+    def features(self, kind: str) -> Any:
+        """The ``TemperatureFeatures`` of one kind over every reaction (built once)."""
+        from .temperature_model import TemperatureFeatures
+
+        if kind not in self._features:
+            other = "firing" if kind == "calcination" else "calcination"
+            self._features[kind] = TemperatureFeatures(self, self.column(kind), self.column(other))
+        return self._features[kind]
+
+    def temperature(self, target: str, formulas: Sequence[str], kind: str = "calcination") -> TemperatureGuess | None:
+        """Heating temperature of ``kind`` for ``formulas`` → ``target``: the shipped tree
+        ensemble when present (``recipes.temperature_model``), else the similarity-weighted
+        median of similar syntheses; None when fewer than ``MIN_SUPPORT`` neighbour reactions
+        report one of that kind."""
+        temps_col = self.column(kind)
         idx, w = self._similar(target, k=NEIGHBOURS)
         fs = set(formulas)
         temps, weights, hours, hw = [], [], [], []
         for i, wi in zip(idx, w, strict=True):
             for k in self._rx_of[int(i)]:
-                _, ps, t, h = self.reactions[k]
+                _, ps, _, h = self.reactions[k]
+                t = temps_col[k]
                 if t is None:
                     continue
                 jac = len(fs & set(ps)) / len(fs | set(ps))
@@ -237,9 +273,12 @@ class LiteratureModel:
                     hw.append(ww)
         if len(temps) < MIN_SUPPORT:
             return None
-        return TemperatureGuess(_weighted_median(temps, weights),
-                                _weighted_median(hours, hw) if hours else None,
-                                len(temps), self.targets[int(idx[0])])
+        value, method = _weighted_median(temps, weights), "neighbour median"
+        model = self.temperature_models.get(kind)
+        if model is not None:
+            value, method = float(model.predict(self.features(kind).row(target, tuple(formulas)))), "tree ensemble"
+        return TemperatureGuess(value, _weighted_median(hours, hw) if hours else None,
+                                len(temps), self.targets[int(idx[0])], kind, method)
 
     def precursor_counts(self) -> dict[str, int]:
         """How many training reactions use each powder (the literature's shelf)."""

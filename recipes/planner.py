@@ -583,8 +583,10 @@ class RecipePlanner:
         guess = self.literature.temperature(target, formulas) if self.literature is not None else None
         if guess is not None:
             t_pred = min(max(float(round(guess.temperature_c / 25.0) * 25.0), self.min_c), self.max_c)
-            reasons = (f"literature: weighted median firing temperature of {guess.support} syntheses "
-                       f"of similar targets (nearest {guess.nearest}) = {guess.temperature_c:.0f} °C",)
+            how = ("tree ensemble over precursor and neighbour features" if guess.method == "tree ensemble"
+                   else "weighted median")
+            reasons = (f"literature: {guess.kind} temperature from {guess.support} syntheses of similar targets "
+                       f"(nearest {guess.nearest}; {how}) = {guess.temperature_c:.0f} °C",)
             if heur.cap_c is not None and heur.cap_c >= heur.floor_c and t_pred > heur.cap_c:
                 t_pred = max(float(round(heur.cap_c / 25.0) * 25.0), self.min_c)
                 reasons = (*reasons, f"capped at {t_pred:.0f} °C: a volatile precursor loses material above it")
