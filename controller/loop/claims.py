@@ -246,8 +246,9 @@ class SharedClaims:
     def claim(self, records: Any, *, limit_new: int) -> list[tuple[int, ExperimentState]]:  # noqa: ARG002
         """Claim what this lab may work on and return every open experiment it holds.
 
-        ``limit_new``: how many not-yet-started experiments this lab takes now (its free furnace
-        slots), so a lab never hoards a round another lab's idle furnaces could run.
+        ``limit_new``: at most this many of this lab's experiments not yet measured (its furnace
+        slots + 1), and never more than its fair share of the campaign's such experiments
+        (divided among the live labs), so a lab never hoards a round other labs could run.
         """
         me = self.lab_id
         mine: list[tuple[int, ExperimentState]] = []
@@ -264,6 +265,13 @@ class SharedClaims:
             labs = {r.lab_id: r for r in s.exec(select(LabLease).where(
                 LabLease.campaign_id == self.campaign_id)).all()}
             busy = sum(1 for e in rows if e.claimed_by == me and e.state not in ANALYSIS_STATES)
+            # a fair share of the campaign's work not yet measured, so the labs split a round
+            # (each doses and measures its part) instead of the fastest poller taking it all
+            live = sum(1 for r in labs.values() if r.lease_until >= now) or 1
+            work = int(s.exec(select(func.count()).select_from(Experiment).where(
+                Experiment.campaign_id == self.campaign_id,
+                Experiment.state.in_([st.value for st in IN_FLIGHT if st not in ANALYSIS_STATES]))).one())
+            limit_new = min(limit_new, -(-work // live))
             for exp in rows:
                 state = ExperimentState(exp.state)
                 if exp.claimed_by != me:

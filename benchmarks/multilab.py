@@ -1,0 +1,103 @@
+"""Two simulated labs on one PostgreSQL campaign against one lab alone (issue 24, part B).
+
+Three campaigns with the same world, seed, budget and stations per lab, each in a fresh
+PostgreSQL database:
+
+1. baseline: one lab, one controller (no lab id: the single-controller path);
+2. two labs, one controller each, sharing the campaign (claims, one decider per round);
+3. the same two labs, with lab A's controller SIGKILLed mid-campaign and restarted after one
+   lease (lab B takes back A's unstarted claims meanwhile).
+
+Printed per run: lab days (the replay of the executed steps over each lab's own stations, see
+``controller/loop/labtime.py``), experiments per lab, duplicate executions (each lab's ledger:
+a command executed twice; across labs: a sample worked on by two labs), lost experiments
+(proposed but gone, or a sample a lab worked on that the store does not know), open
+experiments at the end, takeovers, and wall time. The goal: two labs finish the budget in
+<= 0.6x the lab days of one, with 0 duplicates and 0 lost, also through the SIGKILL.
+
+    .venv/bin/python benchmarks/multilab.py [--world alab-like-v2] [--budget 36] [--seed 0]
+
+The PostgreSQL server comes from ``SYNTHLOOP_PG_URL`` (default the test server,
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``); each run gets its own database, dropped
+afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PG = os.environ.get("SYNTHLOOP_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """An empty database on ``server`` for one run, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"synthloop_ml_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="alab-like-v2")
+    ap.add_argument("--budget", type=int, default=36)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--furnaces", type=int, default=1, help="furnaces per lab (world capacity each)")
+    ap.add_argument("--lease-s", type=float, default=3.0)
+    ap.add_argument("--runs", default="one,two,two-kill", help="comma list of one, two, two-kill")
+    ap.add_argument("--timeout-s", type=float, default=2400.0)
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from controller.loop.multilab import run_multilab
+
+    plan = {"one": dict(labs=1), "two": dict(labs=2), "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=12)}
+    results: dict[str, dict] = {}
+    for name in args.runs.split(","):
+        t0 = time.monotonic()
+        with fresh_database(PG) as url, tempfile.TemporaryDirectory(prefix=f"multilab-{name}-") as tmp:
+            report = run_multilab(Path(tmp), url, world=args.world, seed=args.seed, budget=args.budget,
+                                  furnaces=args.furnaces, lease_s=args.lease_s, timeout_s=args.timeout_s,
+                                  log=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
+                                  **plan[name])
+        d = report.to_dict()
+        d["load_after"] = os.getloadavg()[0]
+        results[name] = d
+        print(json.dumps({"run": name, **d}), flush=True)
+        print(f"  ({time.monotonic() - t0:.0f} s wall)", file=sys.stderr, flush=True)
+    if "one" in results:
+        base = results["one"]["lab_days"]
+        for name in ("two", "two-kill"):
+            if name in results and base:
+                r = results[name]
+                ratio = r["lab_days"] / base
+                print(f"{name}: {r['lab_days']:.2f} lab days vs one lab {base:.2f} = {ratio:.2f}x "
+                      f"(goal <= 0.6: {'met' if ratio <= 0.6 else 'NOT met'}); "
+                      f"{r['experiments']} vs {results['one']['experiments']} experiments; "
+                      f"duplicates {r['duplicate_executions']} + {r['cross_lab_duplicates']} across labs, "
+                      f"lost {r['lost_experiments']}, open {r['open_experiments']}, "
+                      f"takeovers {r['takeovers']}, kills {r['kills']}, ok {r['ok']}")
+
+
+if __name__ == "__main__":
+    main()
