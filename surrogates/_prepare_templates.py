@@ -27,8 +27,11 @@ PROTOTYPES = [  # name, space group, a b c, angles, species, Wyckoff representat
      [[0, 0, 0.352], [0.306, 0, 0.25]]),
     ("perovskite SrTiO3", "Pm-3m", [3.905] * 3, [90] * 3, ["Sr", "Ti", "O"],
      [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]]),
+    # origin choice 1 (pymatgen's Fd-3m setting): Mg 8a (0,0,0), Al 16d (5/8,5/8,5/8), O 32e
+    # u = 0.3874 (0.2624 + 1/8 in origin choice 2). Origin-2 coordinates here once gave
+    # "Mg2AlO4" with O-O at 0.28 A, which a potential's relaxation turned into fused atoms
     ("spinel MgAl2O4", "Fd-3m", [8.08] * 3, [90] * 3, ["Mg", "Al", "O"],
-     [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5], [0.2624, 0.2624, 0.2624]]),
+     [[0, 0, 0], [0.625, 0.625, 0.625], [0.3874, 0.3874, 0.3874]]),
     ("fluorite CeO2", "Fm-3m", [5.41] * 3, [90] * 3, ["Ce", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
     ("K2NiF4 Sr2TiO4", "I4/mmm", [3.88, 3.88, 12.6], [90] * 3, ["Sr", "Ti", "O", "O"],
      [[0, 0, 0.355], [0, 0, 0], [0, 0.5, 0], [0, 0, 0.16]]),

@@ -338,6 +338,29 @@ def _as_target_matrix(targets: np.ndarray | dict[str, Any], n: int) -> tuple[np.
     return np.stack(cols, axis=1), names
 
 
+#: edges per inference batch (see ``Ensemble.predict_graphs``): ~8 MB per 128-channel edge tensor
+PREDICT_MAX_EDGES = 16384
+
+
+def _edge_capped_batches(graphs: Sequence[CrystalGraph], batch_size: int,
+                         max_edges: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) slices of at most ``batch_size`` graphs whose edges stay
+    within ``max_edges`` (a single larger graph still forms a batch of its own)."""
+    if batch_size < 1 or max_edges < 1:
+        raise ValueError(f"batch_size and max_edges must be >= 1, got {batch_size}, {max_edges}")
+    out: list[tuple[int, int]] = []
+    start, edges = 0, 0
+    for i, g in enumerate(graphs):
+        e = int(g.src.shape[0])
+        if i > start and (i - start >= batch_size or edges + e > max_edges):
+            out.append((start, i))
+            start, edges = i, 0
+        edges += e
+    if start < len(graphs):
+        out.append((start, len(graphs)))
+    return out
+
+
 class Ensemble:
     """K trained networks plus target scaling and a calibrated spread."""
 
@@ -369,13 +392,22 @@ class Ensemble:
         return [build_graph(s, self.config.cutoff, self.config.max_neighbors,
                             self.config.angular) for s in structures]
 
-    def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128) -> PredictionTable:
-        """Members × structures × outputs table in physical units."""
+    def predict_graphs(self, graphs: Sequence[CrystalGraph], batch_size: int = 128,
+                       max_edges: int = PREDICT_MAX_EDGES) -> PredictionTable:
+        """Members × structures × outputs table in physical units.
+
+        A batch holds at most ``batch_size`` crystals and (beyond its first crystal)
+        ``max_edges`` edges. Why the edge cap: inference is memory-bound (edge gathers,
+        softplus, sigmoid over edges × 2·hidden floats); 128 cells of ~110 atoms make ~95 MB
+        per edge tensor, far past the cache, and ran 1.4-1.5× slower per CPU second than
+        batches of ~11 such cells (``benchmarks/surrogate.py speed_large``). Small cells keep
+        whole batches of 128. Predictions do not depend on the batching (tested).
+        """
         n_out = len(self.outputs)
         values = np.empty((len(self.members), len(graphs), n_out))
         with torch.inference_mode(), flush_denormals():
-            for start in range(0, len(graphs), batch_size):
-                batch = collate(graphs[start : start + batch_size])
+            for start, stop in _edge_capped_batches(graphs, batch_size, max_edges):
+                batch = collate(graphs[start:stop])
                 rbf = self.members[0].rbf(batch.dist)  # same expansion for every member
                 for k, m in enumerate(self.members):
                     out = m(batch, rbf)[:, :n_out].double().numpy()

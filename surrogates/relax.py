@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 RELAXERS = ("none", "sevenn", "auto")
 DEFAULT_MODEL = "7net-0"
 OPTIMIZERS = ("FIRE", "BFGS")
+#: plausibility of a relaxed structure (energy per atom in eV, closest pair in Å): DFT-like total
+#: energies of inorganic solids lie within a few eV of -5 eV/atom, and no bond is shorter than
+#: ~0.7 Å (O-H 0.96, H2 0.74)
+MIN_ENERGY, MAX_ENERGY, MIN_DISTANCE = -20.0, 5.0, 0.6
 
 
 class RelaxerUnavailable(ImportError):
@@ -85,10 +89,13 @@ class Relaxer:
     ``calculator``: an ASE calculator to use instead of SevenNet (e.g. the pretrained prior's
     own, so one model is loaded once). The SevenNet calculator is loaded on first use and kept;
     calls are serialised by a lock because one calculator holds one model state.
+    ``primitive``: relax the primitive cell (same crystal, same powder pattern; a spinel's
+    56-atom conventional cell is 14 atoms, and the potential's cost grows with the atoms).
     """
 
     def __init__(self, *, model: str = DEFAULT_MODEL, fmax: float = 0.05, max_steps: int = 200,
-                 optimizer: str = "FIRE", cell: bool = True, calculator: Any | None = None) -> None:
+                 optimizer: str = "FIRE", cell: bool = True, primitive: bool = True,
+                 calculator: Any | None = None) -> None:
         if max_steps < 1 or not fmax > 0:
             raise ValueError(f"relaxation needs max_steps >= 1 and fmax > 0, got {max_steps}, {fmax}")
         if optimizer not in OPTIMIZERS:
@@ -103,6 +110,7 @@ class Relaxer:
         self.max_steps = int(max_steps)
         self.optimizer = optimizer
         self.cell = cell
+        self.primitive = primitive
         self._calc = calculator
         self._custom = calculator is not None
         self._lock = threading.Lock()
@@ -132,6 +140,8 @@ class Relaxer:
         if not plain.is_ordered:
             raise ValueError(f"{plain.composition.reduced_formula}: a disordered structure cannot be "
                              "relaxed with a potential (order it first)")
+        if self.primitive:
+            plain = plain.get_primitive_structure()
         atoms = AseAtomsAdaptor.get_atoms(plain)
         with self._lock:
             atoms.calc = self.calculator()
@@ -146,11 +156,25 @@ class Relaxer:
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         relaxed = AseAtomsAdaptor.get_structure(atoms)
         ratio = relaxed.volume / plain.volume
-        if not np.isfinite(energy) or not 0.2 < ratio < 5.0:
+        closest = _closest_distance(relaxed)
+        # a universal potential has unphysical holes at short range: started from overlapping
+        # atoms it fuses them (measured: a mis-set spinel template reached 1e15 eV/atom with
+        # atoms 0.03 A apart), so a result is kept only if it is physically plausible
+        if (not np.isfinite(energy) or not 0.2 < ratio < 5.0 or not MIN_ENERGY < energy < MAX_ENERGY
+                or closest < MIN_DISTANCE):
             raise ValueError(f"relaxation of {plain.composition.reduced_formula} collapsed "
-                             f"(volume x{ratio:.2f}, energy {energy})")
+                             f"(volume x{ratio:.2f}, {energy:.3g} eV/atom, closest atoms "
+                             f"{closest:.2f} A)")
         return Relaxation(relaxed, energy, int(opt.get_number_of_steps()), converged, seconds, cpu,
                           float(ratio - 1.0))
+
+
+def _closest_distance(structure: Structure) -> float:
+    """Shortest interatomic distance including periodic images, if below MIN_DISTANCE + 1 Å
+    (else inf: only short contacts matter here)."""
+    pairs = structure.get_all_neighbors(MIN_DISTANCE + 1.0)
+    dists = [n.nn_distance for site in pairs for n in site]
+    return float(min(dists)) if dists else float("inf")
 
 
 def make_relaxer(kind: str | Relaxer | None, **options: Any) -> Relaxer | None:

@@ -157,3 +157,23 @@ def test_new_architectures_train_save_and_load(arch: str) -> None:
     assert table.values.shape == (2, 6, 1) and np.isfinite(table.values).all()
     again = Ensemble.from_bytes(ens.to_bytes()).predict(s[:6])
     np.testing.assert_allclose(again.values, table.values, rtol=1e-5, atol=1e-6)
+
+
+def test_predictions_do_not_depend_on_the_edge_capped_batching() -> None:
+    """Large cells are predicted in batches capped by edges (memory-bound inference); the
+    table must equal one-batch prediction, and every graph lands in exactly one batch."""
+    from surrogates.ensemble import _edge_capped_batches
+
+    s, y = toy_set(30)
+    ens = train_ensemble(s, y, EnsembleConfig(members=2, **TINY))
+    graphs = ens.graphs(s)
+    whole = ens.predict_graphs(graphs, batch_size=len(graphs), max_edges=10**9).values
+    edges = [int(g.src.shape[0]) for g in graphs]
+    cap = 3 * max(edges)
+    slices = _edge_capped_batches(graphs, 128, cap)
+    assert [i for a, b in slices for i in range(a, b)] == list(range(len(graphs)))
+    assert all(sum(edges[a:b]) <= cap for a, b in slices) and len(slices) > 1
+    capped = ens.predict_graphs(graphs, max_edges=cap).values
+    np.testing.assert_allclose(capped, whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="max_edges must be >= 1"):
+        ens.predict_graphs(graphs, max_edges=0)

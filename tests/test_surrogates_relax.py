@@ -74,19 +74,37 @@ def test_predictor_relaxes_its_guess_and_says_so() -> None:
 
 
 class _Exploding(Calculator):
-    """Injected fault: a potential that returns NaN energies."""
+    """Injected fault: a potential that returns an absurd energy (NaN, or the 1e15 eV/atom a
+    universal potential reached on fused atoms)."""
 
     implemented_properties = ("energy", "forces", "stress")
+
+    def __init__(self, energy: float) -> None:
+        super().__init__()
+        self.energy = energy
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         n = len(self.atoms)
-        self.results = {"energy": float("nan"), "forces": np.zeros((n, 3)), "stress": np.zeros(6)}
+        self.results = {"energy": self.energy * n, "forces": np.zeros((n, 3)), "stress": np.zeros(6)}
 
 
-def test_a_failed_relaxation_keeps_the_unrelaxed_prediction() -> None:
+@pytest.mark.parametrize("energy", [float("nan"), -1e15])
+def test_a_failed_relaxation_keeps_the_unrelaxed_prediction(energy: float) -> None:
     known = {"Cu": fcc("Cu", 3.61)}
     guess, _ = predictor(known).predict("Ag")
-    made, prov = predictor(known, relax=Relaxer(calculator=_Exploding())).predict("Ag")
+    with pytest.raises(ValueError, match="collapsed"):
+        Relaxer(calculator=_Exploding(energy)).relax(guess)
+    made, prov = predictor(known, relax=Relaxer(calculator=_Exploding(energy))).predict("Ag")
     assert prov.endswith("relaxation failed")
     assert made.volume == pytest.approx(guess.volume)
+
+
+def test_fused_atoms_are_not_a_relaxed_structure() -> None:
+    """Two atoms 0.3 Å apart (the mis-set spinel template's O-O contact) fail the check even
+    with a plausible energy."""
+    from surrogates.relax import _closest_distance
+
+    s = Structure(Lattice.cubic(5.0), ["O", "O"], [[0, 0, 0], [0.06, 0, 0]])
+    assert _closest_distance(s) == pytest.approx(0.3)
+    assert _closest_distance(fcc("Cu", 3.61)) == float("inf")
