@@ -162,7 +162,7 @@ def temperature_section(model: LiteratureModel, rows_full: list, shelf: list[str
     lit_planner = planners["full + literature"]
     knn = LiteratureModel(model.reactions, model.attribution, model.calcination, temperature_models={})
     # today's rule and the planner's proposal for the paper's own precursors (sets that balance
-    # with the shelf's thermodynamics); the planner fires at the calcination model's temperature
+    # with the shelf's thermodynamics)
     rule: dict[tuple[str, tuple[str, ...]], tuple[float, float] | None] = {}
     for t, ps, _, _, _ in rows_full:
         if (t, ps) in rule or not set(ps) <= shelf_set:
@@ -214,7 +214,8 @@ def temperature_section(model: LiteratureModel, rows_full: list, shelf: list[str
             print(f"| today's rule (Tammann 0.6 × mean melting point, salt floor, volatility cap) | "
                   f"{np.mean(errs['rule']):.0f} | {n_rule} (balance on the shelf) |")
             print(f"| tree ensemble, same reactions | {np.mean(errs['trees_rule']):.0f} | {n_rule} |")
-            print(f"| planner's proposal (calcination ensemble, volatility cap), same reactions | "
+            print(f"| planner's proposal ({planner_module.PLANNER_TEMPERATURE_KIND} ensemble, raised to the Tammann rule"
+                  f"{'' if planner_module.RAISE_TO_TAMMANN else ' (off)'}, volatility cap), same reactions | "
                   f"{np.mean(errs['planner']):.0f} | {n_rule} |")
         by_target: dict[str, list[float]] = {}
         for r in rows_full:

@@ -71,6 +71,13 @@ LITERATURE_COMBOS = 400  # fewer for many-element targets (about this many combi
 THERMO_FLOOR_MEV = -1e9  # no floor: an uphill target-forming step sinks a set
 DIVERSITY_DECOMPOSED = True  # diversity also compares the solids the powders decompose to
 DIVERSITY_NATS = 1.0  # full strategy: a pick loses this × its similarity to a set already picked
+# which literature temperature a one-step recipe fires at: "firing" (the paper's highest heating
+# step) — a single firing must both form and finish the phase; the paper's calcination is
+# usually followed by regrinding and a hotter step (recipes/temperature_model.py has both)
+PLANNER_TEMPERATURE_KIND = "firing"
+# the literature's temperature is raised to the Tammann rule's when that is hotter (asymmetric
+# cost: too cold forms nothing, too hot mostly still forms — volatility has its own cap)
+RAISE_TO_TAMMANN = True
 LITERATURE_PRUNE_ABOVE = 30  # usable powders for a target above which the literature prunes
 
 
@@ -580,13 +587,18 @@ class RecipePlanner:
             self.library, list(ref.reactants), -ref.energy_mev_per_atom, self.min_c, self.max_c
         )
         t_pred, reasons, lit_dwell = heur.temperature_c, heur.reasons, None
-        guess = self.literature.temperature(target, formulas) if self.literature is not None else None
+        guess = (self.literature.temperature(target, formulas, PLANNER_TEMPERATURE_KIND)
+                 if self.literature is not None else None)
         if guess is not None:
             t_pred = min(max(float(round(guess.temperature_c / 25.0) * 25.0), self.min_c), self.max_c)
             how = ("tree ensemble over precursor and neighbour features" if guess.method == "tree ensemble"
                    else "weighted median")
             reasons = (f"literature: {guess.kind} temperature from {guess.support} syntheses of similar targets "
                        f"(nearest {guess.nearest}; {how}) = {guess.temperature_c:.0f} °C",)
+            if RAISE_TO_TAMMANN and heur.temperature_c > t_pred:
+                t_pred = heur.temperature_c
+                reasons = (*reasons, f"raised to {t_pred:.0f} °C, the Tammann rule's: colder, the solids "
+                           "barely diffuse and a first firing that forms nothing is an experiment lost")
             if heur.cap_c is not None and heur.cap_c >= heur.floor_c and t_pred > heur.cap_c:
                 t_pred = max(float(round(heur.cap_c / 25.0) * 25.0), self.min_c)
                 reasons = (*reasons, f"capped at {t_pred:.0f} °C: a volatile precursor loses material above it")
