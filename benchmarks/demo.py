@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml  # noqa: E402
 
 from controller.loop import run_campaign  # noqa: E402
-from controller.loop.demo import demo_outcome, prepare_demo  # noqa: E402
+from controller.loop.demo import demo_outcome, prepare_demo, print_demo_summary  # noqa: E402
 from controller.store import Store  # noqa: E402
 
 
@@ -72,10 +72,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[None],
                     help="campaign (and lab) seeds; default: the demo's own")
     ap.add_argument("--world", default=None, help="world file instead of the bundled demo (baseline)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep each campaign under KEEP/seed-N and print its closing summary to stderr")
     args = ap.parse_args()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="synthloop-demo-bench-") as tmp:
-            print(json.dumps(run_one(seed, args.world, Path(tmp) / "demo")), flush=True)
+            where = (args.keep / f"seed-{seed}") if args.keep else Path(tmp) / "demo"
+            print(json.dumps(run_one(seed, args.world, where)), flush=True)
+            if args.keep:
+                from rich.console import Console
+
+                print_demo_summary(where, Console(stderr=True, width=160))
 
 
 if __name__ == "__main__":

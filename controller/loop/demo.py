@@ -36,8 +36,10 @@ def demo_config(systems: list[str]) -> dict:
         "chemical_space": {"systems": systems, "max_candidates": 400,
                            # the wish list of the world, structures by prototype decoration
                            "candidate_sources": [{"kind": "prototypes"}]},
+        # all of the demo world's 6 targets are chosen in the first round, so later retrains only
+        # cost time (a retrain is a barrier of the lockstep loop): one at 12 results shows it
         "surrogate": {"architecture": "cgcnn", "ensemble_size": 3, "hidden": 32, "layers": 2,
-                      "epochs": 40, "retrain_every": 8},
+                      "epochs": 30, "retrain_every": 12},
         "acquisition": {"strategy": "qlogei", "batch_size": 4},
         "recipes": {"max_recipes_per_target": 5, "yield_threshold": 0.5},
         "lab": {"kind": "simulated", "world": "demo", "speedup": 200000.0, "step_retries": 2},
@@ -73,12 +75,13 @@ def prepare_demo(directory: Path) -> Path:
 class TriedRecipe:
     """One recipe of a target as the demo ran it: what it was, what it replaced, what it gave."""
 
-    ordinal: int
+    ordinal: int  # 1.. in the order the target's recipes first ran
     reaction: str
     peak_c: float | None
-    replaces: int | None  # ordinal of the failed recipe this one replaced (the planner's choice)
+    replaces: int | None  # number of the failed recipe this one replaced (the planner's choice)
     yields: tuple[float, ...]
     succeeded: bool
+    unconfirmed: bool = False  # a yield above the threshold the analysis could not confirm
 
 
 @dataclass(frozen=True)
@@ -121,23 +124,26 @@ def demo_outcome(store: Store, campaign_name: str) -> DemoOutcome:
                       .order_by(Experiment.id)).all()
         ids = [t.id for t in targets]
         recipes = s.exec(select(Recipe).where(Recipe.target_id.in_(ids)).order_by(Recipe.id)).all() if ids else []
-    ordinal = {r.id: r.ordinal for r in recipes}
     by_recipe: dict[int, list[Experiment]] = {}
     for e in exps:
         by_recipe.setdefault(e.recipe_id, []).append(e)
     stories = []
     for t in targets:
+        # numbered in the order they first ran (the planner's own ordinals count recipes it
+        # planned but never needed, which reads as gaps)
+        ran = sorted((r for r in recipes if r.target_id == t.id and r.id in by_recipe),
+                     key=lambda r: by_recipe[r.id][0].id)
+        number = {r.id: i for i, r in enumerate(ran, 1)}
         tried = []
-        for r in (r for r in recipes if r.target_id == t.id):
-            runs = by_recipe.get(r.id, [])
-            if not runs:
-                continue  # planned but never run (the campaign stopped first)
+        for r in ran:
+            runs = by_recipe[r.id]
             peak = max((float(seg.get("setpoint_c") or 0.0) for seg in r.profile or []), default=None)
             tried.append(TriedRecipe(
-                ordinal=r.ordinal, reaction=reaction_text(r, t.formula), peak_c=peak,
-                replaces=ordinal.get(r.replaces_recipe_id) if r.replaces_recipe_id else None,
+                ordinal=number[r.id], reaction=reaction_text(r, t.formula), peak_c=peak,
+                replaces=(number.get(r.replaces_recipe_id, 0) or None) if r.replaces_recipe_id else None,
                 yields=tuple(e.target_yield for e in runs if e.target_yield is not None),
-                succeeded=any(e.state == ExperimentState.SUCCEEDED for e in runs)))
+                succeeded=any(e.state == ExperimentState.SUCCEEDED for e in runs),
+                unconfirmed=any(e.failure_kind == "unverified" for e in runs)))
         stories.append(TargetStory(t.formula, t.state, tuple(tried)))
     stop = next((e.message or "" for e in store.recent_events(campaign.id, limit=50)
                  if e.kind == "campaign.finished"), "")

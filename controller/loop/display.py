@@ -90,7 +90,8 @@ def print_demo_outcome(console: Any, outcome: Any, directory: Any) -> None:
         colour = {"made": "green", "exhausted": "red"}.get(t.state, "yellow")
         first = True
         for r in t.recipes:
-            how = ("[green]reached the target[/]" if r.succeeded else "[red]failed[/]")
+            how = ("[green]reached the target[/]" if r.succeeded
+                   else "[yellow]not confirmed[/]" if r.unconfirmed else "[red]failed[/]")
             if r.replaces is not None:
                 how += f" · replaced recipe {r.replaces}"
             ys = ", ".join(f"{y:.2f}" for y in r.yields) or "–"
@@ -106,8 +107,10 @@ def print_demo_outcome(console: Any, outcome: Any, directory: Any) -> None:
                   f"{outcome.experiments} experiments; {outcome.replaced} failed recipe(s) replaced by "
                   f"the planner, {outcome.replaced_succeeded} of the replacements reached the target.",
                   highlight=False)
-    console.print("A target is [green]made[/] when the XRD analysis finds it at ≥ the yield threshold; "
-                  "after a failure the planner proposes a new recipe from what the failed sample "
+    console.print("A target is [green]made[/] when the XRD analysis finds it at ≥ the yield threshold "
+                  "with confidence ([yellow]not confirmed[/]: the fit could not tell it from a "
+                  "look-alike, so the loop repeats or moves on instead of claiming it); after a "
+                  "failure the planner proposes a new recipe from the phases the failed sample "
                   "contained (intermediates that ate the driving force).", highlight=False)
     console.print(f"store: {directory}/campaign.db   ·   `synthloop status {directory}`   ·   "
                   f"web app: `synthloop serve {directory}`", highlight=False)
