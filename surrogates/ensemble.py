@@ -415,11 +415,11 @@ class Ensemble:
         return PredictionTable(values, self.outputs, self.inflation.copy())
 
     def predict(self, structures: Sequence[Structure], *, use_cache: bool = True,
-                batch_size: int = 128) -> PredictionTable:
+                batch_size: int = 128, max_edges: int = PREDICT_MAX_EDGES) -> PredictionTable:
         if len(structures) == 0:
             return PredictionTable(np.empty((len(self.members), 0, len(self.outputs))),
                                    self.outputs, self.inflation.copy())
-        return self.predict_graphs(self.graphs(structures, use_cache), batch_size)
+        return self.predict_graphs(self.graphs(structures, use_cache), batch_size, max_edges)
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, graphs: Sequence[CrystalGraph], y: np.ndarray, level: float = 0.9) -> None:
