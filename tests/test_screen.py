@@ -74,6 +74,24 @@ def test_chunks_cover_every_candidate_once_and_skip_is_exact(tmp_path: Path) -> 
     assert len(combos) == line.count == 90
 
 
+def test_vectorised_charge_balance_is_the_descriptor_rule() -> None:
+    """The funnel's numpy charge balance must agree with ``descriptors.charge_balanced``."""
+    from pymatgen.core import Composition
+
+    from surrogates.descriptors import charge_balanced as one_by_one
+    from surrogates.screening.composition import CompositionBatch, charge_balanced
+
+    rng = np.random.default_rng(0)
+    symbols = ["Li", "Na", "Mg", "Ca", "Ti", "Mn", "Fe", "Co", "Ni", "Cu", "Al", "La", "Nb", "W", "O", "S", "F",
+               "N", "Cl", "P", "Xe"]
+    comps = [{el: float(rng.integers(1, 5)) for el in rng.choice(symbols, size=rng.integers(1, 5), replace=False)}
+             for _ in range(300)]
+    got = charge_balanced(CompositionBatch.from_dicts(comps))
+    want = np.array([one_by_one(Composition(c)) > 0.5 for c in comps])
+    assert 20 < want.sum() < 280  # both kinds present
+    np.testing.assert_array_equal(got, want)
+
+
 # --------------------------------------------------------------------------- models (module scope)
 
 
