@@ -90,6 +90,7 @@ class LiteratureModel:
             raise ValueError("calcination column must be parallel to the reactions")
         self.temperature_models = dict(temperature_models or {})
         self._features: dict[str, Any] = {}
+        self._t_cache: dict[tuple[Any, ...], TemperatureGuess | None] = {}
         targets = sorted({t for t, _, _, _ in self.reactions})
         self.targets = targets
         self._t_index = {t: i for i, t in enumerate(targets)}
@@ -254,6 +255,13 @@ class LiteratureModel:
         ensemble when present (``recipes.temperature_model``), else the similarity-weighted
         median of similar syntheses; None when fewer than ``MIN_SUPPORT`` neighbour reactions
         report one of that kind."""
+        memo = (target, tuple(sorted(formulas)), kind, id(self.temperature_models.get(kind)))
+        if memo in self._t_cache:  # the planner asks again for every condition it weighs
+            return self._t_cache[memo]
+        self._t_cache[memo] = guess = self._temperature(target, formulas, kind)
+        return guess
+
+    def _temperature(self, target: str, formulas: Sequence[str], kind: str) -> TemperatureGuess | None:
         temps_col = self.column(kind)
         idx, w = self._similar(target, k=NEIGHBOURS)
         fs = set(formulas)
