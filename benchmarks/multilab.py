@@ -67,21 +67,25 @@ def main() -> None:
     ap.add_argument("--lease-s", type=float, default=3.0)
     ap.add_argument("--runs", default="one,two,two-kill", help="comma list of one, two, two-kill")
     ap.add_argument("--timeout-s", type=float, default=2400.0)
+    ap.add_argument("--free-running", action="store_true",
+                    help="controllers decide as results arrive (real instruments' default), not in rounds")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from controller.loop.multilab import run_multilab
 
-    plan = {"one": dict(labs=1), "two": dict(labs=2), "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=12)}
+    plan = {"one": dict(labs=1), "two": dict(labs=2), "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=6)}
     results: dict[str, dict] = {}
     for name in args.runs.split(","):
         t0 = time.monotonic()
         with fresh_database(PG) as url, tempfile.TemporaryDirectory(prefix=f"multilab-{name}-") as tmp:
             report = run_multilab(Path(tmp), url, world=args.world, seed=args.seed, budget=args.budget,
                                   furnaces=args.furnaces, lease_s=args.lease_s, timeout_s=args.timeout_s,
+                                  free_running=args.free_running,
                                   log=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
                                   **plan[name])
         d = report.to_dict()
         d["load_after"] = os.getloadavg()[0]
+        d["mode"] = "free-running" if args.free_running else "lockstep"
         results[name] = d
         print(json.dumps({"run": name, **d}), flush=True)
         print(f"  ({time.monotonic() - t0:.0f} s wall)", file=sys.stderr, flush=True)

@@ -143,6 +143,9 @@ def run(
     lab_id: str = typer.Option("", "--lab-id",
                                help="this lab's name when several labs share the campaign on PostgreSQL "
                                     "(overrides lab.id)"),
+    free_running: bool = typer.Option(
+        False, "--free-running",
+        help="decide as results arrive (as on real instruments) even for a simulated lab"),
 ) -> None:
     """Run (or resume after a crash) the closed-loop campaign in CAMPAIGN_DIR."""
     from ..loop import STRATEGIES, RunOptions, run_campaign
@@ -160,7 +163,8 @@ def run(
     db = _sqlite_file(cfg.store.url, path.parent)
     fresh = db is not None and not db.exists()
     try:
-        result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None),
+        result = run_campaign(campaign_dir, options=RunOptions(strategy=strategy, max_wall_s=max_wall_s or None,
+                                                              lockstep=False if free_running else None),
                               external_lab=external_lab, live=live, lab_id=lab_id or None)
     except (ConfigError, ValueError, OSError, StoreError) as exc:
         if fresh:

@@ -92,11 +92,13 @@ def multilab_config(world: str, systems: list[str], *, seed: int, budget: int, p
     }
 
 
-def _start(campaign_dir: Path, log_path: Path, lab_id: str | None) -> subprocess.Popen:
-    """``synthloop run DIR --external-lab [--lab-id X]``, exactly as an operator starts a lab's
-    controller (its own process, its output appended to ``log_path``)."""
+def _start(campaign_dir: Path, log_path: Path, lab_id: str | None, *,
+           free_running: bool = False) -> subprocess.Popen:
+    """``synthloop run DIR --external-lab [--lab-id X] [--free-running]``, exactly as an operator
+    starts a lab's controller (its own process, its output appended to ``log_path``)."""
     cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run", str(campaign_dir),
-           "--external-lab", "--no-live"] + (["--lab-id", lab_id] if lab_id else [])
+           "--external-lab", "--no-live"] + (["--lab-id", lab_id] if lab_id else []) \
+        + (["--free-running"] if free_running else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
@@ -112,7 +114,7 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
                  budget: int = 12, furnaces: int = 1, speedup: float = 2e6, lease_s: float = 3.0,
                  kill_lab: int | None = None, kill_after_steps: int = 4, max_offset_s: float = 1.0,
                  restart_after_s: float | None = None, timeout_s: float = 600.0,
-                 batch_size: int = 3, log: Any = None) -> MultiLabReport:
+                 batch_size: int = 3, free_running: bool = False, log: Any = None) -> MultiLabReport:
     """Run one campaign on ``labs`` simulated labs sharing ``store_url`` (an empty PostgreSQL
     database; ``labs=1`` without a lab id = the single-controller baseline, any store).
 
@@ -120,6 +122,8 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
     ``kill_after_steps`` steps (plus a seeded offset up to ``max_offset_s``), and restart it
     ``restart_after_s`` later (default: one lease, so the other labs take back its unstarted
     claims meanwhile). Every lab runs ``furnaces`` furnaces of the world's capacity.
+    ``free_running``: the controllers decide as results arrive (real instruments' default)
+    instead of in lockstep rounds.
     """
     from sim_lab import SimLab, load_world
 
@@ -151,7 +155,8 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
                                 heartbeat_s=0.25, lost_after=6, furnaces=furnaces)
             sims[name].start(f"tcp://127.0.0.1:{ports[name]}", processes=True)
         for lab_id, name in zip(ids, names, strict=True):
-            procs[name] = _start(dirs[name], workdir / f"controller-{name}.log", lab_id)
+            procs[name] = _start(dirs[name], workdir / f"controller-{name}.log", lab_id,
+                                 free_running=free_running)
             restarts += 1
         if kill_lab is not None:
             victim_id, victim = ids[kill_lab], names[kill_lab]
@@ -172,7 +177,8 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
                 offsets.append(round(offset, 3))
                 say(f"SIGKILLed the controller of lab {victim} at +{time.monotonic() - started:.1f} s")
                 time.sleep(lease_s + 0.5 if restart_after_s is None else restart_after_s)
-                procs[victim] = _start(dirs[victim], workdir / f"controller-{victim}.log", victim_id)
+                procs[victim] = _start(dirs[victim], workdir / f"controller-{victim}.log", victim_id,
+                                       free_running=free_running)
                 restarts += 1
                 say(f"restarted the controller of lab {victim}")
         deadline = started + timeout_s
