@@ -220,6 +220,18 @@ def test_screen_resumes_after_a_stop_and_matches_one_pass(tmp_path: Path, local_
     assert scores == sorted(scores)  # no hull stage here: ranked by the ensemble's optimistic E_form
     best = min((r["gnn_e_form"] - r["gnn_e_form_std"], i) for i, r in r2.items() if r["survived"])
     assert cands[0].provenance["index"] == best[1]
+    # a campaign takes its pool from the screen (candidate source kind "screen")
+    from controller.config import CampaignConfig, preflight
+    from controller.loop.brain import Brain
+
+    cfg = CampaignConfig.model_validate({
+        "campaign": {"name": "from-screen"}, "chemical_space": {
+            "systems": ["Ca-Ti-O"], "candidate_sources": [{"kind": "screen", "path": str(out), "top": 3}]}})
+    pool_ids = [c.id for c in Brain(cfg).candidates()]
+    assert pool_ids and set(pool_ids) <= {c.id for c in cands}
+    assert not [e for e in preflight(cfg, tmp_path)[0] if "candidate_sources" in e]
+    cfg.chemical_space.candidate_sources[0].path = str(tmp_path)  # not a screen output
+    assert any("is not a screen output" in e for e in preflight(cfg, tmp_path)[0])
     # resuming against a changed pool is refused, naming what changed
     _write_pool(pool, ['{"prototype": "rocksalt MgO", "substitute": {"Mg": ["Ca"]}}'])
     with pytest.raises(ScreenError, match="pool file changed"):
