@@ -95,7 +95,7 @@ def test_a_target_publishes_its_computed_structure_and_the_lab_differs_from_it()
     with pytest.raises(KeyError, match="not a target"):
         world.computed_structure("Li2MnO3")  # known phases: known_structure, not a computation
     with pytest.raises(KeyError, match="no computed structure"):
-        load_world("demo").computed_structure(load_world("demo").target_formulas()[0])
+        load_world("demo-v1").computed_structure(load_world("demo-v1").target_formulas()[0])
 
 
 def test_another_ordering_swaps_unlike_cations_and_keeps_the_composition() -> None:

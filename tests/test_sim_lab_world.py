@@ -102,7 +102,7 @@ def test_widening_a_world_adds_every_candidate_with_the_builders_truth() -> None
     comes back with the truth the builder's own search gives it."""
     from sim_lab import widen_world
 
-    demo = load_world("demo")
+    demo = load_world("demo-v1")  # a world of single-point energies, as alab-like (widened)
     doc = demo.to_dict()
     removed = next(t for t in doc["targets"] if t["formula"] == "Li2Mn3O7")
     doc["targets"] = [t for t in doc["targets"] if t["formula"] != "Li2Mn3O7"]
@@ -133,7 +133,7 @@ def test_widening_with_known_phases_adds_the_known_compounds_a_lab_would_make() 
 
     from sim_lab import widen_world
 
-    demo = load_world("demo")
+    demo = load_world("demo-v1")  # every candidate of this older world is already a target
     wide = widen_world(demo, name="demo-known", include_known=True)
     shelf = {Composition(p.formula).reduced_formula for p in demo.model.precursors}
     added = set(wide.target_formulas()) - set(demo.target_formulas())

@@ -36,10 +36,8 @@ def demo_config(systems: list[str]) -> dict:
         "chemical_space": {"systems": systems, "max_candidates": 400,
                            # the wish list of the world, structures by prototype decoration
                            "candidate_sources": [{"kind": "prototypes"}]},
-        # all of the demo world's 6 targets are chosen in the first round, so later retrains only
-        # cost time (a retrain is a barrier of the lockstep loop): one at 12 results shows it
         "surrogate": {"architecture": "cgcnn", "ensemble_size": 3, "hidden": 32, "layers": 2,
-                      "epochs": 30, "retrain_every": 12},
+                      "epochs": 40, "retrain_every": 8},
         "acquisition": {"strategy": "qlogei", "batch_size": 4},
         "recipes": {"max_recipes_per_target": 5, "yield_threshold": 0.5},
         "lab": {"kind": "simulated", "world": "demo", "speedup": 200000.0, "step_retries": 2},
