@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "generate_candidates": "candidates", "read_candidate_cifs": "candidates",
     "seed_structures": "candidates", "partial_substitutions": "partial",
     "StructurePredictor": "prototypes", "predict_structure": "prototypes",
-    "template_library": "prototypes",
+    "template_library": "prototypes", "TEMPLATE_KINDS": "prototypes",
     # relaxation of predicted structures (offline SevenNet-0, optional `sevenn`)
     "RELAXERS": "relax", "Relaxation": "relax", "Relaxer": "relax",
     "RelaxerUnavailable": "relax", "make_relaxer": "relax", "sevenn_available": "relax",
@@ -111,7 +111,12 @@ if TYPE_CHECKING:  # static analysers see the real names
         PretrainedUnavailable,
         train_delta_ensemble,
     )
-    from .prototypes import StructurePredictor, predict_structure, template_library  # noqa: F401
+    from .prototypes import (  # noqa: F401
+        TEMPLATE_KINDS,
+        StructurePredictor,
+        predict_structure,
+        template_library,
+    )
     from .relax import (  # noqa: F401
         RELAXERS,
         Relaxation,
