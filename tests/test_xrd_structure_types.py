@@ -16,7 +16,7 @@ from pymatgen.core import Lattice, Structure
 
 from controller.xrd import AnalysisSettings, ReferencePhase, XrdAnalysisError, analyze, load_phase
 from controller.xrd.simulate import simulate_mixture
-from surrogates.prototypes import template_library
+from surrogates import template_library
 
 SETTINGS = AnalysisSettings(allow_structureless_target=True)
 

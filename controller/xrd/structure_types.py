@@ -6,7 +6,7 @@ reads as 0 %; worse, the known phases soak up what they can and the whole verdic
 powder pattern still says which structure *family* the target has: the residual's peaks line up
 with the reflections of the right prototype decorated with the target's composition, up to a
 cell scale. So after the fit, when significant intensity is left unexplained, each family of
-the shipped structure-type library (``surrogates.prototypes.template_library``: textbook
+the shipped structure-type library (``surrogates.template_library``: textbook
 prototypes, reference CIFs, Alexandria structures with the target's anonymised formula) is
 decorated with the target's composition, its cell scale found by cross-correlation against the
 residual (strain_search), and scored by how much of the residual it explains (a one-column
@@ -45,7 +45,7 @@ class Family:
 
 @cache
 def _templates_by_anon(anon: str) -> tuple[dict, ...]:
-    from surrogates.prototypes import TEMPLATE_KINDS, template_library
+    from surrogates import TEMPLATE_KINDS, template_library
 
     rank = {k: i for i, k in enumerate(TEMPLATE_KINDS)}
     same = [t for t in template_library() if t["anon"] == anon]
@@ -69,7 +69,7 @@ def families(formula: str, known: list[Structure], *, limit: int, max_sites: int
     same anonymised formula (prototypes, then CIFs, then Alexandria; smaller cells first),
     near-duplicates collapsed, decorated by ``StructurePredictor.decorate`` (species matched by
     amount and electronegativity) and scaled to the density of ``known``."""
-    from surrogates.prototypes import StructurePredictor
+    from surrogates import StructurePredictor
 
     comp = Composition(formula).reduced_composition
     plain = {s.composition.reduced_formula: s for s in known}
