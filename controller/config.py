@@ -226,13 +226,6 @@ class AnalysisSection(_Strict):
     instrument_profile: str | None = Field(
         None, description="instrument profile YAML from `synthloop xrd calibrate` (peak widths, zero "
         "shift, spill-over angle learned from a reference scan); overrides the preset's instrument part")
-    preset: Literal["simulated", "real_samples"] = Field(
-        "simulated", description="analysis settings of the XRD instrument: 'simulated' (the "
-        "library's defaults, measured on the simulated lab) or 'real_samples' (tuned on real A-Lab "
-        "products: fixed-slit spill-over, look-alike and cell rules, systematic sigma)")
-    instrument_profile: str | None = Field(
-        None, description="instrument profile YAML from `synthloop xrd calibrate` (peak widths, zero "
-        "shift, spill-over angle learned from a reference scan); overrides the preset's instrument part")
 
 
 # --------------------------------------------------------------------------- lab
