@@ -87,6 +87,21 @@ def test_an_unverified_yield_is_repeated_once_on_a_new_sample_and_then_replaced(
     assert action.trial.vouched_yield == pytest.approx(0.40)
 
 
+def test_a_high_yield_the_analysis_cannot_tell_from_a_look_alike_stops_for_review() -> None:
+    """Seen on alab-like-v2: a made BaMnO3 (yield 1.00 twice, flagged against a look-alike) was
+    sent to the planner for a replacement, which answered "nothing to replace" and the target was
+    recorded as if its recipes were spent. Another recipe makes the same product and cannot
+    settle an identification, so the target stops with the reason a person needs."""
+    rules = Rules(verify_repeats=1)
+    look = verdict(1.0, 0.95, 0.5, ambiguous=True)
+    first = Trial(1, 10, 1, look.state, look.failure_kind, 1.0, 0.95, {"LiMn2O4": 1.0})
+    assert isinstance(next_action(_target(trials=(first,)), rules), RunRecipe)  # verify once
+    again = Trial(2, 10, 2, look.state, look.failure_kind, 0.98, 0.93, {"LiMn2O4": 0.98})
+    action = next_action(_target(trials=(first, again)), rules)
+    assert isinstance(action, Retire)
+    assert "look-alike" in action.reason and "2x" in action.reason and "review" in action.reason
+
+
 def test_instrument_failures_rerun_the_recipe_once_and_do_not_spend_it() -> None:
     rules = Rules(max_recipes=1, requeue_instrument_failures=1)
     spoiled = Trial(1, 10, 1, S.FAILED, FailureKind.INSTRUMENT)

@@ -166,6 +166,18 @@ def next_action(target: TargetHistory, rules: Rules) -> Action | None:
             and last.attempt <= rules.requeue_instrument_failures):
         return RunRecipe(target.id, last.recipe_id, last.attempt + 1,
                          f"re-queued after an instrument failure of experiment {last.id}")
+    # an unverified yield whose lower bound clears the threshold: the analysis measured enough
+    # target but could not tell it from a look-alike phase. Another recipe makes the same
+    # product and cannot settle that (the planner would answer "nothing to replace"), so the
+    # target stops here with the reason a person needs, not as if its recipes were spent.
+    if (last is not None and last.state == ExperimentState.FAILED
+            and last.failure_kind == FailureKind.UNVERIFIED
+            and last.vouched_yield >= rules.yield_threshold):
+        n = sum(1 for t in target.trials if t.recipe_id == last.recipe_id and t.judged)
+        return Retire(target.id, f"unverified: recipe {last.recipe_id} measured {n}x with yield "
+                                 f"≥ {last.vouched_yield:.2f}, but the analysis could not tell the "
+                                 "target from a look-alike phase; review the patterns (or use "
+                                 "another characterisation) before claiming it")
     spent = exhausted(target, rules)
     if spent:
         return Retire(target.id, spent)
