@@ -91,7 +91,11 @@ def test_small_campaign_end_to_end(tmp_path: Path) -> None:
             # made only on the yield's lower bound (fit sigma, systematics, amorphous share)
             lower = pa.details["target_yield_lower"]
             assert lower <= e.target_yield + 1e-9
-            assert e.state == ("succeeded" if lower >= 0.5 else "failed")
+            if lower < 0.5:
+                assert e.state == "failed"
+            else:  # made, or unverified: the fit could not tell the target from a look-alike
+                assert e.state == "succeeded" or (e.failure_kind == "unverified"
+                                                  and pa.details["target_ambiguous"])
         # four succeeded steps per measured experiment, in order
         for e in analysed:
             steps = s.exec(select(StepCommand).where(StepCommand.experiment_id == e.id,
