@@ -11,10 +11,10 @@ from controller.loop.drill import run_drill
 WORLD = os.environ.get("SYNTHLOOP_TEST_WORLD", "demo")  # a bundled world name or a world file
 
 
-def test_sigkill_at_twenty_random_points_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
-    report = run_drill(tmp_path, world=WORLD, points=20, seed=11, budget=12, max_offset_s=1.5,
+def test_sigkill_at_twelve_random_points_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
+    report = run_drill(tmp_path, world=WORLD, points=12, seed=11, budget=12, max_offset_s=1.5,
                        final_timeout_s=150)
-    assert report.kills == 20, report.to_dict()
+    assert report.kills == 12, report.to_dict()
     assert report.finished
     assert report.duplicate_executions == 0, report.to_dict()
     assert report.lost_experiments == 0, report.to_dict()

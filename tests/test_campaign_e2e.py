@@ -59,11 +59,8 @@ def _env() -> dict:
 
 
 def test_small_campaign_end_to_end(tmp_path: Path) -> None:
-    # The order in which results reach the planner depends on instrument and XRD-worker timing:
-    # with seed 3 Li5MnO4's LiOH + MnO2 failure can land in the history before Li2Mn3O7's
-    # replacement, the planner then avoids that pair and the only target this tiny world makes
-    # runs out of recipes. Seed 4 and up to 8 recipes per target leave room for either order.
-    cfg = _config("e2e", budget=24, seed=4)
+    # a budget that covers the first round (all furnace slots) and a retrain after it
+    cfg = _config("e2e", budget=16, seed=4)
     cfg["recipes"]["max_recipes_per_target"] = 8
     d = _write(tmp_path / "camp", cfg)
     out = subprocess.run([*CLI, "run", str(d), "--no-live"], capture_output=True, text=True,
@@ -74,7 +71,7 @@ def test_small_campaign_end_to_end(tmp_path: Path) -> None:
     assert status["status"] == "finished"
     with Store.for_campaign_dir(d) as store, store.session() as s:
         exps = s.exec(select(Experiment)).all()
-        assert 1 <= len(exps) <= 24
+        assert 1 <= len(exps) <= 16
         assert all(e.state in ("succeeded", "failed", "cancelled") for e in exps)
         # each crucible is labelled by what it holds: campaign, target, recipe ordinal, attempt
         for e in exps:
