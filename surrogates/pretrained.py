@@ -43,17 +43,11 @@ class PretrainedEnergy:
 
     def _calculator(self):
         if self._calc is None:
-            try:
-                import warnings
+            from .relax import sevenn_calculator
 
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    from sevenn.calculator import SevenNetCalculator
-            except ImportError as exc:
-                raise PretrainedUnavailable(
-                    "the pretrained prior needs the optional 'sevenn' package "
-                    "(pip install 'synthloop[pretrained]')") from exc
-            self._calc = SevenNetCalculator(self.model, device="cpu")
+            self._calc = sevenn_calculator(self.model, missing=PretrainedUnavailable(
+                "the pretrained prior needs the optional 'sevenn' package "
+                "(pip install 'synthloop[pretrained]')"))
         return self._calc
 
     def energies(self, structures: Sequence[Structure]) -> np.ndarray:

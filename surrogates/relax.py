@@ -69,7 +69,9 @@ def sevenn_available() -> bool:
     return importlib.util.find_spec("sevenn") is not None
 
 
-def _sevenn_calculator(model: str) -> Any:
+def sevenn_calculator(model: str, *, missing: ImportError | None = None) -> Any:
+    """SevenNet's ASE calculator on the CPU (its weights ship in the wheel). ``missing`` is the
+    error raised when the optional package is absent, so each caller names its own remedy."""
     try:
         import warnings
 
@@ -77,9 +79,9 @@ def _sevenn_calculator(model: str) -> Any:
             warnings.simplefilter("ignore")
             from sevenn.calculator import SevenNetCalculator
     except ImportError as exc:
-        raise RelaxerUnavailable(
+        raise (missing or RelaxerUnavailable(
             "relax: sevenn needs the optional 'sevenn' package "
-            "(pip install 'synthloop[pretrained]'); set relax: none to skip relaxation") from exc
+            "(pip install 'synthloop[pretrained]'); set relax: none to skip relaxation")) from exc
     return SevenNetCalculator(model, device="cpu")
 
 
@@ -122,7 +124,7 @@ class Relaxer:
 
     def calculator(self) -> Any:
         if self._calc is None:
-            self._calc = _sevenn_calculator(self.model)
+            self._calc = sevenn_calculator(self.model)
         return self._calc
 
     def relax(self, structure: Structure) -> Relaxation:
