@@ -58,6 +58,7 @@ def test_targets_with_a_public_energy_are_ranked_by_it_not_by_the_network(brain_
     """A composition the Materials Project table has computed takes that formation energy in
     acquisition (every member alike: no model spread); the others keep the network's."""
     import numpy as np
+
     import surrogates
 
     brain, cands, trained = brain_and_pool
