@@ -25,37 +25,16 @@ afterwards.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PG = os.environ.get("SYNTHLOOP_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@contextlib.contextmanager
-def fresh_database(server: str) -> Iterator[str]:
-    """An empty database on ``server`` for one run, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"synthloop_ml_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def main() -> None:
@@ -72,12 +51,13 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from controller.loop.multilab import run_multilab
+    from controller.store import scratch_database
 
     plan = {"one": dict(labs=1), "two": dict(labs=2), "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=6)}
     results: dict[str, dict] = {}
     for name in args.runs.split(","):
         t0 = time.monotonic()
-        with fresh_database(PG) as url, tempfile.TemporaryDirectory(prefix=f"multilab-{name}-") as tmp:
+        with scratch_database(PG, prefix="synthloop_ml_") as url, tempfile.TemporaryDirectory(prefix=f"multilab-{name}-") as tmp:
             report = run_multilab(Path(tmp), url, world=args.world, seed=args.seed, budget=args.budget,
                                   furnaces=args.furnaces, lease_s=args.lease_s, timeout_s=args.timeout_s,
                                   free_running=args.free_running,

@@ -16,6 +16,7 @@ from .models import (
     Target,
     utcnow,
 )
+from .scratch import scratch_database
 from .states import (
     IN_FLIGHT,
     NOT_STARTED,
@@ -35,6 +36,7 @@ from .states import (
 from .store import AppendOnlyViolation, Store, StoreError, iso, resolve_url
 
 __all__ = [
+    "scratch_database",
     "IN_FLIGHT", "NOT_STARTED", "OPEN_STATES", "RUNNABLE", "STEP_TRANSITIONS", "TERMINAL_STATES",
     "TRANSITIONS", "VERDICT_STATES",
     "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState", "FailureKind",
