@@ -72,6 +72,17 @@ def test_demo_makes_targets_and_replaces_failed_recipes(tmp_path: Path) -> None:
     assert replaced >= 1 and replacement_made >= 1, out.stdout[-3000:]
     # the closing summary says it in words, and where to look next
     assert f"made {len(made)} of" in out.stdout and "synthloop status" in out.stdout
+    # the campaign log beside the store tells the same story for whoever looks later
+    log = (tmp_path / "demo" / "logs" / "controller.log").read_text()
+    assert "campaign.finished" in log and "experiment.transition" in log
+
+
+def test_run_refuses_an_unknown_log_level_before_starting(tmp_path: Path) -> None:
+    camp = tmp_path / "c"
+    run("init", str(camp))
+    out = run("run", str(camp), "--no-live", "--log-level", "LOUD")
+    assert out.returncode == 2 and "--log-level 'LOUD'" in out.stderr
+    assert not (camp / "campaign.db").exists()
 
 
 def test_status_of_missing_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -91,6 +91,18 @@ def test_every_legal_transition_commits_with_its_event(store: Store) -> None:
         assert [(e.from_state, e.to_state, e.actor) for e in evs] == [(src.value, dst.value, "test")]
 
 
+def test_committed_events_reach_the_log_and_rolled_back_ones_do_not(store: Store, caplog) -> None:
+    # the campaign log file (synthloop run) is the event log in words: a transition that commits
+    # is one INFO record of "synthloop.events"; one that is refused leaves no record behind
+    exp_id = make_experiment(store)
+    with caplog.at_level("INFO", logger="synthloop.events"):
+        store.transition(exp_id, "approved", reason="looks right", actor="user:ada")
+        with pytest.raises(IllegalTransition):
+            store.transition(exp_id, "succeeded", reason="skipping the lab")
+    lines = [r.getMessage() for r in caplog.records if r.name == "synthloop.events"]
+    assert lines == [f"experiment.transition experiment {exp_id} proposed→approved [user:ada]: looks right"]
+
+
 def test_every_illegal_transition_raises_and_changes_nothing(store: Store) -> None:
     ids = {src: make_experiment(store, src, sample=f"I-{src.value}") for src in ExperimentState}
     for src, dst in ILLEGAL:

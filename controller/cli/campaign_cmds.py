@@ -146,13 +146,24 @@ def run(
     free_running: bool = typer.Option(
         False, "--free-running",
         help="decide as results arrive (as on real instruments) even for a simulated lab"),
+    log_level: str = typer.Option(
+        "INFO", "--log-level",
+        help="level of the campaign log (CAMPAIGN_DIR/logs/controller.log); warnings also go to stderr"),
 ) -> None:
     """Run (or resume after a crash) the closed-loop campaign in CAMPAIGN_DIR."""
     from ..loop import STRATEGIES, RunOptions, run_campaign
+    from .logs import LogLevelError, campaign_logging
 
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     path = _config_path(campaign_dir)
+    try:
+        log_file = campaign_logging(path.parent, log_level, name=f"controller-{lab_id}" if lab_id else "controller")
+    except LogLevelError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path.parent}: cannot write the campaign log: {exc}")
+    console.print(f"log: {log_file}", highlight=False)
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -309,6 +320,9 @@ def demo(
         prepare_demo(directory)
     except DemoError as exc:
         _fail(str(exc))
+    from .logs import campaign_logging
+
+    campaign_logging(directory)
     console.print(f"demo campaign in {directory}: simulated instruments as separate processes over "
                   "ZeroMQ on loopback, SQLite store")
     result = run_campaign(directory, live=live)

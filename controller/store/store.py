@@ -8,6 +8,7 @@ state nobody logged (or a log line for a change that never happened).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,32 @@ def _guard_event_log(session: _OrmSession, _ctx: Any, _instances: Any) -> None:
     for obj in list(session.dirty) + list(session.deleted):
         if isinstance(obj, Event) and (obj in session.deleted or session.is_modified(obj)):
             raise AppendOnlyViolation("the event log is append-only: events are never changed or deleted")
+
+
+#: Every event row, once committed, is also a log record here (INFO): the campaign log file
+#: (``synthloop run``) then reads as the event log does, without a second place that decides
+#: what is worth saying.
+event_log = logging.getLogger("synthloop.events")
+_PENDING_EVENTS = "synthloop_pending_events"
+
+
+@sa_event.listens_for(_OrmSession, "after_commit")
+def _log_committed_events(session: _OrmSession) -> None:
+    for line in session.info.pop(_PENDING_EVENTS, ()):
+        event_log.info("%s", line)
+
+
+@sa_event.listens_for(_OrmSession, "after_rollback")
+def _forget_rolled_back_events(session: _OrmSession) -> None:
+    session.info.pop(_PENDING_EVENTS, None)
+
+
+def _event_line(kind: str, entity: str | None, entity_id: int | None, from_state: str | None,
+                to_state: str | None, actor: str | None, message: str | None) -> str:
+    subject = f" {entity} {entity_id}" if entity and entity_id is not None else ""
+    arrow = f" {from_state or '-'}→{to_state}" if to_state else ""
+    who = f" [{actor}]" if actor else ""
+    return f"{kind}{subject}{arrow}{who}{': ' + message if message else ''}"
 
 
 def resolve_url(url: str, base_dir: str | Path | None) -> str:
@@ -174,6 +201,9 @@ class Store:
             data=data,
         )
         session.add(ev)
+        if event_log.isEnabledFor(logging.INFO):
+            session.info.setdefault(_PENDING_EVENTS, []).append(
+                _event_line(kind, entity, entity_id, from_state, to_state, actor, message))
         return ev
 
     # ------------------------------------------------------------------ campaigns
