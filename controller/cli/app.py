@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from . import campaign_cmds
+from . import (
+    bench_cmds,
+    campaign_cmds,
+    driver_cmds,
+    recipes_cmds,
+    screen_cmds,
+    simlab_cmds,
+    web_cmds,
+    xrd_cmds,
+)
 
 app = typer.Typer(
     name="synthloop",
@@ -18,18 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-campaign_cmds.register(app)
-
-# Command groups contributed by other parts of the system are added below, one line each.
-# (keep this marker line: each group inserts its registration right after it)
-__import__(f"{__package__}.simlab_cmds", fromlist=["register"]).register(app)  # sim-lab
-__import__(f"{__package__}.bench_campaign_cmds", fromlist=["register"]).register(__import__(f"{__package__}.bench_cmds", fromlist=["bench_app"]).bench_app)  # bench campaign
-__import__(f"{__package__}.bench_cmds", fromlist=["register"]).register(app)  # bench surrogate, campaign
-__import__(f"{__package__}.xrd_cmds", fromlist=["register"]).register(app)  # xrd analyze, plot
-__import__(f"{__package__}.recipes_cmds", fromlist=["register"]).register(app)  # recipes
-__import__(f"{__package__}.driver_cmds", fromlist=["register"]).register(app)  # driver, keys
-__import__(f"{__package__}.web_cmds", fromlist=["register"]).register(app)  # synthloop serve
-__import__(f"{__package__}.screen_cmds", fromlist=["register"]).register(app)  # synthloop screen
+for module in (campaign_cmds, simlab_cmds, bench_cmds, xrd_cmds, recipes_cmds, driver_cmds, web_cmds,
+               screen_cmds):
+    module.register(app)
 
 
 def main() -> None:
