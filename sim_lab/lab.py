@@ -242,6 +242,7 @@ class SimLab:
             "--duplicate-rate", str(self.faults.duplicate_rate),
             "--delay-ms", str(self.faults.delay_ms),
             "--fault-seed", str(self.faults.seed),
+            "--parent-pid", str(os.getpid()),
         ]
         if crash and self.faults.crash_after_commands is not None:
             cmd += ["--crash-after", str(self.faults.crash_after_commands)]

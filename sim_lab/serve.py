@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--crash-after", type=int, default=None)
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="drain and exit once this process (the lab that started us) is gone")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(level=args.log_level.upper(),
@@ -71,8 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         for ident in identities
     ]
 
-    run_until_signal(lambda stop: asyncio.gather(*(d.serve(args.connect, stop=stop) for d in drivers)))
+    async def serve(stop: asyncio.Event) -> None:
+        watch = [stop_when_orphaned(args.parent_pid, stop)] if args.parent_pid else []
+        await asyncio.gather(*(d.serve(args.connect, stop=stop) for d in drivers), *watch)
+
+    run_until_signal(serve)
     return 0
+
+
+async def stop_when_orphaned(parent: int, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    """Set ``stop`` once ``parent`` is no longer our parent process.
+
+    Why: a controller that runs its simulated lab itself starts these stations as children; when
+    it is SIGKILLed they are re-parented, not stopped, and the restarted controller would start a
+    second set under the same identities while the first still answers. A real instrument
+    outlives its controller; a simulated one belongs to the process that made it. Draining
+    (not ``os._exit``) lets a running command finish into the ledger.
+    """
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logging.getLogger("sim_lab.serve").warning("parent process %d is gone: draining and exiting",
+                                                       parent)
+            stop.set()
+            return
+        await asyncio.sleep(interval_s)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -272,3 +273,41 @@ def test_a_crashed_station_process_restarts_without_repeating_anything(world, tm
     truth = lab.truth()
     assert [(x["sample_id"], x["action"]) for x in truth.ledger()] == [("S1", "dose_mix"), ("S2", "dose_mix")]
     assert truth.duplicate_executions() == 0
+
+
+def _exited(pid: int) -> bool:
+    """Gone or a zombie nobody reaps (a container's pid 1 may not): either way it stopped."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state
+
+
+def test_a_station_started_by_a_lab_stops_when_that_lab_is_killed(tmp_path: Path) -> None:
+    # a controller that runs the simulated lab itself is its stations' parent; after its SIGKILL
+    # the stations must not linger (a restarted controller would start a second set beside them)
+    import os
+    import signal
+    import subprocess
+    import time
+
+    owner = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        station = subprocess.Popen([sys.executable, "-m", "sim_lab.serve", "xrd",
+                                    "--connect", "tcp://127.0.0.1:9", "--identity", "sim-xrd",
+                                    "--world", "demo", "--workdir", {str(tmp_path)!r},
+                                    "--parent-pid", str(os.getpid())])
+        print(station.pid, flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
+    station = int(proc.stdout.readline())
+    time.sleep(1.0)
+    assert not _exited(station)  # running while its lab lives
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 60
+    while not _exited(station) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _exited(station), "the station outlived the process that started it"
