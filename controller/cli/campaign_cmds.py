@@ -33,6 +33,18 @@ def open_campaign_store(campaign_dir: Path) -> tuple[Store, str]:
     return Store.for_campaign_dir(campaign_dir, cfg.store.url), cfg.campaign.name
 
 
+def _checked_config(path: Path, hint: str = ""):  # noqa: ANN202 - (CampaignConfig, notes)
+    """The campaign's config and preflight's notes, or exit 2 naming every problem."""
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    errors, notes = preflight(cfg, path.parent)
+    if errors:
+        _fail(f"{path}: " + "; ".join(errors) + hint)
+    return cfg, notes
+
+
 def _campaign_name(directory: Path) -> str:
     """A valid campaign name from a directory name (letters, digits, _ . - and spaces)."""
     import re
@@ -66,13 +78,7 @@ def init(
 def validate(file: Path = typer.Argument(..., help="campaign YAML file or campaign directory")) -> None:
     """Check a campaign configuration without running anything."""
     path = _config_path(file)
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        _fail(str(exc))
-    errors, notes = preflight(cfg, path.parent)
-    if errors:
-        _fail(f"{path}: " + "; ".join(errors))
+    cfg, notes = _checked_config(path)
     console.print(
         f"[green]ok[/]: campaign {cfg.campaign.name!r}, seed {cfg.campaign.seed}, "
         f"{len(cfg.chemical_space.systems)} chemical system(s), lab {cfg.lab.kind}"
@@ -152,25 +158,21 @@ def run(
 ) -> None:
     """Run (or resume after a crash) the closed-loop campaign in CAMPAIGN_DIR."""
     from ..loop import STRATEGIES, RunOptions, run_campaign
-    from .logs import LogLevelError, campaign_logging
+    from .logs import LogLevelError, campaign_logging, parse_level
 
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     path = _config_path(campaign_dir)
     try:
-        log_file = campaign_logging(path.parent, log_level, name=f"controller-{lab_id}" if lab_id else "controller")
+        level = parse_level(log_level)
     except LogLevelError as exc:
         _fail(str(exc))
+    cfg, _ = _checked_config(path, hint=" (nothing was started; `synthloop validate` checks this)")
+    try:
+        log_file = campaign_logging(path.parent, level, name=f"controller-{lab_id}" if lab_id else "controller")
     except OSError as exc:
         _fail(f"{path.parent}: cannot write the campaign log: {exc}")
     console.print(f"log: {log_file}", highlight=False)
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        _fail(str(exc))
-    errors, _ = preflight(cfg, path.parent)
-    if errors:
-        _fail(f"{path}: " + "; ".join(errors) + " (nothing was started; `synthloop validate` checks this)")
     db = _sqlite_file(cfg.store.url, path.parent)
     fresh = db is not None and not db.exists()
     try:

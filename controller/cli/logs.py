@@ -30,13 +30,13 @@ def parse_level(name: str) -> int:
     return level
 
 
-def campaign_logging(campaign_dir: Path, level: str = "INFO", *, name: str = "controller") -> Path:
+def campaign_logging(campaign_dir: Path, level: str | int = "INFO", *, name: str = "controller") -> Path:
     """Send log records at LEVEL and above to CAMPAIGN_DIR/logs/NAME.log; WARNING+ to stderr too.
 
     Idempotent: a second call (tests run several campaigns in one process) replaces the handlers
     it installed before instead of stacking them. Returns the log file's path.
     """
-    numeric = parse_level(level)
+    numeric = level if isinstance(level, int) else parse_level(level)
     log_dir = Path(campaign_dir) / LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"{name}.log"
