@@ -44,7 +44,7 @@ def test_xrd_worker_exits_when_its_controller_is_killed() -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a liveness bound, not a speed claim: loaded CI machines are slow
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     leftover = [p for p in workers if _alive(p)]
