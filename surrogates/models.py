@@ -149,14 +149,27 @@ class MEGNetBlock(nn.Module):
         self.norm_e = nn.LayerNorm(hidden)
 
     def forward(self, v, e, u, batch: GraphBatch):
-        e = self.norm_e(e + self.edge(torch.cat([v[batch.src], v[batch.dst], e,
-                                                  u[batch.edge_graph]], dim=1)))
+        e = self.norm_e(e + self._edge_update(v, e, u, batch))
         agg = scatter_mean(e, batch.src, v.shape[0], batch.weight)
         v = self.norm_v(v + self.node(torch.cat([v, agg, u[batch.graph_index]], dim=1)))
         e_mean = scatter_mean(e, batch.edge_graph, batch.num_graphs, batch.weight)
         v_mean = scatter_mean(v, batch.graph_index, batch.num_graphs)
         u = u + self.state(torch.cat([u, e_mean, v_mean], dim=1))
         return v, e, u
+
+
+    def _edge_update(self, v, e, u, batch: GraphBatch) -> torch.Tensor:
+        """``edge([v_src ‖ v_dst ‖ e ‖ u_graph])`` with the first linear map split by blocks:
+        the atom and state terms are projected once per atom / crystal and then gathered,
+        instead of gathering 4·hidden features per edge and projecting each edge (the same
+        map and parameters; ~4× fewer multiply-adds and a quarter of the gathered floats)."""
+        lin, act, out = self.edge[0], self.edge[1], self.edge[2]
+        w_src, w_dst, w_e, w_u = lin.weight.chunk(4, dim=1)
+        h = torch.addmm(lin.bias, v, w_src.t()).index_select(0, batch.src)
+        h = h + (v @ w_dst.t()).index_select(0, batch.dst)
+        h = h + (u @ w_u.t()).index_select(0, batch.edge_graph)
+        h = torch.addmm(h, e, w_e.t())
+        return out(act(h))
 
 
 class MEGNet(nn.Module):

@@ -246,3 +246,125 @@ def test_angular_model_refuses_graphs_without_angles() -> None:
     model = build_model("angular", n_outputs=1, hidden=8, layers=1, cutoff=6.0).eval()
     with pytest.raises(ValueError, match="angular sums"):
         model(collate([build_graph(perovskite(), 6.0, 12)]))
+
+
+def _random_graphs(seed: int, cutoff: float, angular: bool = False):
+    """Small symmetric cells (merged images: weights > 1) and triclinic cells (weights 1)."""
+    rng = np.random.default_rng(seed)
+    species = ["Li", "O", "Fe", "Sr", "Ti", "F", "Mn"]
+    cells = [perovskite(float(a)) for a in rng.uniform(3.7, 4.3, 3)]
+    for n in (7, 11):
+        lat, frac = random_cell(rng, n)
+        lat = lat * 1.6  # no atoms on top of each other
+        cells.append(Structure(lat, list(rng.choice(species, n)), frac))
+    return [build_graph(s, cutoff, 12, angular) for s in cells]
+
+
+def _reference_cgcnn(model, b):
+    """CGCNN as published: ``W·[v_i ‖ v_j ‖ e_ij]`` per edge, batch norm from its statistics."""
+    f = torch.nn.functional
+    a = model.atoms
+    v = a.embed.weight[b.z] + a.proj(a.desc[b.z])
+    step = float(model.rbf.centres[1] - model.rbf.centres[0])
+    e = torch.exp(-((b.dist[:, None] - model.rbf.centres[None, :]) / step) ** 2)
+
+    def bn(x, m):
+        return (x - m.running_mean) / torch.sqrt(m.running_var + m.eps) * m.weight + m.bias
+
+    for c in model.convs:
+        w = torch.cat([c.lin_self.weight, c.lin_nb.weight, c.lin_edge.weight], dim=1)
+        z = bn(torch.cat([v[b.src], v[b.dst], e], dim=1) @ w.t() + c.lin_self.bias, c.bn1)
+        gate, core = z.chunk(2, dim=1)
+        msg = torch.sigmoid(gate) * f.softplus(core) * b.weight[:, None]
+        v = f.softplus(v + bn(torch.zeros_like(v).index_add_(0, b.src, msg), c.bn2))
+    pooled = torch.zeros(b.num_graphs, v.shape[1]).index_add_(0, b.graph_index, v)
+    pooled = pooled / torch.bincount(b.graph_index)[:, None]
+    return model.head(torch.cat([pooled, torch.log(b.volume_per_atom)[:, None]], dim=1))
+
+
+def _reference_megnet(model, b):
+    """MEGNet with the edge update on the concatenation ``[v_src ‖ v_dst ‖ e ‖ u]``."""
+    from surrogates.models import scatter_mean
+
+    v = model.atoms(b.z)
+    e = model.edge_in(model.rbf(b.dist))
+    u = model.state_in(torch.stack([torch.log(b.volume_per_atom), torch.log(b.atoms_per_graph)], 1))
+    for blk in model.blocks:
+        e = blk.norm_e(e + blk.edge(torch.cat([v[b.src], v[b.dst], e, u[b.edge_graph]], dim=1)))
+        agg = scatter_mean(e, b.src, v.shape[0], b.weight)
+        v = blk.norm_v(v + blk.node(torch.cat([v, agg, u[b.graph_index]], dim=1)))
+        u = u + blk.state(torch.cat([u, scatter_mean(e, b.edge_graph, b.num_graphs, b.weight),
+                                     scatter_mean(v, b.graph_index, b.num_graphs)], dim=1))
+    return model.head(torch.cat([scatter_mean(v, b.graph_index, b.num_graphs),
+                                 scatter_mean(e, b.edge_graph, b.num_graphs, b.weight), u], 1))
+
+
+def _reference_density(model, b):
+    """SchNet / angle-aware net with the neighbour projection applied per edge, ``W·v_j``."""
+    from surrogates.models import scatter_mean
+
+    v = model.atoms(b.z)
+    e = model.rbf(b.dist)
+    for blk in model.interactions:
+        env = 0.5 * (torch.cos(b.dist * torch.pi / blk.cutoff) + 1.0)
+        m = blk.filter(e) * env[:, None] * (v[b.dst] @ blk.pre.weight.t())
+        n, h = v.shape
+        parts = [v, torch.zeros_like(v).index_add_(0, b.src, m * b.weight[:, None])]
+        if blk.angular:
+            for ang, dim in ((b.ang1, 3), (b.ang2, 6)):
+                dens = torch.zeros(n, h, dim).index_add_(0, b.src, m[:, :, None] * ang[:, None, :])
+                parts.append(torch.sqrt(dens.pow(2).sum(-1) + 1e-8))
+        v = blk.norm(v + blk.update(torch.cat(parts, dim=1)))
+    pooled = scatter_mean(model.atom_out(v), b.graph_index, b.num_graphs)
+    return model.head(torch.cat([pooled, torch.log(b.volume_per_atom)[:, None]], dim=1))
+
+
+REFERENCES = {"cgcnn": _reference_cgcnn, "megnet": _reference_megnet,
+              "schnet": _reference_density, "angular": _reference_density}
+
+
+@pytest.mark.parametrize("arch", sorted(REFERENCES))
+def test_eval_path_equals_the_reference_formulation(arch: str) -> None:
+    """Every member type's eval-mode forward (node projections gathered per edge, batch norm
+    folded) computes the textbook per-edge formulation on random graphs."""
+    torch.manual_seed(5)
+    model = build_model(arch, n_outputs=2, hidden=16, layers=2, cutoff=6.0)
+    graphs = _random_graphs(5, 6.0, angular=arch == "angular")
+    model.train()
+    with torch.no_grad():
+        model(collate(graphs))  # non-trivial batch-norm running statistics
+    model.eval()
+    for part in (graphs[:3], graphs[3:], graphs):  # merged images, unit weights, both
+        batch = collate(part)
+        with torch.no_grad():
+            fast, ref = model(batch), REFERENCES[arch](model, batch)
+        assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-5), (fast - ref).abs().max()
+
+
+@pytest.mark.parametrize("architecture", ["cgcnn", "schnet+cgcnn"])
+def test_stacked_members_equal_their_own_forward_passes(architecture: str) -> None:
+    """The ensemble's stacked evaluation (CGCNN members side by side, edges in chunks) gives
+    each member's own prediction, hence the reference formulation."""
+    from surrogates import Ensemble, EnsembleConfig
+    from surrogates.stacked import StackedCGCNN
+
+    cfg = EnsembleConfig(architecture=architecture, members=4, hidden=16, layers=2, cutoff=6.0)
+    graphs = _random_graphs(6, 6.0)
+    states = []
+    for k in range(cfg.members):
+        torch.manual_seed(10 + k)
+        m = build_model(cfg.member_architecture(k), 2, cfg.hidden, cfg.layers, cfg.cutoff).train()
+        with torch.no_grad():
+            m(collate(graphs))
+        states.append(m.state_dict())
+    ens = Ensemble(cfg, ("e_form",), np.array([0.1]), np.array([2.0]), states, n_aux=1)
+    fast = ens.predict_graphs(graphs).values
+    slow = ens.predict_graphs(graphs, stacked=False).values
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fast[0], fast[1])
+    cg = [m for m in ens.members if m.__class__.__name__ == "CGCNN"]
+    batch = collate(graphs)
+    with torch.no_grad():  # tiny edge chunks: the same sums, split differently
+        chunked = StackedCGCNN(cg, chunk_floats=64)(batch)
+        ref = torch.stack([_reference_cgcnn(m, batch) for m in cg])
+    assert torch.allclose(chunked, ref, rtol=1e-4, atol=1e-5), (chunked - ref).abs().max()
