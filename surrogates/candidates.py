@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Composition, Element, Species, Structure
 
-from .thermo import known_phases
+from .thermo import KnownPhases, known_phases
 
 SEED_DIR = Path(__file__).resolve().parent / "data" / "seeds"
 
@@ -146,6 +147,20 @@ def _load_seeds(folder: str) -> tuple[tuple[str, Structure], ...]:
     return tuple(seeds)
 
 
+def is_known(formula: str, holdout: Collection[str] = (), kp: KnownPhases | None = None) -> bool:
+    """Whether ``formula`` is in the Materials Project table, with the compositions in
+    ``holdout`` (reduced formulas) treated as unknown: a hold-out experiment asks a generator
+    to re-discover them."""
+    if holdout and Composition(formula).reduced_formula in holdout:
+        return False
+    return (kp or known_phases()).formation_energy(formula) is not None
+
+
+def reduced_set(formulas: Collection[str]) -> frozenset[str]:
+    """Reduced formulas of ``formulas`` (the spelling ``holdout`` arguments are compared in)."""
+    return frozenset(Composition(f).reduced_formula for f in formulas)
+
+
 def seed_structures(folder: str | Path | None = None) -> list[tuple[str, Structure]]:
     """(id, oxidation-state decorated structure) of the bundled (or given) seed CIFs."""
     return list(_load_seeds(str(folder or SEED_DIR)))
@@ -189,11 +204,13 @@ def generate_candidates(
     novel_only: bool = True,
     seeds_folder: str | Path | None = None,
     max_atoms: int = 40,
+    holdout: Collection[str] = (),
 ) -> list[Candidate]:
     """Substitution candidates inside the given chemical systems (e.g. ``["Li-Mn-Ti-O"]``).
 
     Ranked by substitution probability (ties broken by a seeded shuffle); at most
     ``max_candidates``. Compositions in the known-phase table are skipped if ``novel_only``.
+    ``holdout``: compositions treated as unknown, whose seeds are not used (a recall test).
     """
     if max_candidates < 1:
         raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
@@ -206,12 +223,13 @@ def generate_candidates(
         allowed.append(els)
     sp_model = _substitution_probability()
     kp = known_phases()
+    held = reduced_set(holdout)
     rng = np.random.default_rng(seed)
     raw: list[tuple[float, float, str, Structure, dict[str, Any]]] = []
     for els in allowed:
         options = _species_options(els)
         for seed_id, struct in seed_structures(seeds_folder):
-            if len(struct) > max_atoms:
+            if len(struct) > max_atoms or struct.composition.reduced_formula in held:
                 continue
             comp = struct.composition
             src = sorted(comp, key=lambda sp: (sp.oxi_state, sp.symbol))
@@ -232,10 +250,10 @@ def generate_candidates(
                 mapping = dict(zip(src, target, strict=True))
                 raw.append((prob, float(rng.random()), seed_id, struct, mapping))
     raw.sort(key=lambda r: (-r[0], r[1]))
-    return _finalise(raw, kp, novel_only, max_candidates)
+    return _finalise(raw, kp, novel_only, max_candidates, held)
 
 
-def _finalise(raw, kp, novel_only: bool, max_candidates: int) -> list[Candidate]:
+def _finalise(raw, kp, novel_only: bool, max_candidates: int, held: frozenset[str]) -> list[Candidate]:
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     matcher = StructureMatcher()
@@ -246,7 +264,7 @@ def _finalise(raw, kp, novel_only: bool, max_candidates: int) -> list[Candidate]
         formula = Composition({t: struct.composition[s] for s, t in mapping.items()}).reduced_formula
         if novel_only:
             if formula not in known_cache:
-                known_cache[formula] = kp.formation_energy(formula) is not None
+                known_cache[formula] = is_known(formula, held, kp)
             if known_cache[formula]:
                 continue
         new = _substitute(struct, mapping)
@@ -262,7 +280,7 @@ def _finalise(raw, kp, novel_only: bool, max_candidates: int) -> list[Candidate]
             id=f"sub-{formula}-{digest}", formula=formula, structure=new, source="substitution",
             provenance={"seed": seed_id, "seed_formula": struct.composition.reduced_formula,
                         "substitutions": subs, "probability": prob,
-                        "novel": kp.formation_energy(formula) is None},
+                        "novel": not is_known(formula, held, kp)},
         ))
         if len(out) >= max_candidates:
             break

@@ -72,3 +72,78 @@ def test_hull_energy_column_from_predicted_formation_energies() -> None:
     j = t.column("e_above_hull")
     assert np.allclose(t.mean[:, j], [-0.05, 0.25])
     assert t.inflation[j] == 2.0
+
+
+def test_odd_chemistry_rules_name_the_rule_and_pass_ordinary_oxides() -> None:
+    from surrogates.plausibility import oddities
+
+    bati = oddities({("Ba", 2): 1, ("Ti", 2): 1, ("O", -2): 2})  # BaTiO2: Ti2+
+    assert [o.rule for o in bati] == ["rare_valence"] and "Ti2+" in bati[0].detail
+    pair = oddities({("Ti", 3): 1, ("Fe", 3): 1, ("O", -2): 3})  # would be Fe2+Ti4+O3
+    assert [o.rule for o in pair] == ["redox_pair"]
+    assert oddities({("Li", 1): 2, ("Ni", 2): 1, ("Mn", 4): 1, ("O", -2): 4}) == []  # LiNi0.5Mn0.5O2
+    assert oddities({("Mn", 2): 1, ("Mn", 3): 2, ("O", -2): 4}) == []  # Mn3O4: one element's valences
+    # each rule can be switched off by its threshold
+    assert oddities({("Ti", 3): 1, ("Fe", 3): 1, ("O", -2): 3}, redox_margin=float("inf")) == []
+    assert oddities({("Ba", 2): 1, ("Ti", 2): 1, ("O", -2): 2}, min_share=0.0) == []
+
+
+def _textbook_templates():
+    from surrogates.enumeration import ionic_template
+    from surrogates.prototypes import template_library
+
+    return [t for t in (ionic_template(d, {"O"}) for d in template_library() if d["kind"] == "prototype")
+            if t is not None]
+
+
+def test_prototype_enumeration_is_charge_balanced_and_size_plausible_per_site() -> None:
+    from surrogates.enumeration import enumerate_prototypes
+
+    tpls = _textbook_templates()
+    assert {t.id for t in tpls} >= {"perovskite SrTiO3", "ilmenite FeTiO3", "spinel MgAl2O4"}
+    cands = enumerate_prototypes("Ba-Sr-Ti-O", templates=tpls)
+    by_tpl: dict[str, set[str]] = {}
+    for c in cands:
+        assert abs(sum(site.specie.oxi_state for site in c.structure)) < 1e-9
+        assert c.provenance["radius_mismatch"] <= 0.3
+        by_tpl.setdefault(c.provenance["template"], set()).add(c.formula)
+    assert {"BaTiO3", "SrTiO3"} <= by_tpl["perovskite SrTiO3"]
+    assert not any("Ba" in f or "Sr" in f for f in by_tpl.get("ilmenite FeTiO3", set()))
+    assert "Sr2TiO4" in by_tpl["K2NiF4 Sr2TiO4"]
+    mismatches = [c.provenance["radius_mismatch"] for c in cands]
+    assert mismatches == sorted(mismatches)  # best fits first
+    # spinel's two sites take two valences of one element: Mn2+ tetrahedral, Mn3+ octahedral
+    spinel = [c for c in enumerate_prototypes("Li-Mn-O", templates=tpls)
+              if c.provenance["template"] == "spinel MgAl2O4"]
+    assert any(c.formula == "Mn3O4" for c in spinel)
+    # a hold-out never sees a template of its own composition
+    assert not [c for c in enumerate_prototypes("Sr-Ti-O", templates=tpls, exclude_formulas=["SrTiO3"])
+                if c.provenance["template"] == "perovskite SrTiO3"]
+    with pytest.raises(ValueError, match="exactly one anion"):
+        enumerate_prototypes("Li-Mn-O-F", templates=tpls)
+
+
+def test_candidate_pool_is_novel_distinct_plausible_and_counts_what_it_dropped() -> None:
+    from surrogates.candidate_pool import PoolSettings, build_candidate_pool
+
+    settings = PoolSettings(sources=("substitution", "prototypes", "aliovalent"),
+                            templates=tuple(_textbook_templates()))
+    pool, (rep,) = build_candidate_pool(["Li-Mn-Ni-O"], settings=settings)
+    kp = known_phases()
+    assert len(pool) >= 10, rep.as_dict()  # nine textbook templates only, no isovalent step
+    assert len({c.formula for c in pool}) == len(pool)  # max_per_formula = 1
+    for c in pool:
+        assert kp.formation_energy(c.formula) is None and c.provenance["novel"]
+        assert c.provenance["oddities"] == []
+        assert abs(sum(site.specie.oxi_state for site in c.structure)) < 1e-9
+    assert rep.kept == len(pool) and rep.novel_after_rules == len(pool)
+    assert rep.novel_before_rules > rep.novel_after_rules and rep.odd["rare_valence"] > 0
+    # holding known compositions out lets the pipeline re-discover them, never as seeds/templates
+    held = {"LiMn2O4", "Li2MnO3", "LiNiO2", "Li2NiO3"}
+    again, _ = build_candidate_pool(["Li-Mn-Ni-O"], settings=settings, holdout=held)
+    found = {c.formula for c in again} & held
+    assert found and all(c.provenance["novel"] for c in again)
+    assert all(kp.formation_energy(c.formula) is None or c.formula in held for c in again)
+    assert not [c for c in again if c.provenance.get("template_formula") in held]
+    with pytest.raises(ValueError, match="unknown candidate source"):
+        PoolSettings(sources=("magic",))

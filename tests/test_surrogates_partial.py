@@ -6,7 +6,7 @@ import pytest
 from pymatgen.core import Lattice, Species, Structure
 
 from surrogates.candidates import Candidate
-from surrogates.partial import partial_substitutions
+from surrogates.partial import FINE_FRACTIONS, partial_substitutions
 from surrogates.thermo import known_phases
 
 
@@ -55,3 +55,52 @@ def test_parents_outside_the_system_or_undecorated_are_skipped_and_bad_input_nam
     assert partial_substitutions([plain], ["Ni-Mg-O"]) == []
     with pytest.raises(ValueError, match="unknown element 'Xx'"):
         partial_substitutions([rocksalt_parent()], ["Ni-Xx-O"])
+
+
+def layered_limno2_parent() -> Candidate:
+    """α-NaFeO2-like LiMnO2 (Li+ and Mn3+ octahedral layers), 8 atoms."""
+    s = Structure.from_spacegroup("R-3m", Lattice.hexagonal(2.85, 14.2),
+                                  [Species("Li", 1), Species("Mn", 3), Species("O", -2)],
+                                  [[0, 0, 0.5], [0, 0, 0], [0, 0, 0.25]])
+    return Candidate("seed-LiMnO2", "LiMnO2", s.get_primitive_structure(), "substitution")
+
+
+def test_aliovalent_substitution_compensates_charge_on_a_second_site() -> None:
+    from surrogates.partial import aliovalent_substitutions
+
+    out = aliovalent_substitutions([layered_limno2_parent()], ["Li-Mn-Ni-O"], novel_only=False)
+    assert out, "expected aliovalent candidates"
+    for c in out:
+        assert abs(sum(site.specie.oxi_state for site in c.structure)) < 1e-9
+        assert len(c.structure) <= 40 and c.structure.is_ordered
+        p = c.provenance
+        assert p["replaced"] != p["by"] and p["count"] >= 1 and p["compensation_count"] >= 1
+    assert len({c.formula for c in out}) == len(out)  # one structure per composition
+    # Li+ onto Mn3+ sites, compensated by Mn3+ -> Mn4+: Li[Li1/3Mn2/3]O2 = Li2MnO3
+    li2mno3 = [c for c in out if c.formula == "Li2MnO3"]
+    assert li2mno3 and li2mno3[0].provenance["by"] == "Li+1"
+    assert li2mno3[0].provenance["compensated_by"] == "Mn+4"
+    # LiNi0.5Mn0.5O2: Ni2+ on a Mn3+ site, compensated by Mn3+ -> Mn4+ (the smallest valence
+    # changes win over an Li+/Ni3+ anti-site pair that gives the same composition)
+    lnmo = [c for c in out if c.formula == "Li2MnNiO4"]
+    assert lnmo and (lnmo[0].provenance["by"], lnmo[0].provenance["compensated_by"]) == ("Ni+2", "Mn+4")
+    assert "LiMnO2" not in {c.formula for c in out}  # an anti-site swap is not a new composition
+    # novelty: Li2MnO3 is in the Materials Project table, so it only returns when held out
+    novel = aliovalent_substitutions([layered_limno2_parent()], ["Li-Mn-Ni-O"])
+    kp = known_phases()
+    assert "Li2MnO3" not in {c.formula for c in novel}
+    assert all(kp.formation_energy(c.formula) is None for c in novel)
+    held = aliovalent_substitutions([layered_limno2_parent()], ["Li-Mn-Ni-O"], holdout=["Li4Mn2O6"])
+    assert "Li2MnO3" in {c.formula for c in held}
+
+
+def test_isovalent_substitution_in_supercells_obeys_the_radius_rule() -> None:
+    fine = partial_substitutions([rocksalt_parent()], ["Ni-Mg-Ba-O"], novel_only=False,
+                                 fractions=FINE_FRACTIONS, max_cells=8, tolerance=0.3)
+    formulas = {c.formula for c in fine}
+    assert "MgNi7O8" in formulas and "Mg7NiO8" in formulas  # eighths in a 2 x 2 x 2 cell
+    assert not any("Ba" in f for f in formulas)  # Ba2+ (1.35 A) is no Ni2+ (0.69 A) octahedron
+    loose = partial_substitutions([rocksalt_parent()], ["Ni-Mg-Ba-O"], novel_only=False)
+    assert any("Ba" in c.formula for c in loose)  # the original rule has no radius check
+    with pytest.raises(ValueError, match="max_cells"):
+        partial_substitutions([rocksalt_parent()], ["Ni-Mg-O"], max_cells=9)
