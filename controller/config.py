@@ -73,6 +73,9 @@ class SubstitutionSource(_Strict):
 
     kind: Literal["substitution"]
     threshold: float = Field(1e-3, gt=0, lt=1, description="pymatgen substitution probability cutoff")
+    generator: Literal["whole_site", "pool"] = Field(
+        "whole_site", description="'pool': also prototype enumeration, isovalent and aliovalent partial "
+        "substitution, radius and odd-chemistry rules (surrogates.build_candidate_pool)")
 
 
 class CifDirSource(_Strict):

@@ -25,6 +25,9 @@ _EXPORTS: dict[str, str] = {
     "Candidate": "candidates", "SubstitutionTable": "candidates",
     "generate_candidates": "candidates", "read_candidate_cifs": "candidates",
     "seed_structures": "candidates", "partial_substitutions": "partial",
+    "aliovalent_substitutions": "partial", "enumerate_prototypes": "enumeration",
+    "build_candidate_pool": "candidate_pool", "PoolSettings": "candidate_pool",
+    "PoolReport": "candidate_pool",
     "StructurePredictor": "prototypes", "predict_structure": "prototypes",
     "template_library": "prototypes", "TEMPLATE_KINDS": "prototypes",
     # relaxation of predicted structures (offline SevenNet-0, optional `sevenn`)
@@ -84,6 +87,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         objective_table,
         select_batch,
     )
+    from .candidate_pool import PoolReport, PoolSettings, build_candidate_pool  # noqa: F401
     from .candidates import (  # noqa: F401
         Candidate,
         SubstitutionTable,
@@ -99,11 +103,12 @@ if TYPE_CHECKING:  # static analysers see the real names
         coverage,
         train_ensemble,
     )
+    from .enumeration import enumerate_prototypes  # noqa: F401
     from .evaluation import evaluate_regression  # noqa: F401
     from .formulas import UnknownCompositionError, chemical_system, reduced_formula  # noqa: F401
     from .graphs import CrystalGraph, GraphCache, GraphError, build_graph, neighbor_list  # noqa: F401
     from .multiobjective import ParetoSelection, botorch_qlognehvi, select_pareto_batch  # noqa: F401
-    from .partial import partial_substitutions  # noqa: F401
+    from .partial import aliovalent_substitutions, partial_substitutions  # noqa: F401
     from .pretrained import (  # noqa: F401
         DeltaEnsemble,
         LinearPrior,

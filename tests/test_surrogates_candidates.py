@@ -147,3 +147,17 @@ def test_candidate_pool_is_novel_distinct_plausible_and_counts_what_it_dropped()
     assert not [c for c in again if c.provenance.get("template_formula") in held]
     with pytest.raises(ValueError, match="unknown candidate source"):
         PoolSettings(sources=("magic",))
+
+
+def test_campaign_switch_selects_the_pool_and_the_face_exports_it() -> None:
+    import pydantic
+
+    import surrogates
+    from controller.config import SubstitutionSource
+
+    assert SubstitutionSource(kind="substitution").generator == "whole_site"  # unchanged default
+    assert SubstitutionSource(kind="substitution", generator="pool").generator == "pool"
+    with pytest.raises(pydantic.ValidationError):
+        SubstitutionSource(kind="substitution", generator="everything")
+    assert surrogates.build_candidate_pool.__module__ == "surrogates.candidate_pool"
+    assert surrogates.aliovalent_substitutions.__module__ == "surrogates.partial"

@@ -65,7 +65,14 @@ class Brain:
             systems = sorted(set(systems) | {chemical_system(f) for f in wish})
         found: list[Any] = []
         for source in cs.candidate_sources:
-            if source.kind == "substitution":
+            if source.kind == "substitution" and source.generator == "pool":
+                pool, reports = surrogates.build_candidate_pool(
+                    systems, seed=self.seed, max_candidates=cs.max_candidates,
+                    settings=surrogates.PoolSettings(substitution_threshold=source.threshold))
+                for rep in reports:
+                    log.info("candidate pool %s", rep.as_dict())
+                found += pool
+            elif source.kind == "substitution":
                 found += surrogates.generate_candidates(systems, seed=self.seed, max_candidates=cs.max_candidates,
                                              threshold=source.threshold)
             elif source.kind == "cif_dir":
