@@ -38,7 +38,7 @@ class StackedCGCNN:
     cores of all members], so the gate and core halves are two column blocks.
     """
 
-    def __init__(self, members: Sequence[CGCNN], chunk_floats: int = 1 << 18) -> None:
+    def __init__(self, members: Sequence[CGCNN], chunk_floats: int = 1 << 16) -> None:
         if not members or not all(isinstance(m, CGCNN) for m in members):
             raise TypeError("StackedCGCNN needs one or more CGCNN members")
         first = members[0]
@@ -111,6 +111,7 @@ class StackedCGCNN:
         e = self.rbf(batch.dist) if rbf is None else rbf
         v = self.table.index_select(1, batch.z).transpose(0, 1).reshape(n, kh)
         src, dst = batch.src, batch.dst
+        # merged periodic images only occur in small cells; large cells skip the multiply
         weight = None if bool((batch.weight == 1).all()) else batch.weight[:, None]
         n_edges = src.shape[0]
         step = max(1, self.chunk_floats // (2 * kh))
