@@ -36,6 +36,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,6 +47,7 @@ import recipes.planner as planner_module  # noqa: E402
 from recipes import RecipeError, RecipePlanner, TargetSpec  # noqa: E402
 from recipes._prepare_literature import DEFAULT_SOURCE, parse_reactions_full  # noqa: E402
 from recipes.literature import SPLIT_SEED, LiteratureModel, held_out, literature_model  # noqa: E402
+from recipes.pathways import effective_phases  # noqa: E402
 
 MIN_USES = 5
 
@@ -69,6 +71,13 @@ def main() -> None:
                     help="score a validation fold of the training targets (for tuning)")
     ap.add_argument("--set", nargs="*", default=[], help="planner constants NAME=VALUE (tuning)")
     ap.add_argument("--skip-temperature", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the recall loop (fork)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="per-target proposals, paper sets and the paper set's rank/score terms (JSON)")
+    ap.add_argument("--trees-cache", type=Path, default=None,
+                    help="--validation: load/save the refitted temperature trees here (minutes saved)")
+    ap.add_argument("--no-trees", action="store_true",
+                    help="the neighbour-median temperature (the 2026-12-06 model) instead of the tree ensembles")
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--rule-sample", type=int, default=0,
                     help="score today's rule and the planner on a seeded sample of N (target, set) pairs "
@@ -82,18 +91,18 @@ def main() -> None:
     if args.validation:
         # tuning: a validation fold carved out of the TRAINING targets, a model without it
         # (its temperature trees refitted on the rest: minutes)
-        train = [r for r in parse_reactions_full(args.data) if not held_out(r[0])]
+        train = [r for r in _parsed(args.data) if not held_out(r[0])]
         rows_full = [r for r in train if held_out(r[0], seed=SPLIT_SEED + 1)]
         fit_rows = [r for r in train if not held_out(r[0], seed=SPLIT_SEED + 1)]
         model = LiteratureModel([r[:4] for r in fit_rows], calcination=[r[4] for r in fit_rows])
-        if not args.skip_temperature:
-            from recipes._train_temperature import fit
-
-            model.temperature_models = fit(model)
+        if not args.no_trees:
+            model.temperature_models = _validation_trees(model, args.trees_cache)
         print("# VALIDATION fold of the training targets (tuning); not the held-out split")
     else:
-        rows_full = [r for r in parse_reactions_full(args.data) if held_out(r[0])]
+        rows_full = [r for r in _parsed(args.data) if held_out(r[0])]
         model = literature_model()
+    if args.no_trees:
+        model.temperature_models = {}
     rows = [r[:4] for r in rows_full]
     papers: dict[str, set[tuple[str, ...]]] = {}
     for t, ps, _, _ in rows:
@@ -106,45 +115,42 @@ def main() -> None:
     sample = [targets[i] for i in rng.permutation(len(targets))[: args.n or len(targets)]]
     if args.skip_recall:
         sample = []
+    t_recall = time.perf_counter()
     shelf_set = set(shelf)
     planners = {"full + literature": RecipePlanner(stock=shelf, literature=model)}
     if not args.skip_baseline:
         planners["today's full (thermodynamic ranking)"] = RecipePlanner(stock=shelf, literature=False)
+    _STATE.update(planners=planners, papers=papers, shelf_set=shelf_set)
+    rows_out = _run_recall(sample, args.workers)
     results: dict[str, dict[str, list]] = {k: {"hit5": [], "hit1": [], "reachable": [], "seconds": []} for k in planners}
-    for i, t in enumerate(sample):
-        reachable = any(set(s) <= shelf_set for s in papers[t])
-        for name, planner in planners.items():
-            t1 = time.perf_counter()
-            try:
-                proposed = [tuple(sorted(r.precursor_formulas)) for r in planner.initial_recipes(TargetSpec(t), [])]
-            except (RecipeError, AssertionError, ValueError):
-                proposed = []
-            proposed = [tuple(sorted({planner_key(f) for f in s})) for s in proposed]
+    for row in rows_out:
+        for name, r in row["planners"].items():
             res = results[name]
-            res["hit5"].append(any(s in papers[t] for s in proposed[:5]))
-            res["hit1"].append(bool(proposed) and proposed[0] in papers[t])
-            res["reachable"].append(reachable)
-            res["seconds"].append(time.perf_counter() - t1)
-        if (i + 1) % 50 == 0:
-            msg = "; ".join(f"{k}: {np.mean([h for h, r in zip(v['hit5'], v['reachable'], strict=True) if r]):.3f}"
-                            for k, v in results.items())
-            print(f"  {i + 1}/{len(sample)} targets: top-5 recall on reachable so far — {msg}", flush=True)
-    print("\n| planner | top-5 recall, reachable targets | top-5 recall, all sampled | top-1, reachable | s/target |")
+            res["hit5"].append(r["hit5"])
+            res["hit1"].append(r["hit1"])
+            res["reachable"].append(row["reachable"])
+            res["seconds"].append(r["seconds"])
+    print("\n| planner | top-5 recall, reachable targets (95 % CI) | top-5 recall, all sampled | top-1, reachable | s/target |")
     print("|---|---|---|---|---|")
-    summary = {}
+    summary: dict[str, Any] = {}
     for name, v in results.items():
         if not v["reachable"]:
             continue
         reach = np.array(v["reachable"])
         h5, h1 = np.array(v["hit5"]), np.array(v["hit1"])
-        summary[name] = {"recall5_reachable": float(h5[reach].mean()), "recall5_all": float(h5.mean()),
-                         "recall1_reachable": float(h1[reach].mean()), "n_reachable": int(reach.sum()),
+        k5, n5 = int(h5[reach].sum()), int(reach.sum())
+        lo, hi = binomial_interval(k5, n5)
+        summary[name] = {"recall5_reachable": float(h5[reach].mean()), "recall5_reachable_ci95": [lo, hi],
+                         "recall5_all": float(h5.mean()),
+                         "recall1_reachable": float(h1[reach].mean()), "n_reachable": n5,
                          "n": len(reach), "seconds_per_target": float(np.mean(v["seconds"]))}
         s = summary[name]
-        print(f"| {name} | {s['recall5_reachable']:.1%} ({int(h5[reach].sum())}/{s['n_reachable']}) | "
+        print(f"| {name} | {s['recall5_reachable']:.1%} ({k5}/{n5}; {lo:.1%}-{hi:.1%}) | "
               f"{s['recall5_all']:.1%} ({int(h5.sum())}/{s['n']}) | {s['recall1_reachable']:.1%} | "
               f"{s['seconds_per_target']:.2f} |")
-
+    print(f"# recall: {time.perf_counter() - t_recall:.0f} s wall, {args.workers} worker(s)", flush=True)
+    if args.dump:
+        args.dump.write_text(json.dumps(rows_out, indent=0))
     if args.skip_temperature:
         if args.json:
             args.json.write_text(json.dumps(summary, indent=1))
@@ -153,6 +159,126 @@ def main() -> None:
     print(f"\n# total {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
+
+
+def _parsed(path: Path) -> list[tuple]:
+    """``parse_reactions_full`` memoised on disk (a pickle in the temp dir keyed by the source's
+    size and mtime): the parse takes minutes on a loaded machine and every run repeats it."""
+    import pickle
+    import tempfile
+
+    st = path.stat()
+    cache = Path(tempfile.gettempdir()) / f"synthloop-reactions-{st.st_size}-{int(st.st_mtime)}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    rows = list(parse_reactions_full(path))
+    cache.write_bytes(pickle.dumps(rows))
+    return rows
+
+
+_STATE: dict[str, Any] = {}  # the recall loop's planners and papers (inherited by forked workers)
+
+
+def _run_recall(sample: list[str], workers: int) -> list[dict[str, Any]]:
+    """One row per sampled target, in sample order; ``workers`` > 1 forks that many processes
+    (the planners and the literature model are built once, before the fork)."""
+    rows: list[dict[str, Any]] = []
+    if workers > 1 and len(sample) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            for i, row in enumerate(pool.imap(_recall_one, sample, chunksize=2)):
+                rows.append(row)
+                _progress(rows, i, len(sample))
+    else:
+        for i, t in enumerate(sample):
+            rows.append(_recall_one(t))
+            _progress(rows, i, len(sample))
+    return rows
+
+
+def _progress(rows: list[dict[str, Any]], i: int, n: int) -> None:
+    if (i + 1) % 50 == 0:
+        names = list(rows[0]["planners"])
+        msg = "; ".join(f"{k}: {np.mean([r['planners'][k]['hit5'] for r in rows if r['reachable']]):.3f}"
+                        for k in names)
+        print(f"  {i + 1}/{n} targets: top-5 recall on reachable so far — {msg}", flush=True)
+
+
+def _recall_one(target: str) -> dict[str, Any]:
+    """The five proposals of every planner for one target; for the literature planner also
+    where the best-ranked paper set sits in its whole ranking and with which score terms."""
+    warnings.simplefilter("ignore")
+    papers, shelf_set = _STATE["papers"][target], _STATE["shelf_set"]
+    row: dict[str, Any] = {"target": target, "reachable": any(set(s) <= shelf_set for s in papers),
+                           "papers": sorted("+".join(s) for s in papers), "planners": {}}
+    for name, planner in _STATE["planners"].items():
+        t1 = time.perf_counter()
+        diag: dict[str, Any] = {}
+        try:
+            if planner.literature is not None:
+                ranked, chosen = planner.ranking(TargetSpec(target))
+                proposed = [tuple(sorted({planner_key(f) for f in c.formulas})) for c in chosen]
+                diag = _paper_rank(ranked, chosen, papers)
+            else:
+                proposed = [tuple(sorted({planner_key(f) for f in r.precursor_formulas}))
+                            for r in planner.initial_recipes(TargetSpec(target), [])]
+        except (RecipeError, AssertionError, ValueError):
+            proposed = []
+        row["planners"][name] = {
+            "hit5": any(s in papers for s in proposed[:5]),
+            "hit1": bool(proposed) and proposed[0] in papers,
+            "proposed": ["+".join(s) for s in proposed],
+            "seconds": time.perf_counter() - t1,
+            **diag,
+        }
+    return row
+
+
+def _paper_rank(ranked: list, chosen: list, papers: set[tuple[str, ...]]) -> dict[str, Any]:
+    def terms(c: Any) -> dict[str, Any]:
+        return {"set": "+".join(c.formulas), "t_c": c.temperature_c,
+                **{k: round(float(v), 3) for k, v in c.terms.items() if k != "flags"}}
+
+    keys = [tuple(sorted({planner_key(f) for f in c.formulas})) for c in ranked]
+    at = [i for i, k in enumerate(keys) if k in papers]
+    planner = next(p for p in _STATE["planners"].values() if p.literature is not None)
+    # every candidate's raw terms, so weights and the diversity rule can be re-scored offline
+    # (benchmarks/recipes_rescore.py) without re-running the pathway predictions
+    cands = [{"k": "+".join(k), "paper": k in papers, "lit": round(c.literature_nats, 4),
+              "step": round(c.step_force, 2), "prior": round(c.prior_remaining_mev, 2),
+              "df": round(c.driving_force, 2), "hand": c.terms["handling"], "t_c": c.temperature_c,
+              "eff": sorted(effective_phases(list(c.reaction.reactants), planner.library, c.temperature_c))}
+             for c, k in zip(ranked, keys, strict=True)]
+    return {"n_sets": len(ranked), "paper_rank": (at[0] + 1) if at else None,
+            "paper": terms(ranked[at[0]]) if at else None, "chosen": [terms(c) for c in chosen],
+            "cands": cands}
+
+
+def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) binomial interval of k successes in n trials."""
+    from scipy.stats import beta
+
+    a = (1 - level) / 2
+    lo = float(beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
+    return lo, hi
+
+
+def _validation_trees(model: LiteratureModel, cache: Path | None) -> dict[str, Any]:
+    """Temperature trees refitted without the validation fold (so the tune sample's temperatures
+    — which move the thermodynamic term — are as blind as the held-out ones); cached on disk."""
+    from recipes.temperature_model import TreeEnsemble
+
+    if cache is not None and cache.exists():
+        doc = json.loads(cache.read_text())
+        return {k: TreeEnsemble(v) for k, v in doc.items()}
+    from recipes._train_temperature import fit
+
+    trees = fit(model)
+    if cache is not None:
+        cache.write_text(json.dumps({k: m.to_doc() for k, m in trees.items()}))
+    return trees
 
 
 def temperature_section(model: LiteratureModel, rows_full: list, shelf: list[str],

@@ -84,8 +84,15 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=None, help="a seeded sample of N targets per seed")
     ap.add_argument("--strategies", nargs="+", default=["random", "driving_force", "full"])
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--set", nargs="*", default=[],
+                    help="planner constants NAME=VALUE (tuning on alab-like only, never on the report world)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    import recipes.planner as planner_module
+
+    for item in args.set:
+        name, value = item.split("=")
+        setattr(planner_module, name, type(getattr(planner_module, name))(eval(value)))  # noqa: S307
     import sim_lab
 
     t0 = time.perf_counter()
@@ -139,6 +146,8 @@ def main() -> None:
     print(f"\n# {len(tables)} tables, {n_rows:.1f} rows each on average; total {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({k: {str(s): v for s, v in d.items()} for k, d in results.items()}, indent=1))
+    if args.set:
+        print(f"# planner constants set: {' '.join(args.set)}")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,8 @@ class LiteratureModel:
             self._global[e] = {p: v / tot for p, v in glob.items()}
             self._sources[e] = src_list
         self._cache: dict[tuple[str, str], dict[str, float]] = {}
+        self._sim_cache: dict[tuple[Any, ...], tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._firing = [r[2] for r in self.reactions]
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -174,7 +176,20 @@ class LiteratureModel:
 
     def _similar(self, target: str, among: np.ndarray | None = None, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
         """Indices and weights of the ``k`` most similar training targets (the target itself
-        excluded: a model must not recommend a target from its own papers)."""
+        excluded: a model must not recommend a target from its own papers). Memoised: the
+        planner asks once per candidate set and per element, always for the same target (the
+        arrays are shared, callers only read them)."""
+        memo = (target, k, None if among is None else id(among))
+        hit = self._sim_cache.get(memo)
+        if hit is not None and hit[0] is among:
+            return hit[1], hit[2]
+        if len(self._sim_cache) > 4096:
+            self._sim_cache.clear()
+        idx, w = self._similar_uncached(target, among, k)
+        self._sim_cache[memo] = (among, idx, w)
+        return idx, w
+
+    def _similar_uncached(self, target: str, among: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = self._query(target)
         idx = np.arange(len(self.targets)) if among is None else among
         if len(idx) == 0:
@@ -236,7 +251,7 @@ class LiteratureModel:
     def column(self, kind: str) -> list[float | None]:
         """Per-reaction temperatures of one kind (``calcination`` or ``firing``)."""
         if kind == "firing":
-            return [r[2] for r in self.reactions]
+            return self._firing
         if kind == "calcination":
             return self.calcination
         raise ValueError(f"unknown temperature kind {kind!r} (calcination or firing)")

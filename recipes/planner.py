@@ -79,6 +79,11 @@ PLANNER_TEMPERATURE_KIND = "firing"
 # cost: too cold forms nothing, too hot mostly still forms — volatility has its own cap)
 RAISE_TO_TAMMANN = True
 LITERATURE_PRUNE_ABOVE = 30  # usable powders for a target above which the literature prunes
+# before data, sets whose score bound (literature + handling + experience + the thermodynamic
+# cap) cannot reach the picks are not evaluated: same picks, a fraction of the pathway work
+PRUNE_BY_BOUND = True
+PRUNE_CHUNK = 8
+PRUNE_SLACK_NATS = 0.0  # > 0 keeps more sets (benchmarks re-scoring with other weights)
 
 
 @dataclass
@@ -226,6 +231,81 @@ class RecipePlanner:
         """At most ``max_recipes`` diverse recipes for ``target``, best first."""
         if isinstance(target, str):
             target = TargetSpec(target)
+        key, e_source, sets = self._prepare(target, history)
+        if self.strategy == "random":
+            order = self._random_order(key, sets)
+            cands = [self._evaluate(key, s, None, None, None, None) for s in order[: self.max_recipes]]
+            return [self._to_recipe(key, c, e_source, "random stocked set that balances") for c in cands]
+        if self.strategy == "driving_force":
+            cands = self._driving_force_ranking(key, sets)
+            chosen = self._diverse(cands, self.max_recipes)
+            return [self._to_recipe(key, c, e_source, "ranked by overall driving force") for c in chosen]
+        _, chosen, model = self._full_picks(key, sets, history)
+        return [self._to_recipe(key, c, e_source, self._why_full(model)) for c in chosen]
+
+    def ranking(self, target: TargetSpec | str, history: Sequence[Observation] = ()) -> tuple[list[Candidate], list[Candidate]]:
+        """The full strategy's whole ranking of ``target``'s sets and the diverse picks
+        (``initial_recipes`` turns the picks into recipes): for diagnosing why a set a chemist
+        expects is not among the five — its score terms beside the picks'."""
+        if isinstance(target, str):
+            target = TargetSpec(target)
+        key, _, sets = self._prepare(target, history)
+        cands, chosen, _ = self._full_picks(key, sets, history)
+        return cands, chosen
+
+    def _full_picks(self, key: str, sets: list[tuple[str, ...]],
+                    history: Sequence[Observation]) -> tuple[list[Candidate], list[Candidate], YieldModel]:
+        """The full strategy's ranking and its diverse picks. Before data, with literature, only
+        the sets whose score can still reach the picks are evaluated (``_within_reach``)."""
+        knowledge, model = self._learn(history)
+        self._trained = model.trained
+        if not (PRUNE_BY_BOUND and self.literature is not None and not model.trained
+                and len(sets) > 2 * self.max_recipes):
+            cands = self._rank_full(key, sets, knowledge, model, history)
+            return cands, self._diverse(cands, self.max_recipes), model
+        bound = {s: self._score_bound(key, s, history) for s in sets}
+        pending = sorted(sets, key=lambda s: (-bound[s], s))
+        scores: list[float] = []
+        i = 0
+        while i < len(pending):
+            if len(scores) >= self.max_recipes:
+                kth = sorted(scores, reverse=True)[self.max_recipes - 1]
+                # a pick is worth at least the k-th best score minus the diversity penalty (≤ 1
+                # similarity) while fewer than k are picked: a set bounded below that is never one
+                if bound[pending[i]] < kth - DIVERSITY_NATS:
+                    break
+            chunk = pending[i:i + PRUNE_CHUNK]
+            i += len(chunk)
+            scores += [c.terms["score"] for c in self._rank_full(key, chunk, knowledge, model, history)]
+        kept, rest = pending[:i], pending[i:]
+        while True:
+            cands = self._rank_full(key, kept, knowledge, model, history)
+            chosen = self._diverse(cands, self.max_recipes)
+            common, value, fallback = self._last_pick
+            # the last pick avoids a powder all other picks use: an unevaluated set without it
+            # may beat the last pick (any of them, when no evaluated set avoids it)
+            add = [s for s in rest if common and not common <= set(s)
+                   and (fallback or bound[s] >= value)][:PRUNE_CHUNK]
+            if not add:
+                return cands, chosen, model
+            kept = kept + add
+            rest = [s for s in rest if s not in add]
+
+    def _score_bound(self, key: str, formulas: tuple[str, ...], history: Sequence[Observation]) -> float:
+        """An upper bound of the full score of a set without its pathway prediction or
+        temperature (the costly parts): literature, handling and experience are exact; the
+        thermodynamic term is at most its cap."""
+        ref = self.thermo.balance(formulas, key, 800.0)  # coefficients do not depend on T
+        assert ref is not None
+        lit = self.literature.set_log_likelihood(key, formulas)[0] if self.literature is not None else 0.0
+        flags = self._handling_flags(ref)
+        hand = -sum(HANDLING_NATS.get(h, 0.0) for h in flags)
+        exp = EXPERIENCE_NATS * self._experience(key, formulas, history)[0]
+        cap = THERMO_CAP_MEV if self.literature is not None else THERMO_CAP_NO_LITERATURE_MEV
+        return lit + hand + exp + THERMO_NATS_PER_100MEV * cap / 100.0 + PRUNE_SLACK_NATS
+
+    def _prepare(self, target: TargetSpec, history: Sequence[Observation]) -> tuple[str, str, list[tuple[str, ...]]]:
+        """Per-call state and the target's balanced sets (replay: those with rows left)."""
         self._memo.clear()
         self._exclude_rows = set()
         self._space_made: set[tuple[str, ...]] = set()
@@ -242,19 +322,7 @@ class RecipePlanner:
                 f"no combination of the stocked precursors balances to {key} with the allowed "
                 "gases (CO2, H2O, O2, NH3, NO2, HF); stock a precursor for each of its elements"
             )
-        if self.strategy == "random":
-            order = self._random_order(key, sets)
-            cands = [self._evaluate(key, s, None, None, None, None) for s in order[: self.max_recipes]]
-            return [self._to_recipe(key, c, e_source, "random stocked set that balances") for c in cands]
-        if self.strategy == "driving_force":
-            cands = self._driving_force_ranking(key, sets)
-            chosen = self._diverse(cands, self.max_recipes)
-            return [self._to_recipe(key, c, e_source, "ranked by overall driving force") for c in chosen]
-        knowledge, model = self._learn(history)
-        self._trained = model.trained
-        cands = self._rank_full(key, sets, knowledge, model, history)
-        chosen = self._diverse(cands, self.max_recipes)
-        return [self._to_recipe(key, c, e_source, self._why_full(model)) for c in chosen]
+        return key, e_source, sets
 
     def replace(
         self,
@@ -863,9 +931,7 @@ class RecipePlanner:
         prior = min(c.prior_remaining_mev, c.driving_force, cap)
         w = PRIOR_WEIGHT if self.pairwise_prior else 0.0
         thermo_mev = max((1 - w) * evidence + w * prior, THERMO_FLOOR_MEV)
-        flags = {h for f, _ in c.reaction.reactants for h in self.library.describe(f).handling}
-        if "O" in amounts_of(c.reaction.product) and any(len(amounts_of(f)) == 1 for f, _ in c.reaction.reactants):
-            flags.add("elemental")  # a metal or element for an oxide: burns exothermically first in air
+        flags = self._handling_flags(c.reaction)
         terms = {
             "literature": c.literature_nats,
             "thermodynamics": THERMO_NATS_PER_100MEV * thermo_mev / 100.0,
@@ -876,6 +942,12 @@ class RecipePlanner:
         }
         terms["score"] = terms["literature"] + terms["thermodynamics"] + terms["handling"] + terms["experience"]
         return terms
+
+    def _handling_flags(self, rxn: Reaction) -> set[str]:
+        flags = {h for f, _ in rxn.reactants for h in self.library.describe(f).handling}
+        if "O" in amounts_of(rxn.product) and any(len(amounts_of(f)) == 1 for f, _ in rxn.reactants):
+            flags.add("elemental")  # a metal or element for an oxide: burns exothermically first in air
+        return flags
 
     def _condition_retry(
         self,
@@ -947,6 +1019,7 @@ class RecipePlanner:
             return max(j1, j2)
 
         chosen: list[Candidate] = []
+        self._last_pick: tuple[frozenset[str], float, bool] = (frozenset(), -math.inf, False)
         if cands and all(c.terms for c in cands):
             # the full strategy: maximal marginal relevance on its one score — each pick maximises
             # score − DIVERSITY_NATS × (Jaccard similarity to the closest set already picked),
@@ -955,13 +1028,19 @@ class RecipePlanner:
             while len(chosen) < min(n, len(cands)):
                 rest = [c for c in cands if not any(c is x for x in chosen)]
                 common = set.intersection(*(set(x.formulas) for x in chosen)) if len(chosen) > 1 else set()
-                if common and len(chosen) == min(n, len(cands)) - 1:
+                last = common and len(chosen) == min(n, len(cands)) - 1
+                if last:
                     # the last pick gives an alternative to a powder every other pick uses
-                    rest = [c for c in rest if not common <= set(c.formulas)] or rest
-                chosen.append(max(rest, key=lambda c: (
-                    c.feasible,
-                    c.terms["score"] - DIVERSITY_NATS * max((sim(c, x) for x in chosen), default=0.0),
-                )))
+                    avoiding = [c for c in rest if not common <= set(c.formulas)]
+                    self._last_pick = (frozenset(common), -math.inf, not avoiding)
+                    rest = avoiding or rest
+
+                def value(c: Candidate) -> tuple[bool, float]:
+                    return c.feasible, c.terms["score"] - DIVERSITY_NATS * max((sim(c, x) for x in chosen), default=0.0)
+
+                chosen.append(max(rest, key=value))
+                if last:
+                    self._last_pick = (self._last_pick[0], value(chosen[-1])[1], self._last_pick[2])
             order = {id(c): i for i, c in enumerate(cands)}
             chosen.sort(key=lambda c: order[id(c)])
             return chosen
