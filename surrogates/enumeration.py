@@ -34,6 +34,7 @@ from .candidates import Candidate
 from .plausibility import (
     ANIONS,
     PEROVSKITE_T,
+    SITE_TOLERANCE,
     cation_states,
     coordination_numbers,
     shannon_radius,
@@ -42,7 +43,7 @@ from .plausibility import (
 from .prototypes import TEMPLATE_KINDS, template_library
 
 #: default relative radius tolerance per site (chosen on the tune systems, benchmarks/candidates.py)
-DEFAULT_TOLERANCE = 0.30
+DEFAULT_TOLERANCE = SITE_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from pymatgen.core import Composition, Element, Species, Structure
 
 from .candidates import Candidate, _radius, is_known, reduced_set
+from .plausibility import SITE_TOLERANCE
 from .thermo import known_phases
 
 FRACTIONS = (Fraction(1, 4), Fraction(1, 3), Fraction(1, 2), Fraction(2, 3), Fraction(3, 4))
@@ -195,7 +196,7 @@ def aliovalent_substitutions(
     parents: Sequence[Candidate],
     systems: Sequence[str],
     *,
-    tolerance: float = 0.30,
+    tolerance: float = SITE_TOLERANCE,
     max_candidates: int = 2000,
     max_atoms: int = 40,
     max_repeats: int = 1,

@@ -113,9 +113,12 @@ def test_prototype_enumeration_is_charge_balanced_and_size_plausible_per_site() 
     mismatches = [c.provenance["radius_mismatch"] for c in cands]
     assert mismatches == sorted(mismatches)  # best fits first
     # spinel's two sites take two valences of one element: Mn2+ tetrahedral, Mn3+ octahedral
-    spinel = [c for c in enumerate_prototypes("Li-Mn-O", templates=tpls)
+    # (Mn3+ is 21 % larger than Al3+ at 6-fold: inside a 25 % tolerance, outside the default 20 %)
+    spinel = [c.formula for c in enumerate_prototypes("Li-Mn-O", templates=tpls, tolerance=0.25)
               if c.provenance["template"] == "spinel MgAl2O4"]
-    assert any(c.formula == "Mn3O4" for c in spinel)
+    assert "Mn3O4" in spinel
+    assert "Mn3O4" not in [c.formula for c in enumerate_prototypes("Li-Mn-O", templates=tpls)
+                           if c.provenance["template"] == "spinel MgAl2O4"]
     # a hold-out never sees a template of its own composition
     assert not [c for c in enumerate_prototypes("Sr-Ti-O", templates=tpls, exclude_formulas=["SrTiO3"])
                 if c.provenance["template"] == "perovskite SrTiO3"]
@@ -126,7 +129,7 @@ def test_prototype_enumeration_is_charge_balanced_and_size_plausible_per_site() 
 def test_candidate_pool_is_novel_distinct_plausible_and_counts_what_it_dropped() -> None:
     from surrogates.candidate_pool import PoolSettings, build_candidate_pool
 
-    settings = PoolSettings(sources=("substitution", "prototypes", "aliovalent"),
+    settings = PoolSettings(sources=("substitution", "prototypes", "aliovalent"), tolerance=0.3,
                             templates=tuple(_textbook_templates()))
     pool, (rep,) = build_candidate_pool(["Li-Mn-Ni-O"], settings=settings)
     kp = known_phases()
