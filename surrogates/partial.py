@@ -200,6 +200,7 @@ def aliovalent_substitutions(
     max_candidates: int = 2000,
     max_atoms: int = 40,
     max_repeats: int = 1,
+    max_vacancy_fraction: float = 1 / 6,
     novel_only: bool = True,
     seed: int = 0,
     holdout: Collection[str] = (),
@@ -209,10 +210,12 @@ def aliovalent_substitutions(
     In a parent, k1 sites of cation X^q become Y^a (Y another element of the system, a ≠ q) and
     k2 sites of a second sublattice Z^p (the rest of X's sublattice or another cation's)
     compensate: either Z changes valence (redox: Mn³⁺ → Mn⁴⁺ as Li⁺ enters, LiMnO2 → Li2MnO3)
-    or Z^p becomes W^b (a coupled pair: Ni²⁺/Mn⁴⁺ for 2 Co³⁺), with k1(a − q) + k2(b − p) = 0.
-    k1, k2 are the smallest integers of that ratio times 1..``max_repeats``; the cell is the
-    smallest of 1-4 parent cells (≤ ``max_atoms``) in which both fit (Y never takes all of X's
-    sites; Li⁺ + 2 Mn⁴⁺ may use up a Mn³⁺ sublattice).
+    or Z^p becomes W^b (a coupled pair: Ni²⁺/Mn⁴⁺ for 2 Co³⁺), with k1(a − q) + k2(b − p) = 0;
+    or, for a lower-valent Y, k2 anion sites are left empty (Sr²⁺ for La³⁺ in LaFeO3 with oxygen
+    vacancies, at most ``max_vacancy_fraction`` of the anion sites: brownmillerite's 1/6).
+    k1, k2 are the smallest integers of that ratio times 1..``max_repeats``, in each of 1-4
+    parent cells (≤ ``max_atoms``) where both fit (a different dilution each; Y never takes all
+    of X's sites; Li⁺ + 2 Mn⁴⁺ may use up a Mn³⁺ sublattice).
     Every replaced site passes the radius rule against the ion it replaces at its coordination
     (``tolerance``, :mod:`plausibility`).
 
@@ -232,7 +235,7 @@ def aliovalent_substitutions(
     kp = known_phases()
     held = reduced_set(holdout)
     rng = np.random.default_rng(seed)
-    best: dict[str, tuple[tuple, int, tuple]] = {}
+    best: dict[str, tuple[tuple, tuple]] = {}
     known_cache: dict[str, bool] = {}
     for pi, parent in enumerate(parents):
         base = parent.structure
@@ -249,6 +252,10 @@ def aliovalent_substitutions(
         all_cat = [i for idx in subl.values() for i in idx]
         cn = dict(zip(all_cat, coordination_numbers(base, all_cat, anions), strict=True))
         cns_of = {key: {cn[i] for i in idx} for key, idx in subl.items()}
+        anion_subl: dict[tuple[str, int], list[int]] = {}
+        for i, site in enumerate(base):
+            if (_oxidation(site.specie) or 0) < 0:
+                anion_subl.setdefault((site.specie.symbol, _oxidation(site.specie) or 0), []).append(i)
         elements = sorted({y for els in systems_here for y in els} - anions)
         base_counts: dict[str, int] = {}
         for site in base:
@@ -257,6 +264,9 @@ def aliovalent_substitutions(
         def fits(old: tuple[str, int], new: tuple[str, int], cns: set[int]) -> bool:
             return all(site_radius_ok(old, new, c, tolerance) for c in cns)
 
+        pformula = base.composition.reduced_formula
+        offer = {"best": best, "known_cache": known_cache, "base_counts": base_counts,
+                 "parent_formula": pformula, "novel_only": novel_only, "held": held, "kp": kp}
         for (x, q), idx1 in sorted(subl.items()):
             for y in elements:
                 for a in cation_states(y):
@@ -264,38 +274,36 @@ def aliovalent_substitutions(
                         continue
                     d1 = a - q
                     for (z, p), idx2 in sorted(subl.items()):
+                        same = (z, p) == (x, q)
                         # redox of Z itself (w == z), or a coupled substitution by W
                         for w in elements:
                             for b in cation_states(w):
                                 if (b - p) * d1 >= 0 or (w != z and not fits((z, p), (w, b), cns_of[(z, p)])):
                                     continue
-                                d2 = b - p
-                                g = gcd(abs(d1), abs(d2))
-                                for t in range(1, max_repeats + 1):
-                                    k1, k2 = t * abs(d2) // g, t * abs(d1) // g
-                                    same = (z, p) == (x, q)
-                                    m = next((m for m in (1, 2, 3, 4) if len(base) * m <= max_atoms and (
-                                        k1 + k2 <= len(idx1) * m if same
-                                        else k1 < len(idx1) * m and k2 <= len(idx2) * m)), None)
-                                    if m is None:
+                                g = gcd(abs(d1), abs(b - p))
+                                for t, m in itertools.product(range(1, max_repeats + 1), (1, 2, 3, 4)):
+                                    k1, k2 = t * abs(b - p) // g, t * abs(d1) // g
+                                    if len(base) * m > max_atoms or not (
+                                            k1 + k2 <= len(idx1) * m if same
+                                            else k1 < len(idx1) * m and k2 <= len(idx2) * m):
                                         continue
-                                    counts = {k: v * m for k, v in base_counts.items()}
-                                    for el, dk in ((x, -k1), (y, k1), (z, -k2), (w, k2)):
-                                        counts[el] = counts.get(el, 0) + dk
-                                    formula = Composition({k: v for k, v in counts.items() if v > 0}).reduced_formula
-                                    if formula == parent.structure.composition.reduced_formula:
-                                        continue  # an anti-site pair, not a new composition
-                                    if novel_only:
-                                        if formula not in known_cache:
-                                            known_cache[formula] = is_known(formula, held, kp)
-                                        if known_cache[formula]:
-                                            continue
                                     # the smallest change of the cell, then the smallest valence jumps
-                                    key = ((k1 + k2) / (len(base) * m), abs(d1) + abs(d2), m, pi)
-                                    if formula not in best or key < best[formula][0]:
-                                        best[formula] = (key, pi, ((x, q), (y, a), k1, (z, p), (w, b), k2, m))
+                                    _offer(**offer, m=m, deltas=((x, -k1), (y, k1), (z, -k2), (w, k2)),
+                                           key=((k1 + k2) / (len(base) * m), abs(d1) + abs(b - p), m, pi),
+                                           move=(pi, ((x, q), (y, a), k1, (z, p), (w, b), k2, m)))
+                    # or anion vacancies for a lower-valent Y (Sr2+ for La3+: LaFeO3 -> La1-xSrxFeO3-x/2)
+                    for (o, c), idx2 in sorted(anion_subl.items()) if d1 < 0 else ():
+                        g = gcd(abs(d1), abs(c))
+                        for t, m in itertools.product(range(1, max_repeats + 1), (1, 2, 3, 4)):
+                            k1, k2 = t * abs(c) // g, t * abs(d1) // g
+                            if len(base) * m > max_atoms or not (
+                                    k1 < len(idx1) * m and k2 <= max_vacancy_fraction * len(idx2) * m):
+                                continue
+                            _offer(**offer, m=m, deltas=((x, -k1), (y, k1), (o, -k2)),
+                                   key=((k1 + k2) / (len(base) * m), abs(d1) + abs(c), m, pi),
+                                   move=(pi, ((x, q), (y, a), k1, (o, c), ("", 0), k2, m)))
     out: list[Candidate] = []
-    for formula, (_, pi, move) in sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))[:max_candidates]:
+    for formula, (_, (pi, move)) in sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))[:max_candidates]:
         parent = parents[pi]
         (x, q), (y, a), k1, (z, p), (w, b), k2, m = move
         sup = _supercell(parent.structure, m)
@@ -306,8 +314,11 @@ def aliovalent_substitutions(
         new = sup.copy()
         for i in pick1:
             new.replace(i, Species(y, a), properties=None)
-        for i in pick2:
-            new.replace(i, Species(w, b), properties=None)
+        if w:
+            for i in pick2:
+                new.replace(i, Species(w, b), properties=None)
+        else:  # anion vacancies
+            new.remove_sites(pick2)
         new = _scaled(sup, new)
         digest = hashlib.blake2b(f"{parent.id}|{x}{q}>{y}{a}x{k1}|{z}{p}>{w}{b}x{k2}|{m}".encode(),
                                  digest_size=4).hexdigest()
@@ -315,10 +326,31 @@ def aliovalent_substitutions(
             id=f"asub-{formula}-{digest}", formula=formula, structure=new,
             source="aliovalent_substitution",
             provenance={"parent": parent.id, "replaced": f"{x}{q:+d}", "by": f"{y}{a:+d}",
-                        "count": k1, "compensated": f"{z}{p:+d}", "compensated_by": f"{w}{b:+d}",
+                        "count": k1, "compensated": f"{z}{p:+d}",
+                        "compensated_by": f"{w}{b:+d}" if w else "vacancy",
                         "compensation_count": k2, "cells": m,
                         "novel": not is_known(formula, held, kp)}))
     return out
+
+
+def _offer(*, best: dict, known_cache: dict[str, bool], base_counts: dict[str, int], parent_formula: str,
+           novel_only: bool, held: frozenset[str], kp, m: int, deltas: tuple, key: tuple, move: tuple) -> None:
+    """Record ``move`` for its composition (``m`` parent cells changed by ``deltas``) if that
+    composition is new (not the parent's, not known with ``novel_only``) and ``key`` beats the
+    move recorded so far."""
+    counts = {k: v * m for k, v in base_counts.items()}
+    for el, dk in deltas:
+        counts[el] = counts.get(el, 0) + dk
+    formula = Composition({k: v for k, v in counts.items() if v > 0}).reduced_formula
+    if formula == parent_formula:
+        return  # an anti-site pair, not a new composition
+    if novel_only:
+        if formula not in known_cache:
+            known_cache[formula] = is_known(formula, held, kp)
+        if known_cache[formula]:
+            return
+    if formula not in best or key < best[formula][0]:
+        best[formula] = (key, move)
 
 
 def _system_elements(systems: Sequence[str]) -> list[set[str]]:

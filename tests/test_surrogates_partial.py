@@ -104,3 +104,20 @@ def test_isovalent_substitution_in_supercells_obeys_the_radius_rule() -> None:
     assert any("Ba" in c.formula for c in loose)  # the original rule has no radius check
     with pytest.raises(ValueError, match="max_cells"):
         partial_substitutions([rocksalt_parent()], ["Ni-Mg-O"], max_cells=9)
+
+
+def test_lower_valent_cation_is_compensated_by_anion_vacancies() -> None:
+    from surrogates.partial import aliovalent_substitutions
+
+    s = Structure(Lattice.cubic(3.93), [Species("La", 3), Species("Fe", 3)] + [Species("O", -2)] * 3,
+                  [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]])
+    out = aliovalent_substitutions([Candidate("seed-LaFeO3", "LaFeO3", s, "substitution")],
+                                   ["La-Sr-Fe-O"], novel_only=False)
+    vac = [c for c in out if c.provenance["compensated_by"] == "vacancy"]
+    assert vac, [c.provenance for c in out]
+    for c in vac:  # Sr2+ for La3+, one O vacancy per two Sr, never more than 1/6 of the O sites
+        comp = c.structure.composition
+        n_sr, n_o, n_fe = comp["Sr2+"], comp["O2-"], comp["Fe3+"]
+        assert n_sr == 2 * (3 * n_fe - n_o) and 3 * n_fe - n_o <= n_fe * 3 / 6
+        assert abs(sum(site.specie.oxi_state for site in c.structure)) < 1e-9
+    assert "SrLa3(FeO4)2" in {c.formula for c in vac} or "Sr2La2Fe4O11" in {c.formula for c in vac}
