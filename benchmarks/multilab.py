@@ -1,12 +1,15 @@
 """Two simulated labs on one PostgreSQL campaign against one lab alone (issue 24, part B).
 
-Three campaigns with the same world, seed, budget and stations per lab, each in a fresh
-PostgreSQL database:
+Campaigns with the same world, seed, budget and stations per lab, each in a fresh PostgreSQL
+database:
 
-1. baseline: one lab, one controller (no lab id: the single-controller path);
-2. two labs, one controller each, sharing the campaign (claims, one decider per round);
-3. the same two labs, with lab A's controller SIGKILLed mid-campaign and restarted after one
-   lease (lab B takes back A's unstarted claims meanwhile).
+1. ``one``: baseline, one lab, one controller (no lab id: the single-controller path);
+2. ``one-shared``: one lab with a lab id — the several-labs rules (per-lab round sizes, new
+   targets started in the round they are chosen) with no second lab: the control that separates
+   what the second lab adds from what those rules add;
+3. ``two``: two labs, one controller each, sharing the campaign (claims, one decider per round);
+4. ``two-kill``: the same two labs, with lab A's controller SIGKILLed mid-campaign and restarted
+   after one lease.
 
 Printed per run: lab days (the replay of the executed steps over each lab's own stations, see
 ``controller/loop/labtime.py``), experiments per lab, duplicate executions (each lab's ledger:
@@ -44,7 +47,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--furnaces", type=int, default=1, help="furnaces per lab (world capacity each)")
     ap.add_argument("--lease-s", type=float, default=3.0)
-    ap.add_argument("--runs", default="one,two,two-kill", help="comma list of one, two, two-kill")
+    ap.add_argument("--runs", default="one,one-shared,two,two-kill",
+                    help="comma list of one, one-shared, two, two-kill")
     ap.add_argument("--timeout-s", type=float, default=2400.0)
     ap.add_argument("--free-running", action="store_true",
                     help="controllers decide as results arrive (real instruments' default), not in rounds")
@@ -53,10 +57,12 @@ def main() -> None:
     from controller.loop.multilab import run_multilab
     from controller.store import scratch_database
 
-    plan = {"one": dict(labs=1), "two": dict(labs=2), "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=6)}
+    plan = {"one": dict(labs=1), "one-shared": dict(labs=1, shared=True), "two": dict(labs=2),
+            "two-kill": dict(labs=2, kill_lab=0, kill_after_steps=6)}
     results: dict[str, dict] = {}
     for name in args.runs.split(","):
         t0 = time.monotonic()
+        load_before = round(os.getloadavg()[0], 2)
         with scratch_database(PG, prefix="synthloop_ml_") as url, tempfile.TemporaryDirectory(prefix=f"multilab-{name}-") as tmp:
             report = run_multilab(Path(tmp), url, world=args.world, seed=args.seed, budget=args.budget,
                                   furnaces=args.furnaces, lease_s=args.lease_s, timeout_s=args.timeout_s,
@@ -64,20 +70,20 @@ def main() -> None:
                                   log=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
                                   **plan[name])
         d = report.to_dict()
-        d["load_after"] = os.getloadavg()[0]
+        d["load_before"], d["load_after"] = load_before, round(os.getloadavg()[0], 2)
         d["mode"] = "free-running" if args.free_running else "lockstep"
         results[name] = d
         print(json.dumps({"run": name, **d}), flush=True)
         print(f"  ({time.monotonic() - t0:.0f} s wall)", file=sys.stderr, flush=True)
-    if "one" in results:
-        base = results["one"]["lab_days"]
+    for ref in ("one", "one-shared"):
+        base = results.get(ref, {}).get("lab_days")
         for name in ("two", "two-kill"):
             if name in results and base:
                 r = results[name]
                 ratio = r["lab_days"] / base
-                print(f"{name}: {r['lab_days']:.2f} lab days vs one lab {base:.2f} = {ratio:.2f}x "
+                print(f"{name} vs {ref}: {r['lab_days']:.2f} lab days vs {base:.2f} = {ratio:.2f}x "
                       f"(goal <= 0.6: {'met' if ratio <= 0.6 else 'NOT met'}); "
-                      f"{r['experiments']} vs {results['one']['experiments']} experiments; "
+                      f"{r['experiments']} vs {results[ref]['experiments']} experiments; "
                       f"duplicates {r['duplicate_executions']} + {r['cross_lab_duplicates']} across labs, "
                       f"lost {r['lost_experiments']}, open {r['open_experiments']}, "
                       f"takeovers {r['takeovers']}, kills {r['kills']}, ok {r['ok']}")

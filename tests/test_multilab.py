@@ -43,7 +43,7 @@ class _Lab:
         self.id, self.lease_s, self.abandon_after_s = lab_id, lease_s, abandon_after_s
 
 
-def _campaign(store: Store, n: int, state: str = "queued") -> tuple[int, list[int]]:
+def _campaign(store: Store, n: int, state: str = "queued", sample: str = "S") -> tuple[int, list[int]]:
     camp = store.ensure_campaign("shared")
     with store.session() as s:
         t = Target(campaign_id=camp.id, formula="LiMn2O4")
@@ -52,7 +52,7 @@ def _campaign(store: Store, n: int, state: str = "queued") -> tuple[int, list[in
         r = Recipe(target_id=t.id, ordinal=1)
         s.add(r)
         s.flush()
-        rows = [Experiment(campaign_id=camp.id, target_id=t.id, recipe_id=r.id, sample_id=f"S{i}",
+        rows = [Experiment(campaign_id=camp.id, target_id=t.id, recipe_id=r.id, sample_id=f"{sample}{i}",
                            state=state) for i in range(n)]
         s.add_all(rows)
         s.flush()
@@ -137,6 +137,67 @@ def test_expired_claims_are_taken_back_but_a_started_experiment_stays_with_its_l
             assert step.state == "unknown"
         finally:
             b.close()
+
+
+@pytest.mark.postgres
+def test_each_lab_gets_a_round_of_its_own_furnace_slots(pg_url: str) -> None:
+    """Targets in work = every lab's slots (+ one spare each when free-running): two labs split a
+    lockstep round evenly instead of one of them getting a second heat wave."""
+    with Store(pg_url) as store:
+        cid, ids = _campaign(store, 8)
+        a = SharedClaims(store, cid, "shared", "A", rounds=True)
+        b = SharedClaims(store, cid, "shared", "B", rounds=True)
+        try:
+            for c in (a, b):
+                c.acquire()
+                c.register({"heat": 4})
+            assert a.targets_in_work(3, 4) == 8  # lockstep: 4 + 4, no spare
+            assert SharedClaims(store, cid, "shared", "C").targets_in_work(3, 4) == (4 + 1) + 5 + 5
+            assert [i for i, _ in a.claim(None, limit_new=5)] == ids[:4]  # its 4 slots, not 5
+            with store.engine.begin() as conn:  # lab A's round is done before B took its share
+                conn.execute(text("UPDATE experiment SET state = 'failed' WHERE claimed_by = 'A'"))
+            assert a.claim(None, limit_new=5) == []  # no second share of the same round
+            assert [i for i, _ in b.claim(None, limit_new=5)] == ids[4:8]
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE experiment SET state = 'failed'"))
+            b.start_round()  # the next round's barrier
+            _, more = _campaign(store, 10, sample="T")  # the next round: larger than the slots
+            assert [i for i, _ in a.claim(None, limit_new=5)] == more[:5]  # half of it
+            assert [i for i, _ in b.claim(None, limit_new=5)] == more[5:]
+        finally:
+            a.close()
+            b.close()
+
+
+@pytest.mark.postgres
+def test_a_silent_lab_keeps_its_share_until_abandoned_a_departed_one_does_not(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        cid, ids = _campaign(store, 8)
+        a = SharedClaims(store, cid, "shared", "A", abandon_after_s=600)
+        b = SharedClaims(store, cid, "shared", "B", abandon_after_s=600)
+        try:
+            for c in (a, b):
+                c.acquire()
+                c.register({"heat": 8})
+            a._conn.invalidate()  # lab A's controller dies (SIGKILL): nothing claimed yet
+            a._conn = None
+            _expire(store, "A", seconds=60)
+            # silent for a minute: a restart is likely, B keeps to its half of the round
+            assert b.targets_in_work(3, 8) == 18
+            assert [i for i, _ in b.claim(None, limit_new=9)] == ids[:4]
+            _expire(store, "A", seconds=3600)  # silent past abandon_after_s: gone, B takes it all
+            assert b.targets_in_work(3, 8) == 9
+            assert [i for i, _ in b.claim(None, limit_new=9)] == ids
+        finally:
+            b.close()
+        with Store(pg_url) as again:
+            c = SharedClaims(again, cid, "shared", "C")
+            c.acquire()
+            c.register({"heat": 4})
+            b.close()  # (already closed: a no-op)
+            # B left cleanly (close) a moment ago: not waited for, unlike a silent lab
+            assert c.targets_in_work(3, 4) == 5
+            c.close()
 
 
 @pytest.mark.postgres
@@ -226,8 +287,11 @@ def test_two_labs_share_a_campaign_through_a_controller_sigkill(pg_url: str, tmp
     t0 = time.monotonic()
     # one round of the demo world's five targets, split between the labs; lab A's controller is
     # killed after its second step and restarted one lease later
+    # the stations run as threads of this process (their ledgers are what is checked); the
+    # controllers are processes of their own, as an operator starts them
     report = run_multilab(tmp_path, pg_url, world="demo", labs=2, seed=3, budget=5, lease_s=3.0,
-                          kill_lab=0, kill_after_steps=2, max_offset_s=0.5, timeout_s=900)
+                          kill_lab=0, kill_after_steps=2, max_offset_s=0.5, timeout_s=900,
+                          sim_processes=False)
     d = report.to_dict()
     assert report.kills == 1 and report.finished, d
     assert report.duplicate_executions == 0 and report.cross_lab_duplicates == 0, d

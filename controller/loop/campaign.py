@@ -129,7 +129,7 @@ class CampaignRunner:
             return self.summary(time.monotonic() - started)
         # one controller, or one per lab (lab.id) on a PostgreSQL campaign: refused here, before
         # anything is sent, when another controller holds what this one would need
-        self.claims = open_claims(self.store, camp.id, camp.name, self.cfg.lab)
+        self.claims = open_claims(self.store, camp.id, camp.name, self.cfg.lab, lockstep=self.lockstep)
         self.claims.acquire()
         try:
             await self._run_claimed(camp, started)
@@ -317,6 +317,8 @@ class CampaignRunner:
             if self.claims.shared:
                 if barrier and self._snapshot().open_experiments:
                     return  # another lab decided this round while we waited
+                if barrier:
+                    self.claims.start_round()  # each lab takes its share of what follows
                 await self._sync_model()
             if barrier:
                 await self._round_barrier()
@@ -338,8 +340,16 @@ class CampaignRunner:
         return budget_left(self._snapshot(), self.budget)[0]
 
     async def _decide(self) -> None:
-        """Give every active target its next experiment (policy + planner), then refill."""
-        left = self._budget_left()
+        """Give every active target its next experiment (policy + planner), then refill.
+
+        Several labs: the targets just chosen get their first experiment now, not a round later
+        (one controller alone keeps the old order, so its campaigns keep their fingerprint)."""
+        left = await self._advance_targets(self._budget_left())
+        await self._refill(left)
+        if self.claims.shared:
+            await self._advance_targets(self._budget_left())
+
+    async def _advance_targets(self, left: int) -> int:
         for target_id in self.records.active_target_ids():
             if left <= 0:
                 break
@@ -347,7 +357,7 @@ class CampaignRunner:
                 advance_target, self.records, target_id, self.brain.planner, self.rules,
                 budget_left=self._budget_left())
             self._wake.set()
-        await self._refill(left)
+        return left
 
     def _spawn(self) -> None:
         """Start a task for every experiment that can move and has none (several labs: every
@@ -403,10 +413,12 @@ class CampaignRunner:
         if left <= 0 or self._model is None:
             return
         snap = self._snapshot()
-        # several labs: every live lab's furnaces (one lab alone: its own)
-        slots = self.claims.heat_slots(self.pools["heat"].limit) if self.pools else 1
-        want = targets_wanted(snap, self.budget, left=left,
-                              keep_active=keep_active(self.cfg.acquisition.batch_size, slots))
+        slots = self.pools["heat"].limit if self.pools else 1
+        batch = self.cfg.acquisition.batch_size
+        # several labs: every sharing lab's furnaces, each with its own spare (one lab: its own)
+        keep = (self.claims.targets_in_work(batch, slots) if self.claims.shared
+                else keep_active(batch, slots))
+        want = targets_wanted(snap, self.budget, left=left, keep_active=keep)
         if want <= 0:
             return
         cands = self.pool_records.candidates()

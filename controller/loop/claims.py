@@ -55,6 +55,7 @@ from ..store import (
     NOT_STARTED,
     OPEN_STATES,
     RUNNABLE,
+    Event,
     Experiment,
     ExperimentState,
     FailureKind,
@@ -151,6 +152,9 @@ class SoloClaims:
     def heat_slots(self, own: int) -> int:
         return own
 
+    def start_round(self) -> None:
+        return None
+
     def heartbeat(self) -> None:
         return None
 
@@ -179,7 +183,7 @@ class SharedClaims:
     shared = True
 
     def __init__(self, store: Store, campaign_id: int, campaign: str, lab_id: str, *,
-                 lease_s: float = 30.0, abandon_after_s: float = 600.0):
+                 lease_s: float = 30.0, abandon_after_s: float = 600.0, rounds: bool = False):
         if store.engine.dialect.name != "postgresql":
             raise ControllerConflict(
                 f"lab.id {lab_id!r}: several labs on one campaign need a PostgreSQL store "
@@ -191,6 +195,14 @@ class SharedClaims:
         self.lab_id = lab_id
         self.lease = timedelta(seconds=float(lease_s))
         self.abandon = timedelta(seconds=float(abandon_after_s))
+        # lockstep rounds: a lab takes one share of each round's experiments (not a second share
+        # once its first is measured: its furnaces would fire a second wave while the other
+        # lab's sat idle). One target more than the lab's furnace slots keeps a furnace busy
+        # while an analysis runs (free-running); in a lockstep round it would be a second heat
+        # wave instead.
+        self.rounds = rounds
+        self.spare = 0 if rounds else 1
+        self._own_heat = 0
         self._conn: Any = None
         self._held: set[str] = set()
         self._registered = False
@@ -228,7 +240,20 @@ class SharedClaims:
             row.started_at = row.heartbeat_at = now
             row.lease_until = now + self.lease
             s.add(row)
+        self._own_heat = int(capacities.get("heat", 0))
         self._registered = True
+
+    def _present(self, rows: Any, now: Any) -> list[LabLease]:
+        """Labs that share the work: alive, or silent for less than ``abandon_after_s`` without
+        having left (a clean exit sets ``pid`` 0).
+
+        Why a silent lab keeps its share: a controller restarted after a crash is back within
+        a minute; meanwhile the others keep their own share instead of taking the whole campaign
+        (which would leave the restarted lab's furnaces idle behind a queue of decisions). A lab
+        silent past ``abandon_after_s`` is gone: its started experiments are given up and the
+        others share everything."""
+        return [r for r in rows if r.lease_until >= now
+                or (r.pid != 0 and r.lease_until + self.abandon > now)]
 
     def heartbeat(self) -> None:
         """Renew this lab's lease and every claim it holds (one transaction)."""
@@ -248,7 +273,7 @@ class SharedClaims:
 
         ``limit_new``: at most this many of this lab's experiments not yet measured (its furnace
         slots + 1), and never more than its fair share of the campaign's such experiments
-        (divided among the live labs), so a lab never hoards a round other labs could run.
+        (divided among the labs that share the work), so a lab never hoards a round other labs could run.
         """
         me = self.lab_id
         mine: list[tuple[int, ExperimentState]] = []
@@ -267,11 +292,15 @@ class SharedClaims:
             busy = sum(1 for e in rows if e.claimed_by == me and e.state not in ANALYSIS_STATES)
             # a fair share of the campaign's work not yet measured, so the labs split a round
             # (each doses and measures its part) instead of the fastest poller taking it all
-            live = sum(1 for r in labs.values() if r.lease_until >= now) or 1
+            live = len(self._present(labs.values(), now)) or 1
             work = int(s.exec(select(func.count()).select_from(Experiment).where(
                 Experiment.campaign_id == self.campaign_id,
                 Experiment.state.in_([st.value for st in IN_FLIGHT if st not in ANALYSIS_STATES]))).one())
             limit_new = min(limit_new, -(-work // live))
+            if self._own_heat:  # never more than this lab's furnace slots (+ the spare)
+                limit_new = min(limit_new, self._own_heat + self.spare)
+            if self.rounds:
+                limit_new = busy + self._round_allowance(s, live)
             for exp in rows:
                 state = ExperimentState(exp.state)
                 if exp.claimed_by != me:
@@ -294,6 +323,31 @@ class SharedClaims:
                 s.add(exp)
                 mine.append((exp.id, state))
         return mine
+
+    def start_round(self) -> None:
+        """Lockstep, at a round's barrier (under the ``decide`` lock): every experiment after the
+        newest one now belongs to the round about to be decided (a ``round.started`` event)."""
+        with self.store.session() as s:
+            newest = int(s.exec(select(func.coalesce(func.max(Experiment.id), 0)).where(
+                Experiment.campaign_id == self.campaign_id)).one())
+            self.store.log(s, "round.started", campaign_id=self.campaign_id, entity="campaign",
+                           entity_id=self.campaign_id, actor=f"lab:{self.lab_id}",
+                           message=f"round decided by lab {self.lab_id}",
+                           data={"after_experiment": newest, "lab_id": self.lab_id})
+
+    def _round_allowance(self, s: Session, live: int) -> int:
+        """Lockstep: how many more of the current round's experiments this lab may take.
+
+        Each lab's quota is its furnace slots, or its share of the round when the round is
+        larger (so the sharing labs' quotas always cover the round: nothing is left unclaimed)."""
+        ev = s.exec(select(Event).where(Event.campaign_id == self.campaign_id,
+                                        Event.kind == "round.started")
+                    .order_by(Event.id.desc())).first()
+        after = int((ev.data or {}).get("after_experiment", 0)) if ev is not None else 0
+        owners = s.exec(select(Experiment.claimed_by).where(
+            Experiment.campaign_id == self.campaign_id, Experiment.id > after)).all()
+        quota = max(self._own_heat, -(-len(owners) // live))
+        return max(0, quota - sum(1 for lab in owners if lab == self.lab_id))
 
     def _maybe_abandon(self, s: Session, exp: Experiment, owner: LabLease | None, now: Any) -> None:
         """Give up an experiment a silent lab had on its instruments (never re-sent: it may have run)."""
@@ -329,13 +383,27 @@ class SharedClaims:
                 == self.lab_id
 
     def heat_slots(self, own: int) -> int:
-        """Furnace slots of every live lab: how many targets the campaign keeps in work."""
+        """Furnace slots of every lab that shares the work (see :meth:`_present`)."""
         with self.store.session() as s:
             now = _db_now(s)
-            rows = s.exec(select(LabLease).where(LabLease.campaign_id == self.campaign_id,
-                                                 LabLease.lease_until >= now)).all()
+            rows = self._present(s.exec(select(LabLease).where(
+                LabLease.campaign_id == self.campaign_id)).all(), now)
         others = sum(int((r.capacities or {}).get("heat", 0)) for r in rows if r.lab_id != self.lab_id)
         return own + others
+
+    def targets_in_work(self, batch_size: int, own: int) -> int:
+        """How many targets the campaign keeps active: each sharing lab's furnace slots plus its
+        spare (free-running), at least a batch.
+
+        Why per lab: with one spare for the whole campaign, one lab got a round of slots + 1
+        (two heat waves) and the other a round of slots, and a lockstep round lasted the longer."""
+        with self.store.session() as s:
+            now = _db_now(s)
+            rows = self._present(s.exec(select(LabLease).where(
+                LabLease.campaign_id == self.campaign_id)).all(), now)
+        others = sum(int((r.capacities or {}).get("heat", 0)) + self.spare
+                     for r in rows if r.lab_id != self.lab_id)
+        return max(batch_size, own + self.spare + others)
 
     def other_labs_open(self) -> int:
         """Open experiments held by other labs that are still alive (a stop waits for them)."""
@@ -393,7 +461,7 @@ class SharedClaims:
         with contextlib.suppress(Exception), self.store.session() as s:
             now = _db_now(s)
             s.execute(update(LabLease).where(LabLease.campaign_id == self.campaign_id,
-                                          LabLease.lab_id == self.lab_id).values(lease_until=now))
+                                          LabLease.lab_id == self.lab_id).values(lease_until=now, pid=0))
             s.execute(update(Experiment).where(Experiment.campaign_id == self.campaign_id,
                                             Experiment.claimed_by == self.lab_id)
                    .values(lease_until=now))
@@ -427,13 +495,15 @@ def _started(s: Session, exp_ids: list[int]) -> set[int]:
         StepCommand.experiment_id.in_(exp_ids)).distinct()).all())
 
 
-def open_claims(store: Store, campaign_id: int, campaign: str, lab: Any) -> SoloClaims | SharedClaims:
-    """The claims of this controller: shared when the config names its lab (``lab.id``)."""
+def open_claims(store: Store, campaign_id: int, campaign: str, lab: Any, *,
+                lockstep: bool = False) -> SoloClaims | SharedClaims:
+    """The claims of this controller: shared when the config names its lab (``lab.id``).
+    ``lockstep``: rounds wait for every result, so a lab's round is its furnace slots, no spare."""
     lab_id = getattr(lab, "id", None)
     if not lab_id:
         return SoloClaims(store, campaign_id, campaign)
     return SharedClaims(store, campaign_id, campaign, lab_id, lease_s=lab.lease_s,
-                        abandon_after_s=lab.abandon_after_s)
+                        abandon_after_s=lab.abandon_after_s, rounds=lockstep)
 
 
 GuardFn = Callable[[Session, int], None]

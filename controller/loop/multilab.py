@@ -58,6 +58,7 @@ class MultiLabReport:
     kills: int
     restarts: int
     wall_s: float
+    cpu_s: float  # the controllers' and simulated stations' CPU (children of this process)
     fingerprint: str
     kill_offsets_s: list[float] = field(default_factory=list)
 
@@ -114,16 +115,21 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
                  budget: int = 12, furnaces: int = 1, speedup: float = 2e6, lease_s: float = 3.0,
                  kill_lab: int | None = None, kill_after_steps: int = 4, max_offset_s: float = 1.0,
                  restart_after_s: float | None = None, timeout_s: float = 600.0,
-                 batch_size: int = 3, free_running: bool = False, log: Any = None) -> MultiLabReport:
+                 batch_size: int = 3, free_running: bool = False, shared: bool = False,
+                 sim_processes: bool = True, log: Any = None) -> MultiLabReport:
     """Run one campaign on ``labs`` simulated labs sharing ``store_url`` (an empty PostgreSQL
-    database; ``labs=1`` without a lab id = the single-controller baseline, any store).
+    database; ``labs=1`` without a lab id = the single-controller baseline, any store;
+    ``labs=1, shared=True``: one lab with a lab id, i.e. the several-labs rules with one lab —
+    the control that tells what the second lab adds from what those rules add).
 
     ``kill_lab``: SIGKILL that lab's controller once its instruments have got
     ``kill_after_steps`` steps (plus a seeded offset up to ``max_offset_s``), and restart it
     ``restart_after_s`` later (default: one lease, so the other labs take back its unstarted
     claims meanwhile). Every lab runs ``furnaces`` furnaces of the world's capacity.
     ``free_running``: the controllers decide as results arrive (real instruments' default)
-    instead of in lockstep rounds.
+    instead of in lockstep rounds. ``sim_processes=False``: the simulated stations run as threads of
+    this process (a test: the same instruments and ledgers without three interpreter start-ups
+    per lab; the controllers stay processes of their own, which is what a SIGKILL is about).
     """
     from sim_lab import SimLab, load_world
 
@@ -131,7 +137,7 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     w = load_world(world)
-    ids = [None] if labs == 1 else [chr(ord("A") + i) for i in range(labs)]
+    ids = [None] if labs == 1 and not shared else [chr(ord("A") + i) for i in range(labs)]
     names = [i or "solo" for i in ids]
     ports = {n: free_port() for n in names}
     dirs: dict[str, Path] = {}
@@ -145,6 +151,7 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
         (d / "campaign.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         dirs[name] = d
     rng = random.Random(seed)
+    cpu0 = _children_cpu()
     started = time.monotonic()
     sims: dict[str, Any] = {}
     procs: dict[str, Any] = {}
@@ -153,7 +160,7 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
         for name in names:
             sims[name] = SimLab(w, seed=seed, speedup=speedup, workdir=workdir / f"sim-{name}",
                                 heartbeat_s=0.25, lost_after=6, furnaces=furnaces)
-            sims[name].start(f"tcp://127.0.0.1:{ports[name]}", processes=True)
+            sims[name].start(f"tcp://127.0.0.1:{ports[name]}", processes=sim_processes)
         for lab_id, name in zip(ids, names, strict=True):
             procs[name] = _start(dirs[name], workdir / f"controller-{name}.log", lab_id,
                                  free_running=free_running)
@@ -201,7 +208,16 @@ def run_multilab(workdir: Path, store_url: str, *, world: str = "demo", labs: in
         for sim in sims.values():
             sim.stop()
     return MultiLabReport(labs=labs, kills=kills, restarts=restarts, kill_offsets_s=offsets,
-                          wall_s=round(time.monotonic() - started, 2), **report)
+                          wall_s=round(time.monotonic() - started, 2),
+                          cpu_s=round(_children_cpu() - cpu0, 1), **report)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (controllers, stations)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _inspect(store: Store, truths: dict[str, Any]) -> dict[str, Any]:
