@@ -7,9 +7,14 @@ anchor: reference CGCNN 0.085 eV/atom). The mean predictor and, unless ``--no-ba
 the HEAD default (CGCNN, same epochs) run in the same script on the same split.
 
 Usage:  OMP_NUM_THREADS=1 nice -n 10 python benchmarks/surrogate_arch.py
-        [--split tune|heldout] [--architecture cgcnn|megnet|schnet|angular] [--prior none|sevennet]
+        [--split tune|heldout] [--architecture cgcnn|megnet|schnet|angular]
+        [--prior none|sevennet|sevennet-kernel] [--prior-set KEY=VALUE ...] [--heads-only]
         [--epochs 100] [--members 5] [--train-limit N] [--test-limit N] [--set KEY=VALUE ...]
-SevenNet-0 energies (``--prior sevennet``) are cached in artifacts/sevennet_perov5.json.gz.
+``--prior sevennet``: linear ridge on the SevenNet-0 energy + element fractions (energies cached
+in artifacts/sevennet_perov5.json.gz). ``--prior sevennet-kernel``: kernel ridge on SevenNet-0's
+pooled last-layer features (``surrogates/kernel_prior.py``; features cached in
+artifacts/sevennet_perov5_features.npz), ensemble on out-of-fold residuals. ``--heads-only``:
+score the priors alone over a small grid of kernel settings (seconds; no network trained).
 Prints one JSON object per model.
 """
 
@@ -30,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SHARED = ROOT.parent / "shared" / "data" / "structures"
 ENERGY_CACHE = ROOT / "artifacts" / "sevennet_perov5.json.gz"
+FEATURE_CACHE = ROOT / "artifacts" / "sevennet_perov5_features.npz"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -70,24 +76,80 @@ def _save(pot) -> None:
     ENERGY_CACHE.write_bytes(gzip.compress(json.dumps(pot.state()).encode()))
 
 
-def run(name: str, cfg: EnsembleConfig, prior: str, data, log) -> dict:
+def _features():
+    """SevenNet-0 descriptors with the on-disk cache loaded (and saved back by ``_save_features``)."""
+    from surrogates.prior_features import PotentialFeatures
+
+    pot = PotentialFeatures()
+    if FEATURE_CACHE.exists():
+        blob = np.load(FEATURE_CACHE)
+        pot.load_state(dict(zip(blob["keys"].tolist(), blob["rows"], strict=True)))
+    return pot
+
+
+def _save_features(pot) -> None:
+    state = pot.state()
+    FEATURE_CACHE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(FEATURE_CACHE, keys=np.array(list(state)),
+                        rows=np.stack(list(state.values())))
+
+
+def heads(data, options: dict, log) -> None:
+    """Priors alone on the split: the linear one, then kernel ridge over a small grid."""
+    from surrogates.kernel_prior import KernelPrior
+    from surrogates.pretrained import LinearPrior
+
+    s_tr, y_tr, s_te, y_te = data
+    pot = _features()
+    t0 = time.process_time()
+    d_tr, d_te = pot.descriptors(s_tr), pot.descriptors(s_te)
+    _save_features(pot)
+    log(f"descriptors: {time.process_time() - t0:.1f} s CPU")
+    lin = LinearPrior.fit(s_tr, d_tr[:, 0], y_tr)
+    print(json.dumps({"model": "linear prior (energy + fractions)",
+                      "mae": float(np.mean(np.abs(lin.predict(s_te, d_te) - y_te)))}), flush=True)
+    grid = [{"blocks": b, "lengthscale": ls, "composition_scale": w, "ridge": 1e-2}
+            for b in (("mean",), ("mean", "std", "atomic_energy"))
+            for ls in (1.0, 1.4, 2.0) for w in (None, 0.3, 0.45, 0.6)]
+    for opts in [options] if options else grid:
+        t0 = time.process_time()
+        head, _ = KernelPrior.fit_calibrated(s_tr, d_tr, y_tr, **opts)
+        pred, std = head.predict(s_te, d_te), head.std(s_te, d_te)
+        inside = np.abs(pred - y_te) <= 1.6448536269514722 * std
+        print(json.dumps({"model": "kernel prior", **{k: v for k, v in opts.items()},
+                          "mae": round(float(np.mean(np.abs(pred - y_te))), 4),
+                          "rmse": round(float(np.sqrt(np.mean((pred - y_te) ** 2))), 4),
+                          "coverage_90": round(float(inside.mean()), 3),
+                          "inflation": round(head.inflation, 3),
+                          "cpu_s": round(time.process_time() - t0, 1), **machine()}), flush=True)
+
+
+def run(name: str, cfg: EnsembleConfig, prior: str, data, log,
+        prior_options: dict | None = None) -> dict:
     s_tr, y_tr, s_te, y_te = data
     t0 = time.perf_counter()
-    if prior == "sevennet":
+    c0 = time.process_time()
+    extra: dict = {}
+    if prior in ("sevennet", "sevennet-kernel"):
         from surrogates.pretrained import train_delta_ensemble
 
-        pot = _potential()
-        model = train_delta_ensemble(s_tr, y_tr, cfg, potential=pot, progress=log)
-        model.potential.energies(s_te)
-        _save(pot)
+        pot = _potential() if prior == "sevennet" else _features()
+        model = train_delta_ensemble(s_tr, y_tr, cfg, potential=pot, progress=log,
+                                     prior="linear" if prior == "sevennet" else "kernel",
+                                     prior_options=prior_options)
+        base = model.prior_predict(s_te)
+        _save(pot) if prior == "sevennet" else _save_features(pot)
+        extra = {"prior_options": prior_options or {},
+                 "prior_only_mae": float(np.mean(np.abs(base - y_te)))}
     else:
         model = train_ensemble(s_tr, y_tr, cfg, progress=log)
     train_s = time.perf_counter() - t0
+    train_cpu_s = time.process_time() - c0
     t1 = time.perf_counter()
     table = model.predict(s_te, use_cache=False)
     predict_s = time.perf_counter() - t1
     pred = table.mean[:, 0]
-    return {"model": name, "prior": prior, "n_train": len(s_tr), "n_test": len(y_te),
+    return {"model": name, "prior": prior, "n_train": len(s_tr), "n_test": len(y_te), **extra,
             "config": {k: v for k, v in cfg.to_dict().items() if k != "workers"},
             "mae": float(np.mean(np.abs(pred - y_te))),
             "rmse": float(np.sqrt(np.mean((pred - y_te) ** 2))),
@@ -95,7 +157,8 @@ def run(name: str, cfg: EnsembleConfig, prior: str, data, log) -> dict:
             "member_mae": [round(float(np.mean(np.abs(table.values[k, :, 0] - y_te))), 4)
                            for k in range(table.values.shape[0])],
             "best_epochs": model.metrics.get("best_epochs"),
-            "train_s": round(train_s, 1), "predict_per_s": round(len(y_te) / predict_s, 1),
+            "train_s": round(train_s, 1), "train_cpu_s_main_process": round(train_cpu_s, 1),
+            "predict_per_s": round(len(y_te) / predict_s, 1),
             **machine()}
 
 
@@ -104,7 +167,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=["tune", "heldout"], default="tune")
     ap.add_argument("--architecture", default="cgcnn")
-    ap.add_argument("--prior", choices=["none", "sevennet"], default="none")
+    ap.add_argument("--prior", choices=["none", "sevennet", "sevennet-kernel"], default="none")
+    ap.add_argument("--prior-set", action="append", default=[],
+                    help="kernel prior option, e.g. lengthscale=1.0, ridge=0.01, blocks=mean,std")
+    ap.add_argument("--heads-only", action="store_true",
+                    help="score the priors alone (no network), over a grid unless --prior-set")
     ap.add_argument("--epochs", type=int, default=EnsembleConfig().epochs)
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--train-limit", type=int, default=None)
@@ -122,12 +189,19 @@ def main() -> None:
             "seed": args.seed}
     extra = {k: _parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    prior_options = {k: _parse_value(v) for k, v in (kv.split("=", 1) for kv in args.prior_set)}
+    if "blocks" in prior_options:
+        b = prior_options["blocks"]
+        prior_options["blocks"] = (b,) if isinstance(b, str) else tuple(b)
+    if args.heads_only:
+        heads(data, prior_options, log)
+        return
     if not args.no_baseline:
         out = run("HEAD default (cgcnn)", EnsembleConfig.from_dict(base), "none", data, log)
         print(json.dumps({"split": args.split, **out}), flush=True)
     cfg = EnsembleConfig.from_dict({**base, "architecture": args.architecture, **extra})
     out = run(f"{args.architecture}" + (" + SevenNet prior" if args.prior != "none" else ""),
-              cfg, args.prior, data, log)
+              cfg, args.prior, data, log, prior_options if args.prior == "sevennet-kernel" else None)
     print(json.dumps({"split": args.split, **out}), flush=True)
 
 

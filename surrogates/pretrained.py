@@ -90,6 +90,10 @@ class PretrainedEnergy:
                        calculator=self._calculator()).relax(structure)
         return done.structure, done.energy_per_atom, done.steps
 
+    def descriptors(self, structures: Sequence[Structure]) -> np.ndarray:
+        """``(n, 1)``: the energy per atom, the only descriptor this potential wrapper gives."""
+        return self.energies(structures)[:, None]
+
     def state(self) -> dict[str, float]:
         return dict(self._cache)
 
@@ -130,13 +134,19 @@ class LinearPrior:
         return cls(coef, ridge)
 
     def predict(self, structures: Sequence[Structure], energy: np.ndarray) -> np.ndarray:
-        return _features(structures, energy) @ self.coef
+        """``energy``: energies per atom, or descriptor rows whose first column is that energy."""
+        energy = np.asarray(energy, dtype=np.float64)
+        return _features(structures, energy[:, 0] if energy.ndim == 2 else energy) @ self.coef
 
 
 class DeltaEnsemble:
-    """Pretrained prior + graph ensemble on its residual; ``predict`` like an ``Ensemble``."""
+    """Pretrained prior + graph ensemble on its residual; ``predict`` like an ``Ensemble``.
 
-    def __init__(self, prior: LinearPrior, ensemble: Ensemble, potential: PretrainedEnergy):
+    ``prior``: a ``LinearPrior`` or ``KernelPrior`` (anything with ``predict(structures,
+    descriptors)``); ``potential``: what gives the descriptors (``PretrainedEnergy`` for the
+    energy alone, ``PotentialFeatures`` for pooled node features too)."""
+
+    def __init__(self, prior: Any, ensemble: Ensemble, potential: Any):
         self.prior = prior
         self.ensemble = ensemble
         self.potential = potential
@@ -153,28 +163,53 @@ class DeltaEnsemble:
     def inflation(self) -> np.ndarray:
         return self.ensemble.inflation
 
+    def prior_predict(self, structures: Sequence[Structure]) -> np.ndarray:
+        """The prior alone (no ensemble): a baseline, and what the ensemble corrects."""
+        return self.prior.predict(structures, self.potential.descriptors(structures))
+
     def predict(self, structures: Sequence[Structure], **kwargs: Any) -> PredictionTable:
         table = self.ensemble.predict(structures, **kwargs)
-        base = self.prior.predict(structures, self.potential.energies(structures))
+        base = self.prior_predict(structures)
         values = table.values.copy()
         values[:, :, 0] += base[None, :]
         return PredictionTable(values, table.outputs, table.inflation)
 
 
+PRIORS = ("linear", "kernel")
+
+
 def train_delta_ensemble(structures: Sequence[Structure], y: np.ndarray,
                          config: EnsembleConfig | None = None, *,
-                         potential: PretrainedEnergy | None = None,
+                         potential: Any | None = None, prior: str = "linear",
+                         prior_options: dict[str, Any] | None = None, folds: int = 5,
                          progress=None) -> DeltaEnsemble:
-    """Fit the linear prior on all labels, then the ensemble on the residuals (one output).
+    """Fit the prior on all labels, then the ensemble on the residuals (one output).
 
+    ``prior="linear"``: ridge on the potential's energy and the element fractions; its
+    residuals are in-sample (a hundred coefficients on thousands of rows hardly overfit).
+    ``prior="kernel"``: ``KernelPrior`` on the potential's pooled features; the ensemble learns
+    out-of-fold residuals (``folds``), because in-sample ones are shrunk towards zero.
     The ensemble's own validation split calibrates the spread of the residual, which is the
     spread of the sum (the prior is deterministic)."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if len(y) != len(structures):
         raise ValueError(f"{len(y)} labels for {len(structures)} structures")
-    potential = potential or PretrainedEnergy()
-    energy = potential.energies(structures)
-    prior = LinearPrior.fit(structures, energy, y)
-    residual = y - prior.predict(structures, energy)
+    if prior not in PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; allowed: {PRIORS}")
+    options = dict(prior_options or {})
+    if prior == "linear":
+        potential = potential or PretrainedEnergy()
+        energy = potential.energies(structures)
+        head: Any = LinearPrior.fit(structures, energy, y, **options)
+        residual = y - head.predict(structures, energy)
+    else:
+        from .kernel_prior import KernelPrior, out_of_fold
+        from .prior_features import PotentialFeatures
+
+        potential = potential or PotentialFeatures()
+        desc = potential.descriptors(structures)
+        seed = config.seed if config is not None else 0
+        residual = y - out_of_fold(structures, desc, y, folds=folds, seed=seed, **options)
+        head = KernelPrior.fit(structures, desc, y, **options)
     ens = train_ensemble(structures, residual, config, progress=progress)
-    return DeltaEnsemble(prior, ens, potential)
+    return DeltaEnsemble(head, ens, potential)

@@ -51,3 +51,41 @@ def test_delta_ensemble_predicts_prior_plus_residual(potential: PretrainedEnergy
     assert np.abs(table.mean[:, 0] - y[:3]).max() < 0.5
     with pytest.raises(ValueError, match="labels for"):
         train_delta_ensemble(structures, y[:-1], potential=potential)
+
+
+def test_potential_features_match_the_calculator_and_ignore_site_order(
+        potential: PretrainedEnergy) -> None:
+    from surrogates.prior_features import PotentialFeatures, layout
+
+    feats = PotentialFeatures(batch_size=2)
+    cells = [rocksalt(5.64), rocksalt(4.6, "Li", "F"), rocksalt(4.2, "Mg", "O")]
+    rows = feats.compute(cells)
+    parts = layout(128)
+    assert rows.shape == (3, parts["atomic_energy"].stop)
+    # the batched, force-free pass gives the calculator's energy per atom
+    assert np.allclose(rows[:, 0], potential.energies(cells), atol=1e-4)
+    assert np.allclose(rows[:, parts["atomic_energy"]][:, 0], rows[:, 0], atol=1e-4)
+    swapped = Structure(cells[0].lattice, list(reversed(cells[0].species)),
+                        list(reversed(cells[0].frac_coords)))
+    again = PotentialFeatures().compute([swapped])[0]  # fresh cache: really recomputed
+    assert np.allclose(again, rows[0], atol=1e-4)
+    assert not np.allclose(rows[0, parts["mean"]], rows[1, parts["mean"]], atol=1e-2)
+
+
+def test_kernel_delta_ensemble_trains_on_out_of_fold_residuals() -> None:
+    from surrogates.kernel_prior import KernelPrior
+    from surrogates.prior_features import PotentialFeatures
+
+    rng = np.random.default_rng(1)
+    pairs = [("Na", "Cl"), ("K", "Cl"), ("Li", "F"), ("Na", "F"), ("K", "Br"), ("Mg", "O")]
+    structures = [rocksalt(float(rng.uniform(4.2, 6.4)), c, x) for c, x in pairs for _ in range(2)]
+    feats = PotentialFeatures()
+    y = 0.7 * feats.energies(structures) + 1.0
+    model = train_delta_ensemble(structures, y, EnsembleConfig(
+        members=2, hidden=8, layers=1, epochs=2, batch_size=8, workers=1, cutoff=6.0),
+        potential=feats, prior="kernel", folds=3, prior_options={"lengthscale": 1.0})
+    assert isinstance(model.prior, KernelPrior)
+    assert np.abs(model.prior_predict(structures) - y).mean() < 0.1
+    assert model.predict(structures[:2]).values.shape == (2, 2, 1)
+    with pytest.raises(ValueError, match="unknown prior"):
+        train_delta_ensemble(structures, y, potential=feats, prior="gp")
