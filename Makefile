@@ -30,8 +30,12 @@ $(STAMP): pyproject.toml Makefile .ci/constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/synthloop demo
 
+# two pytest workers, a test file each at a time (a file's tests share module fixtures and
+# run in order); PYTEST_WORKERS=0 runs everything in one process
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check controller drivers surrogates recipes sim_lab tests benchmarks
