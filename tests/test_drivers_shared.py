@@ -71,6 +71,13 @@ async def _recv_for(sock: zmq.asyncio.Socket, want: type, timeout: float = 5.0) 
             return frames
 
 
+def _command_pair(frames: list[bytes]) -> tuple[bytes, bytes]:
+    """The ``[identity, payload]`` pair carrying the command: one multipart message may hold
+    several pairs (a heartbeat of the same turn rides along when the dispatcher's loop ran late)."""
+    return next((i, p) for i, p in zip(frames[0::2], frames[1::2], strict=True)
+                if isinstance(decode(p), Command))
+
+
 def test_a_foreign_peer_speaking_the_envelope_serves_two_identities() -> None:
     """What another language's host implementation sees on the wire: every message to an
     instance arrives as [identity, payload]; answering the same way resolves the command."""
@@ -87,7 +94,7 @@ def test_a_foreign_peer_speaking_the_envelope_serves_two_identities() -> None:
                     await asyncio.sleep(0.01)
                 cmd = Command(capability="echo", params={"i": 1}, deadline_s=5)
                 pending = asyncio.ensure_future(d.submit(cmd, driver="furnace-b"))
-                ident, payload = await _recv_for(sock, Command)
+                ident, payload = _command_pair(await _recv_for(sock, Command))
                 assert ident == b"furnace-b" and decode(payload).command_id == cmd.command_id
                 await sock.send_multipart([ident, encode(Result(
                     command_id=cmd.command_id, status="succeeded", result={"ok": True}))])
@@ -129,7 +136,7 @@ def test_a_restarted_hosts_old_connection_is_forgotten_once_all_its_identities_m
                 assert d._shared_routes == {b"host:new"}
                 cmd = Command(capability="echo", params={"i": 1}, deadline_s=5)
                 pending = asyncio.ensure_future(d.submit(cmd, driver="furnace-b"))
-                ident, payload = await _recv_for(new, Command)
+                ident, payload = _command_pair(await _recv_for(new, Command))
                 assert ident == b"furnace-b" and decode(payload).command_id == cmd.command_id
                 await new.send_multipart([ident, encode(Result(
                     command_id=cmd.command_id, status="succeeded", result={"ok": True}))])
