@@ -66,6 +66,10 @@ def _potential():
     from surrogates.pretrained import PretrainedEnergy
 
     pot = PretrainedEnergy()
+    if FEATURE_CACHE.exists():  # the features' first column is the same energy (same key)
+        blob = np.load(FEATURE_CACHE)
+        pot.load_state({k: float(r[0]) for k, r in zip(blob["keys"].tolist(), blob["rows"],
+                                                        strict=True)})
     if ENERGY_CACHE.exists():
         pot.load_state(json.loads(gzip.decompress(ENERGY_CACHE.read_bytes())))
     return pot
@@ -125,7 +129,7 @@ def heads(data, options: dict, log) -> None:
 
 
 def run(name: str, cfg: EnsembleConfig, prior: str, data, log,
-        prior_options: dict | None = None) -> dict:
+        prior_options: dict | None = None, blend: bool = False) -> dict:
     s_tr, y_tr, s_te, y_te = data
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -149,6 +153,15 @@ def run(name: str, cfg: EnsembleConfig, prior: str, data, log,
     table = model.predict(s_te, use_cache=False)
     predict_s = time.perf_counter() - t1
     pred = table.mean[:, 0]
+    if blend:  # exploratory: the mean of this model and the kernel prior (defaults) alone
+        from surrogates.kernel_prior import KernelPrior
+
+        feats = _features()
+        head = KernelPrior.fit(s_tr, feats.descriptors(s_tr), y_tr)
+        kern = head.predict(s_te, feats.descriptors(s_te))
+        extra["kernel_prior_mae"] = float(np.mean(np.abs(kern - y_te)))
+        extra["blend_mae"] = float(np.mean(np.abs(0.5 * (pred + kern) - y_te)))
+        extra["error_correlation"] = float(np.corrcoef(pred - y_te, kern - y_te)[0, 1])
     return {"model": name, "prior": prior, "n_train": len(s_tr), "n_test": len(y_te), **extra,
             "config": {k: v for k, v in cfg.to_dict().items() if k != "workers"},
             "mae": float(np.mean(np.abs(pred - y_te))),
@@ -170,6 +183,8 @@ def main() -> None:
     ap.add_argument("--prior", choices=["none", "sevennet", "sevennet-kernel"], default="none")
     ap.add_argument("--prior-set", action="append", default=[],
                     help="kernel prior option, e.g. lengthscale=1.0, ridge=0.01, blocks=mean,std")
+    ap.add_argument("--blend-kernel", action="store_true",
+                    help="also score the mean of the model and the kernel prior (exploratory)")
     ap.add_argument("--heads-only", action="store_true",
                     help="score the priors alone (no network), over a grid unless --prior-set")
     ap.add_argument("--epochs", type=int, default=EnsembleConfig().epochs)
@@ -201,7 +216,8 @@ def main() -> None:
         print(json.dumps({"split": args.split, **out}), flush=True)
     cfg = EnsembleConfig.from_dict({**base, "architecture": args.architecture, **extra})
     out = run(f"{args.architecture}" + (" + SevenNet prior" if args.prior != "none" else ""),
-              cfg, args.prior, data, log, prior_options if args.prior == "sevennet-kernel" else None)
+              cfg, args.prior, data, log, prior_options if args.prior == "sevennet-kernel" else None,
+              blend=args.blend_kernel)
     print(json.dumps({"split": args.split, **out}), flush=True)
 
 
