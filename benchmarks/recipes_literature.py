@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_SOURCE)
     ap.add_argument("--n", type=int, default=300, help="held-out targets sampled for recall (0: all)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sample (not of the split)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="skip the first OFFSET targets of the seeded order (extend a sample without repeating it)")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--validation", action="store_true",
@@ -112,7 +114,8 @@ def main() -> None:
           f"(≥ {MIN_USES} training reactions, on the MP table); parsed in {time.perf_counter() - t0:.0f} s")
     targets = sorted(papers)
     rng = np.random.default_rng(args.seed)
-    sample = [targets[i] for i in rng.permutation(len(targets))[: args.n or len(targets)]]
+    order = rng.permutation(len(targets))[args.offset:]
+    sample = [targets[i] for i in order[: args.n or len(order)]]
     if args.skip_recall:
         sample = []
     t_recall = time.perf_counter()
@@ -148,7 +151,12 @@ def main() -> None:
         print(f"| {name} | {s['recall5_reachable']:.1%} ({k5}/{n5}; {lo:.1%}-{hi:.1%}) | "
               f"{s['recall5_all']:.1%} ({int(h5.sum())}/{s['n']}) | {s['recall1_reachable']:.1%} | "
               f"{s['seconds_per_target']:.2f} |")
-    print(f"# recall: {time.perf_counter() - t_recall:.0f} s wall, {args.workers} worker(s)", flush=True)
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    print(f"# recall: {time.perf_counter() - t_recall:.0f} s wall, {cpu:.0f} s CPU (this process and its "
+          f"workers, parse included), {args.workers} worker(s); load {os.getloadavg()[0]:.1f}", flush=True)
     if args.dump:
         args.dump.write_text(json.dumps(rows_out, indent=0))
     if args.skip_temperature:
@@ -248,7 +256,8 @@ def _paper_rank(ranked: list, chosen: list, papers: set[tuple[str, ...]]) -> dic
     cands = [{"k": "+".join(k), "paper": k in papers, "lit": round(c.literature_nats, 4),
               "step": round(c.step_force, 2), "prior": round(c.prior_remaining_mev, 2),
               "df": round(c.driving_force, 2), "hand": c.terms["handling"], "t_c": c.temperature_c,
-              "eff": sorted(effective_phases(list(c.reaction.reactants), planner.library, c.temperature_c))}
+              "eff": sorted(effective_phases(list(c.reaction.reactants), planner.library, c.temperature_c)),
+              "eff800": sorted(effective_phases(list(c.reaction.reactants), planner.library, 800.0))}
              for c, k in zip(ranked, keys, strict=True)]
     return {"n_sets": len(ranked), "paper_rank": (at[0] + 1) if at else None,
             "paper": terms(ranked[at[0]]) if at else None, "chosen": [terms(c) for c in chosen],

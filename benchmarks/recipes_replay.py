@@ -77,6 +77,31 @@ def truth_table(world: Any, target: str) -> list[Outcome]:
     return rows
 
 
+def cached_tables(world: Any, name: str) -> dict[str, list[Outcome]]:
+    """Tables of the targets with a successful row, memoised on disk (temp dir, keyed by the
+    world file's size and mtime and this module's): a truth search is minutes to build and
+    tuning replays the same tables many times."""
+    import hashlib
+    import pickle
+    import tempfile
+
+    src = Path(__file__).resolve().parents[1] / "sim_lab" / "data" / "worlds"
+    files = sorted(src.glob(f"{name}.*"))
+    stamp = "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+    stamp += hashlib.sha1(Path(__file__).read_bytes().split(b"def cached_tables")[0]).hexdigest()
+    cache = Path(tempfile.gettempdir()) / f"synthloop-replay-{name}-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}.pkl"
+    if files and cache.exists():
+        return pickle.loads(cache.read_bytes())
+    tables: dict[str, list[Outcome]] = {}
+    for tgt in sorted(world.target_formulas()):
+        rows = truth_table(world, tgt)
+        if any(o.yield_of(tgt) >= 0.5 for o in rows):
+            tables[tgt] = rows
+    if files:
+        cache.write_bytes(pickle.dumps(tables))
+    return tables
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default="alab-like")
@@ -97,11 +122,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     world = sim_lab.load_world(args.world)
-    tables: dict[str, list[Outcome]] = {}
-    for tgt in sorted(world.target_formulas()):
-        rows = truth_table(world, tgt)
-        if any(o.yield_of(tgt) >= 0.5 for o in rows):
-            tables[tgt] = rows
+    tables = cached_tables(world, args.world)
     print(f"# world {world.name}: {len(world.target_formulas())} targets, {len(tables)} with a successful "
           f"recorded set; tables built in {time.perf_counter() - t0:.0f} s "
           f"({sum(len(v) for v in tables.values())} rows)", flush=True)

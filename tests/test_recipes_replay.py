@@ -121,3 +121,23 @@ def test_replay_cli_json_and_bad_table(tmp_path: Path, table: Path) -> None:
     bad.write_text("precursors,temperature_c,products\nBaCO3;TiO2,900,BaTiO3:x\n")
     err = run("recipes", "replay", str(bad), "--target", "BaTiO3")
     assert err.returncode == 2 and "row 2" in err.stderr and "not a number" in err.stderr
+
+
+def test_pruning_by_score_bound_keeps_the_picks_and_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    # before data only sets whose score bound reaches the picks are evaluated: the same five,
+    # in the same order, at the same temperatures as the exhaustive ranking
+    import recipes.planner as planner_module
+
+    shelf = ["Li", "LiH", "Li2CO3", "LiOH", "Ni", "NiO", "NiO2", "NiCO3", "P", "H3PO4", "NH4H2PO4", "P2O5"]
+    planner = RecipePlanner(stock=shelf)
+    picks = {}
+    for prune in (True, False):
+        monkeypatch.setattr(planner_module, "PRUNE_BY_BOUND", prune)
+        ranked, chosen = planner.ranking(TargetSpec("LiNiPO4"))
+        picks[prune] = [(c.formulas, c.temperature_c, round(c.terms["score"], 9)) for c in chosen]
+        if not prune:
+            n_all = len(ranked)
+        else:
+            n_pruned = len(ranked)
+    assert picks[True] == picks[False] and len(picks[True]) == 5
+    assert n_pruned < n_all  # the bound did skip sets
