@@ -28,6 +28,7 @@ tuned 7.2 wt % per phase.
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/xrd_alab.py
            [--subset tune|heldout|all] [--limit N] [--only before|after] [--json OUT]
            [--set FIELD=JSON ...]  (override a setting of 'after', for tuning on --subset tune)
+           [--jobs N]  (worker processes; each scan's CPU seconds are measured in its worker)
 """
 
 from __future__ import annotations
@@ -203,8 +204,23 @@ def dataset_disagreement(sel: list[tuple[int, Path]]) -> float:
     return bad / max(n, 1)
 
 
+def _scan_rows(job: tuple[int, Path, dict[str, AnalysisSettings], str]) -> dict[str, dict]:
+    """Every analysis of one scan (a worker's unit of work): {variant: row}."""
+    idx, folder, variants, composition = job
+    phases = [ReferencePhase.from_cif(c) for c in sorted((folder / "phases").glob("*.cif"))]
+    for ph in phases:  # reflections once per scan, outside the timing (the loop caches them)
+        ph.reflections(0.75)
+    target = pick_target(composition, phases)
+    out = {}
+    for name, cfg in variants.items():
+        r = analyse_scan(folder, cfg, phases, target)
+        r["part"] = split_of(idx)
+        out[name] = r
+    return out
+
+
 def run(subset: str, limit: int | None, only: str | None = None, quiet: bool = False,
-        overrides: dict | None = None) -> dict:
+        overrides: dict | None = None, jobs: int = 1) -> dict:
     variants = {"before": AnalysisSettings.baseline(),
                 "after": dataclasses.replace(AnalysisSettings.real_samples(), **(overrides or {}))}
     if only:
@@ -212,14 +228,17 @@ def run(subset: str, limit: int | None, only: str | None = None, quiet: bool = F
     rows: dict[str, list[dict]] = {k: [] for k in variants}
     data = {d["sample_index"]: d for d in json.loads((DATA / "dataset.json").read_text())}
     sel = scans(subset, limit)
-    for idx, folder in sel:
-        phases = [ReferencePhase.from_cif(c) for c in sorted((folder / "phases").glob("*.cif"))]
-        for ph in phases:  # reflections once per scan, outside the timing (the loop caches them)
-            ph.reflections(0.75)
-        target = pick_target(data[idx]["composition"], phases)
-        for name, cfg in variants.items():
-            r = analyse_scan(folder, cfg, phases, target)
-            r["part"] = split_of(idx)
+    work = [(idx, folder, variants, data[idx]["composition"]) for idx, folder in sel]
+    if jobs > 1:
+        # CPU seconds are measured inside each worker (process_time), so they stay per scan
+        from multiprocessing import get_context
+
+        pool = get_context("spawn").Pool(jobs)
+        results = pool.imap(_scan_rows, work, chunksize=1)
+    else:
+        pool, results = None, map(_scan_rows, work)
+    for (_, folder), per_variant in zip(sel, results, strict=True):
+        for name, r in per_variant.items():
             rows[name].append(r)
             if not quiet:
                 if r["answered"]:
@@ -231,6 +250,9 @@ def run(subset: str, limit: int | None, only: str | None = None, quiet: bool = F
                 else:
                     print(f"{name:6s} {r['part']:7s} {folder.name[:34]:34s} NO ANSWER {r['error']}",
                           flush=True)
+    if pool is not None:
+        pool.close()
+        pool.join()
     summary = {}
     for name, rs in rows.items():
         for part in ("tune", "heldout"):
@@ -248,6 +270,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["before", "after"], default=None)
     ap.add_argument("--json", type=Path, default=None, help="write all rows as JSON")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes (CPU s per scan is measured inside each worker)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an AnalysisSettings field of 'after' (tuning, tune part only)")
     args = ap.parse_args()
@@ -255,7 +279,7 @@ def main() -> None:
     for kv in args.set:
         k, v = kv.split("=", 1)
         overrides[k] = json.loads(v)
-    out = run(args.subset, args.limit, args.only, args.quiet, overrides)
+    out = run(args.subset, args.limit, args.only, args.quiet, overrides, args.jobs)
     print()
     print(f"{'analysis/part':16s} {'scans':>5s} {'no ans':>6s} {'phase MAE':>9s} {'(multi)':>7s} "
           f"{'yield MAE':>9s} {'y<=5':>5s} {'verdict':>7s} {'ambig':>5s} {'ph 2σ':>6s} "

@@ -149,3 +149,25 @@ def test_real_product_with_a_poor_fit_still_gets_an_answer() -> None:
     assert res.target_yield_std > 0.1  # a poor real fit is not a precise one
     old = analyze(pattern, phases, target="spinel", settings=AnalysisSettings.baseline())
     assert old.phases == []
+
+
+def _wurtzite(a: float, c: float) -> Structure:
+    return Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(a, c), ["Zn", "O"],
+                                     [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]])
+
+
+def test_binary_side_phase_off_its_reference_cell_is_still_quantified() -> None:
+    """A binary side phase whose real cell is 1.6 % off its CIF (as MgCl2, FeCl2, MnCl2 are on
+    the A-Lab products, median 0.6 %, p90 2.2 %): with +-2 % cell freedom it is found at its
+    weighed fraction; held to +-0.5 % (the earlier product rule) it was dropped and the target
+    read 100 %."""
+    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
+    true_side = ReferencePhase.from_structure(_wurtzite(3.25 * 1.016, 5.207 * 1.016), "ZnO")
+    reference = ReferencePhase.from_structure(_wurtzite(3.25, 5.207), "ZnO")
+    pattern = simulate_mixture([made, true_side], [0.7, 0.3], seed=5, max_strain=0.0)
+    res = analyze(pattern, [made, reference], target="MgAl2O4",
+                  settings=AnalysisSettings(binary_lattice_range=0.02))
+    assert res.weight_fractions().get("ZnO", 0.0) == pytest.approx(0.3, abs=0.04)
+    held = analyze(pattern, [made, reference], target="MgAl2O4",
+                   settings=AnalysisSettings(binary_lattice_range=0.005))
+    assert held.target_yield > 0.85
