@@ -21,6 +21,13 @@ def potential() -> PretrainedEnergy:
     return PretrainedEnergy()
 
 
+@pytest.fixture(scope="module")
+def features():
+    from surrogates.prior_features import PotentialFeatures
+
+    return PotentialFeatures(batch_size=2)
+
+
 def rocksalt(a: float, cation: str = "Na", anion: str = "Cl") -> Structure:
     return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
                                      [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
@@ -54,10 +61,10 @@ def test_delta_ensemble_predicts_prior_plus_residual(potential: PretrainedEnergy
 
 
 def test_potential_features_match_the_calculator_and_ignore_site_order(
-        potential: PretrainedEnergy) -> None:
-    from surrogates.prior_features import PotentialFeatures, layout
+        potential: PretrainedEnergy, features) -> None:
+    from surrogates.prior_features import layout
 
-    feats = PotentialFeatures(batch_size=2)
+    feats = features
     cells = [rocksalt(5.64), rocksalt(4.6, "Li", "F"), rocksalt(4.2, "Mg", "O")]
     rows = feats.compute(cells)
     parts = layout(128)
@@ -67,19 +74,18 @@ def test_potential_features_match_the_calculator_and_ignore_site_order(
     assert np.allclose(rows[:, parts["atomic_energy"]][:, 0], rows[:, 0], atol=1e-4)
     swapped = Structure(cells[0].lattice, list(reversed(cells[0].species)),
                         list(reversed(cells[0].frac_coords)))
-    again = PotentialFeatures().compute([swapped])[0]  # fresh cache: really recomputed
+    again = feats.compute([swapped])[0]  # another site order, another cache key: recomputed
     assert np.allclose(again, rows[0], atol=1e-4)
     assert not np.allclose(rows[0, parts["mean"]], rows[1, parts["mean"]], atol=1e-2)
 
 
-def test_kernel_delta_ensemble_trains_on_out_of_fold_residuals() -> None:
+def test_kernel_delta_ensemble_trains_on_out_of_fold_residuals(features) -> None:
     from surrogates.kernel_prior import KernelPrior
-    from surrogates.prior_features import PotentialFeatures
 
     rng = np.random.default_rng(1)
     pairs = [("Na", "Cl"), ("K", "Cl"), ("Li", "F"), ("Na", "F"), ("K", "Br"), ("Mg", "O")]
     structures = [rocksalt(float(rng.uniform(4.2, 6.4)), c, x) for c, x in pairs for _ in range(2)]
-    feats = PotentialFeatures()
+    feats = features
     y = 0.7 * feats.energies(structures) + 1.0
     model = train_delta_ensemble(structures, y, EnsembleConfig(
         members=2, hidden=8, layers=1, epochs=2, batch_size=8, workers=1, cutoff=6.0),
