@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     # pretrained prior (SevenNet-0 energy + residual ensemble; optional `sevenn`)
     "DeltaEnsemble": "pretrained", "LinearPrior": "pretrained", "PretrainedEnergy": "pretrained",
     "PretrainedUnavailable": "pretrained", "train_delta_ensemble": "pretrained",
+    "KernelPrior": "kernel_prior", "PotentialFeatures": "prior_features",
+    "PotentialFeaturesUnavailable": "prior_features",
     "evaluate_regression": "evaluation",
     "CrystalGraph": "graphs", "GraphCache": "graphs", "GraphError": "graphs",
     "build_graph": "graphs", "neighbor_list": "graphs",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from .evaluation import evaluate_regression  # noqa: F401
     from .formulas import UnknownCompositionError, chemical_system, reduced_formula  # noqa: F401
     from .graphs import CrystalGraph, GraphCache, GraphError, build_graph, neighbor_list  # noqa: F401
+    from .kernel_prior import KernelPrior  # noqa: F401
     from .multiobjective import ParetoSelection, botorch_qlognehvi, select_pareto_batch  # noqa: F401
     from .partial import aliovalent_substitutions, partial_substitutions  # noqa: F401
     from .pretrained import (  # noqa: F401
@@ -116,6 +119,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         PretrainedUnavailable,
         train_delta_ensemble,
     )
+    from .prior_features import PotentialFeatures, PotentialFeaturesUnavailable  # noqa: F401
     from .prototypes import (  # noqa: F401
         TEMPLATE_KINDS,
         StructurePredictor,
