@@ -24,7 +24,13 @@ Shelf: every powder used in ≥ 5 training reactions that is on the Materials Pr
    25 °C as the planner does. ``--validation`` refits the trees on the rest of the training
    targets (minutes) — the only place hyper-parameters were chosen.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/recipes_literature.py --n 300 [--seed 0]``
+Recall is printed with its exact binomial 95 % interval; ``--workers 2`` forks the recall loop,
+``--offset`` extends a sample without repeating it (``--n 0``: every target left), ``--dump``
+writes every candidate's raw score terms for ``benchmarks/recipes_rescore.py`` (weights are
+chosen there on a ``--validation`` dump only).
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/recipes_literature.py --n 0 --workers 2 --skip-temperature``
+(every held-out target, ~15 min on a quiet 2-core machine)
 """
 
 from __future__ import annotations
