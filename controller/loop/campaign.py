@@ -159,8 +159,11 @@ class CampaignRunner:
                 + (f" for lab {lab}" if lab else ""), data=data)
         await reconcile(self.store, self.transport, self.campaign_id, missing_drivers=self.missing_drivers,
                         lab_id=lab)
-        # the pool and the first model are the campaign's, made once: by the first lab to get here
-        while not self.claims.try_lock("decide"):
+        # the pool and the first model are the campaign's, made once: by the first lab to get here.
+        # Once both exist a joining lab only reads them: it does not queue for the lock, which a
+        # free-running lab takes on every turn (seen: a lab starved of it for 88 s at start-up
+        # while the other lab ran 16 experiments)
+        while not self._pool_and_model_exist() and not self.claims.try_lock("decide"):
             await asyncio.sleep(self.options.poll_s)
         try:
             await asyncio.to_thread(self._ensure_candidates)
@@ -183,6 +186,10 @@ class CampaignRunner:
             if self._train_task is not None:
                 self._train_task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def _pool_and_model_exist(self) -> bool:
+        latest = self.pool_records.latest_model()
+        return latest is not None and bool(latest.checkpoint) and self.pool_records.has_candidates()
 
     async def _heartbeat(self) -> None:
         """Several labs: renew this lab's lease and claims while the controller lives.
