@@ -7,7 +7,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.synthloop-installed
 TORCH_PIN   := torch==2.13.0
-EXTRAS      := dev,postgres,oracle,web,scale
+EXTRAS      := dev,postgres,oracle,web,scale,pretrained
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
