@@ -89,13 +89,7 @@ def partial_substitutions(
         raise ValueError(f"max_cells must be 1-8 or None, got {max_cells}")
     if max_per_parent < 1 or max_orderings < 1:
         raise ValueError("max_per_parent and max_orderings must be >= 1")
-    sys_elements: list[set[str]] = []
-    for system in systems:
-        els = {s.strip() for s in system.split("-") if s.strip()}
-        for el in els:
-            if not Element.is_valid_symbol(el):
-                raise ValueError(f"unknown element {el!r} in system {system!r}")
-        sys_elements.append(els)
+    sys_elements = _system_elements(systems)
     kp = known_phases()
     held = reduced_set(holdout)
     matcher = StructureMatcher()
