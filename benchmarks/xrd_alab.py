@@ -17,7 +17,9 @@ sha256("alab_gpss:<sample index>") is even, else *held-out*. Settings were tuned
 Two analyses run per scan, in the same process: ``before`` (the analysis as it was at HEAD
 before this benchmark existed: ``AnalysisSettings.baseline()``) and ``after``
 (``AnalysisSettings.real_samples()``: the defaults plus the instrument's spill-over angle and
-the systematic sigma, both fitted on the tune part only).
+the systematic sigma, both fitted on the tune part only). A third, ``composition``, is ``after``
+plus the sample's weighed nominal composition (``dataset.json``'s ``composition``) passed to the
+analysis (``analyze(composition=...)``, weighted by ``composition_weight``: ``--comp-set``).
 
 Figures per part and analysis: per-phase mean absolute error (wt %, over the expert's phases
 and any phase the analysis reports), target-yield MAE, >= 50 % verdict agreement, scans with
@@ -26,8 +28,9 @@ per-phase errors within 2 sigma.  Anchors (Dara/BGMN on the same kind of data): 
 tuned 7.2 wt % per phase.
 
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/xrd_alab.py
-           [--subset tune|heldout|all] [--limit N] [--only before|after] [--json OUT]
+           [--subset tune|heldout|all] [--limit N] [--only before,after,composition] [--json OUT]
            [--set FIELD=JSON ...]  (override a setting of 'after', for tuning on --subset tune)
+           [--comp-set FIELD=JSON ...]  (override a setting of 'composition' only)
            [--jobs N]  (worker processes; each scan's CPU seconds are measured in its worker)
 """
 
@@ -109,12 +112,12 @@ def scans(subset: str, limit: int | None) -> list[tuple[int, Path]]:
 
 
 def analyse_scan(folder: Path, settings: AnalysisSettings, phases: list[ReferencePhase],
-                 target: str) -> dict:
+                 target: str, composition: str | None = None) -> dict:
     truth = expert_fractions(folder)
     pattern = read_pattern(folder / "pattern.xrdml")
     c0 = time.process_time()
     try:
-        res = analyze(pattern, phases, target=target, settings=settings)
+        res = analyze(pattern, phases, target=target, settings=settings, composition=composition)
         err = None
     except Exception as exc:  # noqa: BLE001 - a failure is a figure ("no answer"), not a crash
         res, err = None, f"{type(exc).__name__}: {exc}"
@@ -140,6 +143,7 @@ def analyse_scan(folder: Path, settings: AnalysisSettings, phases: list[Referenc
         yield_std=res.target_yield_std,
         yield_truth=truth.get(target, 0.0),
         ambiguous=bool(getattr(res, "ambiguous", None)),
+        ambiguities=list(getattr(res, "ambiguities", [])),
         rwp=res.rwp,
     )
     row["yield_abs_err"] = abs(row["yield_found"] - row["yield_truth"]) * 100
@@ -213,18 +217,21 @@ def _scan_rows(job: tuple[int, Path, dict[str, AnalysisSettings], str]) -> dict[
     target = pick_target(composition, phases)
     out = {}
     for name, cfg in variants.items():
-        r = analyse_scan(folder, cfg, phases, target)
+        # 'composition': the weighed nominal composition (dataset.json) enters the analysis
+        r = analyse_scan(folder, cfg, phases, target,
+                         composition if name == "composition" else None)
         r["part"] = split_of(idx)
         out[name] = r
     return out
 
 
 def run(subset: str, limit: int | None, only: str | None = None, quiet: bool = False,
-        overrides: dict | None = None, jobs: int = 1) -> dict:
-    variants = {"before": AnalysisSettings.baseline(),
-                "after": dataclasses.replace(AnalysisSettings.real_samples(), **(overrides or {}))}
+        overrides: dict | None = None, jobs: int = 1, comp_overrides: dict | None = None) -> dict:
+    after = dataclasses.replace(AnalysisSettings.real_samples(), **(overrides or {}))
+    variants = {"before": AnalysisSettings.baseline(), "after": after,
+                "composition": dataclasses.replace(after, **(comp_overrides or {}))}
     if only:
-        variants = {only: variants[only]}
+        variants = {k: variants[k] for k in only.split(",")}
     rows: dict[str, list[dict]] = {k: [] for k in variants}
     data = {d["sample_index"]: d for d in json.loads((DATA / "dataset.json").read_text())}
     sel = scans(subset, limit)
@@ -242,13 +249,13 @@ def run(subset: str, limit: int | None, only: str | None = None, quiet: bool = F
             rows[name].append(r)
             if not quiet:
                 if r["answered"]:
-                    print(f"{name:6s} {r['part']:7s} {folder.name[:34]:34s} "
+                    print(f"{name:11s} {r['part']:7s} {folder.name[:34]:34s} "
                           f"y={r['yield_found'] * 100:5.1f}/{r['yield_truth'] * 100:5.1f}"
                           f"±{(r['yield_std'] or 0) * 100:4.1f} "
                           f"maxerr={max(r['abs_err'].values()):5.1f} cpu={r['cpu_seconds']:.2f}"
                           f"{' AMBIG' if r['ambiguous'] else ''}", flush=True)
                 else:
-                    print(f"{name:6s} {r['part']:7s} {folder.name[:34]:34s} NO ANSWER {r['error']}",
+                    print(f"{name:11s} {r['part']:7s} {folder.name[:34]:34s} NO ANSWER {r['error']}",
                           flush=True)
     if pool is not None:
         pool.close()
@@ -267,19 +274,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subset", choices=["tune", "heldout", "all"], default="all")
     ap.add_argument("--limit", type=int, default=None, help="only the first N scans of the subset")
-    ap.add_argument("--only", choices=["before", "after"], default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated analyses of: before, after, composition")
     ap.add_argument("--json", type=Path, default=None, help="write all rows as JSON")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--jobs", type=int, default=1,
                     help="worker processes (CPU s per scan is measured inside each worker)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an AnalysisSettings field of 'after' (tuning, tune part only)")
+    ap.add_argument("--comp-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of 'composition' only (on top of --set), e.g. "
+                         "composition_weight=3 (tuning, tune part only)")
     args = ap.parse_args()
     overrides = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
         overrides[k] = json.loads(v)
-    out = run(args.subset, args.limit, args.only, args.quiet, overrides, args.jobs)
+    comp_overrides = {}
+    for kv in args.comp_set:
+        k, v = kv.split("=", 1)
+        comp_overrides[k] = json.loads(v)
+    out = run(args.subset, args.limit, args.only, args.quiet, overrides, args.jobs, comp_overrides)
     print()
     print(f"{'analysis/part':16s} {'scans':>5s} {'no ans':>6s} {'phase MAE':>9s} {'(multi)':>7s} "
           f"{'yield MAE':>9s} {'y<=5':>5s} {'verdict':>7s} {'ambig':>5s} {'ph 2σ':>6s} "

@@ -58,3 +58,15 @@ def test_bad_pattern_fails_clearly(tmp_path: Path) -> None:
     out = run("xrd", "analyze", str(bad), "--phases", "ZnO_186", "--json")
     assert out.returncode != 0
     assert "broken.xrdml" in out.stderr and out.stdout == ""
+
+
+def test_analyze_takes_the_weighed_composition_and_rejects_a_bad_one() -> None:
+    pattern = shared_data("xrd", "dara_precursor_mixtures", "TiO2_0p4009-ZnO_0p6010--2min.xrdml")
+    args = ("xrd", "analyze", str(pattern), "--phases", "ZnO_186", "TiO2_141", "--target", "ZnO",
+            "--preset", "real_samples")
+    out = run(*args, "--composition", "Zn3Ti2O7", "--json")
+    assert out.returncode == 0, out.stderr
+    assert 0.5 < json.loads(out.stdout)["target_yield"] < 0.7
+    out = run(*args, "--composition", "Zz2Q")
+    assert out.returncode == 2
+    assert "--composition" in out.stderr and "Zz2Q" in out.stderr

@@ -171,3 +171,39 @@ def test_binary_side_phase_off_its_reference_cell_is_still_quantified() -> None:
     held = analyze(pattern, [made, reference], target="MgAl2O4",
                    settings=AnalysisSettings(binary_lattice_range=0.005))
     assert held.target_yield > 0.85
+
+
+def _spinel_b_site(b_site: str | dict[str, float]) -> Structure:
+    """The spinel-type helper's structure with another B-site occupant (same cell)."""
+    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(8.08), ["Mg", b_site, "O"],
+                                     [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5],
+                                      [0.2624, 0.2624, 0.2624]])
+
+
+def test_weighed_composition_decides_between_lookalikes_the_pattern_cannot_separate() -> None:
+    """Al (Z 13) and a 50/50 Mg/Si site (mean Z 13) scatter alike: two references with the same
+    pattern but different compositions. The pattern alone keeps the target (its tie rule);
+    given the weighed composition of the look-alike, the look-alike wins and the decision is
+    reported with each alternative's mass balance; given the target's, the target stays."""
+    made = ReferencePhase.from_structure(_spinel_b_site("Al"), "spinel_al")
+    twin = ReferencePhase.from_structure(_spinel_b_site({"Mg": 0.5, "Si": 0.5}), "spinel_mgsi")
+    other = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    pattern = simulate_mixture([twin, other], [0.8, 0.2], seed=4)
+    # the screening would otherwise drop one of two collinear profiles before the swap test
+    cfg = AnalysisSettings(composition_weight=10.0, composition_scope="all")
+    blind = analyze(pattern, [made, twin, other], target="spinel_al", settings=cfg)
+    assert blind.target_yield == pytest.approx(0.8, abs=0.05)  # pattern only: a tie, target kept
+    weighed_twin = analyze(pattern, [made, twin, other], target="spinel_al", settings=cfg,
+                           composition=twin.structure.composition)
+    assert weighed_twin.target_yield == pytest.approx(0.0, abs=1e-9)
+    assert weighed_twin.weight_fractions()["spinel_mgsi"] == pytest.approx(0.8, abs=0.05)
+    decided = [a for a in weighed_twin.ambiguities if "composition" in a]
+    assert decided and decided[0]["kept"] == "spinel_mgsi"
+    assert decided[0]["misplaced_atoms"]["target"] > decided[0]["misplaced_atoms"]["look-alikes"]
+    weighed_made = analyze(pattern, [made, twin, other], target="spinel_al", settings=cfg,
+                           composition=made.formula)
+    assert weighed_made.target_yield == pytest.approx(0.8, abs=0.05)
+    # off by default: the composition is then reported, never used
+    off = analyze(pattern, [made, twin, other], target="spinel_al",
+                  composition=twin.structure.composition)
+    assert off.target_yield == pytest.approx(0.8, abs=0.05)

@@ -65,7 +65,26 @@ PRESET_HELP = ("analysis settings: 'simulated' (library defaults) or 'real_sampl
 PROFILE_HELP = "instrument profile YAML from `synthloop xrd calibrate` (zero shift, widths, spill-over)"
 
 
-def _run(pattern: Path, phases: list[str], target: str | None, settings=None) -> PhaseAnalysis:
+def _composition(formula: str | None):
+    """The weighed composition of --composition, or None; a formula pymatgen cannot read is a
+    usage error (exit 2) naming the option."""
+    if formula is None:
+        return None
+    from pymatgen.core import Composition
+
+    try:
+        comp = Composition(formula)
+        float(comp.weight)  # unknown symbols parse (as DummySpecies) and fail only here
+    except Exception as exc:  # noqa: BLE001 - pymatgen raises several types for bad formulas
+        _fail(f"--composition {formula!r}: not a chemical formula")
+        raise AssertionError("unreachable") from exc
+    if comp.num_atoms <= 0:
+        _fail(f"--composition {formula!r}: no atoms")
+    return comp
+
+
+def _run(pattern: Path, phases: list[str], target: str | None, settings=None,
+         composition=None) -> PhaseAnalysis:
     from ..xrd import (
         XrdAnalysisError,
         XrdFormatError,
@@ -80,7 +99,7 @@ def _run(pattern: Path, phases: list[str], target: str | None, settings=None) ->
     try:
         pat = read_pattern(pattern)
         refs = [load_phase(p) for p in phases]
-        return analyze(pat, refs, target=target, settings=settings)
+        return analyze(pat, refs, target=target, settings=settings, composition=composition)
     except (XrdFormatError, XrdReferenceError, XrdAnalysisError) as exc:
         _fail(str(exc))
     raise AssertionError("unreachable")
@@ -118,7 +137,7 @@ def _batch_items(folder: Path, phases: list[str]) -> list[tuple[Path, list[str] 
 
 
 def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None,
-           as_json: bool, settings=None) -> None:
+           as_json: bool, settings=None, composition=None) -> None:
     """Analyse every pattern in FOLDER; one table (and optionally one CSV/JSON file)."""
     import csv
 
@@ -165,7 +184,8 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
                         red = None
                     if not any(r.formula == red for r in refs):
                         tgt = None  # this pattern's candidates do not include the target
-                res = analyze(read_pattern(f), refs, target=tgt, settings=settings)
+                res = analyze(read_pattern(f), refs, target=tgt, settings=settings,
+                              composition=composition)
                 row.update(
                     phases="; ".join(f"{p.name} {p.weight_fraction * 100:.1f}±"
                                      f"{p.weight_fraction_std * 100:.1f}" for p in res.phases),
@@ -219,6 +239,10 @@ def analyze_cmd(
                                     "to this .csv or .json file"),
     preset: str = typer.Option("simulated", "--preset", help=PRESET_HELP),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    composition: str | None = typer.Option(
+        None, "--composition", help="the sample's weighed (nominal) composition, e.g. Li2MgCl4: "
+        "decides between look-alike phases the pattern cannot separate (by mass balance; "
+        "weighted by the preset's composition_weight) and is reported with them"),
 ) -> None:
     """Fit PATTERN with the candidate phases; print phases found, weight fractions and Rwp.
 
@@ -226,10 +250,11 @@ def analyze_cmd(
     pattern that cannot be analysed gets its error in the table and the exit code is 1.
     """
     settings = _settings(preset, profile)
+    comp = _composition(composition)
     if pattern.is_dir():
-        _batch(pattern, _all_phases(ctx, phases), target, out, as_json, settings)
+        _batch(pattern, _all_phases(ctx, phases), target, out, as_json, settings, comp)
         return
-    res = _run(pattern, _all_phases(ctx, phases), target, settings)
+    res = _run(pattern, _all_phases(ctx, phases), target, settings, comp)
     if as_json:
         print(json.dumps(res.to_dict(), allow_nan=False))
         return
@@ -249,8 +274,10 @@ def analyze_cmd(
                       + " (an unknown phase?)", highlight=False)
     for a in res.ambiguities:
         console.print(f"  ambiguous: {' / '.join(a['phases'])} look alike (similarity "
-                      f"{a['similarity']:.2f}, Δχ² {a['delta_chi2']:.0f}); kept {a['kept']}",
-                      highlight=False)
+                      f"{a['similarity']:.2f}, Δχ² {a['delta_chi2']:.0f}); kept {a['kept']}"
+                      + (f"; mass balance vs {a['composition']}: misplaced atoms "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in a["misplaced_atoms"].items())
+                         if "composition" in a else ""), highlight=False)
     st = res.structure_type
     if st and st.get("family"):
         console.print(f"  structure type of the target: {st['family']} ({st['template_formula']}"

@@ -55,11 +55,12 @@ _watching = False
 
 
 def run_analysis(pattern: XrdPattern, phases: list[Any], target: str | None,
-                 settings: Any) -> PhaseAnalysis:
-    """One whole-pattern analysis (the result pickles back from a worker as it is)."""
+                 settings: Any, composition: Any = None) -> PhaseAnalysis:
+    """One whole-pattern analysis (the result pickles back from a worker as it is);
+    ``composition``: the sample's weighed composition (see controller.xrd.analyze)."""
     from ..xrd import analyze
 
-    return analyze(pattern, phases, target=target, settings=settings)
+    return analyze(pattern, phases, target=target, settings=settings, composition=composition)
 
 
 class AnalysisPool:
@@ -87,8 +88,8 @@ class AnalysisPool:
                 pool.submit(_init_worker)
 
     def analyze(self, pattern: XrdPattern, phases: list[Any], target: str | None,
-                settings: Any) -> PhaseAnalysis:
-        args = (pattern, phases, target, settings)
+                settings: Any, composition: Any = None) -> PhaseAnalysis:
+        args = (pattern, phases, target, settings, composition)
         if self.workers <= 0:
             return run_analysis(*args)
         try:

@@ -103,7 +103,11 @@ class PhaseAssessor:
                     phases.append(ref)
         phases = list({p.name: p for p in reversed(phases)}.values())[::-1]  # unique names, first wins
         ac = self.cfg.analysis
-        analysis = self.analysis_pool.analyze(pattern, phases, target, self.settings)
+        # the recipe weighs its precursors to the target's stoichiometry (recipes balance every
+        # set to it), so the sample's nominal composition is the target formula: it decides
+        # between look-alikes the pattern cannot separate (AnalysisSettings.composition_weight)
+        analysis = self.analysis_pool.analyze(pattern, phases, target, self.settings,
+                                              composition=target)
         y, y_low = claimable_yield(analysis, claim_sigma=ac.claim_sigma,
                                    systematic_std=ac.systematic_yield_std)
         ambiguous = any(target in a["phases"] for a in analysis.ambiguities)

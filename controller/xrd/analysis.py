@@ -28,6 +28,7 @@ from scipy.optimize import nnls
 from scipy.signal import find_peaks
 
 from .amorphous import AmorphousEstimate, estimate_amorphous
+from .composition import as_composition, phase_mismatch
 from .fitting import LATTICE_RANGE, FitState, PatternModel, PhaseInput, d_spacings, scale_covariance
 from .pattern import XrdPattern
 from .reference import ReferencePhase, lorentz_polarisation
@@ -38,7 +39,8 @@ NEAR_SIGNIFICANT = 0.25
 # 2: amorphous hump test, target_yield_std, whole-sample and alternative yields, unexplained share
 # 3: structure-type search for the target (structure_type)
 # 4: texture_phases and lookalike_binary_range settings; the real_samples preset retuned
-ANALYSIS_VERSION = 4
+# 5: the weighed composition weighs in on look-alike decisions (composition_weight)
+ANALYSIS_VERSION = 5
 
 
 # calibrated on the tune half of the A-Lab GPSS scans (benchmarks/xrd_alab.py): see real_samples()
@@ -119,6 +121,20 @@ class AnalysisSettings:
     # a decision between look-alikes is 'ambiguous' when its chi^2 margin is below this many
     # significance thresholds
     ambiguity_factor: float = 3.0
+    # the sample's weighed composition (``analyze(composition=...)``) in look-alike decisions:
+    # a solution whose phase fractions misplace a share m of the atoms beyond the tolerances
+    # (composition.py) is charged composition_weight significance thresholds per 0.1 of m,
+    # only where the pattern cannot separate the phases (target vs its look-alikes, and
+    # dropping a phase while a look-alike of it stays). 0 = the composition is only reported
+    composition_weight: float = 0.0
+    # relative tolerance of volatile elements' atomic fractions (Li, Cl, O, ...: lost on heating)
+    composition_volatile_tolerance: float = 0.3
+    # where the composition weighs in: "swap" = only the target-vs-look-alikes swap test;
+    # "target" = also dropping the target while a look-alike of it stays; "all" = also keep the
+    # target's look-alikes through the screening and charge dropping any phase whose look-alike
+    # stays. On the A-Lab tune scans "all" kept look-alike end-members that took the target's
+    # weight (benchmarks/xrd_alab.py)
+    composition_scope: str = "swap"
     # structure-type search (structure_types.py) for a target whose structure is absent from the
     # candidates or leaves this share of the net intensity unexplained (None: never search;
     # 1.0: only a target with no structure): the target's composition decorated on the shipped
@@ -334,12 +350,18 @@ def analyze(
     *,
     target: str | None = None,
     settings: AnalysisSettings | None = None,
+    composition: Any = None,
 ) -> PhaseAnalysis:
     """Identify which candidate phases the pattern supports and their weight fractions.
 
     ``target`` is a phase name or a formula; its yield is the summed weight fraction of the
     phases with that name or reduced formula (polymorphs count together), 0 if none was found.
     Deterministic: the same pattern, phases and settings always give the same result.
+
+    ``composition`` (optional): the sample's weighed / nominal composition (a pymatgen
+    ``Composition`` or a formula). Where look-alike phases fit about equally, the solution whose
+    phase fractions imply element ratios closer to it wins (``settings.composition_weight``);
+    the mass balance of each alternative is reported in ``ambiguities``.
 
     With ``settings.structure_search_unexplained`` set, a target may also be a formula with no
     candidate structure, and a target whose structure leaves intensity unexplained gets a
@@ -359,14 +381,15 @@ def analyze(
                 or target is None or exc.__cause__ is not None):
             raise
         target_idx, missing = [], True
-    result = _fit_phases(pattern, phases, target, target_idx, cfg)
+    nominal = as_composition(composition)
+    result = _fit_phases(pattern, phases, target, target_idx, cfg, nominal)
     if target is not None and cfg.structure_search_unexplained is not None:
         result = _search_structure_type(pattern, phases, target, target_idx, missing, cfg, result)
     return result
 
 
 def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str | None,
-                target_idx: list[int], cfg: AnalysisSettings) -> PhaseAnalysis:
+                target_idx: list[int], cfg: AnalysisSettings, nominal: Any = None) -> PhaseAnalysis:
     """The fit itself (see the module docstring); ``target_idx`` may be empty for a target
     without a candidate structure (its yield is then 0)."""
     names = [p.name for p in phases]
@@ -450,8 +473,15 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
             else [] for i in range(len(phases))}
     protect = set(target_idx) if cfg.lookalike_similarity < 1.0 else set()
     _hold_lookalike_cells(model, theta, starts, phases, target_idx, look, cfg)
+    # with a weighed composition the target's look-alikes stay too: the screening's linear
+    # solve splits collinear profiles arbitrarily, the swap test weighs their mass balance
+    if cfg.composition_scope not in ("swap", "target", "all"):
+        raise XrdAnalysisError(f"composition_scope {cfg.composition_scope!r}: 'swap', 'target' "
+                               "or 'all'")
+    rivals = ({j for i in protect for j in look[i]} if nominal is not None
+              and cfg.composition_weight > 0 and cfg.composition_scope == "all" else set())
     for i in np.flatnonzero(sc <= 0):
-        if i in protect and look[i]:
+        if (i in protect and look[i]) or i in rivals:
             continue  # the swap test below decides between the target and its look-alikes
         active[i] = False
         rejected[names[i]] = "zero scale in the screening fit"
@@ -465,7 +495,7 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
     ambiguities: list[dict[str, Any]] = []
     if protect:
         state, theta = _target_swap(model, state, theta, active, phases, target_idx, look,
-                                    similarity, penalty, cfg, rejected, ambiguities)
+                                    similarity, penalty, cfg, rejected, ambiguities, nominal)
     for i in np.flatnonzero(active):
         if i in protect and any(active[j] for j in look[i] if j not in protect):
             continue
@@ -530,6 +560,8 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
                 alt = model.fit(theta, trial, max_nfev=cfg.screen_nfev)
                 gain = (alt.chi2 - state.chi2) / red
             delta[i] = gain
+            gain += _composition_charge(masses, active, i, look, phases, nominal, cfg, threshold,
+                                        protect)
             small = masses[i] / total < cfg.min_weight_fraction
             if gain < threshold or small:
                 active[i] = False
@@ -816,10 +848,42 @@ def _profile_similarity(model: PatternModel, cols: np.ndarray) -> np.ndarray:
     return wc.T @ wc
 
 
+def _composition_cost(fractions: np.ndarray, phases: list[ReferencePhase], nominal: Any,
+                      cfg: AnalysisSettings) -> float:
+    """Share of atoms these weight fractions misplace against the weighed composition."""
+    return phase_mismatch([float(v) for v in fractions],
+                          [p.structure.composition for p in phases], nominal,
+                          cfg.composition_volatile_tolerance)
+
+
+def _composition_charge(masses: np.ndarray, active: np.ndarray, i: int, look: dict[int, list[int]],
+                        phases: list[ReferencePhase], nominal: Any, cfg: AnalysisSettings,
+                        threshold: float, target: set[int]) -> float:
+    """Extra chi^2 (misfit units) that dropping phase i costs in mass balance, when a look-alike
+    of it stays in (the pattern cannot separate the two, the weighed composition can); 0
+    without a composition or when the sample balances as well or better without i."""
+    scoped = cfg.composition_scope == "all" or (cfg.composition_scope == "target" and i in target)
+    if (nominal is None or cfg.composition_weight <= 0 or not scoped
+            or not any(active[j] for j in look[i])):
+        return 0.0
+    on = np.where(active, masses, 0.0)
+    without = on.copy()
+    without[i] = 0.0
+    if on.sum() <= 0 or without.sum() <= 0:
+        return 0.0
+    c_with = _composition_cost(on / on.sum(), phases, nominal, cfg)
+    c_without = _composition_cost(without / without.sum(), phases, nominal, cfg)
+    # one-sided: the weighed composition may keep a phase the pattern cannot tell from its
+    # look-alike, never push out one the pattern supports (a real product's side phases and
+    # losses shift the balance; on the tune scans a two-sided charge dropped real side phases)
+    return cfg.composition_weight * threshold * max(0.0, c_without - c_with) / 0.1
+
+
 def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active: np.ndarray,
                  phases: list[ReferencePhase], target_idx: list[int], look: dict[int, list[int]],
                  similarity: np.ndarray, penalty: float, cfg: AnalysisSettings,
-                 rejected: dict[str, str], ambiguities: list[dict[str, Any]]):
+                 rejected: dict[str, str], ambiguities: list[dict[str, Any]],
+                 nominal: Any = None):
     """Target or its look-alikes? Fit each without the other and keep the better (BIC score),
     the target winning ties: it is what was meant to be made, and a look-alike side phase is
     then kept only if it is significant *given* the target (the significance loop tests it).
@@ -848,6 +912,28 @@ def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active
     sim = max(float(similarity[i, j]) for i in target_idx for j in rivals)
     if margin > 0 and not any(fit_t.scales[i] > 0 for i in target_idx):
         margin = float("inf")  # the target alone does not even get a scale
+    balance: dict[str, Any] = {}
+    pattern_margin = margin
+    if nominal is not None:
+        # mass balance of each alternative against the weighed composition
+        cost_t = _composition_cost(_fractions(model, fit_t, phases), phases, nominal, cfg)
+        cost_l = _composition_cost(_fractions(model, fit_l, phases), phases, nominal, cfg)
+        charge = cfg.composition_weight * threshold * (cost_t - cost_l) / 0.1
+        balance = {"composition": nominal.reduced_formula,
+                   "misplaced_atoms": {"target": round(cost_t, 3), "look-alikes": round(cost_l, 3)},
+                   "composition_delta_chi2": round(float(charge), 1)}
+        margin = margin + charge
+        decisive = cfg.target_benefit * threshold
+        if math.isfinite(pattern_margin) and (pattern_margin > decisive) != (margin > decisive):
+            ambiguities.append({
+                "phases": [names[i] for i in target_idx] + [names[j] for j in rivals],
+                "kept": ", ".join(names[j] for j in rivals) if margin > decisive
+                else ", ".join(names[i] for i in target_idx),
+                "similarity": round(sim, 3), "delta_chi2": round(float(pattern_margin), 1),
+                "reason": "look-alikes; the weighed composition decided against the pattern",
+                **balance,
+            })
+            balance = {}
     # the target (what was meant to be made) has the benefit of the doubt: its look-alikes
     # replace it only when they are better by more than target_benefit significance thresholds
     if margin > cfg.target_benefit * threshold:
@@ -855,21 +941,25 @@ def _target_swap(model: PatternModel, state: FitState, theta: np.ndarray, active
         for i in target_idx:
             active[i] = False
             rejected[names[i]] = (f"look-alike {', '.join(names[j] for j in rivals)} fits better "
-                                  f"(margin {margin:.1f})")
+                                  f"(margin {margin:.1f}"
+                                  + (f", of which the weighed composition {margin - pattern_margin:.1f})"
+                                     if margin != pattern_margin else ")"))
         if math.isfinite(margin) and margin < cfg.ambiguity_factor * threshold:
             ambiguities.append({
                 "phases": [names[j] for j in rivals] + [names[i] for i in target_idx],
                 "kept": ", ".join(names[j] for j in rivals),
-                "similarity": round(sim, 3), "delta_chi2": round(float(margin), 1),
+                "similarity": round(sim, 3), "delta_chi2": round(float(pattern_margin), 1),
                 "reason": "look-alikes of the target fit better, by a small margin",
+                **balance,
             })
         return fit_l, fit_l.theta
     if abs(margin) < cfg.ambiguity_factor * threshold:
         ambiguities.append({
             "phases": [names[i] for i in target_idx] + [names[j] for j in rivals],
             "kept": ", ".join(names[i] for i in target_idx),
-            "similarity": round(sim, 3), "delta_chi2": round(float(abs(margin)), 1),
+            "similarity": round(sim, 3), "delta_chi2": round(float(abs(pattern_margin)), 1),
             "reason": "target and look-alike(s) fit about equally; the target is preferred",
+            **balance,
         })
     # the target stays; its look-alikes come back and must prove themselves given the target
     for i in target_idx:
