@@ -274,26 +274,3 @@ def test_yield_gp_sets_conditions_once_it_has_data() -> None:
     assert tuned.temperature_c >= 1100, tuned.rationale
     assert tuned.details["prob_feasible"] > 0.2
     _check_balanced(tuned)
-
-
-def test_large_shelf_keeps_four_likely_sources_per_element_of_a_five_cation_target() -> None:
-    # on the ~300-powder literature shelf a doped 5-cation target still considers each cation's
-    # four most likely sources (with three, a paper's fourth-ranked dopant source was never
-    # scored: tune-fold misses, docs/benchmarks.md issue 20)
-    from recipes.literature import literature_model
-    from surrogates import known_phases
-
-    model, known = literature_model(), known_phases()
-    shelf = sorted(p for p, n in model.precursor_counts().items()
-                   if n >= 5 and known.formation_energy(p) is not None)
-    target = "Ba0.8Sr0.1Ca0.1Ti0.9Zr0.1O3"
-    p = RecipePlanner(stock=shelf, literature=model)
-    p._register(TargetSpec(target))
-    sets = p._balanced_sets(target)
-    assert 0 < len(sets) <= 5000  # bounded: each set costs a pathway prediction
-    for el in ("Ba", "Sr", "Ca", "Ti", "Zr"):
-        probs = model.source_probabilities(target, el)
-        sources = {f for s in sets for f in s if el in amounts_of(f)}
-        likely = sorted((u for u in p.usable_precursors(target) if el in amounts_of(u)),
-                        key=lambda u: (-probs.get(u, 0.0), u))[:4]
-        assert set(likely) <= sources, (el, likely, sorted(sources))
