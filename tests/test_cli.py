@@ -73,6 +73,7 @@ def test_demo_makes_targets_and_replaces_failed_recipes(tmp_path: Path) -> None:
     # the closing summary says it in words, and where to look next
     assert f"made {len(made)} of" in out.stdout and "synthloop status" in out.stdout
     # the campaign log beside the store tells the same story for whoever looks later
+    assert "logs/controller.log" in out.stdout  # the summary says where the log is
     log = (tmp_path / "demo" / "logs" / "controller.log").read_text()
     assert "campaign.finished" in log and "experiment.transition" in log
 

@@ -114,6 +114,8 @@ def print_demo_outcome(console: Any, outcome: Any, directory: Any) -> None:
                   "contained (intermediates that ate the driving force).", highlight=False)
     console.print(f"store: {directory}/campaign.db   ·   `synthloop status {directory}`   ·   "
                   f"web app: `synthloop serve {directory}`", highlight=False)
+    console.print(f"log: {directory}/logs/controller.log (what the loop did, event by event)",
+                  highlight=False, soft_wrap=True)
     console.print("next: `synthloop init my-campaign` writes an editable campaign.yaml "
                   "(chemical space, budget, lab); `synthloop run my-campaign` runs it; "
                   "`synthloop sim-lab build-world --systems Li-Fe-P-O --out w.json.bz2` makes a "
