@@ -29,7 +29,6 @@ from .policy import (
     Budget,
     Rules,
     budget_left,
-    keep_active,
     should_retrain,
     stop_reason,
     targets_wanted,
@@ -423,9 +422,8 @@ class CampaignRunner:
         slots = self.pools["heat"].limit if self.pools else 1
         batch = self.cfg.acquisition.batch_size
         # several labs: every sharing lab's furnaces, each with its own spare (one lab: its own)
-        keep = (self.claims.targets_in_work(batch, slots) if self.claims.shared
-                else keep_active(batch, slots))
-        want = targets_wanted(snap, self.budget, left=left, keep_active=keep)
+        want = targets_wanted(snap, self.budget, left=left,
+                              keep_active=self.claims.targets_in_work(batch, slots))
         if want <= 0:
             return
         cands = self.pool_records.candidates()

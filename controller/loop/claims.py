@@ -65,6 +65,7 @@ from ..store import (
     Store,
     StoreError,
 )
+from .policy import keep_active
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,9 @@ class SoloClaims:
     def holds(self, experiment_id: int) -> bool:  # noqa: ARG002
         return True
 
-    def heat_slots(self, own: int) -> int:
-        return own
+    def targets_in_work(self, batch_size: int, own: int) -> int:
+        """One lab: its own furnace slots plus a spare, at least a batch."""
+        return keep_active(batch_size, own)
 
     def start_round(self) -> None:
         return None
@@ -381,15 +383,6 @@ class SharedClaims:
         with self.store.session() as s:
             return s.exec(select(Experiment.claimed_by).where(Experiment.id == experiment_id)).first() \
                 == self.lab_id
-
-    def heat_slots(self, own: int) -> int:
-        """Furnace slots of every lab that shares the work (see :meth:`_present`)."""
-        with self.store.session() as s:
-            now = _db_now(s)
-            rows = self._present(s.exec(select(LabLease).where(
-                LabLease.campaign_id == self.campaign_id)).all(), now)
-        others = sum(int((r.capacities or {}).get("heat", 0)) for r in rows if r.lab_id != self.lab_id)
-        return own + others
 
     def targets_in_work(self, batch_size: int, own: int) -> int:
         """How many targets the campaign keeps active: each sharing lab's furnace slots plus its
