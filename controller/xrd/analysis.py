@@ -158,6 +158,15 @@ class AnalysisSettings:
     # where the caller cannot vouch for the formula)
     allow_structureless_target: bool = False
 
+    def __post_init__(self) -> None:
+        # the choice-valued knobs are checked when settings are made (a benchmark's --set, a
+        # campaign's config), not on every fit
+        if self.texture_phases not in ("all", "side"):
+            raise XrdAnalysisError(f"texture_phases {self.texture_phases!r}: 'all' or 'side'")
+        if self.composition_scope not in ("swap", "target", "target_any", "all"):
+            raise XrdAnalysisError(f"composition_scope {self.composition_scope!r}: 'swap', 'target', "
+                                   "'target_any' or 'all'")
+
     @classmethod
     def real_samples(cls, **overrides: Any) -> AnalysisSettings:
         """Settings for real reaction products on the A-Lab instrument (Aeris-type, fixed 1 deg
@@ -423,8 +432,6 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
     ranges = _lattice_ranges(phases, target_idx, cfg)
     d_min = lam_min / (2 * math.sin(half_max)) / (1 + max(ranges))
     d_min = max(0.3, math.floor(d_min * 20) / 20)
-    if cfg.texture_phases not in ("all", "side"):
-        raise XrdAnalysisError(f"texture_phases {cfg.texture_phases!r}: 'all' or 'side'")
     no_texture = frozenset(target_idx) if cfg.texture_phases == "side" else frozenset()
     model = PatternModel(x, y, lines,
                          _phase_inputs(phases, d_min, cfg.texture_terms, cfg.texture_degree, ranges,
@@ -484,9 +491,6 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
     _hold_lookalike_cells(model, theta, starts, phases, target_idx, look, cfg)
     # with a weighed composition the target's look-alikes stay too: the screening's linear
     # solve splits collinear profiles arbitrarily, the swap test weighs their mass balance
-    if cfg.composition_scope not in ("swap", "target", "target_any", "all"):
-        raise XrdAnalysisError(f"composition_scope {cfg.composition_scope!r}: 'swap', 'target', "
-                               "'target_any' or 'all'")
     rivals = ({j for i in protect for j in look[i]} if nominal is not None
               and cfg.composition_weight > 0 and cfg.composition_scope == "all" else set())
     for i in np.flatnonzero(sc <= 0):
