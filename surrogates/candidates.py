@@ -185,14 +185,20 @@ def _radius(sp: Species) -> float:
     return float(r)
 
 
+def _scaled(parent: Structure, new: Structure) -> Structure:
+    """``new`` (``parent`` with species replaced) rescaled in place by Σ r³ of its ions against
+    the parent's: a first guess of its volume, not a relaxation (partial.py uses it too)."""
+    old_vol = sum(_radius(s.specie) ** 3 for s in parent)
+    new_vol = sum(_radius(s.specie) ** 3 for s in new)
+    if old_vol > 0 and new_vol > 0:
+        new.scale_lattice(parent.volume * new_vol / old_vol)
+    return new
+
+
 def _substitute(seed: Structure, mapping: dict[Species, Species]) -> Structure:
     new = seed.copy()
-    old_vol = sum(_radius(sp) ** 3 for sp in (site.specie for site in seed))
     new.replace_species({k: v for k, v in mapping.items()})
-    new_vol = sum(_radius(sp) ** 3 for sp in (site.specie for site in new))
-    if old_vol > 0 and new_vol > 0:  # ionic-radius volume rescaling (a first guess, not a relaxation)
-        new.scale_lattice(seed.volume * new_vol / old_vol)
-    return new
+    return _scaled(seed, new)
 
 
 def generate_candidates(

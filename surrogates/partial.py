@@ -23,7 +23,7 @@ from fractions import Fraction
 import numpy as np
 from pymatgen.core import Composition, Element, Species, Structure
 
-from .candidates import Candidate, _radius, is_known, reduced_set
+from .candidates import Candidate, _scaled, is_known, reduced_set
 from .plausibility import SITE_TOLERANCE
 from .thermo import known_phases
 
@@ -42,14 +42,6 @@ def _states(symbol: str) -> set[int]:
     el = Element(symbol)
     return {int(o) for o in (el.icsd_oxidation_states or ())} | {
         int(o) for o in (el.common_oxidation_states or ())}
-
-
-def _scaled(parent: Structure, new: Structure) -> Structure:
-    old_vol = sum(_radius(s.specie) ** 3 for s in parent)
-    new_vol = sum(_radius(s.specie) ** 3 for s in new)
-    if old_vol > 0 and new_vol > 0:
-        new.scale_lattice(parent.volume * new_vol / old_vol)
-    return new
 
 
 def partial_substitutions(
