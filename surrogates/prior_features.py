@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,15 +53,11 @@ class PotentialFeatures:
 
     def _network(self):
         if self._net is None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    from sevenn.calculator import SevenNetCalculator
-            except ImportError as exc:
-                raise PotentialFeaturesUnavailable(
-                    "potential features need the optional 'sevenn' package "
-                    "(pip install 'synthloop[pretrained]')") from exc
-            calc = SevenNetCalculator(self.model, device="cpu")
+            from .relax import sevenn_calculator
+
+            calc = sevenn_calculator(self.model, missing=PotentialFeaturesUnavailable(
+                "potential features need the optional 'sevenn' package "
+                "(pip install 'synthloop[pretrained]')"))
             net = copy.deepcopy(calc.model)
             # energies only: no force/stress head, so no gradient w.r.t. positions
             net.delete_module_by_key("force_output")
