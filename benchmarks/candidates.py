@@ -21,6 +21,13 @@ fractions in supercells, radius rules, odd-chemistry rules, StructureMatcher de-
 3. **Tuning** (tune systems only, never the report systems): the per-site radius tolerance is
    swept and the one with the best Fowlkes-Mallows index sqrt(precision × recall) is printed;
    the library default (``enumeration.DEFAULT_TOLERANCE``) was set from this sweep.
+
+``--variants`` names the pipeline variants compared in the same run (tune and report):
+``current`` = the pool without the perovskite families (the generator before issue 22's
+families step), ``families`` = the default pool (every source and family), ``layered`` / ``ordered``
+= only the layered (RP, DJ, oxygen-deficient) / only the ordered double-perovskite families. Each variant's recall row and
+pool size is printed; the tune split prints each variant's Fowlkes-Mallows index at the
+default rules and over ``RULE_GRID``.
 """
 
 from __future__ import annotations
@@ -38,10 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymatgen.core import Composition  # noqa: E402
 
-from surrogates.candidate_pool import PoolSettings, build_candidate_pool  # noqa: E402
+from surrogates.candidate_pool import SOURCES, PoolSettings, build_candidate_pool  # noqa: E402
 from surrogates.candidates import generate_candidates, is_known  # noqa: E402
 from surrogates.enumeration import DEFAULT_TOLERANCE  # noqa: E402
 from surrogates.partial import partial_substitutions  # noqa: E402
+from surrogates.perovskite_families import FAMILIES  # noqa: E402
 from surrogates.plausibility import ANIONS, cation_states, oddities, species_amounts  # noqa: E402
 from surrogates.thermo import known_phases  # noqa: E402
 
@@ -108,13 +116,21 @@ def recall_row(name: str, generated: set[str], odd: set[str], held: set[str], sp
             "examples_hit": sorted(hits)[:8]}
 
 
-def new_recall(system: str, held: set[str], tolerance: float,
+#: pipeline variants: name -> PoolSettings fields
+LAYERED = ("RP1", "RP2", "RP3", "DJ2", "DJ3", "A_layered_O5", "brownmillerite")
+VARIANTS = {"current": {"sources": tuple(s for s in SOURCES if s != "families")},
+            "families": {},
+            "layered": {"families": LAYERED},
+            "ordered": {"families": tuple(f for f in FAMILIES if f not in LAYERED)}}
+
+
+def new_recall(system: str, held: set[str], tolerance: float, variant: dict | None = None,
                ) -> tuple[set[str], set[str], dict[str, dict], float, float]:
     """(compositions, those the default rules call odd, formula -> species amounts, wall, CPU)
     of the pipeline with the odd ones kept (max_per_formula = 1: one structure a formula)."""
     t0, c0 = time.perf_counter(), time.process_time()
     pool, _ = build_candidate_pool([system], holdout=held, max_candidates=10**6,
-                                   settings=PoolSettings(tolerance=tolerance, keep_odd=True))
+                                   settings=PoolSettings(tolerance=tolerance, keep_odd=True, **(variant or {})))
     gen = {c.formula for c in pool}
     odd = {c.formula for c in pool if c.provenance["oddities"]}
     amounts = {c.formula: species_amounts(c.structure) for c in pool}
@@ -130,50 +146,70 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default=SYSTEMS)
     ap.add_argument("--tune-systems", default=TUNE_SYSTEMS)
-    ap.add_argument("--tolerances", default="0.2,0.3,0.4")
+    ap.add_argument("--tolerances", default=str(DEFAULT_TOLERANCE))
+    ap.add_argument("--variants", default="current,families", help=f"of {list(VARIANTS)}")
     ap.add_argument("--skip-tune", action="store_true")
+    ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--skip-recall", action="store_true")
     args = ap.parse_args()
+    variants = args.variants.split(",")
+    if any(v not in VARIANTS for v in variants):
+        raise SystemExit(f"unknown variant in {variants}; choose from {list(VARIANTS)}")
     print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "load": os.getloadavg(), "default_tolerance": DEFAULT_TOLERANCE}), flush=True)
     kp = known_phases()
     if not args.skip_tune:
         for tol in [float(t) for t in args.tolerances.split(",")]:
-            totals = {rules: [0, 0] for rules in RULE_GRID}  # hits, N after the rules
+            totals = {(v, rules): [0, 0] for v in variants for rules in RULE_GRID}  # hits, N after the rules
+            cpu_total = dict.fromkeys(variants, 0.0)
             held_total = 0
             for system in args.tune_systems.split(","):
                 held = held_out(system)
-                gen, odd, amounts, wall, cpu = new_recall(system, held, tol)
-                row = recall_row("new", gen, odd, held, random_space(system))
+                space = random_space(system)
                 held_total += len(held)
-                multi = {f for f in gen if n_cations(f) >= 2}
-                for rules in RULE_GRID:  # re-judged after the fact (parents were judged by the defaults)
-                    kept = {f for f in multi if not oddities(amounts[f], min_share=rules[0], redox_margin=rules[1])}
-                    totals[rules][0] += len(kept & held)
-                    totals[rules][1] += len(kept)
-                print(json.dumps({"split": "tune", "system": system, "tolerance": tol, **row,
-                                  "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}), flush=True)
-            for rules, (hits, n) in totals.items():
+                for v in variants:
+                    gen, odd, amounts, wall, cpu = new_recall(system, held, tol, VARIANTS[v])
+                    cpu_total[v] += cpu
+                    row = recall_row(v, gen, odd, held, space)
+                    multi = {f for f in gen if n_cations(f) >= 2}
+                    for rules in RULE_GRID:  # re-judged after the fact (parents were judged by the defaults)
+                        kept = {f for f in multi
+                                if not oddities(amounts[f], min_share=rules[0], redox_margin=rules[1])}
+                        totals[(v, rules)][0] += len(kept & held)
+                        totals[(v, rules)][1] += len(kept)
+                    print(json.dumps({"split": "tune", "system": system, "tolerance": tol, "space": len(space),
+                                      **row, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                      "load": os.getloadavg()[0]}), flush=True)
+            for (v, rules), (hits, n) in totals.items():
                 fm = (hits / max(n, 1) * hits / max(held_total, 1)) ** 0.5
-                print(json.dumps({"split": "tune", "tolerance": tol, "min_valence_share": rules[0],
-                                  "redox_margin_v": str(rules[1]), "hits": hits, "N": n,
+                print(json.dumps({"split": "tune", "variant": v, "tolerance": tol,
+                                  "min_valence_share": rules[0], "redox_margin_v": str(rules[1]),
+                                  "default_rules": rules == (0.05, 0.5), "hits": hits, "N": n,
                                   "held_out": held_total, "recall": round(hits / max(held_total, 1), 3),
                                   "precision": round(hits / max(n, 1), 4),
-                                  "fowlkes_mallows": round(fm, 4)}), flush=True)
+                                  "fowlkes_mallows": round(fm, 4), "cpu_s": round(cpu_total[v], 1)}), flush=True)
+    if args.skip_report:
+        return
     for system in args.systems.split(","):
         old, old_wall, old_cpu = old_generator(system, set())
-        t0, c0 = time.perf_counter(), time.process_time()
-        pool, reps = build_candidate_pool([system], max_candidates=10**6)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        novel = {c.formula for c in pool if not is_known(c.formula, (), kp)}
-        rep = reps[0].as_dict()
-        print(json.dumps({"split": "report", "system": system, "old_novel": len(old),
-                          "new_novel_before_rules": rep["novel_before_rules"],
-                          "new_novel_after_rules": len(novel), "new_structures": len(pool),
-                          "per_source": rep["novel_compositions"], "odd": rep["odd"],
-                          "old_wall_s": round(old_wall, 1), "old_cpu_s": round(old_cpu, 1),
-                          "new_wall_s": round(wall, 1), "new_cpu_s": round(cpu, 1),
-                          "steps_s": rep["seconds"], "examples": sorted(novel)[:10]}), flush=True)
+        row = {"split": "report", "system": system, "old_novel": len(old),
+               "old_wall_s": round(old_wall, 1), "old_cpu_s": round(old_cpu, 1)}
+        for v in variants:
+            t0, c0 = time.perf_counter(), time.process_time()
+            pool, reps = build_candidate_pool([system], max_candidates=10**6,
+                                              settings=PoolSettings(**VARIANTS[v]))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            novel = {c.formula for c in pool if not is_known(c.formula, (), kp)}
+            rep = reps[0].as_dict()
+            row |= {f"{v}_novel_before_rules": rep["novel_before_rules"],
+                    f"{v}_novel_after_rules": len(novel), f"{v}_structures": len(pool),
+                    f"{v}_per_source": rep["novel_compositions"], f"{v}_odd": rep["odd"],
+                    f"{v}_wall_s": round(wall, 1), f"{v}_cpu_s": round(cpu, 1),
+                    f"{v}_steps_s": rep["seconds"], f"{v}_examples": sorted(novel)[:12]}
+            if v != "current":
+                row["families_only_examples"] = sorted(
+                    {c.formula for c in pool if c.source == "perovskite_family" and c.formula in novel})[:20]
+        print(json.dumps(row | {"load": os.getloadavg()[0]}), flush=True)
         if args.skip_recall:
             continue
         held = held_out(system)
@@ -181,10 +217,12 @@ def main() -> None:
         gen_old, _, _ = old_generator(system, held)
         print(json.dumps({"split": "report", "system": system, "space": len(space),
                           **recall_row("old", gen_old, set(), held, space)}), flush=True)
-        gen, odd, _, wall, cpu = new_recall(system, held, DEFAULT_TOLERANCE)
-        print(json.dumps({"split": "report", "system": system, "space": len(space),
-                          **recall_row("new", gen, odd, held, space),
-                          "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}), flush=True)
+        for v in variants:
+            gen, odd, _, wall, cpu = new_recall(system, held, DEFAULT_TOLERANCE, VARIANTS[v])
+            print(json.dumps({"split": "report", "system": system, "space": len(space),
+                              **recall_row(v, gen, odd, held, space),
+                              "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                              "load": os.getloadavg()[0]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ one formula, the same mixed-site composition from two parents). Here, per system
 
 1. whole-site substitution on the seeds (:func:`candidates.generate_candidates`);
 2. prototype enumeration on the shipped templates (:mod:`enumeration`);
-3. parents = 1 + 2 that pass the odd-chemistry rules, one per composition; on them isovalent
+2b. perovskite-family cells decorated by site role (:mod:`perovskite_families`: Ruddlesden-Popper
+   n = 1-3, Dion-Jacobson, B- and A-site ordered double perovskites, oxygen-deficient AA'B2O5 and
+   brownmillerite), so large-cation systems get the layered and ordered members of their family;
+3. parents = 1 + 2 + 2b that pass the odd-chemistry rules, one per composition; on them isovalent
    partial substitution in supercells of up to 8 cells (eighths to halves,
    :func:`partial.partial_substitutions`) and aliovalent substitution with charge compensation
    (:func:`partial.aliovalent_substitutions`);
@@ -30,11 +33,12 @@ from dataclasses import dataclass, field
 from .candidates import Candidate, generate_candidates, is_known, reduced_set
 from .enumeration import DEFAULT_TOLERANCE, IonicTemplate, enumerate_prototypes
 from .partial import FINE_FRACTIONS, aliovalent_substitutions, partial_substitutions
+from .perovskite_families import FAMILIES, enumerate_families
 from .plausibility import MIN_VALENCE_SHARE, REDOX_MARGIN_V, oddities, species_amounts
 from .thermo import known_phases
 
 #: the generators, in the order their candidates are ranked in the pool
-SOURCES = ("substitution", "prototypes", "partial", "aliovalent")
+SOURCES = ("substitution", "prototypes", "families", "partial", "aliovalent")
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,16 @@ class PoolSettings:
     keep_odd: bool = False
     #: decoration templates (default: every shipped one, :func:`enumeration.ionic_templates`)
     templates: tuple[IonicTemplate, ...] | None = None
+    #: perovskite families of the ``families`` source (:data:`perovskite_families.FAMILIES`)
+    families: tuple[str, ...] = FAMILIES
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]
         if unknown:
             raise ValueError(f"unknown candidate source(s) {unknown}; choose from {list(SOURCES)}")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown perovskite famil(y/ies) {bad}; choose from {list(FAMILIES)}")
         if self.max_per_formula < 1:
             raise ValueError("max_per_formula must be >= 1")
 
@@ -133,6 +142,11 @@ def build_candidate_pool(
         if "prototypes" in settings.sources:
             made["prototypes"] = protos
         rep.seconds["prototypes"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if "families" in settings.sources:
+            made["families"] = enumerate_families(system, tolerance=settings.tolerance,
+                                                  max_atoms=settings.max_atoms, families=settings.families)
+        rep.seconds["families"] = time.perf_counter() - t0
         verdicts: dict[int, list[str]] = {}
 
         def verdict(c: Candidate, memo: dict[int, list[str]] = verdicts) -> list[str]:
@@ -142,7 +156,7 @@ def build_candidate_pool(
 
         parents: list[Candidate] = []
         seen: set[str] = set()
-        for c in [*made["substitution"], *made["prototypes"]]:
+        for c in [*made["substitution"], *made["prototypes"], *made["families"]]:
             if c.formula not in seen and not verdict(c):
                 seen.add(c.formula)
                 parents.append(c)

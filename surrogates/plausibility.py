@@ -250,3 +250,54 @@ def coordination_numbers(structure: Structure, cation_idx: Sequence[int], anions
             d0 = min(neigh)
             out.append(sum(1 for d in neigh if d <= stretch * d0 + 1e-6))
     return out
+
+
+#: Pauling's radius-ratio bounds r_cation / r_anion: 8-fold needs at least 0.732; 6-fold lies in
+#: 0.414-0.732, 4-fold in 0.225-0.414 (Pauling's first rule)
+PAULING_CN8_MIN = 0.732
+PAULING_RANGES = {4: (0.225, 0.414), 6: (0.414, 0.732)}
+
+
+def perovskite_role_ok(role: str, ion: tuple[str, int], cn: int, anion: tuple[str, int] = ("O", -2),
+                       tolerance: float = SITE_TOLERANCE) -> bool:
+    """Whether ``ion`` may take a site of ``role`` in a perovskite-family cell (used by
+    :mod:`perovskite_families`, whose placeholder ions carry no chemistry):
+
+    * ``"A"`` (perovskite cavity) and ``"A'"`` (interlayer): large enough for 8-fold
+      coordination, Shannon r(CN 8) / r_anion ≥ 0.732 (Pauling; excludes Li⁺, Mg²⁺, Mn²⁺, Fe²⁺,
+      keeps Na⁺, Ca²⁺, La³⁺);
+    * ``"B"``: r(CN ``cn``) / r_anion inside Pauling's range for the site's coordination (4-fold
+      for tetrahedra, 6-fold for octahedra and the 5-fold pyramids), both ends widened by
+      ``tolerance`` as Goldschmidt's rule is (Mn⁴⁺ octahedra sit at 0.38; Ba²⁺ at 0.96 is out).
+    """
+    r_x = shannon_radius(anion[0], anion[1], 6)
+    if not r_x:
+        return False
+    if role in ("A", "A'"):
+        r = shannon_radius(ion[0], ion[1], 8)
+        return r is not None and r / r_x >= PAULING_CN8_MIN
+    if role != "B":
+        raise ValueError(f"unknown perovskite site role {role!r}")
+    r = shannon_radius(ion[0], ion[1], cn)
+    lo, hi = PAULING_RANGES[4 if cn <= 4 else 6]
+    return r is not None and lo * (1 - tolerance) <= r / r_x <= hi * (1 + tolerance)
+
+
+def perovskite_tolerance_factor(a_sites: Sequence[tuple[tuple[str, int], float]],
+                                b_sites: Sequence[tuple[tuple[str, int], float]],
+                                anion: tuple[str, int] = ("O", -2)) -> float | None:
+    """Goldschmidt's t of a cell with several A and B ions: the site-weighted mean Shannon radius
+    of the A ions (12-fold) and of the B ions (6-fold), ``[((element, ox), sites), ...]``."""
+    rx = shannon_radius(anion[0], anion[1], 6)
+
+    def mean(sites: Sequence[tuple[tuple[str, int], float]], cn: int) -> float | None:
+        total = sum(n for _, n in sites)
+        radii = [shannon_radius(el, ox, cn) for (el, ox), _ in sites]
+        if not total or rx is None or any(r is None for r in radii):
+            return None
+        return sum(r * n for r, (_, n) in zip(radii, sites, strict=True)) / total
+
+    ra, rb = mean(a_sites, 12), mean(b_sites, 6)
+    if ra is None or rb is None:
+        return None
+    return (ra + rx) / (math.sqrt(2.0) * (rb + rx))
