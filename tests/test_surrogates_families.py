@@ -76,3 +76,10 @@ def test_family_pool_is_novel_and_a_holdout_is_rediscovered() -> None:
     assert "Sr2TiO4" not in {c.formula for c in pool}
     again, _ = build_candidate_pool(["Ca-Sr-Ti-O"], settings=settings, holdout={"Sr2TiO4"})
     assert "Sr2TiO4" in {c.formula for c in again}
+    # the families are parents of the isovalent step: Ba/Sr mixtures on a Ruddlesden-Popper cell
+    mixed, _ = build_candidate_pool(["Ca-Sr-Ti-O"], settings=PoolSettings(
+        sources=("families", "partial"), families=("RP1",)))
+    parents = {c.provenance.get("parent", "") for c in mixed if c.source == "partial_substitution"}
+    assert parents and all(p.startswith("family-") for p in parents)
+    with pytest.raises(ValueError, match="unknown perovskite famil"):
+        PoolSettings(families=("RP9",))
