@@ -7,8 +7,11 @@ accuracy: train the default ensemble on data_perov_5_val, test on data_perov_5_t
           (anchor: reference CGCNN 0.085 eV/atom after 300 epochs; training mean 0.522).
 speed:    featurisation + 5-member inference, structures/s, with and without graph cache
           (perov_5, 5-atom cells; goal >= 1,000 /s).
-speed_large: the same on 200 Alexandria crystals repeated to 96-128 atoms (goal >= 200 /s);
+speed_large: the same on 200 Alexandria crystals repeated to 96-128 atoms (goal >= 200 /s),
+          every atom displaced by 0.05-0.1 Å (seeded; --cells exact: the plain supercells);
           with --profile, pyinstrument's call tree of the stacked prediction.
+--variant KEY=VALUE,...: also time an ensemble with these settings (e.g. the light CGCNN
+          hidden=48,max_neighbors=8,edge_activation=hard) in the same alternated rounds.
 Both speed parts time the members' own forward passes ("reference") and the stacked CGCNN
 evaluation ("stacked") alternately in one process, best of --rounds, per CPU second (the
 figure to quote on a loaded machine) and per wall second, with the load average.
@@ -76,44 +79,78 @@ def _rates(best: dict, n: int) -> dict:
             for name, (cpu, wall) in best.items()}
 
 
-def _small_ensemble(args):
+def _variants(args) -> dict[str, dict]:
+    """Ensemble settings to time side by side: ``default`` plus each ``--variant`` (KEY=VALUE,...)."""
+    out: dict[str, dict] = {"default": {}}
+    for spec in args.variant:
+        out[spec] = {k: _parse_value(v) for k, v in (kv.split("=", 1) for kv in spec.split(","))}
+    return out
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _small_ensemble(args, **settings):
     structures, y, _ = read_structure_csv(SHARED / "data_perov_5_test.csv.gz", "heat_ref")
     n_train = 400  # a small, quickly trained ensemble: inference cost does not depend on skill
-    ens = train_ensemble(structures[:n_train], y[:n_train],
-                         EnsembleConfig(architecture=args.architecture, members=5, epochs=2,
-                                        workers=1, seed=args.seed))
+    cfg = EnsembleConfig.from_dict({**EnsembleConfig().to_dict(), "architecture": args.architecture,
+                                    "members": 5, "epochs": 2, "workers": 1, "seed": args.seed,
+                                    **settings})
+    ens = train_ensemble(structures[:n_train], y[:n_train], cfg)
     return ens, structures[n_train:]
 
 
 def speed(args) -> dict:
     """perov_5 5-atom cells: graphs + 5-member inference, the members' own forward passes
-    (reference, the code before StackedCGCNN) against the stacked evaluation, alternated."""
+    (reference, the code before StackedCGCNN) against the stacked evaluation, alternated;
+    every ``--variant`` ensemble stacked in the same rounds."""
     torch.set_num_threads(args.threads)
     ens, pool = _small_ensemble(args)
+    others = {name: _small_ensemble(args, **kw)[0] for name, kw in _variants(args).items()
+              if name != "default"}
     ens.predict(pool[:400], use_cache=False)  # warm-up: allocator, lazy imports
     diff = float(np.abs(ens.predict(pool, use_cache=False).values
                         - ens.predict(pool, use_cache=False, stacked=False).values).max())
     ens.predict(pool)  # fill the cache
-    load0 = os.getloadavg()[0]
-    best = _alternate({
+    runs = {
         "reference": lambda: ens.predict(pool, use_cache=False, stacked=False),
         "stacked": lambda: ens.predict(pool, use_cache=False),
         "reference_cached_graphs": lambda: ens.predict(pool, stacked=False),
         "stacked_cached_graphs": lambda: ens.predict(pool),
         "graphs_only": lambda: ens.graphs(pool, use_cache=False),
-    }, args.rounds)
+    }
+    for name, other in others.items():
+        other.predict(pool[:400], use_cache=False)
+        runs[f"{name}: stacked"] = lambda o=other: o.predict(pool, use_cache=False)
+    load0 = os.getloadavg()[0]
+    best = _alternate(runs, args.rounds)
     return {"part": "speed", "architecture": args.architecture, "structures": len(pool),
             "members": 5, "threads": args.threads, "rounds": args.rounds,
             "graphs_plus_inference": _rates(best, len(pool)),
             "max_abs_diff_ev_per_atom": diff, "load": [load0, os.getloadavg()[0]], **machine()}
 
 
-def large_cells(n_cells: int = 200, lo: int = 96, hi: int = 128) -> list:
+def large_cells(n_cells: int = 200, lo: int = 96, hi: int = 128, displacement: float = 0.0,
+                seed: int = 0) -> list:
     """Alexandria crystals repeated along their shortest axes to lo..hi atoms (real geometry,
-    realistic densities; the first ``n_cells`` that fit)."""
+    realistic densities; the first ``n_cells`` that fit).
+
+    ``displacement`` > 0: every atom then moves by a random vector of length uniform in
+    [displacement/2, displacement] Å (seeded). Why: an exact supercell is its small crystal
+    repeated — its prediction equals the primitive cell's and its neighbour shells are
+    degenerate — so a primitive-cell shortcut would look fast here and say nothing about a
+    real 100-atom candidate. The perturbed cells have no such symmetry."""
     from ase.io import read
+    from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    rng = np.random.default_rng([seed, 22])
     out = []
     for atoms in read(SHARED / "alexandria-random-1k.xyz.gz", index=":"):
         s = AseAtomsAdaptor.get_structure(atoms)
@@ -122,7 +159,14 @@ def large_cells(n_cells: int = 200, lo: int = 96, hi: int = 128) -> list:
             abc = np.array(s.lattice.abc) * reps
             reps[int(np.argmin(abc))] += 1
         if len(s) * int(np.prod(reps)) <= hi:
-            out.append(s * reps)
+            big = s * reps
+            if displacement > 0:
+                u = rng.normal(size=(len(big), 3))
+                u *= (rng.uniform(displacement / 2, displacement, len(big))
+                      / np.linalg.norm(u, axis=1))[:, None]
+                big = Structure(big.lattice, big.species, big.cart_coords + u,
+                                coords_are_cartesian=True)
+            out.append(big)
         if len(out) == n_cells:
             break
     return out
@@ -130,36 +174,42 @@ def large_cells(n_cells: int = 200, lo: int = 96, hi: int = 128) -> list:
 
 def speed_large(args) -> dict:
     """Graph construction + 5-member inference on ~100-atom cells (goal >= 200 /s):
-    reference (each member's own forward pass) against the stacked evaluation, alternated."""
+    reference (each member's own forward pass) against the stacked evaluation, and every
+    ``--variant`` ensemble (stacked), alternated in one process."""
     torch.set_num_threads(args.threads)
-    ens, _ = _small_ensemble(args)
-    pool = large_cells()
-    ens.predict(pool[:20], use_cache=False)  # warm-up
-    ens.predict(pool[:20], use_cache=False, stacked=False)
-    ref = ens.predict(pool, use_cache=False, stacked=False).values
-    diff = float(np.abs(ens.predict(pool, use_cache=False).values - ref).max())
-    if args.profile:
-        from pyinstrument import Profiler
+    displacement = 0.0 if args.cells == "exact" else args.displacement
+    pool = large_cells(displacement=displacement, seed=args.seed)
+    runs, info = {}, {}
+    for name, kw in _variants(args).items():
+        ens, _ = _small_ensemble(args, **kw)
+        ens.predict(pool[:20], use_cache=False)  # warm-up
+        graphs = ens.graphs(pool, use_cache=False)
+        info[name] = {"settings": kw, "edges_mean": float(np.mean([len(g.src) for g in graphs]))}
+        if name == "default" and not args.no_reference:
+            ens.predict(pool[:20], use_cache=False, stacked=False)
+            ref = ens.predict(pool, use_cache=False, stacked=False).values
+            info[name]["stacked_vs_reference_max_abs_diff"] = float(
+                np.abs(ens.predict(pool, use_cache=False).values - ref).max())
+            runs["default: reference"] = lambda e=ens: e.predict(pool, use_cache=False, stacked=False)
+        runs[f"{name}: stacked"] = lambda e=ens: e.predict(pool, use_cache=False)
+        runs[f"{name}: graphs_only"] = lambda e=ens: e.graphs(pool, use_cache=False)
+        runs[f"{name}: inference_only"] = lambda e=ens, g=graphs: e.predict_graphs(g)
+        if args.profile:
+            from pyinstrument import Profiler
 
-        profiler = Profiler(interval=0.002)
-        profiler.start()
-        ens.predict(pool, use_cache=False)
-        profiler.stop()
-        print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
-    graphs = ens.graphs(pool, use_cache=False)
+            profiler = Profiler(interval=0.002)
+            profiler.start()
+            ens.predict(pool, use_cache=False)
+            profiler.stop()
+            print(f"--- {name}", file=sys.stderr)
+            print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
     load0 = os.getloadavg()[0]
-    best = _alternate({
-        "reference": lambda: ens.predict(pool, use_cache=False, stacked=False),
-        "stacked": lambda: ens.predict(pool, use_cache=False),
-        "graphs_only": lambda: ens.graphs(pool, use_cache=False),
-        "reference_inference_only": lambda: ens.predict_graphs(graphs, stacked=False),
-        "stacked_inference_only": lambda: ens.predict_graphs(graphs),
-    }, args.rounds)
-    return {"part": "speed_large", "architecture": args.architecture, "structures": len(pool),
-            "atoms_mean": float(np.mean([len(s) for s in pool])),
-            "edges_mean": float(np.mean([len(g.src) for g in graphs])), "members": 5,
-            "rounds": args.rounds, "graphs_plus_inference": _rates(best, len(pool)),
-            "max_abs_diff_ev_per_atom": diff, "load": [load0, os.getloadavg()[0]], **machine()}
+    best = _alternate(runs, args.rounds)
+    return {"part": "speed_large", "architecture": args.architecture, "cells": args.cells,
+            "displacement_A": displacement, "structures": len(pool),
+            "atoms_mean": float(np.mean([len(s) for s in pool])), "variants": info,
+            "members": 5, "rounds": args.rounds, "graphs_plus_inference": _rates(best, len(pool)),
+            "load": [load0, os.getloadavg()[0]], **machine()}
 
 
 def main() -> None:
@@ -173,6 +223,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=3, help="speed parts: alternated rounds (best kept)")
     ap.add_argument("--profile", action="store_true", help="speed_large: pyinstrument call tree to stderr")
+    ap.add_argument("--cells", choices=["perturbed", "exact"], default="perturbed",
+                    help="speed_large: supercells with seeded random displacements (default) or exact")
+    ap.add_argument("--displacement", type=float, default=0.1,
+                    help="speed_large, perturbed cells: each atom moves 0.5-1x this many Å")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="speed parts: also time an ensemble with these EnsembleConfig settings, "
+                         "e.g. hidden=48,max_neighbors=8,edge_activation=hard")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="speed_large: skip the members' own forward passes (unstacked)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     parts = ["speed", "speed_large", "accuracy"] if args.part == "all" else [args.part]

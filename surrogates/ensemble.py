@@ -30,7 +30,7 @@ from pymatgen.core import Structure
 
 from .descriptors import aux_matrix
 from .graphs import CrystalGraph, GraphCache, build_graph, collate
-from .models import ARCHITECTURES, CGCNN, build_model, needs_angles
+from .models import ARCHITECTURES, CGCNN, EDGE_ACTIVATIONS, build_model, needs_angles
 from .stacked import StackedCGCNN
 
 FORMAT_VERSION = 1
@@ -47,6 +47,9 @@ class EnsembleConfig:
     layers: int = 3
     cutoff: float = 8.0
     max_neighbors: int = 12
+    #: CGCNN members' gated-message activations (``models.EDGE_ACTIVATIONS``): "softplus" is the
+    #: published σ·softplus; "hard" (hardsigmoid·ReLU) is the cheap one for large-cell pools
+    edge_activation: str = "softplus"
     epochs: int = 100
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -68,6 +71,9 @@ class EnsembleConfig:
             raise ValueError("epochs, hidden, layers and batch_size must be >= 1")
         if self.cutoff <= 0 or self.max_neighbors < 1:
             raise ValueError("cutoff must be > 0 and max_neighbors >= 1")
+        if self.edge_activation not in EDGE_ACTIVATIONS:
+            raise ValueError(f"unknown edge_activation {self.edge_activation!r}; "
+                             f"allowed: {EDGE_ACTIVATIONS}")
         for arch in self.architecture.split("+"):
             if arch not in ARCHITECTURES:
                 raise ValueError(f"unknown architecture {arch!r}; allowed: {sorted(ARCHITECTURES)}"
@@ -266,7 +272,7 @@ def _train_member_inner(payload: dict[str, Any]) -> dict[str, Any]:
     train_idx, val_idx = payload["train_idx"], payload["val_idx"]
     n_main = int(payload["n_main"])
     model = build_model(cfg.member_architecture(int(payload.get("member", 0))), y.shape[1],
-                        cfg.hidden, cfg.layers, cfg.cutoff)
+                        cfg.hidden, cfg.layers, cfg.cutoff, cfg.edge_activation)
     if payload.get("init_state") is not None:
         model.load_state_dict(payload["init_state"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -379,7 +385,7 @@ class Ensemble:
         self.members: list[torch.nn.Module] = []
         for k, state in enumerate(states):
             m = build_model(config.member_architecture(k), len(outputs) + self.n_aux, config.hidden,
-                            config.layers, config.cutoff)
+                            config.layers, config.cutoff, config.edge_activation)
             m.load_state_dict(state)
             m.eval()
             self.members.append(m)

@@ -65,16 +65,42 @@ def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int,
     return total / count.view(-1, *([1] * (values.dim() - 1)))
 
 
+#: gated-message activations of CGCNN, ``(gate, core)``: "softplus" is the published
+#: σ(gate)·softplus(core); "relu" keeps the sigmoid gate with a ReLU core; "hard" uses
+#: hardsigmoid(gate)·ReLU(core). Why the cheap ones: on ~100-atom cells softplus and sigmoid
+#: were 40 % of stacked inference (softplus ~1.7 ns per element, ReLU / hardsigmoid ~0.25 ns).
+EDGE_ACTIVATIONS = ("softplus", "relu", "hard")
+
+
+def gated_message(gate: torch.Tensor, core: torch.Tensor, kind: str,
+                  inplace: bool = False) -> torch.Tensor:
+    """``act_gate(gate) * act_core(core)`` for one of :data:`EDGE_ACTIVATIONS`. ``inplace``
+    (inference only) overwrites ``gate`` and multiplies into the fresh core tensor."""
+    f = nn.functional
+    if kind not in EDGE_ACTIVATIONS:
+        raise ValueError(f"unknown edge activation {kind!r}; allowed: {EDGE_ACTIVATIONS}")
+    msg = f.softplus(core) if kind == "softplus" else f.relu(core)
+    if kind == "hard":
+        g = f.hardsigmoid(gate, inplace=inplace)
+    else:
+        g = gate.sigmoid_() if inplace else gate.sigmoid()
+    return msg.mul_(g) if inplace else msg * g
+
+
 class CGConv(nn.Module):
     """Gated convolution (Xie & Grossman 2018): v_i += Σ_j σ(W_f z_ij) ⊙ g(W_s z_ij).
 
     ``W [v_i; v_j; e_ij]`` is computed as ``W_1 v_i + W_2 v_j + W_3 e_ij`` — the same linear
     map, but the two atom terms cost per atom instead of per edge (~12× fewer rows), which
-    roughly halves inference time for a pool.
+    roughly halves inference time for a pool. ``edge_activation`` picks σ and g
+    (:data:`EDGE_ACTIVATIONS`; default the published sigmoid / softplus).
     """
 
-    def __init__(self, hidden: int, edge_dim: int) -> None:
+    def __init__(self, hidden: int, edge_dim: int, edge_activation: str = "softplus") -> None:
         super().__init__()
+        if edge_activation not in EDGE_ACTIVATIONS:
+            raise ValueError(f"unknown edge activation {edge_activation!r}; allowed: {EDGE_ACTIVATIONS}")
+        self.edge_activation = edge_activation
         self.lin_self = nn.Linear(hidden, 2 * hidden)
         self.lin_nb = nn.Linear(hidden, 2 * hidden, bias=False)
         self.lin_edge = nn.Linear(edge_dim, 2 * hidden, bias=False)
@@ -89,7 +115,7 @@ class CGConv(nn.Module):
         else:
             return self._infer(v, e, batch)
         gate, core = z.chunk(2, dim=1)
-        msg = torch.sigmoid(gate) * self.act(core) * batch.weight[:, None]
+        msg = gated_message(gate, core, self.edge_activation) * batch.weight[:, None]
         return self.act(v + self.bn2(scatter_sum(msg, batch.src, v.shape[0])))
 
     @torch.no_grad()
@@ -103,8 +129,8 @@ class CGConv(nn.Module):
         z += (self.lin_nb(v) * scale).index_select(0, batch.dst)
         z.addmm_(e, (self.lin_edge.weight * scale[:, None]).t())
         gate, core = z.chunk(2, dim=1)
-        msg = torch.nn.functional.softplus(core)
-        msg.mul_(gate.sigmoid_()).mul_(batch.weight[:, None])
+        msg = gated_message(gate, core, self.edge_activation, inplace=True)
+        msg.mul_(batch.weight[:, None])
         agg = v.new_zeros(v.shape).index_add_(0, batch.src, msg)
         return self.act(v + self.bn2(agg))
 
@@ -113,11 +139,12 @@ class CGCNN(nn.Module):
     """Embedding → ``layers`` gated convolutions → mean pool → MLP → outputs."""
 
     def __init__(self, n_outputs: int, hidden: int = 64, layers: int = 3, cutoff: float = 8.0,
-                 fc_hidden: int = 128) -> None:
+                 fc_hidden: int = 128, edge_activation: str = "softplus") -> None:
         super().__init__()
         self.rbf = GaussianExpansion(cutoff)
         self.atoms = AtomEmbedding(hidden)
-        self.convs = nn.ModuleList(CGConv(hidden, self.rbf.size) for _ in range(layers))
+        self.convs = nn.ModuleList(CGConv(hidden, self.rbf.size, edge_activation)
+                                   for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(hidden + 1, fc_hidden), nn.Softplus(),
                                   nn.Linear(fc_hidden, n_outputs))
 
@@ -296,11 +323,15 @@ def needs_angles(architecture: str) -> bool:
 
 
 def build_model(architecture: str, n_outputs: int, hidden: int, layers: int,
-                cutoff: float) -> nn.Module:
-    """Instantiate a network by name (raises ValueError naming the allowed names)."""
+                cutoff: float, edge_activation: str = "softplus") -> nn.Module:
+    """Instantiate a network by name (raises ValueError naming the allowed names).
+    ``edge_activation`` applies to CGCNN only (the other architectures have no gated edges)."""
     try:
         cls = ARCHITECTURES[architecture]
     except KeyError:
         raise ValueError(f"unknown architecture {architecture!r}; "
                          f"allowed: {sorted(ARCHITECTURES)}") from None
+    if cls is CGCNN:
+        return CGCNN(n_outputs=n_outputs, hidden=hidden, layers=layers, cutoff=cutoff,
+                     edge_activation=edge_activation)
     return cls(n_outputs=n_outputs, hidden=hidden, layers=layers, cutoff=cutoff)

@@ -159,6 +159,24 @@ def test_new_architectures_train_save_and_load(arch: str) -> None:
     np.testing.assert_allclose(again.values, table.values, rtol=1e-5, atol=1e-6)
 
 
+def test_light_large_cell_config_trains_saves_loads_and_rejects_unknown_activations() -> None:
+    """The light CGCNN (cheap edge activations, fewer neighbours) is a config option: its
+    members carry the activation, it survives save/load, and configs saved before the option
+    existed load with the published activation."""
+    s, y = toy_set(30)
+    cfg = EnsembleConfig(members=2, **{**TINY, "max_neighbors": 8}, edge_activation="hard")
+    ens = train_ensemble(s, y, cfg)
+    assert {c.edge_activation for m in ens.members for c in m.convs} == {"hard"}
+    table = ens.predict(s[:6], use_cache=False)
+    again = Ensemble.from_bytes(ens.to_bytes())
+    assert again.config.edge_activation == "hard" and again.config.max_neighbors == 8
+    np.testing.assert_allclose(again.predict(s[:6]).values, table.values, rtol=1e-5, atol=1e-6)
+    old = {k: v for k, v in EnsembleConfig().to_dict().items() if k != "edge_activation"}
+    assert EnsembleConfig.from_dict(old).edge_activation == "softplus"
+    with pytest.raises(ValueError, match="edge_activation"):
+        EnsembleConfig(edge_activation="gelu")
+
+
 def test_predictions_do_not_depend_on_the_edge_capped_batching() -> None:
     """Large cells are predicted in batches capped by edges (memory-bound inference); the
     table must equal one-batch prediction, and every graph lands in exactly one batch."""

@@ -143,13 +143,15 @@ def test_bad_structures_raise_graph_errors() -> None:
         build_graph(disordered)
 
 
-def test_inference_path_equals_training_math_with_running_statistics() -> None:
+@pytest.mark.parametrize("edge_activation", ["softplus", "relu", "hard"])
+def test_inference_path_equals_training_math_with_running_statistics(edge_activation: str) -> None:
     """The folded, in-place inference convolution computes the same function as the
     training-mode code path with batch norm using its running statistics."""
     from surrogates.models import scatter_sum
 
     torch.manual_seed(2)
-    model = build_model("cgcnn", n_outputs=1, hidden=16, layers=2, cutoff=6.0)
+    model = build_model("cgcnn", n_outputs=1, hidden=16, layers=2, cutoff=6.0,
+                        edge_activation=edge_activation)
     rng = np.random.default_rng(0)
     graphs = [build_graph(Structure(Lattice.cubic(float(a)), ["Sr", "Ti", "O", "O", "O"],
                                     perovskite().frac_coords), 6.0, 12)
@@ -166,7 +168,7 @@ def test_inference_path_equals_training_math_with_running_statistics() -> None:
         fast = conv(v, e, batch)
         z = conv.bn1(conv.lin_self(v)[batch.src] + conv.lin_nb(v)[batch.dst] + conv.lin_edge(e))
         gate, core = z.chunk(2, dim=1)
-        msg = torch.sigmoid(gate) * conv.act(core) * batch.weight[:, None]
+        msg = _textbook_message(gate, core, edge_activation) * batch.weight[:, None]
         slow = conv.act(v + conv.bn2(scatter_sum(msg, batch.src, v.shape[0])))
     assert torch.allclose(fast, slow, atol=1e-5)
 
@@ -260,8 +262,18 @@ def _random_graphs(seed: int, cutoff: float, angular: bool = False):
     return [build_graph(s, cutoff, 12, angular) for s in cells]
 
 
+def _textbook_message(gate, core, kind: str):
+    """The gated message written out: σ(g)·softplus(c) = log(1 + e^c) / (1 + e^-g) (published),
+    σ(g)·max(c, 0) ("relu"), clip(g/6 + 1/2, 0, 1)·max(c, 0) ("hard")."""
+    core_act = torch.log1p(torch.exp(core)) if kind == "softplus" else torch.clamp(core, min=0.0)
+    gate_act = (torch.clamp(gate / 6.0 + 0.5, 0.0, 1.0) if kind == "hard"
+                else 1.0 / (1.0 + torch.exp(-gate)))
+    return gate_act * core_act
+
+
 def _reference_cgcnn(model, b):
-    """CGCNN as published: ``W·[v_i ‖ v_j ‖ e_ij]`` per edge, batch norm from its statistics."""
+    """CGCNN as published: ``W·[v_i ‖ v_j ‖ e_ij]`` per edge, batch norm from its statistics
+    (with the model's edge activation written out, see ``_textbook_message``)."""
     f = torch.nn.functional
     a = model.atoms
     v = a.embed.weight[b.z] + a.proj(a.desc[b.z])
@@ -275,7 +287,7 @@ def _reference_cgcnn(model, b):
         w = torch.cat([c.lin_self.weight, c.lin_nb.weight, c.lin_edge.weight], dim=1)
         z = bn(torch.cat([v[b.src], v[b.dst], e], dim=1) @ w.t() + c.lin_self.bias, c.bn1)
         gate, core = z.chunk(2, dim=1)
-        msg = torch.sigmoid(gate) * f.softplus(core) * b.weight[:, None]
+        msg = _textbook_message(gate, core, c.edge_activation) * b.weight[:, None]
         v = f.softplus(v + bn(torch.zeros_like(v).index_add_(0, b.src, msg), c.bn2))
     pooled = torch.zeros(b.num_graphs, v.shape[1]).index_add_(0, b.graph_index, v)
     pooled = pooled / torch.bincount(b.graph_index)[:, None]
@@ -323,12 +335,15 @@ REFERENCES = {"cgcnn": _reference_cgcnn, "megnet": _reference_megnet,
               "schnet": _reference_density, "angular": _reference_density}
 
 
-@pytest.mark.parametrize("arch", sorted(REFERENCES))
+@pytest.mark.parametrize("arch", sorted(REFERENCES) + ["cgcnn/relu", "cgcnn/hard"])
 def test_eval_path_equals_the_reference_formulation(arch: str) -> None:
     """Every member type's eval-mode forward (node projections gathered per edge, batch norm
-    folded) computes the textbook per-edge formulation on random graphs."""
+    folded) computes the textbook per-edge formulation on random graphs; for CGCNN also with
+    the cheap edge activations of the light large-cell model."""
+    arch, _, act = arch.partition("/")
     torch.manual_seed(5)
-    model = build_model(arch, n_outputs=2, hidden=16, layers=2, cutoff=6.0)
+    model = build_model(arch, n_outputs=2, hidden=16, layers=2, cutoff=6.0,
+                        edge_activation=act or "softplus")
     graphs = _random_graphs(5, 6.0, angular=arch == "angular")
     model.train()
     with torch.no_grad():
@@ -341,19 +356,25 @@ def test_eval_path_equals_the_reference_formulation(arch: str) -> None:
         assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-5), (fast - ref).abs().max()
 
 
-@pytest.mark.parametrize("architecture", ["cgcnn", "schnet+cgcnn"])
-def test_stacked_members_equal_their_own_forward_passes(architecture: str) -> None:
+@pytest.mark.parametrize("architecture,edge_activation",
+                         [("cgcnn", "softplus"), ("schnet+cgcnn", "softplus"), ("cgcnn", "hard"),
+                          ("schnet+cgcnn", "relu")])
+def test_stacked_members_equal_their_own_forward_passes(architecture: str,
+                                                        edge_activation: str) -> None:
     """The ensemble's stacked evaluation (CGCNN members side by side, edges in chunks) gives
-    each member's own prediction, hence the reference formulation."""
+    each member's own prediction, hence the reference formulation — also for the light
+    large-cell members (cheap edge activations)."""
     from surrogates import Ensemble, EnsembleConfig
     from surrogates.stacked import StackedCGCNN
 
-    cfg = EnsembleConfig(architecture=architecture, members=4, hidden=16, layers=2, cutoff=6.0)
+    cfg = EnsembleConfig(architecture=architecture, members=4, hidden=16, layers=2, cutoff=6.0,
+                         edge_activation=edge_activation)
     graphs = _random_graphs(6, 6.0)
     states = []
     for k in range(cfg.members):
         torch.manual_seed(10 + k)
-        m = build_model(cfg.member_architecture(k), 2, cfg.hidden, cfg.layers, cfg.cutoff).train()
+        m = build_model(cfg.member_architecture(k), 2, cfg.hidden, cfg.layers, cfg.cutoff,
+                        cfg.edge_activation).train()
         with torch.no_grad():
             m(collate(graphs))
         states.append(m.state_dict())
