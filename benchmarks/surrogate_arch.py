@@ -12,9 +12,12 @@ Usage:  OMP_NUM_THREADS=1 nice -n 10 python benchmarks/surrogate_arch.py
         [--epochs 100] [--members 5] [--train-limit N] [--test-limit N] [--set KEY=VALUE ...]
 ``--prior sevennet``: linear ridge on the SevenNet-0 energy + element fractions (energies cached
 in artifacts/sevennet_perov5.json.gz). ``--prior sevennet-kernel``: kernel ridge on SevenNet-0's
-pooled last-layer features (``surrogates/kernel_prior.py``; features cached in
-artifacts/sevennet_perov5_features.npz), ensemble on out-of-fold residuals. ``--heads-only``:
-score the priors alone over a small grid of kernel settings (seconds; no network trained).
+site-pooled features of blocks 0-3 (``surrogates/kernel_prior.py``; cached in
+artifacts/sevennet_perov5_site.npz, written by ``perov5_site_kernel.py features``;
+``--prior-set pooling=mean`` for the last block mean-pooled, artifacts/sevennet_perov5_features.npz),
+ensemble on out-of-fold residuals. ``--heads-only``: score the priors alone over a small grid
+of kernel settings (seconds; no network trained). The priors alone are compared in one run by
+``perov5_site_kernel.py compare``.
 Prints one JSON object per model.
 """
 
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SHARED = ROOT.parent / "shared" / "data" / "structures"
 ENERGY_CACHE = ROOT / "artifacts" / "sevennet_perov5.json.gz"
 FEATURE_CACHE = ROOT / "artifacts" / "sevennet_perov5_features.npz"
+SITE_CACHE = ROOT / "artifacts" / "sevennet_perov5_site.npz"  # perov5_site_kernel.py features
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -80,22 +84,24 @@ def _save(pot) -> None:
     ENERGY_CACHE.write_bytes(gzip.compress(json.dumps(pot.state()).encode()))
 
 
-def _features():
-    """SevenNet-0 descriptors with the on-disk cache loaded (and saved back by ``_save_features``)."""
+def _features(pooling: str = "site"):
+    """SevenNet-0 descriptors with the on-disk cache loaded (and saved back by ``_save_features``).
+    ``site``: site-pooled rows of blocks 0-3 (the default); ``mean``: the last block mean-pooled."""
     from surrogates.prior_features import PotentialFeatures
 
-    pot = PotentialFeatures()
-    if FEATURE_CACHE.exists():
-        blob = np.load(FEATURE_CACHE)
+    pot = PotentialFeatures(pooling=pooling)
+    cache = SITE_CACHE if pooling == "site" else FEATURE_CACHE
+    if cache.exists():
+        blob = np.load(cache)
         pot.load_state(dict(zip(blob["keys"].tolist(), blob["rows"], strict=True)))
     return pot
 
 
 def _save_features(pot) -> None:
     state = pot.state()
-    FEATURE_CACHE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(FEATURE_CACHE, keys=np.array(list(state)),
-                        rows=np.stack(list(state.values())))
+    cache = SITE_CACHE if pot.pooling == "site" else FEATURE_CACHE
+    cache.parent.mkdir(exist_ok=True)
+    np.savez_compressed(cache, keys=np.array(list(state)), rows=np.stack(list(state.values())))
 
 
 def heads(data, options: dict, log) -> None:
@@ -104,7 +110,8 @@ def heads(data, options: dict, log) -> None:
     from surrogates.pretrained import LinearPrior
 
     s_tr, y_tr, s_te, y_te = data
-    pot = _features()
+    options = dict(options)
+    pot = _features(options.pop("pooling", "site"))
     t0 = time.process_time()
     d_tr, d_te = pot.descriptors(s_tr), pot.descriptors(s_te)
     _save_features(pot)
@@ -112,9 +119,8 @@ def heads(data, options: dict, log) -> None:
     lin = LinearPrior.fit(s_tr, d_tr[:, 0], y_tr)
     print(json.dumps({"model": "linear prior (energy + fractions)",
                       "mae": float(np.mean(np.abs(lin.predict(s_te, d_te) - y_te)))}), flush=True)
-    grid = [{"blocks": b, "lengthscale": ls, "composition_scale": w, "ridge": 1e-2}
-            for b in (("mean",), ("mean", "std", "atomic_energy"))
-            for ls in (1.0, 1.4, 2.0) for w in (None, 0.3, 0.45, 0.6)]
+    grid = [{"lengthscale": ls, "composition_scale": w, "ridge": 1e-2}
+            for ls in (1.0, 1.4, 2.0) for w in (None, 0.45, 0.6, 0.9)]
     for opts in [options] if options else grid:
         t0 = time.process_time()
         head, _ = KernelPrior.fit_calibrated(s_tr, d_tr, y_tr, **opts)
@@ -137,7 +143,9 @@ def run(name: str, cfg: EnsembleConfig, prior: str, data, log,
     if prior in ("sevennet", "sevennet-kernel"):
         from surrogates.pretrained import train_delta_ensemble
 
-        pot = _potential() if prior == "sevennet" else _features()
+        prior_options = dict(prior_options or {})
+        pot = (_potential() if prior == "sevennet"
+               else _features(prior_options.pop("pooling", "site")))
         model = train_delta_ensemble(s_tr, y_tr, cfg, potential=pot, progress=log,
                                      prior="linear" if prior == "sevennet" else "kernel",
                                      prior_options=prior_options)
@@ -156,7 +164,7 @@ def run(name: str, cfg: EnsembleConfig, prior: str, data, log,
     if blend:  # exploratory: the mean of this model and the kernel prior (defaults) alone
         from surrogates.kernel_prior import KernelPrior
 
-        feats = _features()
+        feats = _features("site")
         head = KernelPrior.fit(s_tr, feats.descriptors(s_tr), y_tr)
         kern = head.predict(s_te, feats.descriptors(s_te))
         extra["kernel_prior_mae"] = float(np.mean(np.abs(kern - y_te)))

@@ -144,7 +144,7 @@ class DeltaEnsemble:
 
     ``prior``: a ``LinearPrior`` or ``KernelPrior`` (anything with ``predict(structures,
     descriptors)``); ``potential``: what gives the descriptors (``PretrainedEnergy`` for the
-    energy alone, ``PotentialFeatures`` for pooled node features too)."""
+    energy alone, ``PotentialFeatures`` for mean- or site-pooled node features too)."""
 
     def __init__(self, prior: Any, ensemble: Ensemble, potential: Any):
         self.prior = prior
@@ -187,7 +187,8 @@ def train_delta_ensemble(structures: Sequence[Structure], y: np.ndarray,
 
     ``prior="linear"``: ridge on the potential's energy and the element fractions; its
     residuals are in-sample (a hundred coefficients on thousands of rows hardly overfit).
-    ``prior="kernel"``: ``KernelPrior`` on the potential's pooled features; the ensemble learns
+    ``prior="kernel"``: ``KernelPrior`` on the potential's pooled features (site-pooled
+    unless ``potential`` says otherwise); the ensemble learns
     out-of-fold residuals (``folds``), because in-sample ones are shrunk towards zero.
     The ensemble's own validation split calibrates the spread of the residual, which is the
     spread of the sum (the prior is deterministic)."""
@@ -206,7 +207,7 @@ def train_delta_ensemble(structures: Sequence[Structure], y: np.ndarray,
         from .kernel_prior import KernelPrior, out_of_fold
         from .prior_features import PotentialFeatures
 
-        potential = potential or PotentialFeatures()
+        potential = potential or PotentialFeatures(pooling="site")
         desc = potential.descriptors(structures)
         seed = config.seed if config is not None else 0
         residual = y - out_of_fold(structures, desc, y, folds=folds, seed=seed, **options)

@@ -95,3 +95,51 @@ def test_kernel_delta_ensemble_trains_on_out_of_fold_residuals(features) -> None
     assert model.predict(structures[:2]).values.shape == (2, 2, 1)
     with pytest.raises(ValueError, match="unknown prior"):
         train_delta_ensemble(structures, y, potential=feats, prior="gp")
+
+
+def perovskite(a_el: str, b_el: str, x_el: str = "O", a: float = 3.95) -> Structure:
+    """Cubic ABX3: A at the corner (12 X neighbours), B at the body centre (6)."""
+    return Structure(Lattice.cubic(a), [a_el, b_el, x_el, x_el, x_el],
+                     [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+
+
+def test_site_groups_find_a_b_and_anions() -> None:
+    from surrogates.prior_features import site_groups
+
+    a, b, x = site_groups(perovskite("Sr", "Ti"))
+    assert a.tolist() == [0] and b.tolist() == [1] and x.tolist() == [2, 3, 4]
+    # the same cell listed in another order: the roles follow the atoms, not the row order
+    cell = perovskite("Sr", "Ti")
+    shuffled = Structure(cell.lattice, [cell.species[i] for i in (3, 1, 4, 0, 2)],
+                         [cell.frac_coords[i] for i in (3, 1, 4, 0, 2)])
+    a, b, x = site_groups(shuffled)
+    assert a.tolist() == [3] and b.tolist() == [1] and sorted(x.tolist()) == [0, 2, 4]
+    # one cation (rock salt): it is both groups; no anion (a metal): every atom in every group
+    a, b, x = site_groups(rocksalt(4.2, "Mg", "O"))
+    assert a.tolist() == b.tolist() == [0] and x.tolist() == [1]
+    metal = Structure(Lattice.cubic(3.0), ["Cu", "Zn"], [[0, 0, 0], [.5, .5, .5]])
+    assert all(g.tolist() == [0, 1] for g in site_groups(metal))
+
+
+def test_site_pooled_features_tell_which_cation_is_where(features) -> None:
+    from surrogates.prior_features import PotentialFeatures, site_layout
+
+    site = PotentialFeatures(batch_size=2, pooling="site", layers=(0, 1))
+    cells = [perovskite("Sr", "Ti"), perovskite("Ti", "Sr")]
+    rows = site.compute(cells)
+    parts = site_layout((0, 1))
+    assert rows.shape == (2, 1 + 4 * 2 * 128)
+    assert np.allclose(rows[:, 0], features.compute(cells)[:, 0], atol=1e-4)  # same energy
+    # three symmetry-equivalent O atoms: no spread among the anions
+    assert np.abs(rows[0, parts["1_X_std"]]).max() < 1e-3
+    # swapping the cations between the sites changes the A-site block
+    assert not np.allclose(rows[0, parts["0_A"]], rows[1, parts["0_A"]], atol=1e-2)
+    # block 0 of the A-site in SrTiO3 ≈ block 0 of the A-site of another Sr perovskite
+    other = site.compute([perovskite("Sr", "Zr", a=4.1)])[0]
+    near = np.abs(rows[0, parts["0_A"]] - other[parts["0_A"]]).mean()
+    far = np.abs(rows[0, parts["0_A"]] - rows[1, parts["0_A"]]).mean()
+    assert near < 0.5 * far
+    with pytest.raises(ValueError, match="pooling"):
+        PotentialFeatures(pooling="max")
+    with pytest.raises(ValueError, match="layers"):
+        PotentialFeatures(pooling="site", layers=(5,))
