@@ -25,7 +25,9 @@ fractions in supercells, radius rules, odd-chemistry rules, StructureMatcher de-
 ``--variants`` names the pipeline variants compared in the same run (tune and report):
 ``current`` = the pool without the perovskite families (the generator before issue 22's
 families step), ``families`` = the default pool (every source and family), ``layered`` / ``ordered``
-= only the layered (RP, DJ, oxygen-deficient) / only the ordered double-perovskite families. Each variant's recall row and
+= only the layered (RP, DJ, oxygen-deficient) / only the ordered double-perovskite families,
+``b_lower`` / ``widen_all`` = the families with the site tolerance widening only the lower B bound /
+also the A bound (``plausibility.perovskite_role_ok``). Each variant's recall row and
 pool size is printed; the tune split prints each variant's Fowlkes-Mallows index at the
 default rules and over ``RULE_GRID``.
 """
@@ -121,7 +123,9 @@ LAYERED = ("RP1", "RP2", "RP3", "DJ2", "DJ3", "A_layered_O5", "brownmillerite")
 VARIANTS = {"current": {"sources": tuple(s for s in SOURCES if s != "families")},
             "families": {},
             "layered": {"families": LAYERED},
-            "ordered": {"families": tuple(f for f in FAMILIES if f not in LAYERED)}}
+            "ordered": {"families": tuple(f for f in FAMILIES if f not in LAYERED)},
+            "b_lower": {"family_widen": "B_lower"},
+            "widen_all": {"family_widen": "all"}}
 
 
 def new_recall(system: str, held: set[str], tolerance: float, variant: dict | None = None,

@@ -59,6 +59,8 @@ class PoolSettings:
     templates: tuple[IonicTemplate, ...] | None = None
     #: perovskite families of the ``families`` source (:data:`perovskite_families.FAMILIES`)
     families: tuple[str, ...] = FAMILIES
+    #: which Pauling bounds of the families' site roles the tolerance widens (plausibility.WIDEN_CHOICES)
+    family_widen: str = "B"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]
@@ -145,7 +147,8 @@ def build_candidate_pool(
         t0 = time.perf_counter()
         if "families" in settings.sources:
             made["families"] = enumerate_families(system, tolerance=settings.tolerance,
-                                                  max_atoms=settings.max_atoms, families=settings.families)
+                                                  max_atoms=settings.max_atoms, families=settings.families,
+                                                  widen=settings.family_widen)
         rep.seconds["families"] = time.perf_counter() - t0
         verdicts: dict[int, list[str]] = {}
 

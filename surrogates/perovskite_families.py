@@ -198,10 +198,12 @@ def enumerate_families(
     tolerance: float = SITE_TOLERANCE,
     max_atoms: int = 40,
     families: Sequence[str] = FAMILIES,
+    widen: str = "B",
 ) -> list[Candidate]:
     """Every charge-balanced decoration of the family cells with ``system``'s ions (one
     anion) whose sites pass their role's radius rule and whose tolerance factor (mean A, mean
-    B radius) lies in ``PEROVSKITE_T``. One candidate per (family, assignment), best
+    B radius) lies in ``PEROVSKITE_T``; ``widen``: which role bounds ``tolerance`` widens
+    (:func:`plausibility.perovskite_role_ok`). One candidate per (family, assignment), best
     tolerance factor (nearest 1) first; novelty and de-duplication are :mod:`candidate_pool`'s."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -212,7 +214,7 @@ def enumerate_families(
         if tpl.id not in families or len(tpl.structure) > max_atoms:
             continue
         options = [[sp for sp in species
-                    if all(perovskite_role_ok(role(sub), sp, cn, (anion, charge), tolerance)
+                    if all(perovskite_role_ok(role(sub), sp, cn, (anion, charge), tolerance, widen)
                            for cn in set(sub.cns))]
                    for sub in tpl.sublattices]
         if any(not o for o in options):

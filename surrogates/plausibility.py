@@ -258,8 +258,12 @@ PAULING_CN8_MIN = 0.732
 PAULING_RANGES = {4: (0.225, 0.414), 6: (0.414, 0.732)}
 
 
+#: which Pauling bounds of :func:`perovskite_role_ok` the site tolerance widens
+WIDEN_CHOICES = ("B", "B_lower", "all")
+
+
 def perovskite_role_ok(role: str, ion: tuple[str, int], cn: int, anion: tuple[str, int] = ("O", -2),
-                       tolerance: float = SITE_TOLERANCE) -> bool:
+                       tolerance: float = SITE_TOLERANCE, widen: str = "B") -> bool:
     """Whether ``ion`` may take a site of ``role`` in a perovskite-family cell (used by
     :mod:`perovskite_families`, whose placeholder ions carry no chemistry):
 
@@ -269,18 +273,23 @@ def perovskite_role_ok(role: str, ion: tuple[str, int], cn: int, anion: tuple[st
     * ``"B"``: r(CN ``cn``) / r_anion inside Pauling's range for the site's coordination (4-fold
       for tetrahedra, 6-fold for octahedra and the 5-fold pyramids), both ends widened by
       ``tolerance`` as Goldschmidt's rule is (Mn⁴⁺ octahedra sit at 0.38; Ba²⁺ at 0.96 is out).
+
+    ``widen``: ``"B"`` (both B bounds, as above), ``"B_lower"`` (only the lower: Sr²⁺ at 0.84
+    stays off octahedra) or ``"all"`` (also the A bound: Li⁺, Mg²⁺ may take A sites).
     """
+    if widen not in WIDEN_CHOICES:
+        raise ValueError(f"widen must be one of {WIDEN_CHOICES}, got {widen!r}")
     r_x = shannon_radius(anion[0], anion[1], 6)
     if not r_x:
         return False
     if role in ("A", "A'"):
         r = shannon_radius(ion[0], ion[1], 8)
-        return r is not None and r / r_x >= PAULING_CN8_MIN
+        return r is not None and r / r_x >= PAULING_CN8_MIN * (1 - tolerance if widen == "all" else 1)
     if role != "B":
         raise ValueError(f"unknown perovskite site role {role!r}")
     r = shannon_radius(ion[0], ion[1], cn)
     lo, hi = PAULING_RANGES[4 if cn <= 4 else 6]
-    return r is not None and lo * (1 - tolerance) <= r / r_x <= hi * (1 + tolerance)
+    return r is not None and lo * (1 - tolerance) <= r / r_x <= hi * (1 if widen == "B_lower" else 1 + tolerance)
 
 
 def perovskite_tolerance_factor(a_sites: Sequence[tuple[tuple[str, int], float]],

@@ -56,6 +56,12 @@ def test_family_sites_take_ions_by_role_not_by_likeness_to_the_placeholder() -> 
     assert not perovskite_role_ok("A", ("Li", 1), 12) and not perovskite_role_ok("A", ("Mg", 2), 12)
     assert perovskite_role_ok("A", ("La", 3), 12) and perovskite_role_ok("A", ("Na", 1), 12)
     assert not perovskite_role_ok("B", ("Ba", 2), 6) and perovskite_role_ok("B", ("Mn", 4), 6)
+    # the tolerance widens the octahedral range both ways by default (Sr2+ at 0.84 is in) ...
+    assert perovskite_role_ok("B", ("Sr", 2), 6) and not perovskite_role_ok("B", ("Sr", 2), 6, widen="B_lower")
+    # ... and the A bound only when asked
+    assert perovskite_role_ok("A", ("Li", 1), 12, widen="all")
+    with pytest.raises(ValueError, match="widen"):
+        perovskite_role_ok("B", ("Ti", 4), 6, widen="everything")
     with pytest.raises(ValueError, match="unknown perovskite famil"):
         from surrogates.perovskite_families import enumerate_families
 
