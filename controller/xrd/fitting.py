@@ -53,6 +53,8 @@ class PhaseInput:
     texture: np.ndarray | None = None
     # bound of the relative cell-length change (None: LATTICE_RANGE)
     lattice_range: float | None = None
+    # upper bound of the width parameters W and U (deg; None: W_BOUNDS, U_BOUNDS)
+    width_max: float | None = None
 
     @property
     def strain_range(self) -> float:
@@ -123,6 +125,9 @@ class PatternModel:
         *,
         bg_order: int = 8,
         footprint_two_theta: float | None = None,
+        zero_range: float = ZERO_RANGE,
+        displacement: bool = False,
+        side_eta: list[bool] | None = None,
     ) -> None:
         self.x = np.asarray(x, dtype=float)
         self.y = np.asarray(y, dtype=float)
@@ -130,6 +135,18 @@ class PatternModel:
         self.lines = lines
         # below this 2theta a fixed divergence slit's beam is longer than the sample (spill-over)
         self.footprint_two_theta = footprint_two_theta
+        # the global peak shift theta[0]: a constant zero shift, or (``displacement``) a sample
+        # displacement, shift = theta[0] * cos(theta) as in a Bragg-Brentano geometry whose
+        # specimen surface sits off the focusing circle (BGMN's EPS2); bounded by zero_range (deg)
+        self.zero_range = float(zero_range)
+        self.displacement = bool(displacement)
+        # pseudo-Voigt mixing: one eta (theta[1]) for every phase, or with ``side_eta`` a second
+        # one (theta[2]) for the phases marked True. Why: a product's target is broadened by its
+        # small crystallites (Lorentzian), its side phases are near-instrumental (more Gaussian);
+        # one shared eta gives the sharp side phases the target's long tails
+        self.eta_of = [2 if (side_eta is not None and side_eta[k]) else 1
+                       for k in range(len(phases))]
+        self.n_global = 3 if 2 in self.eta_of else 2
         self.w = 1.0 / np.sqrt(np.maximum(self.y, 1.0))
         self.bg_basis = chebyshev_basis(self.x, bg_order)
         self.wB = self.bg_basis * self.w[:, None]
@@ -143,7 +160,7 @@ class PatternModel:
         hi = np.radians(min(self.x[-1] + 1.5, 179.0)) / 2
         self.groups: list[np.ndarray] = []
         self.offsets: list[int] = []
-        off = 2
+        off = self.n_global
         for ph in phases:
             # keep reflections that can land in range for any lattice scale and line
             d0 = ph.d
@@ -162,7 +179,8 @@ class PatternModel:
                 weak[order] = (inten[order] < WEAK_REFLECTION * inten.max()) & (cum < 0.005)
                 f2m, hkl = f2m[~weak], hkl[~weak]
                 tex = tex[~weak] if tex is not None else None
-            self.phases.append(PhaseInput(hkl, f2m, ph.lattice, tex, ph.lattice_range))
+            self.phases.append(PhaseInput(hkl, f2m, ph.lattice, tex, ph.lattice_range,
+                                          ph.width_max))
             g = ph.length_groups()
             self.groups.append(g)
             self.offsets.append(off)
@@ -214,6 +232,12 @@ class PatternModel:
         sc = np.sin(np.radians(self.footprint_two_theta) / 2)
         return np.minimum(1.0, np.sin(np.radians(two_theta) / 2) / sc)
 
+    def shift_factor(self, two_theta: np.ndarray) -> np.ndarray:
+        """Peak shift per unit of theta[0] at these 2theta: 1 (zero shift) or cos(theta)."""
+        if not self.displacement:
+            return np.ones_like(np.asarray(two_theta, dtype=float))
+        return np.cos(np.radians(np.asarray(two_theta, dtype=float)) / 2)
+
     # ---- rendering -------------------------------------------------------------------------
     def peak_list(self, i: int, strain: np.ndarray, w: float, u: float, zero: float,
                   derivs: bool = False, texture: np.ndarray | None = None,
@@ -239,7 +263,7 @@ class PatternModel:
             tt = np.degrees(2 * t)
             inr = ok & (tt > self.x[0] - 2.0) & (tt < self.x[-1] + 2.0)
             tt, t = tt[inr], t[inr]
-            cs.append(tt + zero)
+            cs.append(tt + (zero * np.cos(t) if self.displacement else zero))
             cos_t, tan_t = np.cos(t), np.tan(t)
             hs.append(w / cos_t + u * tan_t)
             areas.append(rel * f2m[inr] * lorentz_polarisation(tt) * self.footprint(tt))
@@ -281,7 +305,7 @@ class PatternModel:
         c, h, a, dc, dh = self.peak_list(i, strain, w, u, float(theta[0]), derivs=True,
                                          texture=tex)
         *_, deriv = render_peaks(
-            self.x, self.edges, c, h, a, eta=float(theta[1]), dcenter=dc, dfwhm=dh
+            self.x, self.edges, c, h, a, eta=float(theta[self.eta_of[i]]), dcenter=dc, dfwhm=dh
         )
         k = self.n_texture(i)
         if not k:
@@ -293,7 +317,7 @@ class PatternModel:
         lines = len(self.lines)
         idx = np.concatenate([np.arange(ph.f2m.size)] * lines)[inr]
         active_tf = (1.0 + ph.texture @ tex > TEXTURE_FLOOR)[idx]
-        eta = float(theta[1])
+        eta = float(theta[self.eta_of[i]])
         out = np.zeros((self.x.size, deriv.shape[1] + k))
         out[:, : deriv.shape[1]] = deriv
         for j in range(k):
@@ -303,9 +327,10 @@ class PatternModel:
 
     def columns(self, theta: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Profile of each phase (n, phases), unit scale; inactive phases are zero columns."""
-        zero, eta = theta[0], theta[1]
+        zero = theta[0]
         cols = np.zeros((self.x.size, self.n_phases))
         for i in np.flatnonzero(active):
+            eta = theta[self.eta_of[i]]
             g, lz = self.render(i, *self.phase_block(theta, i), zero, self.phase_texture(theta, i))
             cols[:, i] = eta * lz + (1 - eta) * g
         return cols
@@ -332,18 +357,21 @@ class PatternModel:
 
     # ---- nonlinear fit ---------------------------------------------------------------------
     def bounds(self, active: np.ndarray):
-        lo = [-ZERO_RANGE, 0.0]
-        hi = [ZERO_RANGE, 1.0]
+        lo = [-self.zero_range] + [0.0] * (self.n_global - 1)
+        hi = [self.zero_range] + [1.0] * (self.n_global - 1)
         for i in range(self.n_phases):
             k = self.n_strain(i)
             t = self.n_texture(i)
             r = self.phases[i].strain_range
+            cap = self.phases[i].width_max
+            w_hi = W_BOUNDS[1] if cap is None else max(min(W_BOUNDS[1], cap), W_BOUNDS[0] * 1.01)
+            u_hi = U_BOUNDS[1] if cap is None else min(U_BOUNDS[1], cap)
             lo += [-r] * k + [W_BOUNDS[0], U_BOUNDS[0]] + [-TEXTURE_RANGE] * t
-            hi += [r] * k + [W_BOUNDS[1], U_BOUNDS[1]] + [TEXTURE_RANGE] * t
+            hi += [r] * k + [w_hi, u_hi] + [TEXTURE_RANGE] * t
         return np.array(lo), np.array(hi)
 
     def initial_theta(self, width: float = 0.08) -> np.ndarray:
-        th = [0.0, 0.5]
+        th = [0.0] + [0.5] * (self.n_global - 1)
         for i in range(self.n_phases):
             th += [0.0] * self.n_strain(i) + [width, 0.02] + [0.0] * self.n_texture(i)
         return np.array(th)
@@ -429,12 +457,13 @@ class PatternModel:
         pos = {j: c for c, j in enumerate(params)}
         if 0 in pos:
             # a zero shift moves every peak: derivative = -slope of the phase sum
-            out[:, pos[0]] = -np.gradient(cols @ scales, self.x)
+            out[:, pos[0]] = -np.gradient(cols @ scales, self.x) * self.shift_factor(self.x)
         on = np.flatnonzero(active & (scales > 0))
-        if 1 in pos:
-            for i in on:
+        for i in on:
+            j = self.eta_of[i]
+            if j in pos:
                 g, lz = self.render(i, *self.phase_block(th, i), zero, self.phase_texture(th, i))
-                out[:, pos[1]] += scales[i] * (lz - g)
+                out[:, pos[j]] += scales[i] * (lz - g)
         for i in on:
             blk = self.block(i)
             wanted = [j for j in range(blk.start, blk.stop) if j in pos]
@@ -460,7 +489,7 @@ class PatternModel:
         uncertainty of a phase whose peaks overlap another's honest.
         """
         on = np.flatnonzero(active & (scales > 0))
-        nl = [0, 1] + [j for i in on for j in range(self.block(i).start, self.block(i).stop)]
+        nl = list(range(self.n_global)) + [j for i in on for j in range(self.block(i).start, self.block(i).stop)]
         jm = self.w[:, None] * self._model_derivs(th, cols, scales, active, nl)
         return np.column_stack([jm, cols[:, on] * self.w[:, None], self.wB])
 

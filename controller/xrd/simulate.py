@@ -35,6 +35,8 @@ def simulate_mixture(
     caglioti: tuple[float, float, float] | None = None,
     eta: float | None = None,
     footprint_two_theta: float | None = None,
+    displacement: float = 0.0,
+    fwhm: list[float] | None = None,
 ) -> XrdPattern:
     """Pattern of a mixture with the given weight fractions (normalised), reproducible by seed.
 
@@ -46,7 +48,10 @@ def simulate_mixture(
     Instrument (for calibration tests; None = drawn as always): ``zero_shift`` (deg),
     ``caglioti`` = (U, V, W) of FWHM^2 = U tan^2 t + V tan t + W (the same for every phase),
     ``eta`` (pseudo-Voigt mixing) and ``footprint_two_theta`` (fixed-slit spill-over: Bragg
-    intensities scale as min(1, sin t / sin t_c)).
+    intensities scale as min(1, sin t / sin t_c)). ``displacement`` (deg): a sample-height
+    error, every peak shifted by ``displacement * cos(theta)`` on top of the zero shift.
+    ``fwhm``: each phase's low-angle FWHM (deg) instead of a draw from ``fwhm_range`` (a
+    product whose target is broad and whose side phases are sharp).
     """
     if not 0.0 <= amorphous_fraction < 1.0:
         raise ValueError(f"amorphous_fraction {amorphous_fraction} is outside [0, 1)")
@@ -78,6 +83,8 @@ def simulate_mixture(
         scale = wi / (ph.cell_mass * volume)
         f2m = refl.f2m * np.exp(-0.5 / (2 * d**2))
         fw0 = rng.uniform(*fwhm_range)
+        if fwhm is not None:
+            fw0 = float(fwhm[phases.index(ph)])
         for lam, rel in lines:
             arg = lam / (2 * d)
             ok = arg < 0.999
@@ -94,7 +101,7 @@ def simulate_mixture(
                 h = np.sqrt(np.maximum(cu * np.tan(t) ** 2 + cv * np.tan(t) + cw, 1e-6))
             if footprint_two_theta:
                 area = area * np.minimum(1.0, np.sin(t) / np.sin(np.radians(footprint_two_theta) / 2))
-            dx = x[None, :] - (tt + zero)[:, None]
+            dx = x[None, :] - (tt + zero + displacement * np.cos(t))[:, None]
             hh = h[:, None]
             gauss = np.sqrt(4 * np.log(2) / np.pi) / hh * np.exp(-4 * np.log(2) * (dx / hh) ** 2)
             lor = (2 / (np.pi * hh)) / (1 + 4 * (dx / hh) ** 2)
