@@ -274,11 +274,25 @@ def _paper_rank(ranked: list, chosen: list, papers: set[tuple[str, ...]]) -> dic
               "step": round(c.step_force, 2), "prior": round(c.prior_remaining_mev, 2),
               "df": round(c.driving_force, 2), "hand": c.terms["handling"], "t_c": c.temperature_c,
               "eff": sorted(effective_phases(list(c.reaction.reactants), planner.library, c.temperature_c)),
-              "eff800": sorted(effective_phases(list(c.reaction.reactants), planner.library, 800.0))}
+              "eff800": sorted(effective_phases(list(c.reaction.reactants), planner.library, 800.0)),
+              # the literature log-likelihood's parts and the handling flags (ranker features)
+              **_lit_parts(planner, c), "flags": c.terms.get("flags", [])}
              for c, k in zip(ranked, keys, strict=True)]
     return {"n_sets": len(ranked), "paper_rank": (at[0] + 1) if at else None,
             "paper": terms(ranked[at[0]]) if at else None, "chosen": [terms(c) for c in chosen],
             "cands": cands}
+
+
+def _lit_parts(planner: RecipePlanner, c: Any) -> dict[str, Any]:
+    """Per-element log P(source) and the neighbours' weight of this very set (the two parts of
+    ``LiteratureModel.set_log_likelihood``), for fitting a ranker on a dump."""
+    import math
+
+    model = planner.literature
+    target = planner_key(c.reaction.product)
+    _, notes = model.set_log_likelihood(target, c.formulas)
+    return {"lp": [round(math.log(p), 4) for _, _, p in notes],
+            "nsw": round(model.neighbour_set_weight(target, c.formulas), 4)}
 
 
 def miss_breakdown(rows: list[dict[str, Any]], name: str) -> str:

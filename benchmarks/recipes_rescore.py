@@ -36,8 +36,13 @@ def score(c: dict[str, Any], thermo: float, cap: float, prior_w: float) -> float
 def pick(cands: list[dict[str, Any]], n: int, thermo: float, cap: float, prior_w: float,
          diversity: float) -> list[dict[str, Any]]:
     """``RecipePlanner._diverse`` (full strategy, every candidate feasible before data)."""
-    for c in cands:
-        c["_s"] = score(c, thermo, cap, prior_w)
+    return pick_scored(cands, [score(c, thermo, cap, prior_w) for c in cands], n, diversity)
+
+
+def pick_scored(cands: list[dict[str, Any]], scores: list[float], n: int, diversity: float) -> list[dict[str, Any]]:
+    """The diverse pick for given scores (one per candidate); the picks in score order."""
+    for c, s in zip(cands, scores, strict=True):
+        c["_s"] = float(s)
         c["_f"] = set(c["k"].split("+"))
         c["_e"] = set(c["eff"])
     ranked = sorted(cands, key=lambda c: (-c["_s"], c["k"]))
@@ -55,7 +60,8 @@ def pick(cands: list[dict[str, Any]], n: int, thermo: float, cap: float, prior_w
         if common and len(chosen) == m - 1:
             rest = [c for c in rest if not common <= c["_f"]] or rest
         chosen.append(max(rest, key=lambda c: c["_s"] - diversity * max((sim(c, x) for x in chosen), default=0.0)))
-    return chosen
+    order = {id(c): i for i, c in enumerate(ranked)}
+    return sorted(chosen, key=lambda c: order[id(c)])
 
 
 def recall(rows: list[dict[str, Any]], name: str, **w: float) -> tuple[int, int, int]:

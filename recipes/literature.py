@@ -31,6 +31,7 @@ shipped table, so a benchmark on them measures knowledge the planner never saw.
 
 from __future__ import annotations
 
+import itertools
 import json
 import lzma
 import math
@@ -144,6 +145,14 @@ class LiteratureModel:
         self._cache: dict[tuple[str, str], dict[str, float]] = {}
         self._sim_cache: dict[tuple[Any, ...], tuple[Any, np.ndarray, np.ndarray]] = {}
         self._firing = [r[2] for r in self.reactions]
+        # how often each powder, and each pair of powders together, appear in a reaction
+        self._uses: dict[str, int] = {}
+        self._pair_uses: dict[tuple[str, str], int] = {}
+        for _, ps, _, _ in self.reactions:
+            for p in set(ps):
+                self._uses[p] = self._uses.get(p, 0) + 1
+            for pq in itertools.combinations(sorted(set(ps)), 2):
+                self._pair_uses[pq] = self._pair_uses.get(pq, 0) + 1
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -238,6 +247,48 @@ class LiteratureModel:
         exact = self.neighbour_set_weight(target, formulas)
         total += math.log1p(exact)
         return total, notes
+
+    def set_evidence(self, target: str, formulas: Sequence[str]) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+        """The parts of the literature evidence for ``formulas`` as the precursors of ``target``
+        (the planner weighs them, ``recipes.planner.LITERATURE_WEIGHTS``), and the per-element
+        evidence (element, its source in the set, P) for the rationale:
+
+        - ``sources``: Σ over the target's non-O elements of log P(the set's source | target)
+          (the first part of ``set_log_likelihood``);
+        - ``same_set``: log(1 + similarity-weighted count of the neighbours' paper sets equal to
+          this set) (its second part);
+        - ``unknown_sources``: how many elements have a source no similar paper used (P at
+          ``FLOOR``): the floor is a guess, this count lets the weights correct it;
+        - ``pairs``: mean over the set's pairs of powders of log((reactions using both + ½) /
+          (reactions using the rarer one + 1)) — chemists reuse combinations;
+        - ``popularity``: mean log(1 + reactions using each powder);
+        - ``compound_source``: 1 when the set has fewer powders than the target has non-O
+          elements (one powder brings two of them, e.g. LiH2PO4, BaTiO3 for a doped titanate).
+        """
+        pinned = sorted(set(_amounts(target)) - {"O"})
+        sources, notes = 0.0, []
+        floor = 0
+        for e in pinned:
+            probs = self.source_probabilities(target, e)
+            srcs = [f for f in formulas if e in _amounts(f)]
+            p = max((probs.get(f, 0.0) for f in srcs), default=0.0)
+            floor += p <= FLOOR
+            p = max(p, FLOOR)
+            sources += math.log(p)
+            best = max(srcs, key=lambda f: probs.get(f, 0.0)) if srcs else "-"
+            notes.append((e, best, p))
+        uniq = sorted(set(formulas))
+        pairs = [math.log((self._pair_uses.get(pq, 0) + 0.5) / (min(self._uses.get(pq[0], 0), self._uses.get(pq[1], 0)) + 1.0))
+                 for pq in itertools.combinations(uniq, 2)]
+        parts = {
+            "sources": sources,
+            "same_set": math.log1p(self.neighbour_set_weight(target, formulas)),
+            "unknown_sources": float(floor),
+            "pairs": float(np.mean(pairs)) if pairs else 0.0,
+            "popularity": float(np.mean([math.log1p(self._uses.get(f, 0)) for f in uniq])) if uniq else 0.0,
+            "compound_source": float(len(uniq) < len(pinned)),
+        }
+        return parts, notes
 
     def neighbour_set_weight(self, target: str, formulas: Sequence[str]) -> float:
         key = tuple(sorted(formulas))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from recipes import CandidateSpace, OutcomeTableError, RecipePlanner, TargetSpec, parse_outcomes
+from recipes.planner import THERMO_NATS_PER_100MEV
 
 TABLE = """precursors,temperature_c,dwell_min,products
 BaCO3;TiO2,900,240,BaTiO3:0.3;BaCO3:0.35;TiO2:0.35
@@ -91,7 +92,7 @@ def test_unusable_stock_item_is_a_warning_and_the_score_adds_up() -> None:
         assert m, r.rationale
         total, *parts = (float(m.group(i)) for i in (1, 2, 3, 5, 6))
         assert total == pytest.approx(sum(parts), abs=0.02)
-        assert float(m.group(3)) == pytest.approx(0.5 * float(m.group(4)) / 100, abs=0.01)
+        assert float(m.group(3)) == pytest.approx(THERMO_NATS_PER_100MEV * float(m.group(4)) / 100, abs=0.01)
         assert "HO)2" not in r.rationale and "LiHO" not in r.rationale
         assert ("predicted yield" in r.rationale) == (r.predicted_yield is not None)  # no yield from a prior
     scores = [r.details["score_terms"]["score"] for r in recipes]
@@ -141,3 +142,21 @@ def test_pruning_by_score_bound_keeps_the_picks_and_their_order(monkeypatch: pyt
             n_pruned = len(ranked)
     assert picks[True] == picks[False] and len(picks[True]) == 5
     assert n_pruned < n_all  # the bound did skip sets
+
+
+def test_literature_term_is_the_learned_weights_times_the_evidence_parts() -> None:
+    import recipes.planner as planner_module
+    from recipes.literature import literature_model
+
+    lit = literature_model()
+    parts, notes = lit.set_evidence("BaTiO3", ["BaCO3", "TiO2"])
+    total, _ = lit.set_log_likelihood("BaTiO3", ["BaCO3", "TiO2"])
+    assert parts["sources"] + parts["same_set"] == pytest.approx(total)  # the likelihood's two parts
+    assert parts["same_set"] > 0 and parts["compound_source"] == 0 and parts["unknown_sources"] == 0
+    assert [e for e, _, _ in notes] == ["Ba", "Ti"]
+    ranked, _ = RecipePlanner(stock=["BaCO3", "BaO", "TiO2"]).ranking(TargetSpec("BaTiO3"))
+    c = next(c for c in ranked if set(c.formulas) == {"BaCO3", "TiO2"})
+    want = sum(planner_module.LITERATURE_WEIGHTS[k] * v for k, v in parts.items())
+    assert c.terms["literature"] == pytest.approx(want)
+    # a powder no similar paper used for its element counts as unknown
+    assert lit.set_evidence("BaTiO3", ["BaO2", "Ti"])[0]["unknown_sources"] >= 1
