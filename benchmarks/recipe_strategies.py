@@ -16,7 +16,7 @@ planner as TargetSpec(formula) without energy: hypothetical ones are placed on t
 Strategies: (a) ``random`` stocked sets that balance, (b) ``driving_force`` ranking without
 learning, (c) ``full`` planner with replacement.
 
-Run: ``.venv/bin/python benchmarks/recipes.py --seeds 0 1 2`` (add ``--targets N`` to bound
+Run: ``.venv/bin/python benchmarks/recipe_strategies.py --seeds 0 1 2`` (add ``--targets N`` to bound
 the run, ``--json FILE`` to keep per-target records). ``--world`` also takes a world file;
 ``--build-systems Li-Mn-O Ba-Ti-O ... --save FILE`` builds one with ``sim_lab.build_world``.
 """
