@@ -73,11 +73,12 @@ def test_calibrated_spread_covers_new_rows_and_grows_away_from_the_data() -> Non
 
 
 CATIONS = ["Sr", "Ti", "Ba", "Zr", "Ca", "Nb", "La", "Al"]
+ANIONS = ["O", "S", "N"]
 
 
-def perovskite(a_el: str, b_el: str, a: float = 3.9) -> Structure:
-    """Cubic ABO3: A at the corner, B at the body centre, O on the face centres."""
-    return Structure(Lattice.cubic(a), [a_el, b_el, "O", "O", "O"],
+def perovskite(a_el: str, b_el: str, x_el: str = "O", a: float = 3.9) -> Structure:
+    """Cubic ABX3: A at the corner, B at the body centre, X on the face centres."""
+    return Structure(Lattice.cubic(a), [a_el, b_el, x_el, x_el, x_el],
                      [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
 
 
@@ -86,14 +87,15 @@ def site_data(pairs, emb: np.ndarray, seed: int):
     target depends on which cation is on which site (not symmetric under A↔B)."""
     rng = np.random.default_rng(seed)
     s, site, mean, y = [], [], [], []
-    for ia, ib in pairs:
-        s.append(perovskite(CATIONS[ia], CATIONS[ib]))
-        ea, eb, ex = emb[ia], emb[ib], np.full(WIDTH, 0.5)
+    for ia, ib, ix in pairs:
+        s.append(perovskite(CATIONS[ia], CATIONS[ib], ANIONS[ix]))
+        ea, eb, ex = emb[ia], emb[ib], np.full(WIDTH, 0.5 * ix)
         energy = -5.0 + 0.1 * (ia + ib)
         site.append(np.concatenate([[energy], ea, eb, ex, np.zeros(WIDTH)]))
         atoms = np.stack([ea, eb, ex, ex, ex])
         mean.append(np.concatenate([[energy], atoms.mean(0), atoms.std(0), [energy, 0.0, 0.0]]))
-        y.append(np.sin(2 * ea[0]) + 0.5 * eb[1] ** 2 - eb[0] + 0.02 * rng.normal())
+        y.append(np.sin(2 * ea[0]) + 0.5 * eb[1] ** 2 - eb[0] + 0.3 * ix
+                 + 0.02 * rng.normal())
     return s, np.array(site), np.array(mean), np.array(y)
 
 
@@ -101,10 +103,11 @@ def test_site_pooled_rows_learn_which_cation_sits_where() -> None:
     """The default kernel on site-pooled rows separates SrTiO3 from 'TiSrO3' (same
     composition, same mean over atoms); on mean-pooled rows the two are one point."""
     emb = np.random.default_rng(5).normal(size=(len(CATIONS), WIDTH))
-    pairs = [(i, j) for i in range(len(CATIONS)) for j in range(len(CATIONS)) if i != j]
+    pairs = [(i, j, x) for i in range(len(CATIONS)) for j in range(len(CATIONS))
+             for x in range(len(ANIONS)) if i != j]
     order = np.random.default_rng(6).permutation(len(pairs))
-    train = [pairs[k] for k in order[:44]]
-    test = [pairs[k] for k in order[44:]]
+    train = [pairs[k] for k in order[:108]]
+    test = [pairs[k] for k in order[108:]]
     s, site, mean, y = site_data(train, emb, 0)
     s2, site2, mean2, y2 = site_data(test, emb, 1)
     head = KernelPrior.fit(s, site, y)  # defaults: every feature column, composition factor
@@ -113,3 +116,7 @@ def test_site_pooled_rows_learn_which_cation_sits_where() -> None:
     mae_const = np.abs(y2 - y.mean()).mean()
     assert mae_site < 0.6 * mae_mean
     assert mae_site < 0.4 * mae_const
+    # the calibrated 90 % interval of the default kernel covers about 90 % of new cells
+    head, _ = KernelPrior.fit_calibrated(s, site, y, folds=4, seed=0)
+    inside = np.abs(head.predict(s2, site2) - y2) <= 1.645 * head.std(s2, site2)
+    assert 0.75 <= inside.mean() <= 1.0
