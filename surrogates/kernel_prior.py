@@ -140,6 +140,33 @@ class KernelPrior:
         head.inflation = float(np.quantile(ratio, 0.9) / Z90)
         return head, oof
 
+    _ARRAYS = ("columns", "mu", "sd", "z_train", "c_train", "alpha", "chol")
+    _SCALARS = ("offset", "amplitude", "lengthscale", "ridge", "inflation")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Plain arrays (no pickle) that ``from_state`` turns back into the same head: its
+        predictions and spreads are bit-identical (a campaign checkpoint stores these)."""
+        out = {f"kp_{k}": np.asarray(getattr(self, k)) for k in self._ARRAYS}
+        out.update({f"kp_{k}": np.array(float(getattr(self, k))) for k in self._SCALARS})
+        out["kp_composition_scale"] = np.array(np.nan if self.composition_scale is None
+                                                else float(self.composition_scale))
+        out["kp_linear_coef"] = np.asarray(self.linear.coef)
+        out["kp_linear_ridge"] = np.array(float(self.linear.ridge))
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> KernelPrior:
+        try:
+            arrays = {k: np.array(state[f"kp_{k}"]) for k in cls._ARRAYS}
+            scalars = {k: float(state[f"kp_{k}"]) for k in cls._SCALARS}
+            scale = float(state["kp_composition_scale"])
+            linear = LinearPrior(np.array(state["kp_linear_coef"]),
+                                 float(state["kp_linear_ridge"]))
+        except KeyError as exc:
+            raise ValueError(f"not a saved KernelPrior: missing {exc}") from None
+        return cls(linear=linear, composition_scale=None if np.isnan(scale) else scale,
+                   **arrays, **scalars)
+
     def _kernel(self, z: np.ndarray, c: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
         ell2 = self.lengthscale ** 2 * len(self.columns)
         arg = _sqdist(z, self.z_train[rows]) / (2.0 * ell2)

@@ -158,13 +158,15 @@ class PotentialFeatures:
 
     def _forward(self, structures: Sequence[Structure],
                  per_atom: tuple[int, ...] | None = None) -> list[np.ndarray]:
+        # the network first: without sevenn it raises the error naming the optional package,
+        # before the bare ModuleNotFoundError of the imports below could
+        net = self._network()
         import torch
         from pymatgen.io.ase import AseAtomsAdaptor
         from sevenn.atom_graph_data import AtomGraphData
         from sevenn.train.dataload import unlabeled_atoms_to_graph
         from torch_geometric.loader import DataLoader
 
-        net = self._network()
         graphs = []
         for s in structures:
             try:
@@ -241,3 +243,23 @@ class PotentialFeatures:
     def load_state(self, cache: dict[str, np.ndarray]) -> None:
         with self._lock:
             self._cache.update({k: np.asarray(v, dtype=np.float32) for k, v in cache.items()})
+
+
+_SHARED: dict[tuple, PotentialFeatures] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_features(model: str = DEFAULT_POTENTIAL, *, pooling: str = "site",
+                    layers: Sequence[int] = DEFAULT_SITE_LAYERS) -> PotentialFeatures:
+    """One ``PotentialFeatures`` per (model, pooling, layers) in this process.
+
+    Why: a campaign retrains and reloads its surrogate many times over one candidate pool;
+    each model (trained, fine-tuned or loaded from a checkpoint) that takes its featuriser
+    from here shares one loaded network and one cache, so each structure of the pool goes
+    through the potential once per process, not once per model."""
+    key = (model, pooling, tuple(int(i) for i in layers))
+    with _SHARED_LOCK:
+        feats = _SHARED.get(key)
+        if feats is None:
+            feats = _SHARED[key] = PotentialFeatures(model, pooling=pooling, layers=key[2])
+        return feats

@@ -56,6 +56,11 @@ def test_delta_ensemble_predicts_prior_plus_residual(potential: PretrainedEnergy
     table = model.predict(structures[:3])
     assert table.values.shape == (2, 3, 1)
     assert np.abs(table.mean[:, 0] - y[:3]).max() < 0.5
+    from surrogates.pretrained import DeltaEnsemble
+
+    again = DeltaEnsemble.from_bytes(model.to_bytes())  # the linear prior saves too
+    assert isinstance(again.potential, PretrainedEnergy)
+    assert np.array_equal(again.predict(structures[:3]).values, table.values)
     with pytest.raises(ValueError, match="labels for"):
         train_delta_ensemble(structures, y[:-1], potential=potential)
 

@@ -125,11 +125,13 @@ class Surrogate:
                 raise RuntimeError(f"only {len(train_s)} known phases with public formation energies "
                                    "in this chemical space: too few to pretrain the surrogate")
             targets = {"e_form": np.array(e_form), "yield": np.full(len(e_form), np.nan)}
-            ensemble = surrogates.train_ensemble(train_s, targets, self._ensemble_config(seed, len(train_s)),
-                                                 member_map=self._member_map())
+            ensemble = self._pretrain(train_s, targets, self._ensemble_config(seed, len(train_s)))
             n_train = len(train_s)
             metrics["n_known"] = n_train
             metrics["kind"] = "pretrained"
+            if self.cfg.surrogate.prior != "none":
+                metrics["prior"] = self.cfg.surrogate.prior
+                metrics["prior_inflation"] = float(getattr(ensemble.prior, "inflation", 1.0))
         else:
             idx = sorted(observed)
             prev_table = previous.predict([structs[i] for i in idx])
@@ -146,7 +148,24 @@ class Surrogate:
         return Trained(model=ensemble, checkpoint=ensemble.to_bytes(), metrics=metrics,
                        n_train=n_train, predictions=self._objectives(cands, table))
 
+    def _pretrain(self, structs: list[Any], targets: dict[str, np.ndarray], config: Any) -> Any:
+        """The pretrained model: the graph ensemble (``prior: none``) or, with ``prior:
+        sevennet_kernel``, a ``DeltaEnsemble``: the kernel prior on site-pooled SevenNet-0
+        features for e_form, the members trained on its out-of-fold residual (and on the
+        yield, which passes through), the prior's spread added to the members' in quadrature
+        so acquisition sees it. Its featuriser is process-wide, so each pool structure goes
+        through SevenNet once per process however often the campaign retrains."""
+        if self.cfg.surrogate.prior == "sevennet_kernel":
+            return surrogates.train_delta_ensemble(structs, targets, config, prior="kernel",
+                                                   output="e_form", combine_spread=True,
+                                                   member_map=self._member_map())
+        return surrogates.train_ensemble(structs, targets, config, member_map=self._member_map())
+
     def load_model(self, checkpoint: bytes) -> Any:
+        """Either kind of checkpoint (a campaign restarted under the prior reloads its
+        ``DeltaEnsemble``; the format is told by its first bytes, not by today's config)."""
+        if surrogates.DeltaEnsemble.is_checkpoint(checkpoint):
+            return surrogates.DeltaEnsemble.from_bytes(checkpoint)
         return surrogates.Ensemble.from_bytes(checkpoint)
 
     def _hull_refs(self, cands: list[Any]) -> np.ndarray:
