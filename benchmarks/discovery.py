@@ -8,7 +8,14 @@ Reports hits per round per strategy and the acceleration factor over random sele
 (hits found by the strategy / hits found by random after the same number of experiments).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/discovery.py [--rounds 5] [--q 32] [--seed-size 64]
-       [--strategies random,greedy,qlogei,thompson] [--epochs 40]
+       [--strategies random,greedy,qlogei,thompson] [--epochs 40] [--prior sevennet-kernel]
+
+``--prior sevennet-kernel``: every model-based strategy runs twice in the same run, with the
+plain ensemble (``qlogei``) and with the campaign's opt-in prior (``qlogei+prior``: the kernel
+prior on site-pooled SevenNet-0 features + the ensemble on its out-of-fold residual, the
+prior's spread added in quadrature, as ``surrogate.prior: sevennet_kernel`` trains it). The
+pool's features come from artifacts/sevennet_perov5_site.npz when present
+(``perov5_site_kernel.py features``), else are computed once (~2 min CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 POOL = ROOT.parent / "shared" / "data" / "structures" / "data_perov_5_test.csv.gz"
+SITE_CACHE = ROOT / "artifacts" / "sevennet_perov5_site.npz"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -31,11 +39,12 @@ import torch  # noqa: E402
 from surrogates import EnsembleConfig, read_structure_csv, select_batch, train_ensemble  # noqa: E402
 
 
-def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args) -> dict:
+def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args,
+        prior: bool = False) -> dict:
     rng = np.random.default_rng(args.seed)
     labelled = [int(i) for i in rng.choice(len(y), args.seed_size, replace=False)]
     found = [int(hit[labelled].sum())]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for r in range(args.rounds):
         if strategy == "random":
             from surrogates import PredictionTable
@@ -46,9 +55,18 @@ def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args) -> dict
             cfg = EnsembleConfig(members=args.members, epochs=args.epochs, hidden=args.hidden,
                                  layers=args.layers, batch_size=32, patience=15, workers=1,
                                  seed=args.seed + r)
-            ens = train_ensemble([structures[i] for i in labelled], y[labelled], cfg)
-            ens.cache = shared_cache  # pool graphs are built once and reused every round
-            table = ens.predict(structures)
+            if prior:
+                from surrogates.pretrained import train_delta_ensemble
+
+                model = train_delta_ensemble([structures[i] for i in labelled], y[labelled], cfg,
+                                             prior="kernel",
+                                             combine_spread=args.prior_spread == "quadrature")
+                model.ensemble.cache = shared_cache
+                table = model.predict(structures)
+            else:
+                ens = train_ensemble([structures[i] for i in labelled], y[labelled], cfg)
+                ens.cache = shared_cache  # pool graphs are built once and reused every round
+                table = ens.predict(structures)
             picks = select_batch(table, strategy=strategy, q=args.q, exclude=labelled,
                                  objective="-e_form", seed=args.seed + r,
                                  best_f=float(-y[labelled].min()))
@@ -56,9 +74,10 @@ def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args) -> dict
         assert not set(new) & set(labelled)
         labelled += new
         found.append(int(hit[labelled].sum()))
-        print(f"# {strategy} round {r + 1}: hits {found[-1]} of {len(labelled)} labelled "
+        print(f"# {strategy}{'+prior' if prior else ''} round {r + 1}: hits {found[-1]} of {len(labelled)} labelled "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    return {"hits_per_round": found, "seconds": time.perf_counter() - t0}
+    return {"hits_per_round": found, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
 
 
 shared_cache = None
@@ -76,6 +95,11 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior", choices=["none", "sevennet-kernel"], default="none",
+                    help="also run each model-based strategy with the SevenNet kernel prior")
+    ap.add_argument("--prior-spread", choices=["quadrature", "members"], default="quadrature",
+                    help="the prior run's e_form spread: members' + GP's in quadrature (the "
+                         "campaign's), or the members' alone (ablation)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from surrogates import GraphCache
@@ -85,8 +109,20 @@ def main() -> None:
     shared_cache.graphs(structures)
     hit = y <= np.quantile(y, 0.10)
     results = {}
+    if args.prior != "none":
+        from surrogates.prior_features import shared_features
+
+        feats = shared_features(pooling="site")
+        if SITE_CACHE.exists():  # the same rows PotentialFeatures computes (keys included)
+            blob = np.load(SITE_CACHE)
+            feats.load_state(dict(zip(blob["keys"].tolist(), blob["rows"], strict=True)))
+        c0 = time.process_time()
+        feats.descriptors(structures)
+        print(f"# pool features: {time.process_time() - c0:.0f} s CPU", file=sys.stderr, flush=True)
     for strategy in args.strategies.split(","):
         results[strategy] = run(strategy, structures, y, hit, args)
+        if args.prior != "none" and strategy != "random":
+            results[f"{strategy}+prior"] = run(strategy, structures, y, hit, args, prior=True)
     base = np.array(results["random"]["hits_per_round"], dtype=float) if "random" in results else None
     seed_hits = results[next(iter(results))]["hits_per_round"][0]
     out = {"pool": len(y), "hits_in_pool": int(hit.sum()), "seed_size": args.seed_size,
@@ -96,7 +132,8 @@ def main() -> None:
         found = np.array(res["hits_per_round"], dtype=float)
         new_hits = found[-1] - found[0]
         out[name] = {"hits_per_round": res["hits_per_round"], "new_hits": int(new_hits),
-                     "seconds": round(res["seconds"], 1)}
+                     "seconds": round(res["seconds"], 1),
+                     "cpu_seconds": round(res["cpu_seconds"], 1)}
         if base is not None:
             out[name]["acceleration_vs_random"] = (float(new_hits / max(base[-1] - base[0], 1e-9)))
         out[name]["acceleration_vs_expected_random"] = float(
