@@ -26,8 +26,9 @@ Shelf: every powder used in ≥ 5 training reactions that is on the Materials Pr
 
 Recall is printed with its exact binomial 95 % interval; ``--workers 2`` forks the recall loop,
 ``--offset`` extends a sample without repeating it (``--n 0``: every target left), ``--dump``
-writes every candidate's raw score terms for ``benchmarks/recipes_rescore.py`` (weights are
-chosen there on a ``--validation`` dump only).
+writes every candidate's raw score terms (and the literature evidence's parts) for
+``benchmarks/recipes_rescore.py`` and ``python -m recipes._train_ranker`` (the score's weights
+are learned there, on ``--validation --set PRUNE_SLACK_NATS=3`` dumps only).
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/recipes_literature.py --n 0 --workers 2 --skip-temperature``
 (every held-out target, ~15 min on a quiet 2-core machine)
