@@ -152,6 +152,18 @@ def _rf(formula: str) -> str:
     return rf(formula)
 
 
+@dataclass(frozen=True)
+class LastPick:
+    """How the diverse pick chose its last recipe, for the score-bound pruning: the powder(s)
+    every earlier pick uses (``common``), the value the last pick won with (score − diversity
+    penalty), and whether no evaluated set avoided ``common`` (``fallback``: then any
+    unevaluated set that avoids it may still win)."""
+
+    common: frozenset[str] = frozenset()
+    value: float = -math.inf
+    fallback: bool = False
+
+
 class RecipePlanner:
     """Plans recipes for targets from the stocked precursors (see module docstring)."""
 
@@ -297,12 +309,11 @@ class RecipePlanner:
         kept, rest = pending[:i], pending[i:]
         while True:
             cands = self._rank_full(key, kept, knowledge, model, history)
-            chosen = self._diverse(cands, self.max_recipes)
-            common, value, fallback = self._last_pick
+            chosen, last = self._diverse_picks(cands, self.max_recipes)
             # the last pick avoids a powder all other picks use: an unevaluated set without it
             # may beat the last pick (any of them, when no evaluated set avoids it)
-            add = [s for s in rest if common and not common <= set(s)
-                   and (fallback or bound[s] >= value)][:PRUNE_CHUNK]
+            add = [s for s in rest if last.common and not last.common <= set(s)
+                   and (last.fallback or bound[s] >= last.value)][:PRUNE_CHUNK]
             if not add:
                 return cands, chosen, model
             kept = kept + add
@@ -1040,6 +1051,9 @@ class RecipePlanner:
 
     # ================================================================== output
     def _diverse(self, cands: list[Candidate], n: int) -> list[Candidate]:
+        return self._diverse_picks(cands, n)[0]
+
+    def _diverse_picks(self, cands: list[Candidate], n: int) -> tuple[list[Candidate], LastPick]:
         """Greedy pick in rank order, refusing near-duplicates of sets already picked: first
         pass Jaccard ≤ 1/3 (on precursors and on the solids they decompose to), then ≤ 1/2,
         then the least similar left, so we always return min(n, len(cands)) recipes."""
@@ -1055,7 +1069,7 @@ class RecipePlanner:
             return max(j1, j2)
 
         chosen: list[Candidate] = []
-        self._last_pick: tuple[frozenset[str], float, bool] = (frozenset(), -math.inf, False)
+        last_pick = LastPick()
         if cands and all(c.terms for c in cands):
             # the full strategy: maximal marginal relevance on its one score — each pick maximises
             # score − DIVERSITY_NATS × (Jaccard similarity to the closest set already picked),
@@ -1068,7 +1082,7 @@ class RecipePlanner:
                 if last:
                     # the last pick gives an alternative to a powder every other pick uses
                     avoiding = [c for c in rest if not common <= set(c.formulas)]
-                    self._last_pick = (frozenset(common), -math.inf, not avoiding)
+                    last_pick = LastPick(frozenset(common), -math.inf, not avoiding)
                     rest = avoiding or rest
 
                 def value(c: Candidate) -> tuple[bool, float]:
@@ -1076,10 +1090,10 @@ class RecipePlanner:
 
                 chosen.append(max(rest, key=value))
                 if last:
-                    self._last_pick = (self._last_pick[0], value(chosen[-1])[1], self._last_pick[2])
+                    last_pick = LastPick(last_pick.common, value(chosen[-1])[1], last_pick.fallback)
             order = {id(c): i for i, c in enumerate(cands)}
             chosen.sort(key=lambda c: order[id(c)])
-            return chosen
+            return chosen, last_pick
         for limit in (1 / 3 + 1e-9, 0.5 + 1e-9):
             for c in cands:
                 if len(chosen) >= n:
@@ -1094,7 +1108,7 @@ class RecipePlanner:
             chosen.append(min(rest, key=lambda c: max(sim(c, x) for x in chosen)))
         order = {id(c): i for i, c in enumerate(cands)}
         chosen.sort(key=lambda c: order[id(c)])
-        return chosen
+        return chosen, last_pick
 
     def _why_full(self, model: YieldModel) -> str:
         if model.trained:
