@@ -41,6 +41,10 @@ class LiveView:
     def __exit__(self, *exc: Any) -> None:
         self.update(None, force=True)
         self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:
+            # rich leaves the last frame without a line end when output is a file or a pipe
+            # (a CI log, `synthloop demo | tee`): the next line would continue the table's last row
+            self.live.console.line()
 
     def update(self, runner: Any, *, force: bool = False) -> None:
         now = time.monotonic()
