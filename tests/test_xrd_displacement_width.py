@@ -91,5 +91,7 @@ def test_real_samples_preset_models_displacement_and_sharp_side_phases() -> None
     real = AnalysisSettings.real_samples()
     assert real.sample_displacement and real.zero_range_deg >= 1.0
     assert real.side_width_max_deg is not None and real.side_width_max_deg < 0.3
+    # side phases only get one uniaxial texture term; the target none
+    assert real.texture_phases == "side" and real.texture_degree == 2 and real.texture_terms == 1
     default = AnalysisSettings()
     assert not default.sample_displacement and default.side_width_max_deg is None

@@ -146,7 +146,9 @@ def test_real_product_with_a_poor_fit_still_gets_an_answer() -> None:
     pattern = read_pattern(folder / "pattern.xrdml")
     res = analyze(pattern, phases, target="spinel", settings=AnalysisSettings.real_samples())
     assert res.target_yield == pytest.approx(1.0)
-    assert res.target_yield_std > 0.1  # a poor real fit is not a precise one
+    # a poor real fit is not a precise one: at least the systematic floor (9 wt % since the
+    # width bound made real errors smaller), never the fit's own 0 of a single phase
+    assert res.target_yield_std >= AnalysisSettings.real_samples().systematic_floor >= 0.05
     old = analyze(pattern, phases, target="spinel", settings=AnalysisSettings.baseline())
     assert old.phases == []
 

@@ -127,7 +127,6 @@ class PatternModel:
         footprint_two_theta: float | None = None,
         zero_range: float = ZERO_RANGE,
         displacement: bool = False,
-        side_eta: list[bool] | None = None,
     ) -> None:
         self.x = np.asarray(x, dtype=float)
         self.y = np.asarray(y, dtype=float)
@@ -140,13 +139,6 @@ class PatternModel:
         # specimen surface sits off the focusing circle (BGMN's EPS2); bounded by zero_range (deg)
         self.zero_range = float(zero_range)
         self.displacement = bool(displacement)
-        # pseudo-Voigt mixing: one eta (theta[1]) for every phase, or with ``side_eta`` a second
-        # one (theta[2]) for the phases marked True. Why: a product's target is broadened by its
-        # small crystallites (Lorentzian), its side phases are near-instrumental (more Gaussian);
-        # one shared eta gives the sharp side phases the target's long tails
-        self.eta_of = [2 if (side_eta is not None and side_eta[k]) else 1
-                       for k in range(len(phases))]
-        self.n_global = 3 if 2 in self.eta_of else 2
         self.w = 1.0 / np.sqrt(np.maximum(self.y, 1.0))
         self.bg_basis = chebyshev_basis(self.x, bg_order)
         self.wB = self.bg_basis * self.w[:, None]
@@ -160,7 +152,7 @@ class PatternModel:
         hi = np.radians(min(self.x[-1] + 1.5, 179.0)) / 2
         self.groups: list[np.ndarray] = []
         self.offsets: list[int] = []
-        off = self.n_global
+        off = 2
         for ph in phases:
             # keep reflections that can land in range for any lattice scale and line
             d0 = ph.d
@@ -305,7 +297,7 @@ class PatternModel:
         c, h, a, dc, dh = self.peak_list(i, strain, w, u, float(theta[0]), derivs=True,
                                          texture=tex)
         *_, deriv = render_peaks(
-            self.x, self.edges, c, h, a, eta=float(theta[self.eta_of[i]]), dcenter=dc, dfwhm=dh
+            self.x, self.edges, c, h, a, eta=float(theta[1]), dcenter=dc, dfwhm=dh
         )
         k = self.n_texture(i)
         if not k:
@@ -317,7 +309,7 @@ class PatternModel:
         lines = len(self.lines)
         idx = np.concatenate([np.arange(ph.f2m.size)] * lines)[inr]
         active_tf = (1.0 + ph.texture @ tex > TEXTURE_FLOOR)[idx]
-        eta = float(theta[self.eta_of[i]])
+        eta = float(theta[1])
         out = np.zeros((self.x.size, deriv.shape[1] + k))
         out[:, : deriv.shape[1]] = deriv
         for j in range(k):
@@ -327,10 +319,9 @@ class PatternModel:
 
     def columns(self, theta: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Profile of each phase (n, phases), unit scale; inactive phases are zero columns."""
-        zero = theta[0]
+        zero, eta = theta[0], theta[1]
         cols = np.zeros((self.x.size, self.n_phases))
         for i in np.flatnonzero(active):
-            eta = theta[self.eta_of[i]]
             g, lz = self.render(i, *self.phase_block(theta, i), zero, self.phase_texture(theta, i))
             cols[:, i] = eta * lz + (1 - eta) * g
         return cols
@@ -357,8 +348,8 @@ class PatternModel:
 
     # ---- nonlinear fit ---------------------------------------------------------------------
     def bounds(self, active: np.ndarray):
-        lo = [-self.zero_range] + [0.0] * (self.n_global - 1)
-        hi = [self.zero_range] + [1.0] * (self.n_global - 1)
+        lo = [-self.zero_range, 0.0]
+        hi = [self.zero_range, 1.0]
         for i in range(self.n_phases):
             k = self.n_strain(i)
             t = self.n_texture(i)
@@ -371,7 +362,7 @@ class PatternModel:
         return np.array(lo), np.array(hi)
 
     def initial_theta(self, width: float = 0.08) -> np.ndarray:
-        th = [0.0] + [0.5] * (self.n_global - 1)
+        th = [0.0, 0.5]
         for i in range(self.n_phases):
             th += [0.0] * self.n_strain(i) + [width, 0.02] + [0.0] * self.n_texture(i)
         return np.array(th)
@@ -459,11 +450,10 @@ class PatternModel:
             # a zero shift moves every peak: derivative = -slope of the phase sum
             out[:, pos[0]] = -np.gradient(cols @ scales, self.x) * self.shift_factor(self.x)
         on = np.flatnonzero(active & (scales > 0))
-        for i in on:
-            j = self.eta_of[i]
-            if j in pos:
+        if 1 in pos:
+            for i in on:
                 g, lz = self.render(i, *self.phase_block(th, i), zero, self.phase_texture(th, i))
-                out[:, pos[j]] += scales[i] * (lz - g)
+                out[:, pos[1]] += scales[i] * (lz - g)
         for i in on:
             blk = self.block(i)
             wanted = [j for j in range(blk.start, blk.stop) if j in pos]
@@ -489,7 +479,7 @@ class PatternModel:
         uncertainty of a phase whose peaks overlap another's honest.
         """
         on = np.flatnonzero(active & (scales > 0))
-        nl = list(range(self.n_global)) + [j for i in on for j in range(self.block(i).start, self.block(i).stop)]
+        nl = [0, 1] + [j for i in on for j in range(self.block(i).start, self.block(i).stop)]
         jm = self.w[:, None] * self._model_derivs(th, cols, scales, active, nl)
         return np.column_stack([jm, cols[:, on] * self.w[:, None], self.wB])
 
