@@ -45,6 +45,8 @@ def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args,
     labelled = [int(i) for i in rng.choice(len(y), args.seed_size, replace=False)]
     found = [int(hit[labelled].sum())]
     t0, c0 = time.perf_counter(), time.process_time()
+    coverage: list[float] = []
+    mae: list[float] = []
     for r in range(args.rounds):
         if strategy == "random":
             from surrogates import PredictionTable
@@ -67,6 +69,10 @@ def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args,
                 ens = train_ensemble([structures[i] for i in labelled], y[labelled], cfg)
                 ens.cache = shared_cache  # pool graphs are built once and reused every round
                 table = ens.predict(structures)
+            rest = np.setdiff1d(np.arange(len(y)), labelled)  # evaluation only: hidden labels
+            lo, hi = table.interval(0.9, "e_form")
+            coverage.append(float(np.mean((y[rest] >= lo[rest]) & (y[rest] <= hi[rest]))))
+            mae.append(float(np.abs(table.mean[rest, 0] - y[rest]).mean()))
             picks = select_batch(table, strategy=strategy, q=args.q, exclude=labelled,
                                  objective="-e_form", seed=args.seed + r,
                                  best_f=float(-y[labelled].min()))
@@ -77,7 +83,7 @@ def run(strategy: str, structures, y: np.ndarray, hit: np.ndarray, args,
         print(f"# {strategy}{'+prior' if prior else ''} round {r + 1}: hits {found[-1]} of {len(labelled)} labelled "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return {"hits_per_round": found, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+            "cpu_seconds": time.process_time() - c0, "pool_mae": mae, "coverage90": coverage}
 
 
 shared_cache = None
@@ -134,6 +140,9 @@ def main() -> None:
         out[name] = {"hits_per_round": res["hits_per_round"], "new_hits": int(new_hits),
                      "seconds": round(res["seconds"], 1),
                      "cpu_seconds": round(res["cpu_seconds"], 1)}
+        if res["pool_mae"]:  # per round, on the unlabelled pool (hidden labels, evaluation only)
+            out[name]["pool_mae"] = [round(v, 4) for v in res["pool_mae"]]
+            out[name]["coverage90"] = [round(v, 3) for v in res["coverage90"]]
         if base is not None:
             out[name]["acceleration_vs_random"] = (float(new_hits / max(base[-1] - base[0], 1e-9)))
         out[name]["acceleration_vs_expected_random"] = float(
