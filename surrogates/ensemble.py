@@ -108,6 +108,14 @@ class EnsembleConfig:
         return cls(**d)
 
 
+#: The light CGCNN for pools of ~100-atom cells: ``EnsembleConfig(**LIGHT_LARGE_CELLS)``.
+#: Measured (benchmarks/surrogate.py speed_large, benchmarks/polymorphs.py, surrogate_arch.py;
+#: docs/benchmarks.md, issue 22): graphs + 5-member inference 2.1x the default's rate (194 vs
+#: 91 per CPU s) on perturbed 96-128-atom supercells, but 5 % higher MAE on the perov_5 tune
+#: split and ~10 % on the Si polymorph tune split (two seeds): an option, not the default.
+LIGHT_LARGE_CELLS: dict[str, Any] = {"hidden": 48, "max_neighbors": 8, "edge_activation": "hard"}
+
+
 @dataclass
 class PredictionTable:
     """Predictions of every member for every structure: ``values[member, structure, output]``.

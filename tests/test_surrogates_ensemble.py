@@ -163,8 +163,11 @@ def test_light_large_cell_config_trains_saves_loads_and_rejects_unknown_activati
     """The light CGCNN (cheap edge activations, fewer neighbours) is a config option: its
     members carry the activation, it survives save/load, and configs saved before the option
     existed load with the published activation."""
+    from surrogates.ensemble import LIGHT_LARGE_CELLS
+
     s, y = toy_set(30)
-    cfg = EnsembleConfig(members=2, **{**TINY, "max_neighbors": 8}, edge_activation="hard")
+    light = {k: v for k, v in LIGHT_LARGE_CELLS.items() if k != "hidden"}  # tiny hidden here
+    cfg = EnsembleConfig(members=2, **{**TINY, **light})
     ens = train_ensemble(s, y, cfg)
     assert {c.edge_activation for m in ens.members for c in m.convs} == {"hard"}
     table = ens.predict(s[:6], use_cache=False)
