@@ -262,3 +262,23 @@ def test_cli_names_the_bad_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     text = " ".join(result.output.split())  # the console wraps long lines
     assert "pool.jsonl line 2: field 'prototype': unknown prototype 'nope'" in text
+
+
+def test_cli_refuses_a_kernel_prior_checkpoint_with_a_reason(tmp_path: Path) -> None:
+    """A campaign trained with ``surrogate.prior: sevennet_kernel`` stores a DeltaEnsemble; the
+    funnel cannot featurise 10^6 cells with SevenNet, so ``--model`` says so instead of failing
+    inside a worker with "not a saved surrogates.Ensemble"."""
+    from typer.testing import CliRunner
+
+    from controller.cli.app import app
+    from surrogates.pretrained import DELTA_MAGIC
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"prototype": "perovskite SrTiO3"}\n')
+    ckpt = tmp_path / "delta.bin"
+    ckpt.write_bytes(DELTA_MAGIC + b"rest of an npz")
+    result = CliRunner().invoke(app, ["screen", str(pool), "--out", str(tmp_path / "out"), "--model", str(ckpt)])
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "surrogate.prior: sevennet_kernel" in text and "plain ensemble" in text
+    assert not (tmp_path / "out").exists()

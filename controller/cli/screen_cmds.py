@@ -82,6 +82,13 @@ def screen(
             ckpt = model.read_bytes()
         else:
             _fail(f"--model {model}: no such file or campaign directory")
+        from surrogates.pretrained import DeltaEnsemble
+
+        if DeltaEnsemble.is_checkpoint(ckpt):
+            _fail(f"--model {model}: the surrogate was trained with `surrogate.prior: sevennet_kernel` "
+                  "(a kernel prior on SevenNet-0 features, ~30 ms a cell), which the screening funnel "
+                  "cannot afford at 10^5-10^6 candidates; screen with a plain ensemble checkpoint "
+                  "or without --model")
     options = ScreenOptions(chunk=chunk, workers=workers, address=address, resume=resume,
                             object_store_mb=object_store_mb,
                             funnel=FunnelSettings(composition_max_ev=composition_max_ev, gnn_max_ev=gnn_max_ev,
