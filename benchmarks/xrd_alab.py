@@ -16,8 +16,9 @@ sha256("alab_gpss:<sample index>") is even, else *held-out*. Settings were tuned
 
 Two analyses run per scan, in the same process: ``before`` (the analysis as it was at HEAD
 before this benchmark existed: ``AnalysisSettings.baseline()``) and ``after``
-(``AnalysisSettings.real_samples()``: the defaults plus the instrument's spill-over angle and
-the systematic sigma, both fitted on the tune part only). A third, ``composition``, is ``after``
+(``AnalysisSettings.real_samples()``: the defaults plus the instrument's spill-over angle, the
+systematic sigma, sharp side phases (width bound), a sample displacement, significance 2 and one
+texture term per non-cubic side phase, all chosen on the tune part only). A third, ``composition``, is ``after``
 plus the sample's weighed nominal composition (``dataset.json``'s ``composition``) passed to the
 analysis (``analyze(composition=...)``, weighted by ``composition_weight``: ``--comp-set``).
 
