@@ -16,7 +16,6 @@ Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/recipes_temperat
 (~2 CPU-min; needs scikit-learn, a development dependency).
 """
 import argparse
-import math
 import sys
 import time
 import zlib
@@ -26,68 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipes._train_temperature import PARAMS  # noqa: E402
-from recipes.literature import NEIGHBOURS, SET_BONUS, SIM_POWER, LiteratureModel  # noqa: E402
+from recipes.literature import LiteratureModel  # noqa: E402
 from recipes.temperature_model import FEATURES, TemperatureFeatures  # noqa: E402
 
 FOLDS = 5
-
-
-class RxFeatures(TemperatureFeatures):
-    """``TemperatureFeatures`` that leaves out *reactions* (indices of ``lit.reactions``), not
-    targets, and — with ``own_target`` — uses the target's own remaining papers as its nearest
-    neighbour (similarity 1), as a random split of reactions allows."""
-
-    def __init__(self, lit: LiteratureModel, temps: list, other: list, exclude_rx: frozenset[int],
-                 own_target: bool) -> None:
-        temps = [None if k in exclude_rx else t for k, t in enumerate(temps)]
-        other = [None if k in exclude_rx else t for k, t in enumerate(other)]
-        super().__init__(lit, temps, other)
-        self.own_target = own_target
-
-    def neighbours(self, target: str, formulas: tuple[str, ...]) -> dict:
-        idx, w = self.lit._similar(target, k=2 * NEIGHBOURS)
-        own = self.lit._t_index.get(target)
-        if self.own_target and own is not None:  # _similar leaves the target itself out
-            idx, w = np.concatenate([[own], idx]), np.concatenate([[1.0], w])
-        fs = set(formulas)
-        temps, weights, same, sharp, other, ow = [], [], [], [], [], []
-        nearest, nearest_temp, same_nearest, same_sim, kept = 0.0, math.nan, math.nan, 0.0, 0
-        for i, wi in zip(idx, w, strict=True):
-            if self.lit.targets[int(i)] == target and not self.own_target:
-                continue
-            ks = [k for k in self.lit._rx_of[int(i)] if self.temps[k] is not None or self.other[k] is not None]
-            if not ks:
-                continue
-            kept += 1
-            if kept > NEIGHBOURS:
-                break
-            sim = float(wi) ** (1.0 / SIM_POWER)
-            nearest = max(nearest, sim)
-            mine = []
-            for k in ks:
-                ps = set(self.lit.reactions[k][1])
-                bonus = 1.0 + SET_BONUS * len(fs & ps) / len(fs | ps)
-                if self.other[k] is not None:
-                    other.append(self.other[k])
-                    ow.append(float(wi) * bonus)
-                temp = self.temps[k]
-                if temp is None:
-                    continue
-                temps.append(temp)
-                weights.append(float(wi) * bonus)
-                jac = len(fs & ps) / len(fs | ps)
-                sharp.append((temp, sim ** 32 * (1.0 + 5.0 * jac)))
-                mine.append((jac, temp))
-                if ps == fs:
-                    same.append(temp)
-                    if sim > same_sim:
-                        same_nearest, same_sim = temp, sim
-            if mine and math.isnan(nearest_temp):
-                best = max(j for j, _ in mine)
-                nearest_temp = float(np.median([t for j, t in mine if j == best]))
-        return {"temps": temps, "weights": weights, "same": same, "nearest": nearest, "sharp": sharp,
-                "nearest_temp": nearest_temp, "same_nearest": same_nearest, "same_sim": same_sim,
-                "other": other, "other_weights": ow}
 
 
 def r25(t: float) -> float:
@@ -109,13 +50,14 @@ def study(full: LiteratureModel, test: set[int], kind: str) -> dict[str, float]:
     for mode, own in (("by-reaction", True), ("by-target", False)):
         xs, ys = [], []
         for f in range(FOLDS):  # out-of-fold features: a row never sees its own temperature
-            feats = RxFeatures(full, col, oth, frozenset(test | {k for k in train_idx if fold[k] == f}), own)
+            feats = TemperatureFeatures(full, col, oth, own_target=own,
+                                        exclude_reactions=frozenset(test | {k for k in train_idx if fold[k] == f}))
             for k in train_idx:
                 if fold[k] == f:
                     xs.append(feats.row(full.reactions[k][0], full.reactions[k][1]))
                     ys.append(col[k])
         model = HistGradientBoostingRegressor(random_state=0, **PARAMS).fit(np.array(xs), np.array(ys))
-        feats = RxFeatures(full, col, oth, frozenset(test), own)
+        feats = TemperatureFeatures(full, col, oth, exclude_reactions=frozenset(test), own_target=own)
         xt = np.array([feats.row(full.reactions[k][0], full.reactions[k][1]) for k in test_idx])
         res[f"trees {mode}"] = float(np.mean(np.abs([r25(p) - y for p, y in zip(model.predict(xt), yt, strict=True)])))
         knn = xt[:, FEATURES.index("knn_median")]

@@ -107,12 +107,22 @@ class TemperatureFeatures:
     temperature column (``temps``, parallel to ``literature.reactions``; None = unreported)."""
 
     def __init__(self, literature: LiteratureModel, temps: Sequence[float | None],
-                 other: Sequence[float | None] | None = None, exclude_targets: set[str] | None = None) -> None:
+                 other: Sequence[float | None] | None = None, exclude_targets: set[str] | None = None,
+                 exclude_reactions: frozenset[int] = frozenset(), own_target: bool = False) -> None:
+        """``exclude_targets`` leaves whole targets out (out-of-fold training by target, the
+        shipped model). ``exclude_reactions`` (indices of ``literature.reactions``) and
+        ``own_target`` serve a split by *reaction* (``benchmarks/recipes_temperature_split.py``):
+        the left-out reactions count as unreported, and the target's own remaining papers are its
+        nearest neighbour (similarity 1) — never so in the shipped model, whose queries are
+        targets no training paper made."""
         self.lit = literature
-        self.temps = list(temps)
+        self.temps = [None if k in exclude_reactions else t for k, t in enumerate(temps)]
         # the other kind's column (firing for a calcination model and vice versa): a neighbour
         # that reports only its sintering still says how refractory the chemistry is
-        self.other = list(other) if other is not None else [None] * len(self.temps)
+        self.other = ([None if k in exclude_reactions else t for k, t in enumerate(other)]
+                      if other is not None else [None] * len(self.temps))
+        self.exclude_reactions = exclude_reactions
+        self.own_target = own_target
         vals = [t for t in self.temps if t is not None]
         self.global_mean = float(np.mean(vals)) if vals else 900.0
         self.exclude = exclude_targets or set()
@@ -145,6 +155,9 @@ class TemperatureFeatures:
         # twice as many asked for, so that excluded targets (out-of-fold training) leave
         # the same number of neighbours as at run time
         idx, w = self.lit._similar(target, k=2 * NEIGHBOURS)
+        own = self.lit._t_index.get(target)
+        if self.own_target and own is not None:  # _similar leaves the target itself out
+            idx, w = np.concatenate([[own], idx]), np.concatenate([[1.0], w])
         fs = set(formulas)
         temps, weights, same, sharp, other, ow = [], [], [], [], [], []
         nearest = 0.0
@@ -153,7 +166,10 @@ class TemperatureFeatures:
         kept = 0
         for i, wi in zip(idx, w, strict=True):
             t_name = self.lit.targets[int(i)]
-            if t_name in self.exclude or t_name == target:
+            if t_name in self.exclude or (t_name == target and not self.own_target):
+                continue
+            papers = [k for k in self.lit._rx_of[int(i)] if k not in self.exclude_reactions]
+            if not papers:  # every paper of this target left out: as an excluded target
                 continue
             kept += 1
             if kept > NEIGHBOURS:
@@ -161,7 +177,7 @@ class TemperatureFeatures:
             sim = float(wi) ** (1.0 / SIM_POWER)
             nearest = max(nearest, sim)
             mine = []
-            for k in self.lit._rx_of[int(i)]:
+            for k in papers:
                 ps = set(self.lit.reactions[k][1])
                 jac = len(fs & ps) / len(fs | ps)
                 if self.other[k] is not None:
