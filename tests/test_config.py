@@ -144,3 +144,18 @@ def test_preflight_checks_what_run_needs(tmp_path: Path, example: dict) -> None:
     errors, _ = preflight(parse_config(bad), tmp_path)
     assert "w.yaml" in errors[0]
     assert not world_file.exists()
+
+
+def test_light_large_cell_model_reaches_the_ensemble(tmp_path: Path, example: dict) -> None:
+    """``surrogate.edge_activation`` (with hidden / max_neighbors) is what a lab sets to screen
+    pools of ~100-atom cells with the light CGCNN; it must reach the members' config, and an
+    unknown activation is refused naming the key."""
+    from controller.loop.discovery import Surrogate
+
+    light = _set(_set(_set(example, "surrogate.edge_activation", "hard"), "surrogate.hidden", 48),
+                 "surrogate.max_neighbors", 8)
+    ens = Surrogate(load_config(write(tmp_path, light)))._ensemble_config(seed=3, n=200)
+    assert (ens.edge_activation, ens.hidden, ens.max_neighbors) == ("hard", 48, 8)
+    assert Surrogate(load_config(write(tmp_path, example)))._ensemble_config(seed=3, n=200).edge_activation == "softplus"
+    with pytest.raises(ConfigError, match="edge_activation"):
+        load_config(write(tmp_path, _set(example, "surrogate.edge_activation", "tanh")))

@@ -61,6 +61,7 @@ class Surrogate:
             batch //= 2
         return surrogates.EnsembleConfig(architecture=sc.architecture, members=sc.ensemble_size, hidden=sc.hidden,
                               layers=sc.layers, cutoff=sc.cutoff_angstrom, max_neighbors=sc.max_neighbors,
+                              edge_activation=sc.edge_activation,
                               epochs=sc.epochs, lr=sc.learning_rate, seed=seed, workers=1,
                               batch_size=batch, patience=max(10, sc.epochs // 3),
                               aux_targets=tuple(sc.auxiliary_targets))
