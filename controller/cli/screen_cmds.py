@@ -82,7 +82,7 @@ def screen(
             ckpt = model.read_bytes()
         else:
             _fail(f"--model {model}: no such file or campaign directory")
-        from surrogates.pretrained import DeltaEnsemble
+        from surrogates import DeltaEnsemble
 
         if DeltaEnsemble.is_checkpoint(ckpt):
             _fail(f"--model {model}: the surrogate was trained with `surrogate.prior: sevennet_kernel` "
