@@ -1,24 +1,20 @@
-"""Campaign configuration: one YAML file, validated by pydantic models.
+"""The campaign file's schema: one strict pydantic model per YAML section, and
+:class:`CampaignConfig` holding them.
 
-Why strict: a typo in a lab configuration (``yeild_threshold``) that is silently ignored
-means a campaign runs with a default nobody chose, and furnace time is spent on it. Every
-model here forbids unknown keys, and :func:`load_config` turns pydantic's errors into
-messages that name the file, the key path, the bad value and what is allowed.
+Why strict: a typo in a lab configuration (``yeild_threshold``) that is silently ignored means a
+campaign runs with a default nobody chose, and furnace time is spent on it. Every model here
+forbids unknown keys; ``controller.config.loading`` turns pydantic's errors into messages.
 """
 
 from __future__ import annotations
 
 import re
-from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -30,20 +26,11 @@ _ELEMENTS = frozenset(
     Am Cm Bk Cf Es Fm Md No Lr""".split()
 )
 
-EXAMPLE_CONFIG_NAME = "campaign.example.yaml"
-
-
-class ConfigError(ValueError):
-    """A campaign configuration that cannot be used; the message says where and why."""
-
 
 class _Strict(BaseModel):
     """Base for every section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
-
-# --------------------------------------------------------------------------- campaign
 
 
 class Budget(_Strict):
@@ -60,9 +47,6 @@ class CampaignSection(_Strict):
     budget: Budget = Budget()
     approval_mode: bool = False
     description: str = ""
-
-
-# --------------------------------------------------------------------------- chemistry
 
 
 _SYSTEM_RE = re.compile(r"^[A-Z][a-z]?(-[A-Z][a-z]?)+$")
@@ -131,9 +115,6 @@ class ChemicalSpace(_Strict):
         return systems
 
 
-# --------------------------------------------------------------------------- surrogate
-
-
 class SurrogateSection(_Strict):
     # one of surrogates' architectures, or several joined by '+' (members alternate):
     # schnet+cgcnn was best on held-out polymorphs, cgcnn alone on perov_5 (docs/benchmarks.md)
@@ -187,9 +168,6 @@ class SurrogateSection(_Strict):
         return v
 
 
-# --------------------------------------------------------------------------- acquisition
-
-
 class AcquisitionSection(_Strict):
     # qehvi: expected hypervolume improvement over stability and (once learned) predicted yield
     strategy: Literal["qlogei", "qucb", "thompson", "greedy", "random", "qehvi"] = "qlogei"
@@ -199,9 +177,6 @@ class AcquisitionSection(_Strict):
     stability_threshold_ev: float = Field(
         0.05, ge=0, le=1, description="decomposition energy (eV/atom) below which a phase counts as stable"
     )
-
-
-# --------------------------------------------------------------------------- recipes
 
 
 class RecipeSection(_Strict):
@@ -222,9 +197,6 @@ class RecipeSection(_Strict):
                 f"min_temperature_c ({self.min_temperature_c}) must be below max_temperature_c ({self.max_temperature_c})"
             )
         return self
-
-
-# --------------------------------------------------------------------------- XRD analysis
 
 
 class AnalysisSection(_Strict):
@@ -257,9 +229,6 @@ class AnalysisSection(_Strict):
     instrument_profile: str | None = Field(
         None, description="instrument profile YAML from `synthloop xrd calibrate` (peak widths, zero "
         "shift, spill-over angle learned from a reference scan); overrides the preset's instrument part")
-
-
-# --------------------------------------------------------------------------- lab
 
 
 class FaultSection(_Strict):
@@ -318,9 +287,6 @@ class LabSection(_Strict):
         return self
 
 
-# --------------------------------------------------------------------------- store & web
-
-
 class StoreSection(_Strict):
     url: str = Field(
         "sqlite:///campaign.db",
@@ -354,191 +320,3 @@ class CampaignConfig(_Strict):
     lab: LabSection = LabSection()
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _describe_location(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item in {"substitution", "cif_dir", "prototypes", "screen"} and parts and parts[-1].endswith("]"):
-            continue  # discriminated-union tag pydantic inserts into the path
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Walk the model tree along ``loc`` (minus the unknown key) to list the allowed keys."""
-    current: Any = model
-    for item in loc[:-1]:
-        if isinstance(item, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
-        field = current.model_fields.get(item)
-        if field is None:
-            break
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        current = candidates[0] if candidates else None
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return []
-
-
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid campaign configuration ({exc.error_count()} problem(s))"]
-    for err in exc.errors():
-        path = _describe_location(err["loc"])
-        value = err.get("input")
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(CampaignConfig, err["loc"])
-            lines.append(
-                f"  - {path}: unknown key (value {value!r}); allowed keys here: {', '.join(allowed)}"
-            )
-        elif err["type"] == "missing":
-            lines.append(f"  - {path}: required key is missing")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {path}: bad value {value!r}: {msg}")
-    return "\n".join(lines)
-
-
-def parse_config(data: Any, source: str = "<config>") -> CampaignConfig:
-    """Validate an already-parsed YAML document."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: the top level must be a mapping of sections "
-            f"(campaign, chemical_space, ...), not {type(data).__name__}"
-        )
-    try:
-        return CampaignConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
-
-
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a campaign YAML file; raises :class:`ConfigError` naming the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_config(data, str(path))
-
-
-def example_config_text() -> str:
-    """The commented example that ``synthloop init`` writes (shipped inside the package)."""
-    return resources.files("controller").joinpath(EXAMPLE_CONFIG_NAME).read_text(encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- run preflight
-
-
-def _elements(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"[A-Z][a-z]?", text))
-
-
-def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str], list[str]]:
-    """What ``run`` needs beyond a well-formed file: ``(errors, notes)``, each a one-line message.
-
-    Checked: the simulated world (a bundled name or a readable world file, relative paths from
-    the campaign directory as ``run`` resolves them); the configured chemical systems against the
-    world's targets (a simulated campaign aims at the world's wish list: systems with no target are
-    an error when none overlaps, else a note stating the widening); candidate CIF folders; the
-    auth key folder; the store URL (a SQLite file's folder must exist and be writable, a server
-    URL must connect).
-    """
-    base = Path(campaign_dir)
-    errors: list[str] = []
-    notes: list[str] = []
-    if cfg.lab.kind == "simulated" and cfg.lab.world:
-        from sim_lab import WorldError, load_world
-
-        ref = cfg.lab.world
-        if not Path(ref).is_absolute() and (base / ref).exists():
-            ref = str(base / ref)
-        try:
-            world = load_world(ref)
-        except WorldError as exc:
-            errors.append(f"lab.world: {exc}")
-            world = None
-        if world is not None:
-            world_systems = {"-".join(sorted(_elements(f))) for f in world.target_formulas()}
-            wanted = {s: _elements(s) for s in cfg.chemical_space.systems}
-            # a configured system covers a world target whose elements it contains
-            covered = {s for s, els in wanted.items() if any(_elements(w) <= els for w in world_systems)}
-            missing = [s for s in cfg.chemical_space.systems if s not in covered]
-            extra = sorted(w for w in world_systems if not any(_elements(w) <= els for els in wanted.values()))
-            shown = ", ".join(sorted(world_systems))
-            if not covered:
-                errors.append(f"chemical_space.systems {cfg.chemical_space.systems}: world {cfg.lab.world!r} "
-                              f"has no target in any of them (its targets' systems: {shown}); "
-                              "name at least one of those, or use another world")
-            else:
-                if missing:
-                    notes.append(f"chemical_space.systems: world {cfg.lab.world!r} has no target in "
-                                 f"{', '.join(missing)}; those systems add no target")
-                if extra:
-                    notes.append(f"chemical_space.systems widened: a simulated campaign aims at world "
-                                 f"{cfg.lab.world!r}'s targets, so also {', '.join(extra)}")
-    for i, source in enumerate(cfg.chemical_space.candidate_sources):
-        path = getattr(source, "path", None)
-        if source.kind == "cif_dir" and path:
-            if not Path(path).is_dir():
-                hint = f" (did you mean {base / path}? run resolves it from the current directory)" \
-                    if (base / path).is_dir() else ""
-                errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a folder{hint}")
-            elif not any(Path(path).glob("*.cif")):
-                errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} holds no .cif file")
-        if source.kind == "screen" and path and not (Path(path) / "manifest.json").is_file():
-            errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a screen output "
-                          "(no manifest.json; run synthloop screen POOL --out DIR)")
-    if cfg.lab.auth.enabled and cfg.lab.auth.keys_dir and not Path(cfg.lab.auth.keys_dir).is_dir():
-        errors.append(f"lab.auth.keys_dir: {cfg.lab.auth.keys_dir!r} is not a folder")
-    problem = _store_problem(cfg.store.url, base)
-    if problem:
-        errors.append(f"store.url: {problem}")
-    return errors, notes
-
-
-def _store_problem(url: str, base: Path) -> str | None:
-    import os
-
-    if url.startswith("sqlite"):
-        raw = url.split(":///", 1)[1] if ":///" in url else ""
-        if raw in ("", ":memory:"):
-            return None
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
-        folder = path.parent
-        if not folder.is_dir():
-            return f"{url!r}: folder {folder} does not exist"
-        if not os.access(folder, os.W_OK):
-            return f"{url!r}: folder {folder} is not writable"
-        if path.exists() and not os.access(path, os.W_OK):
-            return f"{url!r}: {path} is not writable"
-        return None
-    try:
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(url, connect_args={"connect_timeout": 5})
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        finally:
-            engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any driver error is the message
-        return f"{url!r}: cannot connect ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    return None

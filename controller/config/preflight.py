@@ -1,0 +1,108 @@
+"""What ``synthloop run`` checks beyond a well-formed file: the world, the systems against its
+targets, candidate folders, auth keys and the store URL — each problem one line, before any
+process starts or any row is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .schema import CampaignConfig
+
+
+def _elements(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[A-Z][a-z]?", text))
+
+
+def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str], list[str]]:
+    """What ``run`` needs beyond a well-formed file: ``(errors, notes)``, each a one-line message.
+
+    Checked: the simulated world (a bundled name or a readable world file, relative paths from
+    the campaign directory as ``run`` resolves them); the configured chemical systems against the
+    world's targets (a simulated campaign aims at the world's wish list: systems with no target are
+    an error when none overlaps, else a note stating the widening); candidate CIF folders; the
+    auth key folder; the store URL (a SQLite file's folder must exist and be writable, a server
+    URL must connect).
+    """
+    base = Path(campaign_dir)
+    errors: list[str] = []
+    notes: list[str] = []
+    if cfg.lab.kind == "simulated" and cfg.lab.world:
+        from sim_lab import WorldError, load_world
+
+        ref = cfg.lab.world
+        if not Path(ref).is_absolute() and (base / ref).exists():
+            ref = str(base / ref)
+        try:
+            world = load_world(ref)
+        except WorldError as exc:
+            errors.append(f"lab.world: {exc}")
+            world = None
+        if world is not None:
+            world_systems = {"-".join(sorted(_elements(f))) for f in world.target_formulas()}
+            wanted = {s: _elements(s) for s in cfg.chemical_space.systems}
+            # a configured system covers a world target whose elements it contains
+            covered = {s for s, els in wanted.items() if any(_elements(w) <= els for w in world_systems)}
+            missing = [s for s in cfg.chemical_space.systems if s not in covered]
+            extra = sorted(w for w in world_systems if not any(_elements(w) <= els for els in wanted.values()))
+            shown = ", ".join(sorted(world_systems))
+            if not covered:
+                errors.append(f"chemical_space.systems {cfg.chemical_space.systems}: world {cfg.lab.world!r} "
+                              f"has no target in any of them (its targets' systems: {shown}); "
+                              "name at least one of those, or use another world")
+            else:
+                if missing:
+                    notes.append(f"chemical_space.systems: world {cfg.lab.world!r} has no target in "
+                                 f"{', '.join(missing)}; those systems add no target")
+                if extra:
+                    notes.append(f"chemical_space.systems widened: a simulated campaign aims at world "
+                                 f"{cfg.lab.world!r}'s targets, so also {', '.join(extra)}")
+    for i, source in enumerate(cfg.chemical_space.candidate_sources):
+        path = getattr(source, "path", None)
+        if source.kind == "cif_dir" and path:
+            if not Path(path).is_dir():
+                hint = f" (did you mean {base / path}? run resolves it from the current directory)" \
+                    if (base / path).is_dir() else ""
+                errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a folder{hint}")
+            elif not any(Path(path).glob("*.cif")):
+                errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} holds no .cif file")
+        if source.kind == "screen" and path and not (Path(path) / "manifest.json").is_file():
+            errors.append(f"chemical_space.candidate_sources[{i}].path: {path!r} is not a screen output "
+                          "(no manifest.json; run synthloop screen POOL --out DIR)")
+    if cfg.lab.auth.enabled and cfg.lab.auth.keys_dir and not Path(cfg.lab.auth.keys_dir).is_dir():
+        errors.append(f"lab.auth.keys_dir: {cfg.lab.auth.keys_dir!r} is not a folder")
+    problem = _store_problem(cfg.store.url, base)
+    if problem:
+        errors.append(f"store.url: {problem}")
+    return errors, notes
+
+
+def _store_problem(url: str, base: Path) -> str | None:
+    import os
+
+    if url.startswith("sqlite"):
+        raw = url.split(":///", 1)[1] if ":///" in url else ""
+        if raw in ("", ":memory:"):
+            return None
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        folder = path.parent
+        if not folder.is_dir():
+            return f"{url!r}: folder {folder} does not exist"
+        if not os.access(folder, os.W_OK):
+            return f"{url!r}: folder {folder} is not writable"
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"{url!r}: {path} is not writable"
+        return None
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any driver error is the message
+        return f"{url!r}: cannot connect ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return None
