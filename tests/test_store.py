@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from controller.store import (
     StepState,
     Store,
     StoreError,
+    StoreErrorKind,
     Target,
     pack_array,
     resolve_url,
@@ -186,8 +188,12 @@ def test_cancelled_gets_its_kind_and_other_moves_take_none(store: Store) -> None
 
 
 def test_transition_of_missing_experiment(store: Store) -> None:
-    with pytest.raises(StoreError, match="no experiment with id 999"):
+    with pytest.raises(StoreError, match="no experiment with id 999") as info:
         store.transition(999, "approved")
+    # callers (the web app's 404 vs 409) branch on the kind, not on the message's wording
+    assert info.value.kind is StoreErrorKind.NOT_FOUND
+    again = pickle.loads(pickle.dumps(info.value))  # crosses a process boundary intact
+    assert again.kind is StoreErrorKind.NOT_FOUND and str(again) == str(info.value)
 
 
 def test_exception_inside_unit_of_work_rolls_back_everything(store: Store) -> None:
@@ -203,8 +209,9 @@ def test_exception_inside_unit_of_work_rolls_back_everything(store: Store) -> No
 
 def test_bad_field_rolls_back_the_state_change(store: Store) -> None:
     exp_id = make_experiment(store)
-    with pytest.raises(StoreError, match="no field"):
+    with pytest.raises(StoreError, match="no field") as info:
         store.transition(exp_id, "approved", no_such_field=1)
+    assert info.value.kind is StoreErrorKind.INVALID
     assert state_of(store, exp_id) == "proposed"
     assert events_for(store, exp_id) == []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from ..store import Campaign, Experiment, ExperimentState, Store, StoreError, utcnow
+from ..store import Campaign, Experiment, ExperimentState, Store, StoreError, StoreErrorKind, utcnow
 
 CAMPAIGN_STATUSES = ("created", "running", "paused", "stopping", "finished")
 
@@ -22,7 +22,8 @@ class ControlError(StoreError):
 def _campaign(s, name: str) -> Campaign:  # noqa: ANN001 - sqlmodel Session
     camp = s.exec(select(Campaign).where(Campaign.name == name)).first()
     if camp is None:
-        raise ControlError(f"no campaign {name!r} in this store (has it been started?)")
+        raise ControlError(f"no campaign {name!r} in this store (has it been started?)",
+                           StoreErrorKind.NOT_FOUND)
     return camp
 
 
@@ -32,7 +33,8 @@ def approve(store: Store, campaign: str, experiment_id: int, *, actor: str) -> E
         camp = _campaign(s, campaign)
         exp = s.get(Experiment, experiment_id)
         if exp is None or exp.campaign_id != camp.id:
-            raise ControlError(f"no experiment {experiment_id} in campaign {campaign!r}")
+            raise ControlError(f"no experiment {experiment_id} in campaign {campaign!r}",
+                               StoreErrorKind.NOT_FOUND)
         if exp.state != ExperimentState.PROPOSED:
             raise ControlError(f"experiment {experiment_id} is {exp.state!r}; only 'proposed' "
                                "experiments can be approved")
@@ -46,7 +48,8 @@ def reject(store: Store, campaign: str, experiment_id: int, *, actor: str, reaso
         camp = _campaign(s, campaign)
         exp = s.get(Experiment, experiment_id)
         if exp is None or exp.campaign_id != camp.id:
-            raise ControlError(f"no experiment {experiment_id} in campaign {campaign!r}")
+            raise ControlError(f"no experiment {experiment_id} in campaign {campaign!r}",
+                               StoreErrorKind.NOT_FOUND)
         if exp.state not in {ExperimentState.PROPOSED, ExperimentState.APPROVED}:
             raise ControlError(f"experiment {experiment_id} is {exp.state!r}; only proposed or "
                                "approved experiments can be rejected")
@@ -58,7 +61,8 @@ def reject(store: Store, campaign: str, experiment_id: int, *, actor: str, reaso
 def set_status(store: Store, campaign: str, status: str, *, actor: str, reason: str | None = None) -> Campaign:
     """Change the campaign's run status (paused / running / stopping / finished), logged."""
     if status not in CAMPAIGN_STATUSES:
-        raise ControlError(f"unknown campaign status {status!r}; one of {', '.join(CAMPAIGN_STATUSES)}")
+        raise ControlError(f"unknown campaign status {status!r}; one of {', '.join(CAMPAIGN_STATUSES)}",
+                           StoreErrorKind.INVALID)
     with store.session() as s:
         camp = _campaign(s, campaign)
         previous = camp.status

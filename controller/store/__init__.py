@@ -33,7 +33,7 @@ from .states import (
     TargetState,
     check_transition,
 )
-from .store import AppendOnlyViolation, Store, StoreError, iso, resolve_url
+from .store import AppendOnlyViolation, Store, StoreError, StoreErrorKind, iso, resolve_url
 
 __all__ = [
     "scratch_database",
@@ -41,6 +41,6 @@ __all__ = [
     "TRANSITIONS", "VERDICT_STATES",
     "AppendOnlyViolation", "Campaign", "Candidate", "Event", "Experiment", "ExperimentState", "FailureKind",
     "IllegalTransition", "LabLease", "Measurement", "ModelVersion", "PhaseAnalysisRow", "Prediction", "Recipe",
-    "StepCommand", "StepState", "Store", "StoreError", "Target", "TargetState", "check_transition",
+    "StepCommand", "StepState", "Store", "StoreError", "StoreErrorKind", "Target", "TargetState", "check_transition",
     "iso", "pack_array", "resolve_url", "unpack_array", "utcnow",
 ]

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,24 @@ from .models import Campaign, Event, Experiment, StepCommand, utcnow
 from .states import STEP_TRANSITIONS, ExperimentState, FailureKind, StepState, check_transition
 
 
+class StoreErrorKind(StrEnum):
+    """Why a store operation could not be done — data a caller branches on (the web app maps it to
+    404 / 409 / 422), never read off the message's wording."""
+
+    NOT_FOUND = "not_found"  # no such campaign, experiment, step command
+    CONFLICT = "conflict"  # the row exists but is in a state that forbids the operation
+    INVALID = "invalid"  # the request itself is wrong (unknown field, unsupported URL, bad value)
+
+
 class StoreError(RuntimeError):
-    """A store operation that cannot be done (missing row, wrong campaign, ...)."""
+    """A store operation that cannot be done; ``kind`` says why (see :class:`StoreErrorKind`)."""
+
+    def __init__(self, message: str, kind: StoreErrorKind = StoreErrorKind.CONFLICT):
+        super().__init__(message)
+        self.kind = StoreErrorKind(kind)
+
+    def __reduce__(self) -> tuple:  # keep the kind across processes (pickle passes only args)
+        return type(self), (str(self), self.kind)
 
 
 class AppendOnlyViolation(StoreError):
@@ -101,7 +118,8 @@ def _make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True)
-    raise StoreError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://")
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://",
+                     StoreErrorKind.INVALID)
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -230,7 +248,8 @@ class Store:
                 query = query.where(Campaign.name == name)
             found = s.exec(query.order_by(Campaign.id)).first()
         if found is None:
-            raise StoreError(f"no campaign {name!r} in this store" if name else "this store holds no campaign")
+            raise StoreError(f"no campaign {name!r} in this store" if name else "this store holds no campaign",
+                             StoreErrorKind.NOT_FOUND)
         return found
 
     # ------------------------------------------------------------------ transitions
@@ -266,7 +285,7 @@ class Store:
             query = query.with_for_update()
         exp = session.exec(query).first()
         if exp is None:
-            raise StoreError(f"no experiment with id {experiment_id}")
+            raise StoreError(f"no experiment with id {experiment_id}", StoreErrorKind.NOT_FOUND)
         previous = exp.state
         new = check_transition(experiment_id, previous, str(to_state))
         kind = _failure_kind_for(experiment_id, new, failure_kind)  # before anything changes
@@ -276,7 +295,7 @@ class Store:
             exp.reason = reason
         for key, value in fields.items():
             if not hasattr(exp, key):
-                raise StoreError(f"experiment has no field {key!r}")
+                raise StoreError(f"experiment has no field {key!r}", StoreErrorKind.INVALID)
             setattr(exp, key, value)
         if kind is not None:
             exp.failure_kind = kind.value
@@ -301,7 +320,7 @@ class Store:
         """Move a step command to ``to_state`` inside the caller's transaction, with its event."""
         step = session.exec(select(StepCommand).where(StepCommand.command_id == command_id)).first()
         if step is None:
-            raise StoreError(f"no step command {command_id}")
+            raise StoreError(f"no step command {command_id}", StoreErrorKind.NOT_FOUND)
         cur, new = StepState(step.state), StepState(str(to_state))
         if new not in STEP_TRANSITIONS[cur]:
             raise StoreError(f"step {command_id}: cannot go from {cur.value!r} to {new.value!r}")

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import CampaignConfig
-from ..store import Campaign, IllegalTransition, Store, StoreError
+from ..store import Campaign, IllegalTransition, Store, StoreError, StoreErrorKind
 from . import actions, queries, svg
 from .actions import ApproveRequest, CampaignAction, ConditionsEdit, Conflict, RejectRequest
 from .aggregates import LabTimeCache, StepTotals
@@ -231,7 +231,7 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @app.exception_handler(StoreError)  # also controller.loop's ControlError (a StoreError)
     async def _store_error(request: Request, exc: StoreError) -> Response:
-        status = 404 if str(exc).startswith("no ") else 409  # "no experiment 7 ..." vs wrong state
+        status = {StoreErrorKind.NOT_FOUND: 404, StoreErrorKind.INVALID: 422}.get(exc.kind, 409)
         return _error(request, status, str(exc))
 
     @app.exception_handler(ValueError)
