@@ -14,7 +14,7 @@ one formula, the same mixed-site composition from two parents). Here, per system
    :func:`partial.partial_substitutions`) and aliovalent substitution with charge compensation
    (:func:`partial.aliovalent_substitutions`);
 4. every product judged by :func:`plausibility.oddities` (rare valence, redox pair), dropped
-   when odd unless ``keep_odd`` (then flagged in ``provenance["oddities"]``);
+   when odd unless ``keep_odd`` (then flagged in ``provenance["oddities"]`` as rule + detail);
 5. novelty against the Materials Project table (``holdout`` compositions treated as unknown);
 6. de-duplication by reduced formula, then ``StructureMatcher`` inside a formula (at most
    ``max_per_formula`` structures).
@@ -34,7 +34,7 @@ from .candidates import Candidate, generate_candidates, is_known, reduced_set
 from .enumeration import DEFAULT_TOLERANCE, IonicTemplate, enumerate_prototypes
 from .partial import FINE_FRACTIONS, aliovalent_substitutions, partial_substitutions
 from .perovskite_families import FAMILIES, enumerate_families
-from .plausibility import MIN_VALENCE_SHARE, REDOX_MARGIN_V, oddities, species_amounts
+from .plausibility import MIN_VALENCE_SHARE, REDOX_MARGIN_V, Oddity, oddities, species_amounts
 from .thermo import known_phases
 
 #: the generators, in the order their candidates are ranked in the pool
@@ -94,10 +94,9 @@ class PoolReport:
                 "seconds": {k: round(v, 2) for k, v in self.seconds.items()}}
 
 
-def _judge(c: Candidate, settings: PoolSettings) -> list[str]:
-    found = oddities(species_amounts(c.structure), min_share=settings.min_valence_share,
-                     redox_margin=settings.redox_margin)
-    return [f"{o.rule}: {o.detail}" for o in found]
+def _judge(c: Candidate, settings: PoolSettings) -> list[Oddity]:
+    return oddities(species_amounts(c.structure), min_share=settings.min_valence_share,
+                    redox_margin=settings.redox_margin)
 
 
 def build_candidate_pool(
@@ -150,9 +149,9 @@ def build_candidate_pool(
                                                   max_atoms=settings.max_atoms, families=settings.families,
                                                   widen=settings.family_widen)
         rep.seconds["families"] = time.perf_counter() - t0
-        verdicts: dict[int, list[str]] = {}
+        verdicts: dict[int, list[Oddity]] = {}
 
-        def verdict(c: Candidate, memo: dict[int, list[str]] = verdicts) -> list[str]:
+        def verdict(c: Candidate, memo: dict[int, list[Oddity]] = verdicts) -> list[Oddity]:
             if id(c) not in memo:
                 memo[id(c)] = _judge(c, settings)
             return memo[id(c)]
@@ -194,8 +193,8 @@ def build_candidate_pool(
                 if novel_only and not novel:
                     continue
                 odd = verdict(c)
-                for reason in odd:
-                    rep.odd[reason.split(":")[0]] += 1
+                for o in odd:
+                    rep.odd[o.rule] += 1
                 if odd and not settings.keep_odd:
                     continue
                 if novel:
@@ -209,7 +208,7 @@ def build_candidate_pool(
                         continue
                 group.append(c.structure)
                 pool.append(Candidate(c.id, c.formula, c.structure, c.source,
-                                      {**c.provenance, "novel": novel, "oddities": odd,
+                                      {**c.provenance, "novel": novel, "oddities": [{"rule": o.rule, "detail": o.detail} for o in odd],
                                        "system": system}))
                 rep.kept += 1
             rep.novel_compositions[source] = len(novel_here)
