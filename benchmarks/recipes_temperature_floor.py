@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import pickle
 import sys
 import tempfile
@@ -42,7 +41,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from recipes._prepare_literature import DEFAULT_SOURCE, _calcination, _firing, _formula  # noqa: E402
+from recipes._prepare_literature import (  # noqa: E402
+    DEFAULT_SOURCE,
+    _calcination,
+    _firing,
+    usable_reactions,
+)
 from recipes.literature import held_out  # noqa: E402
 
 KS = (1, 2, 3, 5, 8, 13)
@@ -51,22 +55,9 @@ KS = (1, 2, 3, 5, 8, 13)
 def parse_with_doi(path: Path) -> Iterator[tuple[str, tuple[str, ...], float | None, float | None, str]]:
     """(target, sorted precursors, firing °C, calcination °C, DOI), exactly the reactions and
     values of ``recipes._prepare_literature.parse_reactions_full`` plus the paper's DOI."""
-    data = json.load(lzma.open(path))
-    for r in data["reactions"]:
-        target = _formula(r["target"])
-        if target is None:
-            continue
-        precs = []
-        for p in r.get("precursors") or []:
-            f = _formula(p)
-            if f is None:
-                break
-            precs.append(f)
-        else:
-            if not precs or target in precs:
-                continue
-            ops = r.get("operations") or []
-            yield target, tuple(sorted(set(precs))), _firing(ops)[0], _calcination(ops), str(r.get("doi") or "")
+    for r, target, precs in usable_reactions(path):
+        ops = r.get("operations") or []
+        yield target, precs, _firing(ops)[0], _calcination(ops), str(r.get("doi") or "")
 
 
 def training_rows(path: Path) -> list[tuple[str, tuple[str, ...], float | None, float | None, str]]:

@@ -160,10 +160,10 @@ def parse_reactions(path: Path) -> Iterator[tuple[str, tuple[str, ...], float | 
         yield t, ps, temp, h
 
 
-def parse_reactions_full(
-    path: Path,
-) -> Iterator[tuple[str, tuple[str, ...], float | None, float | None, float | None]]:
-    """(target, sorted precursors, firing °C, hours, calcination °C) for every usable reaction."""
+def usable_reactions(path: Path) -> Iterator[tuple[dict[str, Any], str, tuple[str, ...]]]:
+    """(raw record, target, sorted precursors) for every reaction whose target and precursors
+    all parse and whose target is not among its precursors — the one definition of a usable
+    reaction; the raw record rides along for the fields a caller needs (operations, DOI)."""
     data = json.load(lzma.open(path))
     for r in data["reactions"]:
         target = _formula(r["target"])
@@ -178,8 +178,17 @@ def parse_reactions_full(
         else:
             if not precs or target in precs:
                 continue
-            t, h = _firing(r.get("operations") or [])
-            yield target, tuple(sorted(set(precs))), t, h, _calcination(r.get("operations") or [])
+            yield r, target, tuple(sorted(set(precs)))
+
+
+def parse_reactions_full(
+    path: Path,
+) -> Iterator[tuple[str, tuple[str, ...], float | None, float | None, float | None]]:
+    """(target, sorted precursors, firing °C, hours, calcination °C) for every usable reaction."""
+    for r, target, precs in usable_reactions(path):
+        ops = r.get("operations") or []
+        t, h = _firing(ops)
+        yield target, precs, t, h, _calcination(ops)
 
 
 def build(source: Path, out: Path) -> dict[str, Any]:
