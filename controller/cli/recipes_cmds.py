@@ -26,6 +26,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _print_warnings(caught: list) -> None:
+    """Print the planner's own warnings (a stocked powder it cannot use, ...), not libraries'.
+
+    Why a filter: recording every warning also catches third-party deprecation notices
+    (``torch.jit.script is deprecated``), which a chemist cannot act on and which read as if
+    something were wrong with the recipes. Deprecation, future and runtime warnings are
+    dropped; the planner warns with UserWarning.
+    """
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            err_console.print(f"warning: {w.message}", highlight=False, markup=False)
+
+
 def _parse_stock(stock: str | None) -> list[str] | None:
     """A comma-separated list of formulas, or a file (one per line, or YAML)."""
     from recipes import read_stock_file
@@ -170,7 +183,11 @@ def replay_outcomes(outcomes: list, target: str, *, strategy: str = "full", budg
                 first = first or len(order)
                 if found == successes:
                     all_at = len(order)
-    if not stop:
+    if not successes:
+        best = max(outcomes, key=lambda o: o.yield_of(key))
+        stop = (f"nothing to find: no recorded experiment reached the threshold {threshold:g} for {key} "
+                f"(best yield {best.yield_of(key):.2f}, row {best.row})")
+    elif not stop:
         stop = "every successful set found" if found == successes else f"budget of {budget} experiments spent"
     exp_first, exp_all = _random_expectation(outcomes, key, threshold, random_draws, seed)
     return {
@@ -221,7 +238,8 @@ def _random_expectation(outcomes: list, key: str, threshold: float, draws: int,
 
 @recipes_app.command("replay")
 def replay(
-    outcomes: Path = typer.Argument(..., help="OUTCOMES.csv: precursors;..., temperature_c, [dwell_min], products"),
+    outcomes: Path = typer.Argument(..., help="OUTCOMES.csv with columns precursors (A;B), temperature_c, "
+                                    "dwell_min (optional), products (FORMULA:FRACTION;...)"),
     target: str = typer.Option(..., "--target", help="the target formula the table is about"),
     budget: int | None = typer.Option(None, "--budget", min=1, help="experiments allowed (default: all rows)"),
     seed: int = typer.Option(0, "--seed"),
@@ -233,9 +251,16 @@ def replay(
     import warnings
 
     from recipes import OutcomeTableError, RecipeError, parse_outcomes
+    from surrogates import reduced_formula
 
     try:
+        key = reduced_formula(target)
+    except ValueError as exc:  # surrogates.UnknownCompositionError
+        _fail(f"--target: {exc}")
+        return
+    try:
         rows = parse_outcomes(outcomes)
+        _check_finite(rows, outcomes)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = replay_outcomes(rows, target, strategy=strategy, budget=budget, seed=seed,
@@ -246,19 +271,29 @@ def replay(
     except RecipeError as exc:
         _fail(f"replay of {target}: {exc}")
         return
-    for w in caught:
-        err_console.print(f"warning: {w.message}", highlight=False, markup=False)
+    _print_warnings(caught)
+    products = sorted({f for o in rows for f in o.products})
+    if key not in products:
+        err_console.print(f"warning: no row of {outcomes} lists {key} among its products (products named: "
+                          f"{', '.join(products) or 'none'}); is --target right?", highlight=False, markup=False)
     for s, why in result["unusable_sets"].items():
         err_console.print(f"warning: recorded set {s} cannot be proposed: {why}", highlight=False, markup=False)
+    names = _names_as_written(outcomes)
+    for e in result["order"]:  # as the table spells them (LiOH, not pymatgen's LiHO)
+        e["precursors"] = [names.get(p, p) for p in e["precursors"]]
     if as_json:
         print(json.dumps(result))
         return
-    console.print(f"[bold]replay of {result['target']}[/] ({strategy}, {len(rows)} recorded experiments, "
+    n = len(rows)
+    console.print(f"[bold]replay of {result['target']}[/] ({strategy}, {n} recorded experiment{'s' * (n != 1)}, "
                   f"budget {result['budget']})", highlight=False)
     for i, e in enumerate(result["order"], 1):
         mark = "made" if e["target_yield"] >= threshold else ""
         console.print(f"  {i:>3}. {' + '.join(e['precursors'])} at {e['temperature_c']:.0f} °C: "
                       f"yield {e['target_yield']:.2f} {mark}", highlight=False)
+    if not result["successful_sets_total"]:
+        console.print(f"stopped: {result['stopped']}", highlight=False)
+        return
     rnd = result["random"]
     console.print(
         f"first success at {result['first_success_at']} (random order: {rnd['first_success_at_expected']}); "
@@ -267,6 +302,44 @@ def replay(
         f"{rnd['experiments_to_all_successes_expected']}); stopped: {result['stopped']}",
         highlight=False,
     )
+
+
+def _check_finite(rows: list, source: Path) -> None:
+    """Refuse a row whose temperature or dwell is not a finite number (``nan``, ``inf``).
+
+    Why here: the table reader accepts ``nan``/``inf`` as a dwell (``float()`` parses them and
+    the ``<= 0`` check lets them through); a ``nan`` row can never be matched to the planner's
+    proposal and ended the replay in a traceback. Named with its row, like the reader's errors.
+    """
+    import math
+
+    from recipes import OutcomeTableError
+
+    for o in rows:
+        for name, value in (("temperature_c", o.temperature_c), ("dwell_min", o.dwell_min)):
+            if not math.isfinite(value):
+                raise OutcomeTableError(f"{source} row {o.row}: {name} {value!r} is not a finite number")
+
+
+def _names_as_written(path: Path) -> dict[str, str]:
+    """Reduced formula -> the table's own spelling of each precursor (first one seen)."""
+    import csv
+
+    from surrogates import reduced_formula
+
+    names: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return names
+    for raw in csv.DictReader(text.splitlines()):
+        cell = next((v for k, v in raw.items() if (k or "").strip() == "precursors"), "") or ""
+        for p in (x.strip() for x in cell.split(";")):
+            try:
+                names.setdefault(reduced_formula(p), p)
+            except ValueError:  # surrogates.UnknownCompositionError; the reader named it already
+                continue
+    return names
 
 
 def register(app: typer.Typer) -> None:
