@@ -79,3 +79,20 @@ def test_replay_help_names_every_column() -> None:
     out = invoke("recipes", "replay", "--help")
     assert out.exit_code == 0
     assert "dwell_min" in out.stdout  # was eaten as rich markup ("[dwell_min]")
+
+
+def test_propose_off_table_target_says_its_energy_is_a_hull_guess() -> None:
+    out = invoke("recipes", "propose", "Li3YCl6", "--stock", "LiCl,YCl3", "--json")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["recipes"][0]["target_energy"]["kind"] == "hull_estimate"
+    assert "not on the Materials Project table" in out.stderr and "--e-form" in out.stderr
+    known = invoke("recipes", "propose", "BaTiO3", "--stock", "BaCO3,TiO2")
+    assert known.exit_code == 0 and "target energy:" in known.stdout
+    assert "Materials Project" in known.stdout and "not on the Materials Project table" not in known.stderr
+
+
+def test_propose_without_stock_for_an_element_the_library_lacks_points_at_stock() -> None:
+    out = invoke("recipes", "propose", "Li3YCl6")
+    assert out.exit_code == 2
+    assert "Cl" in out.stderr and "--stock" in out.stderr

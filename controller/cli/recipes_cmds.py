@@ -77,11 +77,12 @@ def propose(
 
     from recipes import RecipeError, RecipePlanner, TargetSpec
 
+    shelf = _parse_stock(stock)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             planner = RecipePlanner(
-                stock=_parse_stock(stock),
+                stock=shelf,
                 max_recipes=max_recipes,
                 strategy=strategy,  # type: ignore[arg-type]
                 seed=seed,
@@ -89,12 +90,23 @@ def propose(
                 min_temperature_c=min_temperature,
                 max_temperature_c=max_temperature,
             )
-        recipes = planner.initial_recipes(TargetSpec(formula, e_form), [])
+            recipes = planner.initial_recipes(TargetSpec(formula, e_form), [])
     except RecipeError as exc:
-        _fail(str(exc))
+        hint = ""
+        if shelf is None and "no stocked precursor provides" in str(exc):
+            hint = (" (no --stock was given, so the stock is the bundled precursor library, which "
+                    "has none: name your powders with --stock A,B,C or add them with --extra-precursors FILE)")
+        _fail(f"{exc}{hint}")
         return
-    for w in caught:  # e.g. a stocked powder the planner cannot use: named, then skipped
-        err_console.print(f"warning: {w.message}", highlight=False, markup=False)
+    _print_warnings(caught)  # e.g. a stocked powder the planner cannot use: named, then skipped
+    energy = _target_energy(recipes)
+    if energy is not None and energy["kind"] == "hull_estimate":
+        # the driving forces below rest on a guess: say so where the chemist looks first
+        err_console.print(
+            f"warning: {formula} is not on the Materials Project table; its formation energy is "
+            f"estimated as on the convex hull ({energy['e_form_ev_per_atom']:.3f} eV/atom), and the "
+            "driving forces below rest on that guess (0 when the precursors already sit on that hull); "
+            "give --e-form if you know it", highlight=False, markup=False)
     if as_json:
         out = {
             "recipes": [
@@ -108,6 +120,7 @@ def propose(
                     "masses_g": {p.formula: p.mass_g for p in r.precursors},
                     "profile": [s.to_dict() for s in r.profile],
                     "predicted_yield": r.predicted_yield,
+                    "target_energy": energy,  # what the driving forces rest on (table, given, hull guess)
                 }
                 for r in recipes
             ]
@@ -115,6 +128,8 @@ def propose(
         print(json.dumps(out))
         return
     console.print(f"[bold]{len(recipes)} recipe(s) for {formula}[/] (strategy {strategy})")
+    if energy is not None:
+        console.print(f"target energy: {energy['source']}", highlight=False, markup=False)
     for i, r in enumerate(recipes, 1):
         console.print(f"\n[bold]{i}. {' + '.join(r.precursor_formulas)}[/]", highlight=False)
         console.print(f"   reaction: {r.details['reaction']['equation']}", highlight=False)
@@ -126,6 +141,20 @@ def propose(
         masses = ", ".join(f"{p.formula} {p.mass_g:.4f} g" for p in r.precursors)
         console.print(f"   weigh: {masses}", highlight=False)
         console.print(f"   why: {r.rationale}", highlight=False, markup=False)
+
+
+def _target_energy(recipes: list) -> dict | None:
+    """The target formation energy the recipes' driving forces rest on, and where it came from
+    (``table``: the Materials Project table; ``given``: --e-form; ``hull_estimate``: assumed on
+    the convex hull because the table does not know the compound)."""
+    if not recipes:
+        return None
+    d = recipes[0].details
+    if d.get("target_e_form_ev_per_atom") is None:
+        return None
+    return {"e_form_ev_per_atom": float(d["target_e_form_ev_per_atom"]),
+            "source": str(d.get("target_energy_source", "")),
+            "kind": str(d.get("target_energy_kind", "table"))}
 
 
 def replay_outcomes(outcomes: list, target: str, *, strategy: str = "full", budget: int | None = None,
