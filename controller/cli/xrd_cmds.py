@@ -43,6 +43,34 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+TABLE_SUFFIXES = (".csv", ".json")
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")
+
+
+def _check_out(out: Path | None, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output path that cannot be written before any fitting starts.
+
+    Why first: a folder of scans takes minutes; an --out in a missing folder or with a suffix no
+    writer knows used to fail with a traceback after the work, and the results were lost.
+    """
+    if out is None:
+        return
+    if out.suffix.lower() not in suffixes:
+        _fail(f"{option} {out}: expected a {' / '.join(suffixes)} file")
+    if out.is_dir():
+        _fail(f"{option} {out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        _fail(f"{option} {out}: folder {out.parent} does not exist")
+
+
+def _write_out(out: Path, write) -> None:  # noqa: ANN001 - a callable taking the path
+    """Write an output file, turning an OS error (permissions, full disk) into a one-line error."""
+    try:
+        write(out)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+
+
 def _settings(preset: str, profile: Path | None):
     """AnalysisSettings of a preset (simulated | real_samples), with an instrument profile."""
     from ..xrd import AnalysisSettings
@@ -121,12 +149,32 @@ def _all_phases(ctx: typer.Context, phases: list[str]) -> list[str]:
 PATTERN_SUFFIXES = (".xrdml", ".xy", ".xye", ".csv", ".txt")
 
 
-def _batch_items(folder: Path, phases: list[str]) -> list[tuple[Path, list[str] | None]]:
+TABLE_COLUMNS = ("pattern", "phases", "target", "target_yield", "target_yield_std", "rwp", "ambiguous", "error")
+
+
+def _is_own_table(f: Path) -> bool:
+    """A results table this command wrote (``--out table.csv`` inside the scanned folder): its
+    first line is our header. Why: read as a pattern it failed the next run of the same folder."""
+    if f.suffix.lower() != ".csv":
+        return False
+    try:
+        with f.open(encoding="utf-8", errors="replace") as fh:
+            first = fh.readline().strip()
+    except OSError:
+        return False
+    return first == ",".join(TABLE_COLUMNS)
+
+
+def _batch_items(folder: Path, phases: list[str], skip: Path | None = None) -> list[tuple[Path, list[str] | None]]:
     """Pattern files under FOLDER (recursively), each with its candidates: --phases if given,
-    else the CIFs in a ``phases/`` folder beside the pattern (the A-Lab layout), else None."""
+    else the CIFs in a ``phases/`` folder beside the pattern (the A-Lab layout), else None.
+    The --out file and results tables written by this command are not patterns."""
     items = []
+    skip_resolved = skip.resolve() if skip is not None else None
     for f in sorted(folder.rglob("*")):
         if not f.is_file() or f.suffix.lower() not in PATTERN_SUFFIXES or "phases" in f.parts:
+            continue
+        if (skip_resolved is not None and f.resolve() == skip_resolved) or _is_own_table(f):
             continue
         if phases:
             items.append((f, phases))
@@ -136,11 +184,33 @@ def _batch_items(folder: Path, phases: list[str]) -> list[tuple[Path, list[str] 
     return items
 
 
+def _table_row(res: PhaseAnalysis) -> dict:
+    """The columns of one analysed pattern in the folder table (and a single scan's --out)."""
+    return {
+        "phases": "; ".join(f"{p.name} {p.weight_fraction * 100:.1f}±{p.weight_fraction_std * 100:.1f}"
+                            for p in res.phases),
+        "target_yield": res.target_yield, "target_yield_std": res.target_yield_std,
+        "rwp": round(res.rwp, 5),
+        "ambiguous": "; ".join(" / ".join(a["phases"]) + f" (kept {a['kept']})" for a in res.ambiguities),
+    }
+
+
+def _write_table(out: Path, rows: list[dict]) -> None:
+    """Rows as JSON (a list of objects) for a .json suffix, else CSV with TABLE_COLUMNS."""
+    import csv
+
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(rows, indent=1))
+        return
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(TABLE_COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None,
            as_json: bool, settings=None, composition=None) -> None:
     """Analyse every pattern in FOLDER; one table (and optionally one CSV/JSON file)."""
-    import csv
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..xrd import (
@@ -152,7 +222,7 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
         read_pattern,
     )
 
-    items = _batch_items(folder, phases)
+    items = _batch_items(folder, phases, skip=out)
     if not items:
         _fail(f"{folder}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) in it")
     rows: list[dict] = []
@@ -163,8 +233,9 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
         for f, cands in items:
             rel = str(f.relative_to(folder))
             bar.update(task, description=rel[:40])
-            row: dict = {"pattern": rel, "phases": "", "target": target, "target_yield": None,
-                         "target_yield_std": None, "rwp": None, "ambiguous": "", "error": ""}
+            row: dict = dict.fromkeys(TABLE_COLUMNS, "") | {"pattern": rel, "target": target,
+                                                             "target_yield": None,
+                                                             "target_yield_std": None, "rwp": None}
             try:
                 if not cands:
                     raise XrdAnalysisError(f"{f}: no candidate phases (give --phases or put CIFs "
@@ -186,26 +257,13 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
                         tgt = None  # this pattern's candidates do not include the target
                 res = analyze(read_pattern(f), refs, target=tgt, settings=settings,
                               composition=composition)
-                row.update(
-                    phases="; ".join(f"{p.name} {p.weight_fraction * 100:.1f}±"
-                                     f"{p.weight_fraction_std * 100:.1f}" for p in res.phases),
-                    target_yield=res.target_yield, target_yield_std=res.target_yield_std,
-                    rwp=round(res.rwp, 5),
-                    ambiguous="; ".join(" / ".join(a["phases"]) + f" (kept {a['kept']})"
-                                        for a in res.ambiguities),
-                )
+                row.update(_table_row(res))
             except (XrdFormatError, XrdReferenceError, XrdAnalysisError) as exc:
                 row["error"] = str(exc)
             rows.append(row)
             bar.advance(task)
     if out is not None:
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(rows, indent=1))
-        else:
-            with out.open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
+        _write_out(out, lambda path: _write_table(path, rows))
     failed = [r for r in rows if r["error"]]
     if as_json:
         print(json.dumps(rows, allow_nan=False))
@@ -235,8 +293,8 @@ def analyze_cmd(
                                      "default: the CIFs in a phases/ folder beside each pattern"),
     target: str | None = typer.Option(None, "--target", help="phase name or formula whose yield to report"),
     as_json: bool = typer.Option(False, "--json", help="print exactly one JSON document"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="folder mode: also write the table "
-                                    "to this .csv or .json file"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="also write the result table (one row "
+                                    "per pattern) to this .csv or .json file"),
     preset: str = typer.Option("simulated", "--preset", help=PRESET_HELP),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     composition: str | None = typer.Option(
@@ -251,10 +309,16 @@ def analyze_cmd(
     """
     settings = _settings(preset, profile)
     comp = _composition(composition)
+    _check_out(out, "--out", TABLE_SUFFIXES)
     if pattern.is_dir():
         _batch(pattern, _all_phases(ctx, phases), target, out, as_json, settings, comp)
         return
     res = _run(pattern, _all_phases(ctx, phases), target, settings, comp)
+    if out is not None:  # one row, the folder table's columns (it was silently ignored)
+        row = dict.fromkeys(TABLE_COLUMNS, "") | {"pattern": pattern.name, "target": res.target} | _table_row(res)
+        _write_out(out, lambda path: _write_table(path, [row]))
+        if not as_json:
+            console.print(f"wrote {out}")
     if as_json:
         print(json.dumps(res.to_dict(), allow_nan=False))
         return
@@ -264,7 +328,7 @@ def analyze_cmd(
     for p in res.phases:
         table.add_row(p.name, p.formula, f"{p.weight_fraction * 100:.1f}",
                       f"{p.weight_fraction_std * 100:.1f}", f"{p.fwhm_deg_at_30:.3f}",
-                      f"{p.delta_chi2:.0f}")
+                      _delta_chi2(p.delta_chi2))
     console.print(table)
     for name, why in res.rejected.items():
         console.print(f"  not found: {name} ({why})", highlight=False)
@@ -291,19 +355,28 @@ def analyze_cmd(
                       f"{std * 100:.1f} wt%")
 
 
+def _delta_chi2(value: float | None) -> str:
+    """Δχ² of dropping a phase; '–' where there is none to drop against (a lone phase: nan)."""
+    import math
+
+    return "–" if value is None or not math.isfinite(value) else f"{value:.0f}"
+
+
 @xrd_app.command("plot", context_settings=_EXTRA)
 def plot_cmd(
     ctx: typer.Context,
     pattern: Path = typer.Argument(..., help="pattern file: .xrdml, .xy, .xye, .csv"),
     phases: list[str] = typer.Option(..., "--phases", "-p", help=PHASES_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="image file to write (.png)"),
+    out: Path = typer.Option(..., "--out", "-o", help="image file to write (.png, or .pdf, .svg, ...)"),
 ) -> None:
     """Draw observed, fitted, difference and each phase's contribution to OUT."""
     from ..xrd import plot_analysis
 
+    _check_out(out, "--out", IMAGE_SUFFIXES)
     res = _run(pattern, _all_phases(ctx, phases), None)
-    path = plot_analysis(res, out)
-    console.print(f"wrote {path}")
+    written: list[Path] = []
+    _write_out(out, lambda path: written.append(plot_analysis(res, path)))
+    console.print(f"wrote {written[0]}")
 
 
 @xrd_app.command("calibrate")
@@ -318,12 +391,13 @@ def calibrate_cmd(
     from ..xrd import XrdAnalysisError, XrdFormatError, XrdReferenceError, load_phase, read_pattern
     from ..xrd.calibration import CalibrationError, calibrate
 
+    _check_out(out, "--out", (".yaml", ".yml"))
     try:
         prof = calibrate(read_pattern(scan), load_phase(_bundled_phase(cif)))
     except (XrdFormatError, XrdReferenceError, XrdAnalysisError, CalibrationError) as exc:
         _fail(str(exc))
         return
-    prof.save(out)
+    _write_out(out, prof.save)
     spill = ("none" if prof.footprint_two_theta is None
              else f"below 2θ = {prof.footprint_two_theta:.1f}°")
     console.print(f"{scan.name}: zero shift {prof.zero_shift_deg:+.4f}°, FWHM "
