@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import ConfigError, example_config_text, load_config, preflight
@@ -19,7 +20,7 @@ CONFIG_FILE = "campaign.yaml"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,7 +73,7 @@ def init(
                   + " " * max(1, len("demo-campaign") + len(m.group(2)) - len(campaign_name)), text, count=1)
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
-    console.print(f"wrote {target}\nnext: edit it, then `synthloop validate {target}`")
+    console.print(f"wrote {target}\nnext: edit it, then `synthloop validate {target}`", markup=False, highlight=False)
 
 
 def validate(file: Path = typer.Argument(..., help="campaign YAML file or campaign directory")) -> None:
@@ -85,7 +86,7 @@ def validate(file: Path = typer.Argument(..., help="campaign YAML file or campai
         + (f" (world {cfg.lab.world})" if cfg.lab.kind == "simulated" else ""), highlight=False, soft_wrap=True
     )
     for note in notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
 
 
 def status(
@@ -133,7 +134,7 @@ def status(
     console.print(table)
     for e in events:
         arrow = f" {e.from_state}→{e.to_state}" if e.to_state else ""
-        console.print(f"  {iso(e.ts)} {e.kind}{arrow} {e.message or ''}", highlight=False)
+        console.print(f"  {iso(e.ts)} {e.kind}{arrow} {e.message or ''}", highlight=False, markup=False)
 
 
 def run(
@@ -172,7 +173,7 @@ def run(
         log_file = campaign_logging(path.parent, level, name=f"controller-{lab_id}" if lab_id else "controller")
     except OSError as exc:
         _fail(f"{path.parent}: cannot write the campaign log: {exc}")
-    console.print(f"log: {log_file}", highlight=False)
+    console.print(f"log: {log_file}", highlight=False, markup=False)
     db = _sqlite_file(cfg.store.url, path.parent)
     fresh = db is not None and not db.exists()
     try:
@@ -218,7 +219,8 @@ def _print_result(result) -> None:  # noqa: ANN001 - CampaignResult (imported la
                   f"{s.experiments} experiments, {s.targets_made} of {s.targets_attempted} targets made, "
                   f"{s.model_versions} model version(s), {s.lab_days:.2f} lab days, {s.wall_s:.1f} s")
     if result.report is not None:
-        console.print(f"report: {result.report.report}\nexperiments: {result.report.csv}, {result.report.json}")
+        console.print(f"report: {result.report.report}\nexperiments: {result.report.csv}, {result.report.json}",
+                      markup=False, highlight=False)
 
 
 def _actor() -> str:
@@ -307,7 +309,7 @@ def report(campaign_dir: Path = typer.Argument(..., help="campaign directory")) 
             files = write_report(store, name, campaign_dir / "report", threshold=cfg.recipes.yield_threshold)
         except StoreError as exc:
             _fail(str(exc))
-    console.print(f"report: {files.report}\nexperiments: {files.csv}, {files.json}")
+    console.print(f"report: {files.report}\nexperiments: {files.csv}, {files.json}", markup=False, highlight=False)
 
 
 def demo(
@@ -325,7 +327,7 @@ def demo(
     from .logs import campaign_logging
 
     campaign_logging(directory)
-    console.print(f"demo campaign in {directory}: simulated instruments as separate processes over "
+    console.print(f"demo campaign in {escape(str(directory))}: simulated instruments as separate processes over "
                   "ZeroMQ on loopback, SQLite store")
     result = run_campaign(directory, live=live)
     _print_result(result)

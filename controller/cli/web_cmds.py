@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
 
@@ -22,13 +23,14 @@ def serve(
         from ..config import ConfigError
         from ..web import serve as run_server
     except ImportError as exc:  # fastapi/uvicorn are the `web` extra
-        err_console.print(f"[bold red]error:[/] the web app needs the 'web' extra ({exc}); "
-                          "install with: pip install -e '.[web]'")
+        # escaped: rich read "[web]" as a style tag and printed "pip install -e '.'"
+        err_console.print(f"[bold red]error:[/] the web app needs the 'web' extra ({escape(str(exc))}); "
+                          + escape("install with: pip install -e '.[web]'"), highlight=False)
         raise typer.Exit(2) from None
     try:
         run_server(campaign_dir, host=host, port=port, read_only=read_only, log_level=log_level)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 

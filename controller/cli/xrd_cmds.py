@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:  # the analysis stack (pymatgen, scipy) loads only when an xrd command runs
@@ -39,7 +40,7 @@ def _bundled_phase(spec: str) -> str:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -268,18 +269,18 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
     if as_json:
         print(json.dumps(rows, allow_nan=False))
     else:
-        table = Table(title=f"{folder}  {len(rows)} patterns, {len(failed)} failed")
+        table = Table(title=escape(f"{folder}  {len(rows)} patterns, {len(failed)} failed"))
         for col in ("pattern", "phases (wt % ± σ)", "target yield", "Rwp", "ambiguous / error"):
             table.add_column(col)
         for r in rows:
             ty = ("" if r["target_yield"] is None else
                   f"{r['target_yield'] * 100:.1f} ± {(r['target_yield_std'] or 0) * 100:.1f}")
-            table.add_row(r["pattern"], r["phases"], ty,
+            table.add_row(escape(r["pattern"]), escape(r["phases"]), ty,  # cells are rich markup
                           "" if r["rwp"] is None else f"{r['rwp']:.4f}",
-                          r["error"] or r["ambiguous"])
+                          escape(r["error"] or r["ambiguous"]))
         console.print(table)
         if out is not None:
-            console.print(f"wrote {out}")
+            console.print(f"wrote {out}", markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -318,20 +319,20 @@ def analyze_cmd(
         row = dict.fromkeys(TABLE_COLUMNS, "") | {"pattern": pattern.name, "target": res.target} | _table_row(res)
         _write_out(out, lambda path: _write_table(path, [row]))
         if not as_json:
-            console.print(f"wrote {out}")
+            console.print(f"wrote {out}", markup=False, highlight=False)
     if as_json:
         print(json.dumps(res.to_dict(), allow_nan=False))
         return
-    table = Table(title=f"{pattern.name}  Rwp {res.rwp:.4f}  (Rexp {res.rexp:.4f})")
+    table = Table(title=escape(f"{pattern.name}  Rwp {res.rwp:.4f}  (Rexp {res.rexp:.4f})"))
     for col in ("phase", "formula", "wt %", "± wt %", "FWHM@30° (deg)", "Δχ²"):
         table.add_column(col)
     for p in res.phases:
-        table.add_row(p.name, p.formula, f"{p.weight_fraction * 100:.1f}",
+        table.add_row(escape(p.name), p.formula, f"{p.weight_fraction * 100:.1f}",
                       f"{p.weight_fraction_std * 100:.1f}", f"{p.fwhm_deg_at_30:.3f}",
                       _delta_chi2(p.delta_chi2))
     console.print(table)
     for name, why in res.rejected.items():
-        console.print(f"  not found: {name} ({why})", highlight=False)
+        console.print(f"  not found: {name} ({why})", highlight=False, markup=False)
     if res.unexplained_peaks:
         console.print("  unexplained peaks at 2θ = "
                       + ", ".join(f"{v:.2f}" for v in res.unexplained_peaks)
@@ -376,7 +377,7 @@ def plot_cmd(
     res = _run(pattern, _all_phases(ctx, phases), None)
     written: list[Path] = []
     _write_out(out, lambda path: written.append(plot_analysis(res, path)))
-    console.print(f"wrote {written[0]}")
+    console.print(f"wrote {written[0]}", markup=False, highlight=False)
 
 
 @xrd_app.command("calibrate")
@@ -400,12 +401,12 @@ def calibrate_cmd(
     _write_out(out, prof.save)
     spill = ("none" if prof.footprint_two_theta is None
              else f"below 2θ = {prof.footprint_two_theta:.1f}°")
-    console.print(f"{scan.name}: zero shift {prof.zero_shift_deg:+.4f}°, FWHM "
+    console.print(f"{escape(scan.name)}: zero shift {prof.zero_shift_deg:+.4f}°, FWHM "
                   f"{prof.fwhm(30.0):.3f}° at 30° / {prof.fwhm(90.0):.3f}° at 90° "
                   f"(U {prof.caglioti_u:.4g}, V {prof.caglioti_v:.4g}, W {prof.caglioti_w:.4g}; "
                   f"{prof.peaks_used} reflections), η {prof.eta:.2f}, spill-over {spill}, "
                   f"Rwp {prof.rwp:.4f}", highlight=False)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 @xrd_app.command("phases")

@@ -1,0 +1,51 @@
+"""Campaign and XRD commands print the user's paths as typed.
+
+Rich reads ``[word]`` as a style tag: an error about ``run[old].xrdml`` said ``run.xrdml``, and
+the web extra's install hint said ``pip install -e '.'`` (``[web]`` eaten). Found in a user
+trial (session 3, h11). In-process through the real Typer app (CliRunner).
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli.app import app
+
+
+def invoke(*args: str):  # noqa: ANN201 - click Result
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "300"})
+
+
+def test_paths_with_brackets_are_printed_whole(tmp_path: Path) -> None:
+    missing = tmp_path / "run[old].xrdml"
+    out = invoke("xrd", "analyze", str(missing), "--phases", "NiO")
+    assert out.exit_code == 2 and "run[old].xrdml" in out.stderr, out.stderr
+    camp = tmp_path / "camp[old]"
+    out = invoke("validate", str(camp))
+    assert out.exit_code == 2 and "camp[old]" in out.stderr, out.stderr
+    out = invoke("init", str(tmp_path / "c[x]"))
+    assert out.exit_code == 0 and "c[x]/campaign.yaml" in out.stdout, out.stdout
+    pool = tmp_path / "pool[x].jsonl"
+    out = invoke("screen", str(pool), "--out", str(tmp_path / "s"))
+    assert out.exit_code == 2 and "pool[x].jsonl" in out.stderr, out.stderr
+
+
+def test_serve_without_the_web_extra_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the web app's modules fail to import, as without fastapi/uvicorn installed
+    real_import = builtins.__import__
+
+    def no_web(name: str, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002, ANN001, ANN202
+        if level and name == "web":
+            raise ImportError("No module named 'fastapi'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_web)
+    monkeypatch.delitem(sys.modules, "controller.web", raising=False)
+    out = invoke("serve", str(tmp_path))
+    assert out.exit_code == 2, out.output
+    assert "pip install -e '.[web]'" in out.stderr, out.stderr
