@@ -88,7 +88,7 @@ def test_run_refuses_an_unknown_log_level_before_starting(tmp_path: Path) -> Non
 
 def test_status_of_missing_dir_is_a_clear_error(tmp_path: Path) -> None:
     out = run("status", str(tmp_path / "nowhere"))
-    assert out.returncode == 2 and "no such file" in out.stderr
+    assert out.returncode == 2 and "no such campaign directory" in out.stderr
 
 
 # --------------------------------------------------------------------------- what `run` needs

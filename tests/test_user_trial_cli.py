@@ -49,3 +49,10 @@ def test_serve_without_the_web_extra_names_the_extra(tmp_path: Path, monkeypatch
     out = invoke("serve", str(tmp_path))
     assert out.exit_code == 2, out.output
     assert "pip install -e '.[web]'" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "proposals", "report", "pause", "run"])
+def test_a_missing_campaign_directory_is_named_as_one(tmp_path: Path, command: str) -> None:
+    out = invoke(command, str(tmp_path / "nodir"))
+    assert out.exit_code == 2, out.output
+    assert "no such campaign directory" in out.stderr and "synthloop init" in out.stderr, out.stderr

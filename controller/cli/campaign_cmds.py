@@ -28,8 +28,16 @@ def _config_path(target: Path) -> Path:
     return target / CONFIG_FILE if target.is_dir() else target
 
 
+def _require_dir(campaign_dir: Path) -> None:
+    """A campaign directory that does not exist is named as one (not as 'no such file')."""
+    if not campaign_dir.exists():
+        raise ConfigError(f"{campaign_dir}: no such campaign directory "
+                          f"(create one with `synthloop init {campaign_dir}`)")
+
+
 def open_campaign_store(campaign_dir: Path) -> tuple[Store, str]:
     """Open the store of a campaign directory as its config says; returns (store, campaign name)."""
+    _require_dir(campaign_dir)
     cfg = load_config(_config_path(campaign_dir))
     return Store.for_campaign_dir(campaign_dir, cfg.store.url), cfg.campaign.name
 
@@ -163,6 +171,10 @@ def run(
 
     if strategy not in STRATEGIES:
         _fail(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    try:
+        _require_dir(campaign_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
     path = _config_path(campaign_dir)
     try:
         level = parse_level(log_level)
