@@ -56,3 +56,38 @@ def test_a_missing_campaign_directory_is_named_as_one(tmp_path: Path, command: s
     out = invoke(command, str(tmp_path / "nodir"))
     assert out.exit_code == 2, out.output
     assert "no such campaign directory" in out.stderr and "synthloop init" in out.stderr, out.stderr
+
+
+def test_run_help_says_max_wall_s_ends_the_campaign() -> None:
+    # a user took it for a session limit: the campaign is finished after it (controller/loop
+    # stops it as `synthloop stop` does), and a second `run` does nothing
+    out = invoke("run", "--help")
+    assert out.exit_code == 0
+    text = " ".join(out.stdout.replace("│", " ").split())
+    assert "synthloop stop" in text and "does not continue it" in text and "SIGTERM" in text
+
+
+def test_ctrl_c_says_the_campaign_resumes(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal signals the whole process group; the run used to exit 130 silently
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    exe = shutil.which("synthloop", path=str(Path(sys.executable).parent)) or "synthloop"
+    camp = tmp_path / "camp"
+    assert invoke("init", str(camp)).exit_code == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
+    proc = subprocess.Popen([exe, "run", str(camp), "--no-live"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("log:")
+        time.sleep(2.0)  # inside run_campaign
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert f"`synthloop run {camp}` resumes it" in err

@@ -154,7 +154,11 @@ def run(
         help="the simulated lab's instruments already run on their own (connected to lab.bind); "
              "do not start them here"),
     live: bool = typer.Option(True, "--live/--no-live", help="show the live progress view"),
-    max_wall_s: float = typer.Option(0.0, "--max-wall-s", help="stop after this many seconds (0 = no limit)"),
+    max_wall_s: float = typer.Option(
+        0.0, "--max-wall-s",
+        help="end the campaign after this many seconds of this run, as `synthloop stop` does: it is then "
+             "finished and a later run does not continue it (0 = no limit; to interrupt and resume "
+             "later, press Ctrl-C or send SIGTERM)"),
     lab_id: str = typer.Option("", "--lab-id",
                                help="this lab's name when several labs share the campaign on PostgreSQL "
                                     "(overrides lab.id)"),
@@ -196,7 +200,20 @@ def run(
         if fresh:
             _remove_unstarted_store(db)
         _fail(f"{path}: cannot run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    except KeyboardInterrupt:
+        _interrupted(campaign_dir)
     _print_result(result)
+
+
+def _interrupted(campaign_dir: Path) -> None:
+    """Ctrl-C: say that nothing is lost and how to go on (SIGTERM says so in run_campaign), exit 130.
+
+    Why: the run used to end with exit 130 and no word, so a user could not tell an interrupted
+    campaign (resumable) from a broken one.
+    """
+    err_console.print(f"campaign interrupted (Ctrl-C); `synthloop run {campaign_dir}` resumes it",
+                      markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def _sqlite_file(url: str, base: Path) -> Path | None:
@@ -341,7 +358,10 @@ def demo(
     campaign_logging(directory)
     console.print(f"demo campaign in {escape(str(directory))}: simulated instruments as separate processes over "
                   "ZeroMQ on loopback, SQLite store")
-    result = run_campaign(directory, live=live)
+    try:
+        result = run_campaign(directory, live=live)
+    except KeyboardInterrupt:
+        _interrupted(directory)
     _print_result(result)
     print_demo_summary(directory, console)
 
