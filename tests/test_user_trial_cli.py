@@ -91,3 +91,21 @@ def test_ctrl_c_says_the_campaign_resumes(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert f"`synthloop run {camp}` resumes it" in err
+
+
+def test_approve_decides_every_id_and_names_the_refused(tmp_path: Path) -> None:
+    # `approve DIR 2 999 5` stopped at 999: 5 was neither approved nor reported
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_web_support import fill_small_campaign, open_store, write_campaign_dir
+
+    camp = write_campaign_dir(tmp_path / "camp", approval_mode=True)
+    with open_store(camp) as store:
+        ids = fill_small_campaign(store)
+    c1, c2, d = (ids["experiments"][k] for k in ("C1", "C2", "D"))
+    out = invoke("approve", str(camp), str(c1), "99999", str(d))
+    assert out.exit_code == 2, out.output
+    assert f"experiment {c1} " in out.stdout and f"experiment {d} " in out.stdout  # both after the bad id
+    assert "99999" in out.stderr and "1 of 3" in out.stderr
+    out = invoke("reject", str(camp), str(c1), str(c2), "--reason", "out of stock")
+    assert out.exit_code == 0, out.output  # approved or proposed: both can be rejected
+    assert f"experiment {c1} " in out.stdout and f"experiment {c2} " in out.stdout

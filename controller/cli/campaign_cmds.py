@@ -275,6 +275,32 @@ def _control(campaign_dir: Path, action, *args, **kwargs):  # noqa: ANN001, ANN2
             _fail(str(exc))
 
 
+def _decide_each(campaign_dir: Path, action, ids: list[int], verb: str, **kwargs) -> None:  # noqa: ANN001
+    """Apply approve/reject to every id, each on its own; then exit 2 if any was refused.
+
+    Why each on its own: `approve DIR 2 999 5` used to stop at the unknown 999, so 5 was neither
+    approved nor reported and the user could not tell which ids had been decided.
+    """
+    from ..loop import ControlError
+
+    try:
+        store, name = open_campaign_store(campaign_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
+    refused: list[int] = []
+    with store:
+        for eid in ids:
+            try:
+                exp = action(store, name, eid, actor=_actor(), **kwargs)
+            except (ControlError, StoreError) as exc:
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                refused.append(eid)
+                continue
+            console.print(f"experiment {exp.id} ({exp.sample_id}) {verb}", markup=False, highlight=False)
+    if refused:
+        _fail(f"{len(refused)} of {len(ids)} experiment(s) not {verb}: {', '.join(map(str, refused))}")
+
+
 def approve(
     campaign_dir: Path = typer.Argument(..., help="campaign directory"),
     experiment_id: list[int] = typer.Argument(..., help="experiment id(s) to approve"),
@@ -282,9 +308,7 @@ def approve(
     """Approve proposed experiment(s) (approval mode): the scheduler may then run them."""
     from ..loop import approve as do
 
-    for eid in experiment_id:
-        exp = _control(campaign_dir, do, eid)
-        console.print(f"experiment {exp.id} ({exp.sample_id}) approved")
+    _decide_each(campaign_dir, do, experiment_id, "approved")
 
 
 def reject(
@@ -295,9 +319,7 @@ def reject(
     """Reject proposed experiment(s): they are cancelled and the planner moves on."""
     from ..loop import reject as do
 
-    for eid in experiment_id:
-        exp = _control(campaign_dir, do, eid, reason=reason)
-        console.print(f"experiment {exp.id} ({exp.sample_id}) rejected")
+    _decide_each(campaign_dir, do, experiment_id, "rejected", reason=reason)
 
 
 def pause(campaign_dir: Path = typer.Argument(..., help="campaign directory")) -> None:
