@@ -109,3 +109,17 @@ def test_approve_decides_every_id_and_names_the_refused(tmp_path: Path) -> None:
     out = invoke("reject", str(camp), str(c1), str(c2), "--reason", "out of stock")
     assert out.exit_code == 0, out.output  # approved or proposed: both can be rejected
     assert f"experiment {c1} " in out.stdout and f"experiment {c2} " in out.stdout
+
+
+def test_status_says_proposed_experiments_wait_for_a_decision(tmp_path: Path) -> None:
+    # an approval-mode campaign sat still for minutes with nothing saying why
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_web_support import fill_small_campaign, open_store, write_campaign_dir
+
+    camp = write_campaign_dir(tmp_path / "camp", approval_mode=True)
+    with open_store(camp) as store:
+        fill_small_campaign(store)
+    out = invoke("status", str(camp))
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.stdout.split())
+    assert "3 proposed experiment(s) wait for a decision" in text and "synthloop proposals" in text

@@ -143,6 +143,13 @@ def status(
     for e in events:
         arrow = f" {e.from_state}→{e.to_state}" if e.to_state else ""
         console.print(f"  {iso(e.ts)} {e.kind}{arrow} {e.message or ''}", highlight=False, markup=False)
+    waiting = counts.get("proposed", 0)
+    if waiting and campaign.status in ("running", "paused", "created"):
+        # approval mode: nothing moves until a person decides, and nothing else said so
+        console.print(
+            f"{waiting} proposed experiment(s) wait for a decision: `synthloop proposals {campaign_dir}`, then "
+            f"`synthloop approve|reject {campaign_dir} ID...`; on a simulated lab (rounds) the next round "
+            "starts only when every proposed experiment is decided", highlight=False, markup=False, soft_wrap=True)
 
 
 def run(
