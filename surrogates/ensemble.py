@@ -531,6 +531,17 @@ class Ensemble:
                         self.inflation, {**self.metrics, "fine_tuned_on": n})
 
 
+def validation_split(n: int, config: EnsembleConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows sorted, fit rows in training order) of ``train_ensemble`` on ``n``
+    labelled structures: no member trains on the validation rows, and the inflation is fitted
+    on them. Public so a caller can calibrate a spread built on top of the members (e.g.
+    ``DeltaEnsemble``'s combined spread) on the same held-back rows; a function of ``n`` and
+    ``config.seed`` / ``config.val_fraction`` only."""
+    order = np.random.default_rng(config.seed).permutation(n)
+    n_val = max(1, int(round(config.val_fraction * n)))
+    return np.sort(order[:n_val]), order[n_val:]
+
+
 def train_ensemble(
     structures: Sequence[Structure],
     targets: np.ndarray | dict[str, Any],
@@ -567,10 +578,8 @@ def train_ensemble(
     cache = GraphCache(cfg.cutoff, cfg.max_neighbors, angular=cfg.angular)
     graphs = cache.graphs(structures)
     t_graph = time.perf_counter() - t0
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(n)
-    n_val = max(1, int(round(cfg.val_fraction * n)))
-    val_idx, fit_idx = np.sort(order[:n_val]), order[n_val:]
+    val_idx, fit_idx = validation_split(n, cfg)
+    n_val = len(val_idx)
     payloads = []
     for k in range(cfg.members):
         member_rng = np.random.default_rng([cfg.seed, k])

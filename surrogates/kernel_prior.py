@@ -128,17 +128,20 @@ class KernelPrior:
 
     @classmethod
     def fit_calibrated(cls, structures: Sequence[Structure], desc: np.ndarray, y: np.ndarray,
-                       *, folds: int = 5, seed: int = 0,
-                       **options) -> tuple[KernelPrior, np.ndarray]:
+                       *, folds: int = 5, seed: int = 0, return_std: bool = False,
+                       **options):
         """Fit on all rows, and scale ``std`` so the 90 % interval covers 90 % of the
-        out-of-fold residuals. Returns (head, out-of-fold predictions)."""
+        out-of-fold residuals. Returns (head, out-of-fold predictions), with ``return_std``
+        also each row's out-of-fold spread scaled by the same inflation (what ``head.std``
+        would say of that row had it not been trained on it): (head, predictions, spreads).
+        ``DeltaEnsemble`` calibrates its combined spread on these."""
         oof, oof_std = out_of_fold(structures, desc, y, folds=folds, seed=seed,
                                    return_std=True, **options)
         head = cls.fit(structures, desc, y, **options)
         ok = np.isfinite(y)
         ratio = np.abs(oof[ok] - y[ok]) / np.maximum(oof_std[ok], 1e-12)
         head.inflation = float(np.quantile(ratio, 0.9) / Z90)
-        return head, oof
+        return (head, oof, head.inflation * oof_std) if return_std else (head, oof)
 
     _ARRAYS = ("columns", "mu", "sd", "z_train", "c_train", "alpha", "chol")
     _SCALARS = ("offset", "amplitude", "lengthscale", "ridge", "inflation")
