@@ -14,6 +14,9 @@ speed_large: the same on 200 Alexandria crystals repeated to 96-128 atoms (goal 
           processes, one torch thread each, every one predicting the whole pool --rounds times
           after a common start; prints the aggregate structures per wall second (and each
           process's per CPU second), so the figure includes memory-bandwidth and cache sharing.
+--gaussian-before: also time the default ensemble with the stacked evaluator before the
+          tabulated edge terms (StackedCGCNN(grid_step=None): Gaussian matmul per edge,
+          F.softplus) in the same alternated rounds, and report the max |Δ| prediction.
 --variant KEY=VALUE,...: also time an ensemble with these settings (e.g. the light CGCNN
           hidden=48,max_neighbors=8,edge_activation=hard) in the same alternated rounds.
 Both speed parts time the members' own forward passes ("reference") and the stacked CGCNN
@@ -110,6 +113,19 @@ def _small_ensemble(args, **settings):
     return ens, structures[n_train:]
 
 
+def _gaussian_twin(ens):
+    """A copy of ``ens`` whose CGCNN stack is the evaluator before the tabulated edge terms
+    (``StackedCGCNN(grid_step=None)``), so before and after run in one process."""
+    from surrogates import Ensemble
+    from surrogates.stacked import StackedCGCNN
+
+    twin = Ensemble.from_bytes(ens.to_bytes())
+    cg = tuple(k for k, m in enumerate(twin.members) if m.__class__.__name__ == "CGCNN")
+    if len(cg) > 1:
+        twin._stacked[cg] = StackedCGCNN([twin.members[k] for k in cg], grid_step=None)
+    return twin
+
+
 def speed(args) -> dict:
     """perov_5 5-atom cells: graphs + 5-member inference, the members' own forward passes
     (reference, the code before StackedCGCNN) against the stacked evaluation, alternated;
@@ -132,12 +148,21 @@ def speed(args) -> dict:
     for name, other in others.items():
         other.predict(pool[:400], use_cache=False)
         runs[f"{name}: stacked"] = lambda o=other: o.predict(pool, use_cache=False)
+    extra = {}
+    if args.gaussian_before:
+        twin = _gaussian_twin(ens)
+        twin.predict(pool[:400])  # warm-up and its own graph cache
+        extra["gaussian_before_max_abs_diff"] = float(np.abs(
+            twin.predict(pool).values - ens.predict(pool).values).max())
+        runs["stacked, Gaussian (before)"] = lambda: twin.predict(pool, use_cache=False)
+        runs["stacked_cached_graphs, Gaussian (before)"] = lambda: twin.predict(pool)
     load0 = os.getloadavg()[0]
     best = _alternate(runs, args.rounds)
     return {"part": "speed", "architecture": args.architecture, "structures": len(pool),
             "members": 5, "threads": args.threads, "rounds": args.rounds,
             "graphs_plus_inference": _rates(best, len(pool)),
-            "max_abs_diff_ev_per_atom": diff, "load": [load0, os.getloadavg()[0]], **machine()}
+            "max_abs_diff_ev_per_atom": diff, **extra, "load": [load0, os.getloadavg()[0]],
+            **machine()}
 
 
 def large_cells(n_cells: int = 200, lo: int = 96, hi: int = 128, displacement: float = 0.0,
@@ -198,6 +223,14 @@ def speed_large(args) -> dict:
         runs[f"{name}: stacked"] = lambda e=ens: e.predict(pool, use_cache=False)
         runs[f"{name}: graphs_only"] = lambda e=ens: e.graphs(pool, use_cache=False)
         runs[f"{name}: inference_only"] = lambda e=ens, g=graphs: e.predict_graphs(g)
+        if name == "default" and args.gaussian_before:
+            twin = _gaussian_twin(ens)
+            twin.predict_graphs(graphs[:20])  # warm-up
+            info[name]["gaussian_before_max_abs_diff"] = float(np.abs(
+                twin.predict_graphs(graphs).values - ens.predict_graphs(graphs).values).max())
+            runs["default: stacked, Gaussian (before)"] = lambda t=twin: t.predict(pool, use_cache=False)
+            runs["default: inference_only, Gaussian (before)"] = (
+                lambda t=twin, g=graphs: t.predict_graphs(g))
         if args.profile:
             from pyinstrument import Profiler
 
@@ -293,6 +326,9 @@ def main() -> None:
                          "e.g. hidden=48,max_neighbors=8,edge_activation=hard")
     ap.add_argument("--no-reference", action="store_true",
                     help="speed_large: skip the members' own forward passes (unstacked)")
+    ap.add_argument("--gaussian-before", action="store_true",
+                    help="speed parts: also time the stacked evaluator before the tabulated edge "
+                         "terms (Gaussian matmul per edge) in the same rounds")
     ap.add_argument("--procs", type=int, default=0,
                     help="speed_large: N single-threaded processes side by side; aggregate /wall s")
     args = ap.parse_args()
