@@ -123,3 +123,16 @@ def test_status_says_proposed_experiments_wait_for_a_decision(tmp_path: Path) ->
     assert out.exit_code == 0, out.output
     text = " ".join(out.stdout.split())
     assert "3 proposed experiment(s) wait for a decision" in text and "synthloop proposals" in text
+
+
+@pytest.mark.parametrize("args", [["build-world", "--systems", "Li-Mn-O"], ["widen-world", "demo", "--name", "w"]])
+def test_world_file_in_a_missing_folder_is_refused_before_the_build(tmp_path: Path, args: list[str]) -> None:
+    # build-world ran 5 CPU-minutes of CHGNet before failing on the write
+    import time
+
+    t0 = time.process_time()
+    out = invoke("sim-lab", *args, "--out", str(tmp_path / "missing" / "w.json"))
+    assert out.exit_code == 2, out.output
+    assert isinstance(out.exception, SystemExit)
+    assert "does not exist" in out.stderr and "--out" in out.stderr
+    assert time.process_time() - t0 < 5.0

@@ -27,6 +27,20 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse a world file that cannot be written before the build starts.
+
+    Why first: a build relaxes structures with CHGNet for minutes; `--out /missing/w.json` ran
+    5 CPU-minutes before failing on the write (a user trial, h11), and the work was lost.
+    """
+    if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
+        _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
+    if out.is_dir():
+        _fail(f"--out {out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        _fail(f"--out {out}: folder {out.parent} does not exist")
+
+
 @simlab_app.command("build-world")
 def build_world_cmd(
     systems: str = typer.Option(..., "--systems", help="comma-separated, e.g. Li-Mn-O,Ba-Ti-O"),
@@ -52,8 +66,7 @@ def build_world_cmd(
     items = [s.strip() for s in systems.split(",") if s.strip()]
     if not items:
         _fail("--systems is empty; give e.g. Li-Mn-O,Ba-Ti-O")
-    if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
-        _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
+    _check_out(out)
     try:
         world = build_world(items, out, seed=seed, name=name, n_targets=n_targets,
                             makeable_fraction=makeable_fraction, max_e_hull=max_e_hull,
@@ -61,7 +74,9 @@ def build_world_cmd(
                             energy_noise_ev=energy_noise, relax_cache=relax_cache, mp_off_hull=mp_off_hull, holdout_fraction=holdout, log=lambda m: console.print(m, highlight=False))
     except WorldError as exc:
         _fail(str(exc))
-    console.print(f"[green]wrote[/] {out}: {len(world.phase_formulas())} phases, "
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    console.print(f"[green]wrote[/] {escape(str(out))}: {len(world.phase_formulas())} phases, "
                   f"{len(world.target_formulas())} targets")
 
 
@@ -77,15 +92,17 @@ def widen_world_cmd(
     """Same chemistry, every candidate target (for campaigns longer than the world's targets allow)."""
     from sim_lab import WorldError, load_world, widen_world
 
-    if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
-        _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
+    _check_out(out)
     try:
         wide = widen_world(load_world(world), name=name, max_e_hull=max_e_hull, include_known=include_known,
                            log=lambda m: console.print(m, highlight=False))
     except WorldError as exc:
         _fail(str(exc))
-    wide.save(out)
-    console.print(f"[green]wrote[/] {out}: {len(wide.target_formulas())} targets")
+    try:
+        wide.save(out)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    console.print(f"[green]wrote[/] {escape(str(out))}: {len(wide.target_formulas())} targets")
 
 
 @simlab_app.command("show")
