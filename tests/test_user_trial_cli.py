@@ -136,3 +136,16 @@ def test_world_file_in_a_missing_folder_is_refused_before_the_build(tmp_path: Pa
     assert isinstance(out.exception, SystemExit)
     assert "does not exist" in out.stderr and "--out" in out.stderr
     assert time.process_time() - t0 < 5.0
+
+
+def test_screen_and_keys_with_a_file_in_the_way_are_one_line_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"prototype": "spinel", "substitute": {"Mg": ["Zn"]}}\n')
+    out = invoke("screen", str(pool), "--out", str(blocker / "scores"))
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), out.output
+    assert "--out" in out.stderr and "a-file" in out.stderr
+    out = invoke("keys", "generate", str(blocker / "keys"))
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), out.output
+    assert "cannot write keys" in out.stderr

@@ -112,6 +112,9 @@ def generate(
     except CurveError as exc:
         _fail(str(exc))
         return
+    except OSError as exc:  # a folder that cannot be created (permissions, a file in the way)
+        _fail(f"cannot write keys to {directory}: {exc.strerror or exc} ({exc.filename or directory})")
+        return
     for path in written:
         console.print(str(path), highlight=False)
     console.print(

@@ -43,6 +43,22 @@ def _campaign_model(campaign_dir: Path) -> bytes:
         return bytes(mv.checkpoint)
 
 
+def _check_out_folder(out: Path) -> None:
+    """Refuse an --out the screen could not create, before a model is pretrained and Ray starts
+    (a minute of work that ended in a FileNotFoundError traceback; user trial, h11)."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: is a file, not a folder")
+    anc = out
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        _fail(f"--out {out}: {anc} is a file, so the folder cannot be created")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: no permission to write in {anc}")
+
+
 def screen(
     pool: Path = typer.Argument(..., help="JSONL pool: explicit candidates ({\"id\", \"structure\"|\"cif\"}) "
                                 "or generator lines ({\"prototype\", \"substitute\", \"limit\"})"),
@@ -75,6 +91,7 @@ def screen(
         run_screen,
     )
 
+    _check_out_folder(out)
     ckpt: bytes | None = None
     if model is not None:
         if model.is_dir():
