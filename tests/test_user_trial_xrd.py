@@ -77,3 +77,21 @@ def test_one_scan_writes_its_row_to_out_and_a_lone_phase_has_no_nan(scans: Path,
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 1 and rows[0]["pattern"] == "pattern.xrdml"
     assert rows[0]["phases"].startswith("spinel 100.0") and float(rows[0]["target_yield"]) == 1.0
+
+
+def test_folder_names_scans_it_cannot_read_and_reads_dat(scans: Path) -> None:
+    import numpy as np
+
+    from controller.xrd import read_pattern
+
+    (scans / "old-instrument.raw").write_bytes(b"\x00binary")
+    pat = read_pattern(next(scans.glob("*/pattern.xrdml")))
+    dat = scans / "exported" / "scan.dat"
+    dat.parent.mkdir()
+    (dat.parent / "phases").mkdir()
+    shutil.copy(next(scans.glob("*/phases/spinel.cif")), dat.parent / "phases" / "spinel.cif")
+    np.savetxt(dat, np.column_stack([pat.two_theta, pat.intensities]))
+    out = invoke("xrd", "analyze", str(scans))
+    assert out.exit_code == 0, out.output
+    assert "old-instrument.raw" in out.stderr and "2 patterns, 0 failed" in out.stdout
+    assert ".dat" in invoke("xrd", "analyze", "--help").stdout

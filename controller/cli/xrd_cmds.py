@@ -147,7 +147,10 @@ def _all_phases(ctx: typer.Context, phases: list[str]) -> list[str]:
     return [_bundled_phase(p) for p in [*phases, *extra]]
 
 
-PATTERN_SUFFIXES = (".xrdml", ".xy", ".xye", ".csv", ".txt")
+PATTERN_SUFFIXES = (".xrdml", ".xy", ".xye", ".csv", ".txt", ".dat")  # what read_pattern reads
+# instrument formats read_pattern does not read: named when a folder holds them, not skipped
+# silently (a folder of 6 scans showing 5 rows and no word about the sixth)
+UNREAD_SCAN_SUFFIXES = (".raw", ".brml", ".rasx", ".ras", ".uxd", ".udf", ".rd", ".sd", ".gsa", ".gsas", ".cpi")
 
 
 TABLE_COLUMNS = ("pattern", "phases", "target", "target_yield", "target_yield_std", "rwp", "ambiguous", "error")
@@ -224,6 +227,12 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
     )
 
     items = _batch_items(folder, phases, skip=out)
+    unread = sorted(str(f.relative_to(folder)) for f in folder.rglob("*")
+                    if f.is_file() and f.suffix.lower() in UNREAD_SCAN_SUFFIXES)
+    if unread:
+        err_console.print(f"warning: {len(unread)} scan(s) in a format this command does not read, skipped "
+                          f"(export them as .xrdml or .xy): {', '.join(unread)}",
+                          markup=False, highlight=False, soft_wrap=True)
     if not items:
         _fail(f"{folder}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) in it")
     rows: list[dict] = []
@@ -288,7 +297,7 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
 @xrd_app.command("analyze", context_settings=_EXTRA)
 def analyze_cmd(
     ctx: typer.Context,
-    pattern: Path = typer.Argument(..., help="pattern file (.xrdml, .xy, .xye, .csv) or a folder "
+    pattern: Path = typer.Argument(..., help=f"pattern file ({', '.join(PATTERN_SUFFIXES)}) or a folder "
                                    "of them (batch: one table)"),
     phases: list[str] = typer.Option([], "--phases", "-p", help=PHASES_HELP + "; for a folder, "
                                      "default: the CIFs in a phases/ folder beside each pattern"),
@@ -366,7 +375,7 @@ def _delta_chi2(value: float | None) -> str:
 @xrd_app.command("plot", context_settings=_EXTRA)
 def plot_cmd(
     ctx: typer.Context,
-    pattern: Path = typer.Argument(..., help="pattern file: .xrdml, .xy, .xye, .csv"),
+    pattern: Path = typer.Argument(..., help=f"pattern file: {', '.join(PATTERN_SUFFIXES)}"),
     phases: list[str] = typer.Option(..., "--phases", "-p", help=PHASES_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="image file to write (.png, or .pdf, .svg, ...)"),
 ) -> None:
@@ -382,7 +391,7 @@ def plot_cmd(
 
 @xrd_app.command("calibrate")
 def calibrate_cmd(
-    scan: Path = typer.Argument(..., help="scan of a reference standard (.xrdml, .xy, .xye, .csv)"),
+    scan: Path = typer.Argument(..., help=f"scan of a reference standard ({', '.join(PATTERN_SUFFIXES)})"),
     cif: str = typer.Option(..., "--cif", help="the standard's CIF (or a bundled phase name)"),
     out: Path = typer.Option(..., "--out", "-o", help="instrument profile to write (.yaml)"),
 ) -> None:
