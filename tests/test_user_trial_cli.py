@@ -149,3 +149,20 @@ def test_screen_and_keys_with_a_file_in_the_way_are_one_line_errors(tmp_path: Pa
     out = invoke("keys", "generate", str(blocker / "keys"))
     assert out.exit_code == 2 and isinstance(out.exception, SystemExit), out.output
     assert "cannot write keys" in out.stderr
+
+
+def test_a_lab_id_on_a_sqlite_store_is_refused_before_a_store_exists(tmp_path: Path) -> None:
+    # `run --lab-id A` on SQLite used to create campaign.db and the campaign, then refuse
+    import yaml
+
+    camp = tmp_path / "camp"
+    assert invoke("init", str(camp)).exit_code == 0
+    out = invoke("run", str(camp), "--lab-id", "lab-a", "--no-live")
+    assert out.exit_code == 2, out.output
+    assert "--lab-id 'lab-a'" in out.stderr and "PostgreSQL" in out.stderr
+    assert not (camp / "campaign.db").exists()
+    data = yaml.safe_load((camp / "campaign.yaml").read_text())
+    data["lab"]["id"] = "lab-a"
+    (camp / "campaign.yaml").write_text(yaml.safe_dump(data))
+    out = invoke("validate", str(camp))
+    assert out.exit_code == 2 and "lab.id 'lab-a'" in out.stderr, out.output
