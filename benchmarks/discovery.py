@@ -11,7 +11,7 @@ Reports hits per round per strategy and the acceleration factor over random sele
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/discovery.py [--rounds 5] [--q 32] [--seed-size 64]
        [--strategies random,greedy,qlogei,thompson] [--epochs 40] [--prior sevennet-kernel]
-       [--prior-spread excess] [--pool test|val]
+       [--prior-spread map,quadrature] [--pool test|val]
 
 ``--prior sevennet-kernel``: every model-based strategy runs twice in the same run, with the
 plain ensemble (``qlogei``) and with the campaign's opt-in prior (``qlogei+prior``: the kernel
