@@ -96,3 +96,14 @@ def test_propose_without_stock_for_an_element_the_library_lacks_points_at_stock(
     out = invoke("recipes", "propose", "Li3YCl6")
     assert out.exit_code == 2
     assert "Cl" in out.stderr and "--stock" in out.stderr
+
+
+@pytest.mark.parametrize("text,words", [("stock: [Li2CO3, MnO2\n", "not valid YAML"),
+                                        ("# nothing here\n", "lists no formulas")])
+def test_propose_with_a_broken_stock_file_is_a_usage_error(tmp_path: Path, text: str, words: str) -> None:
+    shelf = tmp_path / ("shelf.yaml" if "[" in text else "shelf.txt")
+    shelf.write_text(text)
+    out = invoke("recipes", "propose", "LiMn2O4", "--stock", str(shelf))
+    assert out.exit_code == 2, out.output
+    assert isinstance(out.exception, SystemExit)
+    assert "--stock" in out.stderr and words in out.stderr

@@ -77,7 +77,11 @@ def propose(
 
     from recipes import RecipeError, RecipePlanner, TargetSpec
 
-    shelf = _parse_stock(stock)
+    try:
+        shelf = _parse_stock(stock)  # a stock file's problems are RecipeErrors too
+    except RecipeError as exc:
+        _fail(f"--stock: {exc}")
+        return
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
