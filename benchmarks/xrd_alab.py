@@ -17,8 +17,9 @@ sha256("alab_gpss:<sample index>") is even, else *held-out*. Settings were tuned
 Two analyses run per scan, in the same process: ``before`` (the analysis as it was at HEAD
 before this benchmark existed: ``AnalysisSettings.baseline()``) and ``after``
 (``AnalysisSettings.real_samples()``: the defaults plus the instrument's spill-over angle, the
-systematic sigma, sharp side phases (width bound), a sample displacement, significance 2 and one
-texture term per non-cubic side phase, all chosen on the tune part only). A third, ``composition``, is ``after``
+systematic sigma, side phases of a held shape (widths at the bound, their own eta 0.4), a sample
+displacement, significance 1.5 and one texture term per non-cubic side phase, all chosen on the
+tune part only). A third, ``composition``, is ``after``
 plus the sample's weighed nominal composition (``dataset.json``'s ``composition``) passed to the
 analysis (``analyze(composition=...)``, weighted by ``composition_weight``: ``--comp-set``).
 
@@ -146,6 +147,10 @@ def analyse_scan(folder: Path, settings: AnalysisSettings, phases: list[Referenc
         ambiguous=bool(getattr(res, "ambiguous", None)),
         ambiguities=list(getattr(res, "ambiguities", [])),
         rwp=res.rwp,
+        # why each candidate left (diagnosis of dropped phases scan by scan)
+        rejected=dict(res.rejected),
+        eta=res.eta,
+        fwhm_at_30={p.name: p.fwhm_deg_at_30 for p in res.phases},
     )
     row["yield_abs_err"] = abs(row["yield_found"] - row["yield_truth"]) * 100
     row["verdict_ok"] = (row["yield_found"] >= 0.5) == (row["yield_truth"] >= 0.5)

@@ -77,6 +77,16 @@ def test_profile_is_stored_reused_and_checked(learned: InstrumentProfile, tmp_pa
     assert settings.zero_shift_deg == pytest.approx(learned.zero_shift_deg)
     assert settings.initial_fwhm_deg == pytest.approx(float(learned.fwhm(30.0)))
     assert settings.systematic_floor == AnalysisSettings.real_samples().systematic_floor
+    # side phases' width bound from this instrument: its FWHM at 30 deg + 84 nm Scherrer
+    t = np.radians(15.0)
+    scherrer = np.degrees(0.9 * learned.wavelength_angstrom / (840.0 * np.cos(t)))
+    bound = settings.side_width_max_deg
+    assert bound / np.cos(t) + bound * np.tan(t) == pytest.approx(
+        float(learned.fwhm(30.0)) + scherrer, abs=2e-4)
+    assert again.apply(AnalysisSettings()).side_width_max_deg is None  # no bound asked for
+    shaped = again.apply(AnalysisSettings(side_width_max_deg=0.15, side_eta=0.4))
+    assert shaped.side_eta == pytest.approx(min(max(learned.eta, 0.0), 1.0))
+    assert again.apply(AnalysisSettings()).side_eta is None
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"format": "something else"}))
     with pytest.raises(CalibrationError, match="not an instrument profile"):

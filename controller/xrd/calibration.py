@@ -36,6 +36,10 @@ FORMAT = "synthloop-instrument-profile/1"
 # spill-over angles tried (deg 2theta); None = the sample is never over-illuminated
 FOOTPRINT_GRID: tuple[float, ...] = tuple(float(v) for v in np.arange(10.0, 62.5, 2.5))
 HELD_CELL = 1e-4  # the standard's cell freedom: peak shifts must go to the zero shift
+# crystallite size (nm) a product's side phases are held at: the A-Lab expert's BGMN refinements
+# hold 275 of 322 side-phase entries at B1 = 0.005, i.e. 84 nm (docs/benchmarks.md, issue 21)
+SIDE_CRYSTALLITE_NM = 84.0
+SCHERRER_K = 0.9
 
 
 class CalibrationError(ValueError):
@@ -65,12 +69,32 @@ class InstrumentProfile:
         h2 = self.caglioti_u * t**2 + self.caglioti_v * t + self.caglioti_w
         return np.sqrt(np.maximum(h2, 1e-4))
 
+    def side_width_bound(self, crystallite_nm: float = SIDE_CRYSTALLITE_NM) -> float:
+        """Side phases' width bound W = U (deg) on this instrument: the FWHM at 30 deg of its
+        own peaks plus Scherrer broadening of ``crystallite_nm`` crystallites, written as
+        W / cos t + U tan t at 30 deg (a sum, so an upper estimate of the Voigt width).
+
+        Why: the bound's meaning is "near-instrumental peaks, crystallites >= 84 nm"; a number
+        tuned on one diffractometer (0.15 deg on the A-Lab Aeris, FWHM 0.195 deg at 30 deg,
+        i.e. an instrument FWHM of ~0.1 deg) would be too tight or too loose on another.
+        """
+        t = math.radians(15.0)
+        size = math.degrees(SCHERRER_K * self.wavelength_angstrom
+                            / (crystallite_nm * 10.0 * math.cos(t)))
+        return (float(self.fwhm(30.0)) + size) / (1.0 / math.cos(t) + math.tan(t))
+
     def apply(self, settings: AnalysisSettings) -> AnalysisSettings:
         """Settings with this instrument's zero shift (start of the fit), starting peak width
-        (FWHM at 30 deg) and spill-over angle."""
+        (FWHM at 30 deg) and spill-over angle; where the settings bound side phases' widths
+        or fix their shape (``real_samples()``), this instrument's bound
+        (:meth:`side_width_bound`) and its own eta (a standard's near-instrumental peaks)."""
+        side = (None if settings.side_width_max_deg is None
+                else round(self.side_width_bound(), 4))
+        eta = None if settings.side_eta is None else float(np.clip(self.eta, 0.0, 1.0))
         return replace(settings, zero_shift_deg=float(self.zero_shift_deg),
                        initial_fwhm_deg=float(np.clip(self.fwhm(30.0), 0.02, 0.5)),
-                       footprint_two_theta=self.footprint_two_theta)
+                       footprint_two_theta=self.footprint_two_theta,
+                       side_width_max_deg=side, side_eta=eta)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -55,6 +55,14 @@ class PhaseInput:
     lattice_range: float | None = None
     # upper bound of the width parameters W and U (deg; None: W_BOUNDS, U_BOUNDS)
     width_max: float | None = None
+    # this phase's own, fixed pseudo-Voigt mixing (None: the pattern's refined eta, theta[1]).
+    # Why: a side phase held near-instrumental (crystallites >= 84 nm) has the instrument's
+    # mostly Gaussian-Voigt shape, while a nanocrystalline target's size broadening is
+    # Lorentzian; one shared eta gives the sharp side phases the target's Lorentzian tails
+    eta: float | None = None
+    # W and U held at width_max instead of refined (a side phase at a known, near-instrumental
+    # width, as the expert's BGMN holds its size broadening at 84 nm)
+    width_fixed: bool = False
 
     @property
     def strain_range(self) -> float:
@@ -172,7 +180,8 @@ class PatternModel:
                 f2m, hkl = f2m[~weak], hkl[~weak]
                 tex = tex[~weak] if tex is not None else None
             self.phases.append(PhaseInput(hkl, f2m, ph.lattice, tex, ph.lattice_range,
-                                          ph.width_max))
+                                          ph.width_max, ph.eta,
+                                          ph.width_fixed and ph.width_max is not None))
             g = ph.length_groups()
             self.groups.append(g)
             self.offsets.append(off)
@@ -186,6 +195,10 @@ class PatternModel:
         """Slice of phase i's parameters in theta: strains (1-3), W, U, then texture terms."""
         return slice(self.offsets[i],
                      self.offsets[i] + int(self.groups[i].max()) + 3 + self.phases[i].n_texture)
+
+    def n_refined(self, i: int) -> int:
+        """Nonlinear parameters phase i brings to a fit (its block less held widths)."""
+        return self.block(i).stop - self.block(i).start - (2 if self.phases[i].width_fixed else 0)
 
     def n_strain(self, i: int) -> int:
         return int(self.groups[i].max()) + 1
@@ -209,6 +222,11 @@ class PatternModel:
         if not ph.n_texture or coef.size == 0:
             return np.ones(ph.f2m.size)
         return np.maximum(1.0 + ph.texture @ coef, TEXTURE_FLOOR)
+
+    def phase_eta(self, theta: np.ndarray, i: int) -> float:
+        """Pseudo-Voigt mixing of phase i: its fixed one, else the refined theta[1]."""
+        fixed = self.phases[i].eta
+        return float(theta[1]) if fixed is None else float(fixed)
 
     def phase_block(self, theta: np.ndarray, i: int) -> tuple[np.ndarray, float, float]:
         """(strain per cell length a, b, c), W, U of phase i."""
@@ -297,7 +315,7 @@ class PatternModel:
         c, h, a, dc, dh = self.peak_list(i, strain, w, u, float(theta[0]), derivs=True,
                                          texture=tex)
         *_, deriv = render_peaks(
-            self.x, self.edges, c, h, a, eta=float(theta[1]), dcenter=dc, dfwhm=dh
+            self.x, self.edges, c, h, a, eta=self.phase_eta(theta, i), dcenter=dc, dfwhm=dh
         )
         k = self.n_texture(i)
         if not k:
@@ -309,7 +327,7 @@ class PatternModel:
         lines = len(self.lines)
         idx = np.concatenate([np.arange(ph.f2m.size)] * lines)[inr]
         active_tf = (1.0 + ph.texture @ tex > TEXTURE_FLOOR)[idx]
-        eta = float(theta[1])
+        eta = self.phase_eta(theta, i)
         out = np.zeros((self.x.size, deriv.shape[1] + k))
         out[:, : deriv.shape[1]] = deriv
         for j in range(k):
@@ -319,10 +337,11 @@ class PatternModel:
 
     def columns(self, theta: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Profile of each phase (n, phases), unit scale; inactive phases are zero columns."""
-        zero, eta = theta[0], theta[1]
+        zero = theta[0]
         cols = np.zeros((self.x.size, self.n_phases))
         for i in np.flatnonzero(active):
             g, lz = self.render(i, *self.phase_block(theta, i), zero, self.phase_texture(theta, i))
+            eta = self.phase_eta(theta, i)
             cols[:, i] = eta * lz + (1 - eta) * g
         return cols
 
@@ -380,9 +399,14 @@ class PatternModel:
         active = np.asarray(active, dtype=bool)
         lo, hi = self.bounds(active)
         free = np.ones(self.n_theta, dtype=bool) if free is None else free.copy()
+        theta0 = theta0.copy()
         for i in range(self.n_phases):
             if not active[i]:
                 free[self.block(i)] = False
+            if self.phases[i].width_fixed:
+                wi = self.width_index(i)
+                theta0[wi : wi + 2] = self.phases[i].width_max
+                free[wi : wi + 2] = False
         if not active.any():
             free[:] = False  # background only: nothing nonlinear left to fit
         theta0 = np.clip(theta0, lo, hi)
@@ -452,6 +476,8 @@ class PatternModel:
         on = np.flatnonzero(active & (scales > 0))
         if 1 in pos:
             for i in on:
+                if self.phases[i].eta is not None:
+                    continue  # a fixed eta does not move with theta[1]
                 g, lz = self.render(i, *self.phase_block(th, i), zero, self.phase_texture(th, i))
                 out[:, pos[1]] += scales[i] * (lz - g)
         for i in on:
