@@ -166,3 +166,14 @@ def test_a_lab_id_on_a_sqlite_store_is_refused_before_a_store_exists(tmp_path: P
     (camp / "campaign.yaml").write_text(yaml.safe_dump(data))
     out = invoke("validate", str(camp))
     assert out.exit_code == 2 and "lab.id 'lab-a'" in out.stderr, out.output
+
+
+def test_drivers_hint_names_the_endpoint_to_connect_to() -> None:
+    # a drivers lab with no driver connected waited silently, then gave up with
+    # "no live driver ... (connected: [])" and no word on what to start or where
+    from controller.cli.campaign_cmds import _drivers_hint
+
+    assert "--connect tcp://127.0.0.1:5599" in _drivers_hint("tcp://127.0.0.1:5599")
+    assert "--connect tcp://THIS-HOST:5555" in _drivers_hint("tcp://0.0.0.0:5555")
+    assert "no fixed port" in _drivers_hint("tcp://127.0.0.1:*")
+    assert "--connect ipc:///tmp/lab.sock" in _drivers_hint("ipc:///tmp/lab.sock")

@@ -219,6 +219,9 @@ def run(
     except OSError as exc:
         _fail(f"{path.parent}: cannot write the campaign log: {exc}")
     console.print(f"log: {log_file}", highlight=False, markup=False)
+    if cfg.lab.kind == "drivers":  # a real lab: say what the run is waiting for (it was silent)
+        console.print(f"lab: waiting for the instrument drivers to connect to {cfg.lab.bind}; "
+                      + _drivers_hint(cfg.lab.bind), highlight=False, markup=False, soft_wrap=True)
     db = _sqlite_file(cfg.store.url, path.parent)
     fresh = db is not None and not db.exists()
     try:
@@ -228,10 +231,28 @@ def run(
     except (ConfigError, ValueError, OSError, StoreError) as exc:
         if fresh:
             _remove_unstarted_store(db)
-        _fail(f"{path}: cannot run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        hint = f"; {_drivers_hint(cfg.lab.bind)}" if "no live driver" in first else ""
+        _fail(f"{path}: cannot run: {type(exc).__name__}: {first}{hint}")
     except KeyboardInterrupt:
         _interrupted(campaign_dir)
     _print_result(result)
+
+
+def _drivers_hint(bind: str) -> str:
+    """How a lab engineer starts drivers for this campaign's endpoint (the run gave up after a
+    minute with 'no live driver ... (connected: [])' and no word on what to start, or where)."""
+    import re
+
+    m = re.match(r"^tcp://([^:]+):(\d+|\*)$", bind)
+    if m and m.group(2) == "*":
+        return ("lab.bind has no fixed port ('*'), so drivers cannot know where to connect: "
+                "set one, e.g. tcp://0.0.0.0:5555")
+    connect = bind
+    if m and m.group(1) in ("0.0.0.0", "*"):
+        connect = f"tcp://THIS-HOST:{m.group(2)}"
+    return (f"start them with `synthloop driver serve MODULE:CLASS[=IDENTITY] ... --connect {connect}` "
+            "(`synthloop driver check MODULE:CLASS` tests a driver first)")
 
 
 def _interrupted(campaign_dir: Path) -> None:
