@@ -603,6 +603,7 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
 
     # significance: drop the weakest phase while it does not pay for its parameters
     delta: dict[int, float] = {}
+    insignificant: set[int] = set()  # dropped by the significance test (the alternative fit's pool)
     while True:
         masses = _masses(model, state, phases)
         order = [i for i in np.argsort(masses) if active[i]]
@@ -634,6 +635,7 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
                 for i in weak:
                     active[i] = False
                     delta[i] = bounds_gain[i]
+                    insignificant.add(i)
                     rejected[names[i]] = (
                         f"not significant (delta chi2 {bounds_gain[i]:.1f}, jointly {joint:.1f})"
                     )
@@ -661,6 +663,8 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
                     f"below {cfg.min_weight_fraction:.1%}" if small else
                     f"not significant (delta chi2 {gain:.1f} < {threshold:.1f})"
                 )
+                if not small:
+                    insignificant.add(i)
                 start = alt.theta if alt is not None else theta
                 state = model.fit(start, active, max_nfev=cfg.screen_nfev)
                 theta = state.theta
@@ -733,7 +737,7 @@ def _fit_phases(pattern: XrdPattern, phases: list[ReferencePhase], target: str |
                                    + cfg.systematic_fraction ** 2 * target_yield * (1 - target_yield)
                                    + cfg.systematic_floor ** 2))
         whole = target_yield * (1.0 - amorphous.share)
-        target_alt = _alternative_yield(model, state, phases, names, rejected, active, target_idx, cfg,
+        target_alt = _alternative_yield(model, state, phases, insignificant, active, target_idx, cfg,
                                         delta=delta, penalty=penalty, current=target_yield)
     curves = {
         "two_theta": x,
@@ -1149,7 +1153,7 @@ def _weight_fraction_std(model: PatternModel, state: FitState, masses: np.ndarra
 
 
 def _alternative_yield(model: PatternModel, state: FitState, phases: list[ReferencePhase],
-                       names: list[str], rejected: dict[str, str], active: np.ndarray,
+                       insignificant: set[int], active: np.ndarray,
                        target_idx: list[int], cfg: AnalysisSettings, *, delta: dict[int, float],
                        penalty: float, current: float) -> float:
     """The target's fraction if the phases *nearly* significant are kept after all.
@@ -1164,9 +1168,8 @@ def _alternative_yield(model: PatternModel, state: FitState, phases: list[Refere
     is ``current``, the final fit's own target yield.
     """
     alt = active.copy()
-    for i, n in enumerate(names):
-        if (rejected.get(n, "").startswith("not significant")
-                and delta.get(i, 0.0) >= NEAR_SIGNIFICANT * penalty * _n_params(model, i)):
+    for i in sorted(insignificant):
+        if (delta.get(i, 0.0) >= NEAR_SIGNIFICANT * penalty * _n_params(model, i)):
             alt[i] = True
     if not (alt & ~active).any():
         return current
