@@ -34,6 +34,7 @@ from .library import PrecursorLibrary, reduced_formula
 from .literature import LiteratureModel, literature_model
 from .pathways import PathwayKnowledge, effective_phases
 from .replay import CandidateSpace
+from .temperature_model import display_formula
 from .thermo import GASIFIABLE, Reaction, Thermo, amounts_of, molar_mass, rf
 from .types import (
     Exhausted,
@@ -583,6 +584,20 @@ class RecipePlanner:
             return None
         return best.recipe.temperature_c, best.target_yield
 
+    @staticmethod
+    def _thermo_text(terms: dict[str, Any]) -> str:
+        """The driving force the thermodynamic term counts, as the sum it is: the observed-only and
+        the predicted-intermediate figures printed earlier in the rationale, weighted and capped —
+        so the three numbers a reader sees add up instead of contradicting each other."""
+        mev, w = terms["thermo_mev"], terms.get("thermo_prior_weight", 0.0)
+        if "thermo_observed_mev" not in terms or w <= 0:
+            return f"{mev:.0f} meV/atom at the target-forming step"
+        capped = (max(terms["thermo_observed_mev"], terms["thermo_prior_mev"]) >= terms["thermo_cap_mev"])
+        return (f"{mev:.0f} meV/atom at the target-forming step = {1 - w:.2g} × "
+                f"{terms['thermo_observed_mev']:.0f} observed-only + {w:.2g} × {terms['thermo_prior_mev']:.0f} "
+                "with the predicted intermediates"
+                + (f", each capped at {terms['thermo_cap_mev']:.0f}" if capped else ""))
+
     def _display(self, formula: str) -> str:
         """How a person writes a powder: the library's formula (LiOH, not LiHO), else the shelf's."""
         p = self.library.get(formula)
@@ -707,7 +722,7 @@ class RecipePlanner:
             how = ("tree ensemble over precursor and neighbour features" if guess.method == "tree ensemble"
                    else "weighted median")
             reasons = (f"literature: {guess.kind} temperature from {guess.support} syntheses of similar targets "
-                       f"(nearest {guess.nearest}; {how}) = {guess.temperature_c:.0f} °C",)
+                       f"(nearest {display_formula(guess.nearest)}; {how}) = {guess.temperature_c:.0f} °C",)
             if RAISE_TO_TAMMANN and heur.temperature_c > t_pred:
                 t_pred = heur.temperature_c
                 reasons = (*reasons, f"raised to {t_pred:.0f} °C, the Tammann rule's: colder, the solids "
@@ -985,6 +1000,11 @@ class RecipePlanner:
             "handling": -sum(HANDLING_NATS.get(h, 0.0) for h in flags),
             "experience": EXPERIENCE_NATS * c.experience,
             "thermo_mev": thermo_mev,
+            # what thermo_mev is made of, so a rationale can show the sum it prints
+            "thermo_observed_mev": evidence,
+            "thermo_prior_mev": prior,
+            "thermo_prior_weight": w,
+            "thermo_cap_mev": cap,
             "flags": sorted(flags),
         }
         terms["score"] = terms["literature"] + terms["thermodynamics"] + terms["handling"] + terms["experience"]
@@ -1145,15 +1165,16 @@ class RecipePlanner:
                 parts.append(
                     f"predicted first step {' + '.join(map(self._display, first['reactants']))} -> "
                     f"{self._display(first['product'])} ({first['source']}), leaving {with_prior:.0f} meV/atom "
-                    f"for the target-forming step ({c.step_force:.0f} from observed reactions only)"
+                    f"for the target-forming step ({c.step_force:.0f} counting only reactions observed in "
+                    "experiments)"
                 )
             else:
                 parts.append("no intermediate predicted: the full driving force goes to the target")
             parts.append(
                 f"score {terms['score']:.2f} nats = literature {terms['literature']:.2f}"
                 + (f" ({c.literature_note})" if c.literature_note else "")
-                + f" + thermodynamics {terms['thermodynamics']:.2f} ({terms['thermo_mev']:.0f} meV/atom at the "
-                f"target-forming step) + handling {terms['handling']:.2f} + experience {terms['experience']:.2f}"
+                + f" + thermodynamics {terms['thermodynamics']:.2f} ({self._thermo_text(terms)})"
+                f" + handling {terms['handling']:.2f} + experience {terms['experience']:.2f}"
             )
             if c.decided_by:
                 parts.append(c.decided_by)

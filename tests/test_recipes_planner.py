@@ -58,6 +58,25 @@ def _check_balanced(recipe: Recipe) -> None:
         assert p.mass_g == pytest.approx(p.moles * _molar_mass(p.formula), rel=1e-4)
 
 
+def test_rationale_numbers_add_up(planner: RecipePlanner) -> None:
+    """The driving force the thermodynamic term counts is shown as the weighted sum of the two
+    figures the rationale printed before it (issue 20: '63 ... (272 ...)' then an unexplained 167)."""
+    import re
+
+    checked = 0
+    for r in planner.initial_recipes(TargetSpec("BaTiO3"), []):
+        m = re.search(r"\(([-\d]+) meV/atom at the target-forming step = ([\d.]+) × ([-\d]+) observed-only "
+                      r"\+ ([\d.]+) × ([-\d]+) with the predicted intermediates", r.rationale)
+        if m is None:
+            continue
+        total, w1, observed, w2, prior = (float(g) for g in m.groups())
+        assert w1 + w2 == pytest.approx(1.0)
+        assert total == pytest.approx(w1 * observed + w2 * prior, abs=1.0), r.rationale
+        assert f"({observed:.0f} counting only reactions observed" in r.rationale
+        checked += 1
+    assert checked >= 1
+
+
 def _molar_mass(formula: str) -> float:
     from pymatgen.core import Composition
 
