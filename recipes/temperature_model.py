@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import lzma
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,27 @@ FEATURES = (
     "alkali_fraction", "target_has_p", "target_has_b", "target_has_s", "target_has_f", "target_has_n",
     "n_carbonate", "n_nitrate", "n_hydroxide", "n_organic", "n_ammonium", "n_oxide", "n_metal", "n_halide",
 )
+
+
+_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*(?:\.\d+)?)")
+
+
+def display_formula(formula: str) -> str:
+    """``formula`` as a chemist writes it in a rationale, element order kept: stoichiometric 1s
+    dropped (``Li1Co0.5Ni0.5P1O4`` -> ``LiCo0.5Ni0.5PO4``) and a per-atom or scaled-down
+    composition brought back to whole numbers (``Ba0.06Ti0.06O0.18`` -> ``BaTiO3``). Why not
+    pymatgen's ``reduced_formula``: it leaves both as they are and reorders doped formulas.
+    Doping levels, atom-fraction alloys (amounts summing to 1) and bracketed formulas stay as
+    given; only the text changes, never the composition the model saw."""
+    tokens = _TOKEN.findall(formula)
+    if not tokens or "".join(e + n for e, n in tokens) != formula:
+        return formula  # brackets, hydrates, charges: not a flat formula, leave it
+    amounts = [float(n) if n else 1.0 for _, n in tokens]
+    if all(0 < a < 1 for a in amounts) and abs(sum(amounts) - 1.0) > 1e-6:
+        scaled = [a / min(amounts) for a in amounts]
+        if all(abs(x - round(x)) < 1e-6 * x and round(x) <= 24 for x in scaled):
+            return "".join(e + (str(round(x)) if round(x) != 1 else "") for (e, _), x in zip(tokens, scaled, strict=True))
+    return "".join(e + ("" if a == 1.0 else n) for (e, n), a in zip(tokens, amounts, strict=True))
 
 
 @lru_cache(maxsize=65536)
