@@ -17,6 +17,7 @@ A malformed table raises :class:`OutcomeTableError` naming the file, the row and
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,9 @@ def outcomes_from_rows(reader: Iterable[dict[str, str]] | csv.DictReader, source
             raise OutcomeTableError(f"{where}: temperature_c {temp:g} is not a firing temperature in °C")
         dwell_text = row.get("dwell_min", "")
         dwell = DEFAULT_DWELL_MIN if not dwell_text else _number(dwell_text, "dwell_min", where)
-        if dwell <= 0:
-            raise OutcomeTableError(f"{where}: dwell_min must be positive, got {dwell:g}")
+        if not (math.isfinite(dwell) and dwell > 0):  # float() accepts 'nan' and 'inf'
+            raise OutcomeTableError(f"{where}: dwell_min must be a positive finite number of minutes, "
+                                    f"got {dwell_text!r}")
         products: dict[str, float] = {}
         for item in (x.strip() for x in row.get("products", "").split(";")):
             if not item:
