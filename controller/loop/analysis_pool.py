@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +41,12 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
 def _init_worker(parent: int | None = None) -> None:
     """Single-threaded numerics (the worker is one of the two cores' tenants). ``parent`` is the
     controller's pid, passed in rather than read here: a controller killed while this worker
-    starts has already handed it to another parent."""
+    starts has already handed it to another parent.
+
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the controller is the one that
+    stops (it closes the pool, whose workers then exit); a worker taking the KeyboardInterrupt
+    itself only printed a 20-line traceback per worker over the controller's shutdown message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     global _watching
