@@ -206,6 +206,13 @@ def test_screen_resumes_after_a_stop_and_matches_one_pass(tmp_path: Path, local_
     done = run_screen(pool, out, None, _options(model_cache=model_cache, resume=True), progress=False)
     assert done["status"] == "complete" and done["candidates_done"] == n
     assert done["runs"][-1]["chunks"] == done["n_chunks"] - 2  # finished chunks were not redone
+    # resuming a finished screen does nothing, without starting Ray workers, and says so
+    from surrogates.screening.runner import format_summary
+
+    again = run_screen(pool, out, None, _options(model_cache=model_cache, resume=True), progress=False)
+    assert again["status"] == "complete" and again["runs"][-1]["nothing_left"]
+    assert again["runs"][-1]["workers"] == 0 and "startup_s" not in again["runs"][-1]
+    assert "nothing left to screen" in format_summary(again) and "workers ," not in format_summary(again)
     r2 = _rows(out)
     assert sorted(r2) == list(range(n))
     for i in range(n):

@@ -246,6 +246,15 @@ def run_screen(pool_path: str | Path, out: str | Path, model: bytes | None, opti
         manifest["survivors"] = manifest["stages"][-1]["n_out"] if manifest["stages"] else 0
         _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
 
+    if len(done) >= n_chunks:
+        # a resume of a finished screen: starting Ray and loading the model into workers takes
+        # ~10 s to screen nothing, so the run is recorded as having had nothing left to do
+        run.update(workers=0, nothing_left=True, wall_s=0.0,
+                   finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        manifest["status"] = "complete"
+        flush_manifest()
+        return manifest
+
     temp_dir, remove_temp = (None, False)
     started_here = False
     t_start = time.perf_counter()
@@ -374,6 +383,12 @@ def format_summary(manifest: dict[str, Any]) -> str:
         lines.append(f"{st['stage']:<15}{st['n_in']:>11,}{st['n_out']:>11,}{kept:>8.1%}"
                      f"{st['cpu_s']:>10.1f}{rate:>12}")
     run = manifest["runs"][-1]
+    if run.get("nothing_left"):
+        lines.append(f"{manifest.get('candidates_done', 0):,} of {manifest['n_candidates']:,} candidates, "
+                     f"{manifest.get('survivors', 0):,} survivors; status {manifest['status']}; this run "
+                     f"had nothing left to screen (all {manifest['n_chunks']:,} chunks were done), "
+                     "Ray not started")
+        return "\n".join(lines)
     lines.append(f"{manifest.get('candidates_done', 0):,} of {manifest['n_candidates']:,} candidates, "
                  f"{manifest.get('survivors', 0):,} survivors; status {manifest['status']}; this run "
                  f"{run.get('candidates', 0):,} in {run.get('wall_s', 0):.1f} s wall with "
@@ -381,7 +396,7 @@ def format_summary(manifest: dict[str, Any]) -> str:
                  f"{run.get('screen_s', 0):.1f} s screening)")
     mem = run.get("memory_peak_mb")
     if mem:
-        lines.append(f"peak RSS MB: driver {mem['driver']:.0f}, workers "
-                     f"{', '.join(f'{v:.0f}' for v in mem['workers'].values())}, Ray system "
+        workers = ", ".join(f"{v:.0f}" for v in mem["workers"].values()) or "none ran a chunk"
+        lines.append(f"peak RSS MB: driver {mem['driver']:.0f}, workers {workers}, Ray system "
                      f"{sum(mem['ray_system'].values()):.0f}; sum of peaks {mem['sum_of_peaks']:.0f}")
     return "\n".join(lines)
