@@ -265,25 +265,76 @@ class PrecursorLibrary:
 
 
 def read_stock_file(path: str | Path) -> list[str]:
-    """A stock list: one formula per line (``#`` comments) or a YAML list / {stock: [...]}."""
+    """The formulas of a stock file, as written (the dosing station matches these names).
+
+    Accepted formats (why several: labs keep their shelf in whatever their inventory exports):
+
+    * ``.yaml`` / ``.yml``: a list of formulas, or a mapping with a ``stock:`` list;
+    * ``.csv`` / ``.tsv``: a table whose FIRST column holds the formulas; further columns
+      (amount, lot, supplier, ...) are ignored, a header row (a first cell that is not a
+      formula, e.g. ``formula,amount_g``) is skipped, as are blank rows, rows with an empty
+      first cell and ``#`` comment lines; the delimiter is a comma, semicolon or tab;
+    * anything else: plain text, one or more comma-separated formulas per line, ``#`` comments.
+
+    Every problem is a :class:`RecipeError` naming the file (and the line, or the YAML item):
+    a lab's inventory export has hundreds of rows, and "'formula' is not a chemical formula"
+    alone did not say where to look.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: spreadsheet exports carry a BOM
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such stock file") from None
-    if path.suffix in {".yaml", ".yml"}:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read the stock file: {exc}") from None
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
         data = _read_yaml(path)
         if isinstance(data, dict):
             data = data.get("stock")
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise RecipeError(f"{path}: expected a list of formulas (or a 'stock:' list)")
-        items = data
+        items = [(f"item {i + 1}", x.strip()) for i, x in enumerate(data) if x.strip()]
+    elif suffix in {".csv", ".tsv"}:
+        items = _stock_table(path, text, "\t" if suffix == ".tsv" else None)
     else:
-        items = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-        items = [x for part in items for x in part.split(",")]
-    out = [x.strip() for x in items if x and x.strip()]
-    if not out:
+        items = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            items += [(f"line {n}", x.strip()) for x in line.split("#", 1)[0].split(",") if x.strip()]
+    if not items:
         raise RecipeError(f"{path}: the stock file lists no formulas")
-    for x in out:
-        reduced_formula(x)  # validate now, naming the bad formula
+    for where, formula in items:  # validate now, naming the bad formula and where it is
+        try:
+            reduced_formula(formula)
+        except RecipeError as exc:
+            hint = ("" if suffix in {".yaml", ".yml", ".csv", ".tsv"} or "," not in text else
+                    " (a table with amounts or a header row? save it as .csv: formulas in the "
+                    "first column)")
+            raise RecipeError(f"{path}, {where}: {exc}{hint}") from None
+    return [formula for _, formula in items]
+
+
+def _stock_table(path: Path, text: str, delimiter: str | None) -> list[tuple[str, str]]:
+    """``(where, formula)`` of each row of a CSV/TSV stock table: the first cell, header skipped."""
+    import csv
+
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    if delimiter is None:
+        first = lines[0][1]
+        delimiter = max((",", ";", "\t"), key=first.count) if any(d in first for d in ",;\t") else ","
+    rows = [(n, next(csv.reader([line], delimiter=delimiter), [])) for n, line in lines]
+    out: list[tuple[str, str]] = []
+    for i, (n, row) in enumerate(rows):
+        cell = row[0].strip() if row else ""
+        if not cell:
+            continue
+        if i == 0:
+            try:
+                reduced_formula(cell)
+            except RecipeError:
+                continue  # a header row: 'formula', 'precursor', 'name', ...
+        out.append((f"line {n}", cell))
     return out

@@ -15,13 +15,33 @@ def _elements(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[A-Z][a-z]?", text))
 
 
+def campaign_path(ref: str | Path, base: str | Path | None) -> Path:
+    """A file named in campaign.yaml: from the campaign directory, as ``run`` resolves lab.world.
+
+    A relative path is looked for in the campaign directory first, then in the current
+    directory (where ``extra_precursors`` used to be read from, so old campaigns keep working);
+    when it is in neither, the campaign-directory path is returned so an error names where it
+    was expected.
+    """
+    path = Path(ref)
+    if path.is_absolute() or base is None:
+        return path
+    inside = Path(base) / path
+    if inside.exists() or not path.exists():
+        return inside
+    return path
+
+
 def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str], list[str]]:
     """What ``run`` needs beyond a well-formed file: ``(errors, notes)``, each a one-line message.
 
     Checked: the simulated world (a bundled name or a readable world file, relative paths from
     the campaign directory as ``run`` resolves them); the configured chemical systems against the
     world's targets (a simulated campaign aims at the world's wish list: systems with no target are
-    an error when none overlaps, else a note stating the widening); candidate CIF folders; the
+    an error when none overlaps, else a note stating the widening); the recipe files (a stock file
+    or list, extra precursors: a missing or unreadable one is an error naming it, as the planner
+    otherwise fell back to the whole library); on a drivers lab, a bind address drivers can
+    connect to and the drivers wait; candidate CIF folders; the
     auth key folder; the store URL (a SQLite file's folder must exist and be writable, a server
     URL must connect).
     """
@@ -40,6 +60,7 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
             errors.append(f"lab.world: {exc}")
             world = None
         if world is not None:
+            _stock_on_world_shelf(cfg, base, world, notes)
             world_systems = {"-".join(sorted(_elements(f))) for f in world.target_formulas()}
             wanted = {s: _elements(s) for s in cfg.chemical_space.systems}
             # a configured system covers a world target whose elements it contains
@@ -58,6 +79,12 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
                 if extra:
                     notes.append(f"chemical_space.systems widened: a simulated campaign aims at world "
                                  f"{cfg.lab.world!r}'s targets, so also {', '.join(extra)}")
+    errors += _recipe_file_errors(cfg, base)
+    if cfg.lab.kind == "drivers" and re.match(r"^tcp://[^\s:]+:\*$", cfg.lab.bind):
+        # an error, not a note: nothing tells a driver which port was drawn, so none can
+        # connect and the run can only wait lab.driver_wait_s and give up
+        errors.append(f"lab.bind {cfg.lab.bind!r}: a drivers lab needs a fixed port drivers can "
+                      "connect to ('*' draws a random one), e.g. tcp://0.0.0.0:5555")
     for i, source in enumerate(cfg.chemical_space.candidate_sources):
         path = getattr(source, "path", None)
         if source.kind == "cif_dir" and path:
@@ -76,6 +103,58 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
     if problem:
         errors.append(f"store.url: {problem}")
     return errors, notes
+
+
+def _recipe_file_errors(cfg: CampaignConfig, base: Path) -> list[str]:
+    """``recipes.stock`` and ``recipes.extra_precursors``: readable, and formulas throughout."""
+    from recipes import PrecursorLibrary, RecipeError, read_stock_file
+    from recipes.library import reduced_formula
+
+    rc = cfg.recipes
+    errors: list[str] = []
+    if isinstance(rc.stock, str):
+        try:
+            read_stock_file(campaign_path(rc.stock, base))
+        except RecipeError as exc:
+            errors.append(f"recipes.stock: {exc}")
+    elif isinstance(rc.stock, list):
+        if not rc.stock:
+            errors.append("recipes.stock: an empty list (nothing could be proposed); "
+                          "use null for the whole precursor library")
+        for formula in rc.stock:
+            try:
+                reduced_formula(formula)
+            except RecipeError as exc:
+                errors.append(f"recipes.stock: {exc}")
+    if rc.extra_precursors:
+        path = campaign_path(rc.extra_precursors, base)
+        if not path.is_file():
+            errors.append(f"recipes.extra_precursors: {path}: no such file")
+        else:
+            try:
+                PrecursorLibrary.bundled(path)
+            except (RecipeError, OSError, UnicodeDecodeError, ValueError) as exc:
+                errors.append(f"recipes.extra_precursors: {str(exc).splitlines()[0]}")
+    return errors
+
+
+def _stock_on_world_shelf(cfg: CampaignConfig, base: Path, world: object, notes: list[str]) -> None:
+    """A simulated lab doses from its world's shelf: a configured stock narrows it; say what it drops."""
+    from recipes import RecipeError, read_stock_file
+    from recipes.library import reduced_formula
+
+    stock = cfg.recipes.stock
+    try:
+        if isinstance(stock, str):
+            stock = read_stock_file(campaign_path(stock, base))
+        if not stock:
+            return
+        shelf = {reduced_formula(f) for f in getattr(world, "precursors", [])}
+        off = [f for f in stock if reduced_formula(f) not in shelf]
+    except RecipeError:
+        return  # reported by _recipe_file_errors
+    if off:
+        notes.append(f"recipes.stock: {', '.join(off)} not on world {cfg.lab.world!r}'s shelf; skipped")
 
 
 def _store_problem(url: str, base: Path) -> str | None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import surrogates  # a lazy face: the candidate generator loads on first use
-from recipes import RecipePlanner
+from recipes import RecipePlanner, read_stock_file
 from surrogates import chemical_system, reduced_formula
 
 from ..config import CampaignConfig
+from ..config.preflight import campaign_path
 from ..xrd import XrdPattern
 from .analysis_pool import AnalysisPool
 from .assess import Assessed, PhaseAssessor
@@ -38,9 +40,11 @@ class Brain:
     """Real implementation over ``surrogates``, ``recipes`` and ``controller.xrd``."""
 
     def __init__(self, cfg: CampaignConfig, *, world: PublicWorld | None = None,
-                 strategy: str = "full"):
+                 strategy: str = "full", base_dir: str | Path | None = None):
         self.cfg = cfg
         self.world = world  # a simulated lab's public view; None for a real lab
+        # relative recipe files (stock, extra precursors) are read from the campaign directory
+        self.base_dir = Path(base_dir) if base_dir is not None else None
         self.strategy = strategy
         self.seed = int(cfg.campaign.seed)
         self.surrogate = Surrogate(cfg, world, seed=self.seed)
@@ -133,16 +137,40 @@ class Brain:
         """The recipe planner of this campaign, built once (its caches outlive a call)."""
         if self._planner is None:
             rc = self.cfg.recipes
-            stock = list(self.world.precursors) if self.world is not None else (
-                rc.stock if isinstance(rc.stock, list) else None)
-            self._planner = RecipePlanner(stock=stock, max_recipes=rc.max_recipes_per_target,
+            extra = campaign_path(rc.extra_precursors, self.base_dir) if rc.extra_precursors else None
+            self._planner = RecipePlanner(stock=self.stock(), max_recipes=rc.max_recipes_per_target,
                                           yield_threshold=rc.yield_threshold,
                                           strategy=strategy(self.strategy).recipes,
                                           seed=self.seed, min_temperature_c=rc.min_temperature_c,
                                           max_temperature_c=rc.max_temperature_c,
                                           min_driving_force_mev=rc.min_driving_force_mev,
-                                          extra_precursors=rc.extra_precursors)
+                                          extra_precursors=extra)
         return self._planner
+
+    def stock(self) -> list[str] | None:
+        """The powders the planner may propose; None = the whole precursor library.
+
+        ``recipes.stock`` is a list or a stock file (``recipes.read_stock_file``; a relative
+        path from the campaign directory). Why read here and not left to the planner: the file
+        used to be ignored silently and a real lab was offered the whole library, powders it
+        does not have. A simulated lab's shelf is its world's; a configured stock narrows it,
+        and a stocked powder the world's shelf lacks is skipped with a warning naming it (the
+        planner skips a powder it cannot use the same way).
+        """
+        configured = self.cfg.recipes.stock
+        if isinstance(configured, str):
+            configured = read_stock_file(campaign_path(configured, self.base_dir))
+        if self.world is None:
+            return list(configured) if configured is not None else None
+        shelf = list(self.world.precursors)
+        if configured is None:
+            return shelf
+        wanted = {reduced_formula(f): f for f in configured}
+        on_shelf = {reduced_formula(f) for f in shelf}
+        for key, formula in wanted.items():
+            if key not in on_shelf:
+                log.warning("stocked precursor %s skipped: not on the simulated world's shelf", formula)
+        return [f for f in shelf if reduced_formula(f) in wanted]
 
     # the loop's verbs, each served by one part
     def train(self, cands: list[Any], results: list[tuple[int, float]], previous: Any,

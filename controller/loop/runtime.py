@@ -83,7 +83,8 @@ async def run_async(
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with open_lab(cfg, campaign_dir, external=external_lab) as lab:
         world = PublicWorld.from_world(lab.world) if lab.world is not None else None
-        brain = Brain(cfg, world=world, strategy=(options or RunOptions()).strategy)
+        brain = Brain(cfg, world=world, strategy=(options or RunOptions()).strategy,
+                      base_dir=campaign_dir)
         brain.analysis_pool.warm_up()  # XRD workers import while the surrogate pretrains
         try:
             runner = CampaignRunner(cfg, store, lab.dispatcher, brain, options=options,
