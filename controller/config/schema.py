@@ -259,6 +259,11 @@ class LabSection(_Strict):
     heartbeat_s: float = Field(1.0, gt=0, le=600)
     lost_after_heartbeats: int = Field(5, ge=1, le=1000)
     step_retries: int = Field(2, ge=0, le=20)
+    driver_wait_s: float = Field(
+        60.0, gt=0, le=86_400,
+        description="how long run waits for instrument drivers covering every step to connect "
+                    "(a log line every 10 s names what is missing) before it gives up; the "
+                    "campaign is left as it was, a later run waits again")
     auth: AuthSection = AuthSection()
     faults: FaultSection = FaultSection()
     id: str | None = Field(

@@ -81,6 +81,8 @@ class RunSummary:
 class CampaignRunner:
     """Runs (or resumes) one campaign against a transport of live drivers."""
 
+    wait_log_every_s = 10.0  # a line while waiting for the instruments, so a run is never silent
+
     def __init__(self, cfg: CampaignConfig, store: Store, transport: Any, brain: Brain, *,
                  options: RunOptions | None = None,
                  on_update: Callable[[CampaignRunner], None] | None = None,
@@ -142,9 +144,11 @@ class CampaignRunner:
 
     async def _run_claimed(self, camp: Any, started: float) -> None:
         rec = self.records
+        # the instruments first: a run that gives up waiting for them leaves a new campaign
+        # "created" (it never ran), not "running" with nothing running
+        await self._setup_pools()
         if camp.status == "created":
             control.set_status(self.store, camp.name, "running", actor="controller", reason=None)
-        await self._setup_pools()
         capacities = {k: p.limit for k, p in self.pools.items()}
         self.claims.register(capacities)
         data = {"capacities": capacities, "strategy": self.strategy.name,
@@ -218,7 +222,7 @@ class CampaignRunner:
         asking only the furnaces that reconnected first would call it unknown and send it to
         another furnace, which would fire it a second time.
         """
-        await self.transport.wait_for(set(STEP_ORDER), timeout=60.0)
+        await self._wait_for_instruments()
         expected = self.records.known_drivers()
         lab = self.cfg.lab
         deadline = time.monotonic() + max(15.0, 3 * lab.heartbeat_s * lab.lost_after_heartbeats + 5)
@@ -231,6 +235,40 @@ class CampaignRunner:
         capacity = self._capacities()
         for step in STEP_ORDER:
             self.pools[step] = Pool(step, capacity.get(step, 1))
+
+    async def _wait_for_instruments(self) -> None:
+        """Wait up to ``lab.driver_wait_s`` for live drivers covering every step, saying so.
+
+        Why a log line every ~10 s: the run used to sit silent for a fixed minute and then give
+        up. On timeout nothing has been sent or claimed, so the campaign is as it was (a new one
+        stays "created"; an event records the give-up) and a later ``run`` waits again; the TimeoutError says so, and keeps
+        the dispatcher's "no live driver" wording the CLI's hint keys on.
+        """
+        wait = float(self.cfg.lab.driver_wait_s)
+        end = time.monotonic() + wait
+        want = set(STEP_ORDER)
+        while True:
+            left = end - time.monotonic()
+            try:
+                await self.transport.wait_for(want, timeout=max(0.0, min(self.wait_log_every_s, left)))
+                return
+            except TimeoutError:
+                pass
+            alive = [d for d in self.transport.drivers() if getattr(d, "alive", True)]
+            missing = sorted(want - {c for d in alive for c in d.capabilities})
+            connected = sorted(d.identity for d in alive)
+            left = end - time.monotonic()
+            if left <= 0:
+                if self.records is not None:
+                    self.records.log("controller.no_instruments",
+                                     f"gave up after {wait:g} s waiting for drivers for {missing}",
+                                     data={"missing": missing, "connected": connected})
+                raise TimeoutError(
+                    f"no live driver for capabilities {missing} after {wait:g} s "
+                    f"(lab.driver_wait_s; connected: {connected}); nothing was sent and the "
+                    "campaign is resumable: run it again once the drivers are up")
+            log.info("waiting for instrument drivers on %s: none yet for %s (connected: %s); "
+                     "%.1f s left of lab.driver_wait_s", self.cfg.lab.bind, missing, connected, left)
 
     def _capacities(self) -> dict[str, int]:
         capacity: dict[str, int] = {}
