@@ -5,19 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
+from xrd_cells import rocksalt, spinel_like
 
 from controller.xrd import AnalysisSettings, ReferencePhase, analyze, simulate_mixture
-
-
-def _rocksalt(a: float, cation: str = "Mg", anion: str = "O") -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def _spinel_like(a: float) -> Structure:
-    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(a), ["Mg", "Al", "O"],
-                                     [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5],
-                                      [0.2624, 0.2624, 0.2624]])
 
 
 def _wurtzite(a: float, c: float) -> Structure:
@@ -30,7 +20,7 @@ def test_sample_displacement_is_recovered_and_the_cell_stays_right() -> None:
     A-Lab scans whose expert refinements reach 2 EPS2 = 1 deg): the displacement model finds
     0.6 deg and the true cell; a zero shift held to +-0.3 deg (the default) cannot reach it and
     the cell absorbs the rest."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
     pattern = simulate_mixture([made], [1.0], seed=11, max_strain=0.0, max_zero=0.0,
                                displacement=0.6, fwhm=[0.12])
     cfg = AnalysisSettings(zero_range_deg=1.2, sample_displacement=True)
@@ -52,7 +42,7 @@ def test_a_mixture_with_displacement_is_quantified_with_side_cells_held() -> Non
     """Two phases, the side phase a binary held near its reference cell (as in a product
     analysis): with the displacement modelled the weight fractions are recovered; without it
     the binary cannot follow the shift and is lost."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
     side = ReferencePhase.from_structure(_wurtzite(3.25, 5.207), "ZnO")
     pattern = simulate_mixture([made, side], [0.7, 0.3], seed=12, max_strain=0.0, max_zero=0.0,
                                displacement=0.7, fwhm=[0.25, 0.1])
@@ -70,8 +60,8 @@ def test_side_phase_width_is_capped_and_the_target_is_not() -> None:
     """A broad target (FWHM 0.35 deg) with a sharp side phase (0.08 deg): with the side-phase
     width bound the side phase's refined FWHM stays within it, the target's broad width is
     reached, and the fractions are recovered."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
-    side = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
+    side = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
     pattern = simulate_mixture([made, side], [0.75, 0.25], seed=13, max_strain=0.0,
                                fwhm=[0.35, 0.08])
     cap = 0.15

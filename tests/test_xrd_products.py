@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 from pymatgen.core import Lattice, Structure
+from xrd_cells import rocksalt, spinel_like
 
 from controller.xrd import (
     AnalysisSettings,
@@ -27,24 +28,12 @@ from controller.xrd.texture import texture_basis
 EXE = shutil.which("synthloop", path=str(Path(sys.executable).parent)) or "synthloop"
 
 
-def _rocksalt(a: float, cation: str = "Mg", anion: str = "O") -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def _spinel_like(a: float) -> Structure:
-    """MgAl2O4 (Fd-3m, origin 2)."""
-    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(a), ["Mg", "Al", "O"],
-                                     [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5],
-                                      [0.2624, 0.2624, 0.2624]])
-
-
 def test_lookalike_target_is_kept_and_the_choice_reported() -> None:
     """Two candidates with (nearly) the same pattern: the data cannot tell them apart, so the
     target is preferred and the decision is reported as ambiguous, not made silently."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "target_spinel")
-    twin = ReferencePhase.from_structure(_spinel_like(8.10), "side_spinel")
-    other = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "target_spinel")
+    twin = ReferencePhase.from_structure(spinel_like(8.10), "side_spinel")
+    other = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
     pattern = simulate_mixture([made, other], [0.8, 0.2], seed=4)
     res = analyze(pattern, [made, twin, other], target="target_spinel")
     assert res.target_yield == pytest.approx(0.8, abs=0.06)
@@ -60,9 +49,9 @@ def test_lookalike_target_is_kept_and_the_choice_reported() -> None:
 
 
 def test_minor_phase_at_three_percent_is_found_and_absent_ones_are_not() -> None:
-    major = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
-    minor = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
-    absent = ReferencePhase.from_structure(_rocksalt(5.64, "Na", "Cl"), "NaCl")
+    major = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
+    minor = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
+    absent = ReferencePhase.from_structure(rocksalt(5.64, "Na", "Cl"), "NaCl")
     pattern = simulate_mixture([major, minor], [0.97, 0.03], seed=11)
     res = analyze(pattern, [major, minor, absent], target="MgAl2O4")
     wf = res.weight_fractions()
@@ -71,8 +60,8 @@ def test_minor_phase_at_three_percent_is_found_and_absent_ones_are_not() -> None
 
 
 def test_systematic_sigma_enters_every_fraction_and_the_yield() -> None:
-    major = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
-    minor = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    major = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
+    minor = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
     pattern = simulate_mixture([major, minor], [0.7, 0.3], seed=2)
     cfg = AnalysisSettings(systematic_fraction=0.2, systematic_floor=0.01)
     res = analyze(pattern, [major, minor], target="MgAl2O4", settings=cfg)
@@ -83,7 +72,7 @@ def test_systematic_sigma_enters_every_fraction_and_the_yield() -> None:
 
 
 def test_texture_basis_is_invariant_and_zero_for_cubic_at_degree_two() -> None:
-    cubic = _rocksalt(4.2)
+    cubic = rocksalt(4.2)
     hkl = np.array([[1, 1, 1], [2, 0, 0], [2, 2, 0]], dtype=float)
     assert texture_basis(cubic, hkl, cubic.lattice.matrix, max_degree=2).shape[1] == 0
     hexa = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(3.25, 5.2), ["Zn", "O"],
@@ -163,7 +152,7 @@ def test_binary_side_phase_off_its_reference_cell_is_still_quantified() -> None:
     the A-Lab products, median 0.6 %, p90 2.2 %): with +-2 % cell freedom it is found at its
     weighed fraction; held to +-0.5 % (the earlier product rule) it was dropped and the target
     read 100 %."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
     true_side = ReferencePhase.from_structure(_wurtzite(3.25 * 1.016, 5.207 * 1.016), "ZnO")
     reference = ReferencePhase.from_structure(_wurtzite(3.25, 5.207), "ZnO")
     pattern = simulate_mixture([made, true_side], [0.7, 0.3], seed=5, max_strain=0.0)
@@ -189,7 +178,7 @@ def test_weighed_composition_decides_between_lookalikes_the_pattern_cannot_separ
     reported with each alternative's mass balance; given the target's, the target stays."""
     made = ReferencePhase.from_structure(_spinel_b_site("Al"), "spinel_al")
     twin = ReferencePhase.from_structure(_spinel_b_site({"Mg": 0.5, "Si": 0.5}), "spinel_mgsi")
-    other = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    other = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
     pattern = simulate_mixture([twin, other], [0.8, 0.2], seed=4)
     # the screening would otherwise drop one of two collinear profiles before the swap test
     cfg = AnalysisSettings(composition_weight=10.0, composition_scope="all")

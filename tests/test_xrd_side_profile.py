@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
+from xrd_cells import rocksalt, spinel_like
 
 from controller.xrd import AnalysisSettings, ReferencePhase, analyze, simulate_mixture
 from controller.xrd.fitting import PatternModel, PhaseInput
 
 
-def _rocksalt(a: float, cation: str = "Mg", anion: str = "O") -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), [cation, anion],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def _spinel_like(a: float) -> Structure:
-    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(a), ["Mg", "Al", "O"],
-                                     [[0.125, 0.125, 0.125], [0.5, 0.5, 0.5],
-                                      [0.2624, 0.2624, 0.2624]])
-
-
 def _model(eta_side: float | None, width_fixed: bool) -> PatternModel:
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4").reflections(0.9)
-    side = ReferencePhase.from_structure(_rocksalt(4.212), "MgO").reflections(0.9)
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4").reflections(0.9)
+    side = ReferencePhase.from_structure(rocksalt(4.212), "MgO").reflections(0.9)
     x = np.arange(15.0, 80.0, 0.02)
     y = np.full(x.size, 100.0)
     return PatternModel(x, y, [(1.5406, 1.0)],
@@ -71,8 +60,8 @@ def test_side_profile_settings_in_a_product_analysis() -> None:
     """A broad target with a sharp side phase: held side widths give the side phase exactly
     the bound's FWHM, the target keeps its own broad width, and the fractions are recovered;
     without a target (no side phases) neither setting applies."""
-    made = ReferencePhase.from_structure(_spinel_like(8.08), "MgAl2O4")
-    side = ReferencePhase.from_structure(_rocksalt(4.212), "MgO")
+    made = ReferencePhase.from_structure(spinel_like(8.08), "MgAl2O4")
+    side = ReferencePhase.from_structure(rocksalt(4.212), "MgO")
     pattern = simulate_mixture([made, side], [0.75, 0.25], seed=13, max_strain=0.0,
                                fwhm=[0.35, 0.15], eta=0.5)
     cap = 0.12  # FWHM at 30 deg = cap / cos 15 + cap tan 15 = 0.156
