@@ -12,16 +12,14 @@ from rich.table import Table
 
 from ..config import ConfigError, example_config_text, load_config, preflight
 from ..store import Store, StoreError, iso
+from .output import err_console
+from .output import fail as _fail
 
 console = Console()
-err_console = Console(stderr=True)
 
 CONFIG_FILE = "campaign.yaml"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _config_path(target: Path) -> Path:

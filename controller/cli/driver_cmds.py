@@ -12,10 +12,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from .output import fail as _fail
 
 console = Console()
-err_console = Console(stderr=True)
 
 driver_app = typer.Typer(help="Run and certify instrument drivers (ZeroMQ protocol).",
                          no_args_is_help=True)
@@ -23,9 +23,6 @@ keys_app = typer.Typer(help="CurveZMQ keys for authenticated controller/driver l
                        no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
-    raise typer.Exit(code)
 
 
 @driver_app.command("serve")

@@ -14,16 +14,15 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .output import err_console
+from .output import fail as _fail
+
 console = Console()
-err_console = Console(stderr=True)
 
 recipes_app = typer.Typer(help="Recipe planning: precursor sets, reactions, conditions.",
                           no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"error: {message}", highlight=False, markup=False)
-    raise typer.Exit(code)
 
 
 def _print_warnings(caught: list) -> None:

@@ -15,16 +15,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .output import err_console
+from .output import fail as _fail
+
 console = Console()
-err_console = Console(stderr=True)
 
 simlab_app = typer.Typer(help="Simulated lab: build worlds, serve them as drivers, inspect them.",
                          no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _check_out(out: Path) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-err_console = Console(stderr=True, soft_wrap=True)  # paths in messages stay whole
+from .output import err_console
 
 
 def serve(

@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .output import err_console
+from .output import fail as _fail
+
 if TYPE_CHECKING:  # the analysis stack (pymatgen, scipy) loads only when an xrd command runs
     from ..xrd import PhaseAnalysis
 
 console = Console()
-err_console = Console(stderr=True)
 
 xrd_app = typer.Typer(
     name="xrd",
@@ -39,9 +41,6 @@ def _bundled_phase(spec: str) -> str:
     return matches[0] if matches else spec
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
-    raise typer.Exit(code)
 
 
 TABLE_SUFFIXES = (".csv", ".json")
@@ -278,7 +277,7 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
     if as_json:
         print(json.dumps(rows, allow_nan=False))
     else:
-        table = Table(title=escape(f"{folder}  {len(rows)} patterns, {len(failed)} failed"))
+        table = Table(title=escape(str(folder)))
         for col in ("pattern", "phases (wt % ± σ)", "target yield", "Rwp", "ambiguous / error"):
             table.add_column(col)
         for r in rows:
@@ -288,8 +287,11 @@ def _batch(folder: Path, phases: list[str], target: str | None, out: Path | None
                           "" if r["rwp"] is None else f"{r['rwp']:.4f}",
                           escape(r["error"] or r["ambiguous"]))
         console.print(table)
+        # the count on a line of its own: a table title wraps at the terminal's width
+        console.print(f"{folder}: {len(rows)} patterns, {len(failed)} failed", markup=False,
+                      highlight=False, soft_wrap=True)
         if out is not None:
-            console.print(f"wrote {out}", markup=False, highlight=False)
+            console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -1,0 +1,21 @@
+"""Where the CLI's messages go and how an error ends a command — one home for every group.
+
+Why soft wrap: an error names a path or a formula a user copies into the next command; rich
+would otherwise break it at the terminal width (``run[old]`` / ``.xrdml`` on two lines), and
+the width a test or a pipe sees differs from a terminal's. Why escaped: rich markup would read
+``[old]`` in a path as a style tag and drop it.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: object, code: int = 2) -> None:
+    """Print ``error: MESSAGE`` on stderr (whole, unstyled text) and end the command with ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+    raise typer.Exit(code)
