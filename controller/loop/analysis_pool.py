@@ -13,12 +13,14 @@ controller's own thread: a lost worker never loses an analysis.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,25 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     while os.getppid() == parent:
         time.sleep(interval_s)
     os._exit(0)
+
+
+@contextlib.contextmanager
+def _workers_born_ignoring_sigint() -> Iterator[None]:
+    """SIGINT ignored while worker processes are started here, so they inherit the ignored
+    disposition from birth (an ignored signal survives exec; Python then keeps it ignored).
+
+    Why: ``_init_worker`` ignores SIGINT only once a worker has imported its way to the
+    initializer (seconds on a loaded machine); a Ctrl-C in that gap killed the starting worker,
+    printed its traceback and left a broken pool whose shutdown could hang. Only the main thread
+    may change a handler; elsewhere this does nothing (the initializer still covers it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(parent: int | None = None) -> None:
@@ -90,8 +111,9 @@ class AnalysisPool:
         """Start the workers now (their imports take seconds) so the first fit does not wait."""
         if self.workers > 0:
             pool = self._executor()
-            for _ in range(self.workers):
-                pool.submit(_init_worker)
+            with _workers_born_ignoring_sigint():
+                for _ in range(self.workers):
+                    pool.submit(_init_worker)
 
     def analyze(self, pattern: XrdPattern, phases: list[Any], target: str | None,
                 settings: Any, composition: Any = None) -> PhaseAnalysis:
@@ -99,7 +121,9 @@ class AnalysisPool:
         if self.workers <= 0:
             return run_analysis(*args)
         try:
-            return self._executor().submit(run_analysis, *args).result()
+            with _workers_born_ignoring_sigint():  # a submit may start a worker process
+                future = self._executor().submit(run_analysis, *args)
+            return future.result()
         except BrokenProcessPool as exc:
             log.warning("XRD worker process died (%s); pool rebuilt, this fit runs in-process", exc)
             with self._lock:
