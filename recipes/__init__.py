@@ -3,7 +3,7 @@
 The face of the package: other packages import only the names listed in ``__all__``.
 """
 
-from .library import Precursor, PrecursorLibrary, read_stock_file
+from .library import Precursor, PrecursorLibrary, read_stock_file, reduced_formula
 from .literature import LiteratureModel, literature_model
 from .pathways import PairReaction, PathwayKnowledge
 from .planner import STRATEGIES, RecipePlanner
@@ -48,5 +48,6 @@ __all__ = [
     "YieldModel",
     "gas_energy_ev",
     "read_stock_file",
+    "reduced_formula",
     "recipes_tried",
 ]

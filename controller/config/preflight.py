@@ -107,8 +107,7 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
 
 def _recipe_file_errors(cfg: CampaignConfig, base: Path) -> list[str]:
     """``recipes.stock`` and ``recipes.extra_precursors``: readable, and formulas throughout."""
-    from recipes import PrecursorLibrary, RecipeError, read_stock_file
-    from recipes.library import reduced_formula
+    from recipes import PrecursorLibrary, RecipeError, read_stock_file, reduced_formula
 
     rc = cfg.recipes
     errors: list[str] = []
@@ -140,8 +139,7 @@ def _recipe_file_errors(cfg: CampaignConfig, base: Path) -> list[str]:
 
 def _stock_on_world_shelf(cfg: CampaignConfig, base: Path, world: object, notes: list[str]) -> None:
     """A simulated lab doses from its world's shelf: a configured stock narrows it; say what it drops."""
-    from recipes import RecipeError, read_stock_file
-    from recipes.library import reduced_formula
+    from recipes import RecipeError, read_stock_file, reduced_formula
 
     stock = cfg.recipes.stock
     try:
