@@ -21,6 +21,14 @@ def invoke(*args: str):  # noqa: ANN201 - click Result
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "300"})
 
 
+
+def _default_sigint() -> None:
+    """Give the child Python's own Ctrl-C handling back: pytest-xdist workers run with SIGINT
+    ignored, and an ignored disposition survives exec, so Ctrl-C never reached the child in CI."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_paths_with_brackets_are_printed_whole(tmp_path: Path) -> None:
     missing = tmp_path / "run[old].xrdml"
     out = invoke("xrd", "analyze", str(missing), "--phases", "NiO")
@@ -80,7 +88,8 @@ def test_ctrl_c_says_the_campaign_resumes(tmp_path: Path) -> None:
     assert invoke("init", str(camp)).exit_code == 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
     proc = subprocess.Popen([exe, "run", str(camp), "--no-live"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("log:")
         time.sleep(2.0)  # inside run_campaign

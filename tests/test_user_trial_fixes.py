@@ -23,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- store: '%' in the URL
 
 
+
+def _default_sigint() -> None:
+    """Give the child Python's own Ctrl-C handling back: pytest-xdist workers run with SIGINT
+    ignored, and an ignored disposition survives exec, so Ctrl-C never reached the child in CI."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 def test_store_opens_and_reopens_in_a_directory_named_with_percent(tmp_path: Path) -> None:
     """Alembic's config goes through configparser interpolation; a bare '%' raised ValueError."""
     from controller.store.store import Store
@@ -110,6 +118,7 @@ def test_ctrl_c_leaves_the_shutdown_to_the_controller_without_worker_tracebacks(
     KeyboardInterrupt traceback; the controller closes the pool and the workers exit."""
     proc = subprocess.Popen([sys.executable, "-c", CONTROLLER], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]

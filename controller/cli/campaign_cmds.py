@@ -15,7 +15,7 @@ from ..store import Store, StoreError, iso
 from .output import err_console
 from .output import fail as _fail
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 
 CONFIG_FILE = "campaign.yaml"
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from .output import fail as _fail
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 
 driver_app = typer.Typer(help="Run and certify instrument drivers (ZeroMQ protocol).",
                          no_args_is_help=True)

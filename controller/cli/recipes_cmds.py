@@ -17,7 +17,7 @@ from rich.console import Console
 from .output import err_console
 from .output import fail as _fail
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 
 recipes_app = typer.Typer(help="Recipe planning: precursor sets, reactions, conditions.",
                           no_args_is_help=True)

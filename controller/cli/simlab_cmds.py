@@ -18,7 +18,7 @@ from rich.table import Table
 from .output import err_console
 from .output import fail as _fail
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 
 simlab_app = typer.Typer(help="Simulated lab: build worlds, serve them as drivers, inspect them.",
                          no_args_is_help=True)

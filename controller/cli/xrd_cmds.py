@@ -17,7 +17,7 @@ from .output import fail as _fail
 if TYPE_CHECKING:  # the analysis stack (pymatgen, scipy) loads only when an xrd command runs
     from ..xrd import PhaseAnalysis
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 
 xrd_app = typer.Typer(
     name="xrd",
