@@ -3,7 +3,7 @@
 The face of the package: other packages import only the names listed in ``__all__``.
 """
 
-from .library import Precursor, PrecursorLibrary, read_stock_file, reduced_formula
+from .library import Precursor, PrecursorLibrary, on_shelf, read_stock_file, reduced_formula
 from .literature import LiteratureModel, literature_model
 from .pathways import PairReaction, PathwayKnowledge
 from .planner import STRATEGIES, RecipePlanner
@@ -47,6 +47,7 @@ __all__ = [
     "Thermo",
     "YieldModel",
     "gas_energy_ev",
+    "on_shelf",
     "read_stock_file",
     "reduced_formula",
     "recipes_tried",

@@ -314,6 +314,16 @@ def read_stock_file(path: str | Path) -> list[str]:
     return [formula for _, formula in items]
 
 
+def on_shelf(stock: list[str], shelf: list[str]) -> tuple[list[str], list[str]]:
+    """``(kept, off)``: the shelf's powders that ``stock`` names, in the shelf's spelling and order
+    (the dosing station's names), and the stocked powders the shelf lacks, as written.
+    Compared by reduced formula, so ``LiOH`` on a list matches ``LiHO`` on a shelf."""
+    wanted = {reduced_formula(f) for f in stock}
+    have = {reduced_formula(f) for f in shelf}
+    kept = [f for f in shelf if reduced_formula(f) in wanted]
+    return kept, [f for f in stock if reduced_formula(f) not in have]
+
+
 def _stock_table(path: Path, text: str, delimiter: str | None) -> list[tuple[str, str]]:
     """``(where, formula)`` of each row of a CSV/TSV stock table: the first cell, header skipped."""
     import csv

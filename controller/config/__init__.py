@@ -12,6 +12,7 @@ ConfigError naming the problem), ``preflight`` (what ``run`` checks beyond the f
 from .loading import (
     EXAMPLE_CONFIG_NAME,
     ConfigError,
+    campaign_path,
     example_config_text,
     load_config,
     parse_config,
@@ -49,6 +50,7 @@ __all__ = [
     "ChemicalSpace",
     "CifDirSource",
     "ConfigError",
+    "campaign_path",
     "EXAMPLE_CONFIG_NAME",
     "FaultSection",
     "LabSection",

@@ -104,6 +104,23 @@ def load_config(path: str | Path) -> CampaignConfig:
     return parse_config(data, str(path))
 
 
+def campaign_path(ref: str | Path, base: str | Path | None) -> Path:
+    """A file named in campaign.yaml: from the campaign directory, as ``run`` resolves lab.world.
+
+    A relative path is looked for in the campaign directory first, then in the current
+    directory (where ``extra_precursors`` used to be read from, so old campaigns keep working);
+    when it is in neither, the campaign-directory path is returned so an error names where it
+    was expected.
+    """
+    path = Path(ref)
+    if path.is_absolute() or base is None:
+        return path
+    inside = Path(base) / path
+    if inside.exists() or not path.exists():
+        return inside
+    return path
+
+
 def example_config_text() -> str:
     """The commented example that ``synthloop init`` writes (shipped inside the package)."""
     return resources.files("controller").joinpath(EXAMPLE_CONFIG_NAME).read_text(encoding="utf-8")

@@ -8,28 +8,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .loading import campaign_path
 from .schema import CampaignConfig
 
 
 def _elements(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[A-Z][a-z]?", text))
-
-
-def campaign_path(ref: str | Path, base: str | Path | None) -> Path:
-    """A file named in campaign.yaml: from the campaign directory, as ``run`` resolves lab.world.
-
-    A relative path is looked for in the campaign directory first, then in the current
-    directory (where ``extra_precursors`` used to be read from, so old campaigns keep working);
-    when it is in neither, the campaign-directory path is returned so an error names where it
-    was expected.
-    """
-    path = Path(ref)
-    if path.is_absolute() or base is None:
-        return path
-    inside = Path(base) / path
-    if inside.exists() or not path.exists():
-        return inside
-    return path
 
 
 def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str], list[str]]:
@@ -139,7 +123,7 @@ def _recipe_file_errors(cfg: CampaignConfig, base: Path) -> list[str]:
 
 def _stock_on_world_shelf(cfg: CampaignConfig, base: Path, world: object, notes: list[str]) -> None:
     """A simulated lab doses from its world's shelf: a configured stock narrows it; say what it drops."""
-    from recipes import RecipeError, read_stock_file, reduced_formula
+    from recipes import RecipeError, on_shelf, read_stock_file
 
     stock = cfg.recipes.stock
     try:
@@ -147,8 +131,7 @@ def _stock_on_world_shelf(cfg: CampaignConfig, base: Path, world: object, notes:
             stock = read_stock_file(campaign_path(stock, base))
         if not stock:
             return
-        shelf = {reduced_formula(f) for f in getattr(world, "precursors", [])}
-        off = [f for f in stock if reduced_formula(f) not in shelf]
+        _, off = on_shelf(stock, list(getattr(world, "precursors", [])))
     except RecipeError:
         return  # reported by _recipe_file_errors
     if off:

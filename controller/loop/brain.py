@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import surrogates  # a lazy face: the candidate generator loads on first use
-from recipes import RecipePlanner, read_stock_file
+from recipes import RecipePlanner, on_shelf, read_stock_file
 from surrogates import chemical_system, reduced_formula
 
-from ..config import CampaignConfig
-from ..config.preflight import campaign_path
+from ..config import CampaignConfig, campaign_path
 from ..xrd import XrdPattern
 from .analysis_pool import AnalysisPool
 from .assess import Assessed, PhaseAssessor
@@ -165,12 +164,10 @@ class Brain:
         shelf = list(self.world.precursors)
         if configured is None:
             return shelf
-        wanted = {reduced_formula(f): f for f in configured}
-        on_shelf = {reduced_formula(f) for f in shelf}
-        for key, formula in wanted.items():
-            if key not in on_shelf:
-                log.warning("stocked precursor %s skipped: not on the simulated world's shelf", formula)
-        return [f for f in shelf if reduced_formula(f) in wanted]
+        kept, off = on_shelf(configured, shelf)
+        for formula in off:
+            log.warning("stocked precursor %s skipped: not on the simulated world's shelf", formula)
+        return kept
 
     # the loop's verbs, each served by one part
     def train(self, cands: list[Any], results: list[tuple[int, float]], previous: Any,
