@@ -20,8 +20,6 @@ console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
 CONFIG_FILE = "campaign.yaml"
 
 
-
-
 def _config_path(target: Path) -> Path:
     return target / CONFIG_FILE if target.is_dir() else target
 
@@ -46,32 +44,10 @@ def _checked_config(path: Path, hint: str = "", lab_id: str = ""):  # noqa: ANN2
         cfg = load_config(path)
     except ConfigError as exc:
         _fail(str(exc))
-    errors, notes = preflight(cfg, path.parent)
-    errors = [*errors, *_lab_id_errors(cfg, lab_id)]
+    errors, notes = preflight(cfg, path.parent, lab_id=lab_id)
     if errors:
         _fail(f"{path}: " + "; ".join(errors) + hint)
     return cfg, notes
-
-
-def _lab_id_errors(cfg, lab_id: str) -> list[str]:  # noqa: ANN001 - CampaignConfig
-    """A lab id (lab.id or --lab-id) on a SQLite store: refused here, before a store exists.
-
-    Why in the CLI too: the loop refuses it only after it has created the store and the campaign
-    row, so `run --lab-id A` on SQLite left a campaign.db behind, and `validate` said ok.
-    """
-    from sqlalchemy.engine import make_url
-
-    lab = lab_id or (cfg.lab.id or "")
-    try:
-        backend = make_url(cfg.store.url).get_backend_name()
-    except Exception:  # noqa: BLE001 - a malformed URL is preflight's to report
-        return []
-    if lab and backend == "sqlite":
-        source = "--lab-id" if lab_id else "lab.id"
-        return [f"{source} {lab!r}: several labs on one campaign need a PostgreSQL store "
-                "(store.url: postgresql+psycopg://USER@HOST/DB); this store is SQLite, which takes one "
-                f"controller (remove {source} to run the campaign alone)"]
-    return []
 
 
 def _campaign_name(directory: Path) -> str:

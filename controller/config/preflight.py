@@ -16,7 +16,8 @@ def _elements(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[A-Z][a-z]?", text))
 
 
-def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str], list[str]]:
+def preflight(cfg: CampaignConfig, campaign_dir: str | Path, *,
+              lab_id: str = "") -> tuple[list[str], list[str]]:
     """What ``run`` needs beyond a well-formed file: ``(errors, notes)``, each a one-line message.
 
     Checked: the simulated world (a bundled name or a readable world file, relative paths from
@@ -27,7 +28,7 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
     otherwise fell back to the whole library); on a drivers lab, a bind address drivers can
     connect to and the drivers wait; candidate CIF folders; the
     auth key folder; the store URL (a SQLite file's folder must exist and be writable, a server
-    URL must connect).
+    URL must connect); a lab id (``lab.id``, or ``lab_id`` = ``run --lab-id``) only on PostgreSQL.
     """
     base = Path(campaign_dir)
     errors: list[str] = []
@@ -86,6 +87,7 @@ def preflight(cfg: CampaignConfig, campaign_dir: str | Path) -> tuple[list[str],
     problem = _store_problem(cfg.store.url, base)
     if problem:
         errors.append(f"store.url: {problem}")
+    errors += _lab_id_errors(cfg, lab_id)
     return errors, notes
 
 
@@ -136,6 +138,27 @@ def _stock_on_world_shelf(cfg: CampaignConfig, base: Path, world: object, notes:
         return  # reported by _recipe_file_errors
     if off:
         notes.append(f"recipes.stock: {', '.join(off)} not on world {cfg.lab.world!r}'s shelf; skipped")
+
+
+def _lab_id_errors(cfg: CampaignConfig, lab_id: str) -> list[str]:
+    """A lab id (lab.id or --lab-id) on a SQLite store: refused here, before a store exists.
+
+    Why in preflight too: the loop refuses it only after it has created the store and the
+    campaign row, so `run --lab-id A` on SQLite left a campaign.db behind, and `validate` said ok.
+    """
+    from sqlalchemy.engine import make_url
+
+    lab = lab_id or (cfg.lab.id or "")
+    try:
+        backend = make_url(cfg.store.url).get_backend_name()
+    except Exception:  # noqa: BLE001 - a malformed URL is preflight's to report
+        return []
+    if lab and backend == "sqlite":
+        source = "--lab-id" if lab_id else "lab.id"
+        return [f"{source} {lab!r}: several labs on one campaign need a PostgreSQL store "
+                "(store.url: postgresql+psycopg://USER@HOST/DB); this store is SQLite, which takes one "
+                f"controller (remove {source} to run the campaign alone)"]
+    return []
 
 
 def _store_problem(url: str, base: Path) -> str | None:
