@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .output import err_console
+from .output import check_out_file, err_console
 from .output import fail as _fail
 
 console = Console(soft_wrap=True)  # paths and formulas a user copies stay whole
@@ -34,10 +34,7 @@ def _check_out(out: Path) -> None:
     """
     if out.suffix not in {".json", ".yaml", ".yml", ".bz2"}:
         _fail(f"--out {out}: use a .json, .json.bz2 or .yaml file name")
-    if out.is_dir():
-        _fail(f"--out {out}: is a folder; give a file name")
-    if not out.parent.is_dir():
-        _fail(f"--out {out}: folder {out.parent} does not exist")
+    check_out_file(out)
 
 
 @simlab_app.command("build-world")

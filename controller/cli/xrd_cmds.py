@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .output import err_console
+from .output import check_out_file, err_console
 from .output import fail as _fail
 
 if TYPE_CHECKING:  # the analysis stack (pymatgen, scipy) loads only when an xrd command runs
@@ -57,10 +57,7 @@ def _check_out(out: Path | None, option: str, suffixes: tuple[str, ...]) -> None
         return
     if out.suffix.lower() not in suffixes:
         _fail(f"{option} {out}: expected a {' / '.join(suffixes)} file")
-    if out.is_dir():
-        _fail(f"{option} {out}: is a folder; give a file name")
-    if not out.parent.is_dir():
-        _fail(f"{option} {out}: folder {out.parent} does not exist")
+    check_out_file(out, option)
 
 
 def _write_out(out: Path, write) -> None:  # noqa: ANN001 - a callable taking the path
